@@ -1,0 +1,112 @@
+//! `AppState`: everything a request needs, built once at start from the config and the
+//! store, then shared as one `Arc`. Start-up also imports the keys and users declared in
+//! the config (idempotently) and starts the background tasks it owns.
+
+use crate::config::Config;
+use crate::keys::persist::{self, Persister};
+use crate::keys::{Pool, unix_ms};
+use crate::secret::Secret;
+use crate::store::{Store, Write};
+use crate::upstream::Upstream;
+use crate::users::{self, Users};
+use anyhow::Context;
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+pub struct AppState {
+    pub config: Config,
+    pub store: Store,
+    pub pool: Arc<Pool>,
+    pub users: Users,
+    pub upstream: Upstream,
+    pub persister: Persister,
+}
+
+impl AppState {
+    /// Opens the store, loads the pool, applies the config's declarations.
+    pub async fn build(config: Config) -> anyhow::Result<(Arc<Self>, JoinHandle<()>)> {
+        let store = Store::open_redb(&config.data_dir)
+            .await
+            .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+        let snapshot = store.load().await.context("loading the store")?;
+        let (tx, rx) = persist::channel();
+        let pool = Arc::new(Pool::new(config.pool.clone(), &snapshot, tx.clone()));
+        let (persister, writer) = persist::spawn(pool.clone(), store.clone(), tx, rx);
+
+        let declared: Vec<(Secret, Option<String>)> = config
+            .upstream_keys
+            .iter()
+            .map(|k| (Secret::new(k.key.expose().trim()), k.note.clone()))
+            .collect();
+        let added = pool.add(&declared, unix_ms());
+        persister.sync().await;
+        if !added.is_empty() {
+            tracing::info!(
+                count = added.len(),
+                "imported upstream keys from the config"
+            );
+        }
+
+        let mut records = snapshot.users.clone();
+        let writes = import_users(&config, &mut records);
+        store.apply(writes).await.context("saving users")?;
+        let users = Users::new(&records);
+
+        let upstream = Upstream::new(&config.upstream)?;
+        tracing::info!(keys = pool.len(), users = records.len(), "store loaded");
+        let state = Arc::new(Self {
+            config,
+            store,
+            pool,
+            users,
+            upstream,
+            persister,
+        });
+        Ok((state, writer))
+    }
+}
+
+/// Creates or updates the `[[users]]` of the config. A user without a key in the config
+/// gets a generated one on first start, printed once; an existing user keeps theirs.
+fn import_users(config: &Config, records: &mut Vec<crate::store::UserRecord>) -> Vec<Write> {
+    let now = unix_ms() / 1000;
+    let mut writes = Vec::new();
+    for declared in &config.users {
+        let existing = records.iter_mut().find(|r| r.name == declared.name);
+        match (existing, &declared.key) {
+            (Some(rec), Some(key)) => {
+                let hash = users::hash_key(key.expose());
+                if rec.key_hash != hash {
+                    rec.key_hash = hash;
+                    rec.key_prefix = users::display_prefix(key.expose());
+                    writes.push(Write::PutUser(rec.clone()));
+                }
+            }
+            (Some(_), None) => {}
+            (None, key) => {
+                let key = match key {
+                    Some(k) => k.clone(),
+                    None => {
+                        let k = users::generate_key();
+                        print_banner(&declared.name, &k);
+                        k
+                    }
+                };
+                let rec = users::record(&declared.name, &key, now);
+                writes.push(Write::PutUser(rec.clone()));
+                records.push(rec);
+            }
+        }
+    }
+    writes
+}
+
+/// The one place a generated user key is shown: stderr, once, outside the log stream.
+fn print_banner(name: &str, key: &Secret) {
+    eprintln!(
+        "\n==================== gemini-balance ====================\n\
+         New user key for {name:?} (shown once, store it now):\n\n    {}\n\
+         ========================================================\n",
+        key.expose()
+    );
+}

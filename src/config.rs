@@ -1,0 +1,326 @@
+//! The configuration file: serde structs with defaults, unknown keys rejected by name,
+//! and `validate()` run before anything binds.
+//!
+//! This module only reads and checks settings; it opens no sockets and touches no store.
+//! Secrets come from the file, from the environment, or from `*_file` paths (systemd
+//! `LoadCredential`), and are held as [`Secret`] so they never print.
+
+use crate::secret::Secret;
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub store: Option<Secret>,
+    pub log_level: String,
+    pub admin: AdminConfig,
+    pub upstream: UpstreamConfig,
+    pub pool: PoolConfig,
+    pub server: ServerConfig,
+    pub upstream_keys: Vec<UpstreamKeyConfig>,
+    pub users: Vec<UserConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
+            data_dir: PathBuf::from("./data"),
+            store: None,
+            log_level: "info".to_owned(),
+            admin: AdminConfig::default(),
+            upstream: UpstreamConfig::default(),
+            pool: PoolConfig::default(),
+            server: ServerConfig::default(),
+            upstream_keys: Vec::new(),
+            users: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub password_hash: Option<Secret>,
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    pub base_url: String,
+    pub openai_base_url: Option<String>,
+    pub proxy: Option<Secret>,
+    pub allow_plain_http: bool,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time allowed for the upstream's response headers on one attempt.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Longest silence tolerated between two chunks of a streamed answer.
+    #[serde(with = "humantime_serde")]
+    pub stream_idle_timeout: Duration,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "https://generativelanguage.googleapis.com".to_owned(),
+            openai_base_url: None,
+            proxy: None,
+            allow_plain_http: false,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(300),
+            stream_idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+impl UpstreamConfig {
+    pub fn openai_base(&self) -> String {
+        match &self.openai_base_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("{}/v1beta/openai", self.base_url.trim_end_matches('/')),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    RoundRobin,
+    LeastUsed,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    pub strategy: Strategy,
+    /// Upstream attempts per client request (never more than the number of keys).
+    pub max_attempts: u32,
+    /// Concurrent upstream requests per key; 0 means no cap.
+    pub max_concurrent_per_key: u32,
+    #[serde(with = "humantime_serde")]
+    pub cooldown_base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub cooldown_max: Duration,
+    /// Margin added to Google's `retryDelay`.
+    #[serde(with = "humantime_serde")]
+    pub retry_delay_margin: Duration,
+    /// Consecutive 5xx / network failures before a (key, model) cools briefly.
+    pub failure_threshold: u32,
+    #[serde(with = "humantime_serde")]
+    pub failure_cooldown: Duration,
+    /// How long a request may wait for a cooling or busy key before 429/503.
+    #[serde(with = "humantime_serde")]
+    pub queue_wait: Duration,
+    /// Overall budget for one client request, all attempts included (to the first byte).
+    #[serde(with = "humantime_serde")]
+    pub request_deadline: Duration,
+    /// How often `invalid` keys are re-validated with a quota-free call; 0 disables.
+    #[serde(with = "humantime_serde")]
+    pub revalidate_interval: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            strategy: Strategy::RoundRobin,
+            max_attempts: 3,
+            max_concurrent_per_key: 0,
+            cooldown_base: Duration::from_secs(60),
+            cooldown_max: Duration::from_secs(12 * 3600),
+            retry_delay_margin: Duration::from_secs(1),
+            failure_threshold: 3,
+            failure_cooldown: Duration::from_secs(30),
+            queue_wait: Duration::from_secs(5),
+            request_deadline: Duration::from_secs(600),
+            revalidate_interval: Duration::from_secs(6 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub max_body_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 32 * 1024 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
+            max_connections: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamKeyConfig {
+    pub key: Secret,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    #[serde(default)]
+    pub key: Option<Secret>,
+}
+
+impl Config {
+    /// Reads the file (if any) and applies environment overrides for secrets.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                Self::parse(&text).with_context(|| format!("in config file {}", path.display()))?
+            }
+            None => Self::default(),
+        };
+        config.apply_env()?;
+        Ok(config)
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        // toml's messages name the offending key and line; they quote no values for
+        // unknown-field errors, but a type error can echo a value, so keep only the summary.
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.message()))
+    }
+
+    fn apply_env(&mut self) -> anyhow::Result<()> {
+        if let Ok(pw) = std::env::var("GEMINI_BALANCE_ADMIN_PASSWORD") {
+            self.admin.password = Some(Secret::new(pw));
+        }
+        if let Some(path) = &self.admin.password_file {
+            let pw = std::fs::read_to_string(path)
+                .with_context(|| format!("reading admin.password_file {}", path.display()))?;
+            self.admin.password = Some(Secret::new(pw.trim_end_matches(['\r', '\n'])));
+        }
+        if let Ok(url) = std::env::var("GEMINI_BALANCE_STORE") {
+            self.store = Some(Secret::new(url));
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let base = &self.upstream.base_url;
+        if !(base.starts_with("https://") || base.starts_with("http://")) {
+            bail!("upstream.base_url must start with https:// (got a non-URL value)");
+        }
+        if base.starts_with("http://") && !self.upstream.allow_plain_http {
+            bail!(
+                "upstream.base_url is plain http://; set upstream.allow_plain_http = true to allow it"
+            );
+        }
+        base.parse::<http::Uri>()
+            .context("upstream.base_url is not a valid URL")?;
+        if let Some(proxy) = &self.upstream.proxy {
+            let p = proxy.expose();
+            let ok = ["http://", "socks5://", "socks5h://"]
+                .iter()
+                .any(|s| p.starts_with(s));
+            if !ok {
+                bail!("upstream.proxy must start with http://, socks5:// or socks5h://");
+            }
+            p.parse::<http::Uri>()
+                .map_err(|_| anyhow::anyhow!("upstream.proxy is not a valid URL"))?;
+        }
+        if self.pool.max_attempts == 0 {
+            bail!("pool.max_attempts must be at least 1");
+        }
+        if self.pool.cooldown_base > self.pool.cooldown_max {
+            bail!("pool.cooldown_base must not exceed pool.cooldown_max");
+        }
+        if self.server.max_body_bytes == 0 {
+            bail!("server.max_body_bytes must be positive");
+        }
+        let mut names = std::collections::HashSet::new();
+        for user in &self.users {
+            if user.name.trim().is_empty() {
+                bail!("[[users]] entry with an empty name");
+            }
+            if !names.insert(user.name.as_str()) {
+                bail!("[[users]] name {:?} appears twice", user.name);
+            }
+        }
+        for key in &self.upstream_keys {
+            if key.key.expose().trim().is_empty() {
+                bail!("[[upstream_keys]] entry with an empty key");
+            }
+        }
+        if let Some(store) = &self.store {
+            if !store.expose().starts_with("redb:") && !store.expose().starts_with("redis") {
+                bail!("store must be a redis:// or rediss:// URL");
+            }
+            if store.expose().starts_with("redis") {
+                bail!("the Redis store is not available in this build yet");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_example_parses_and_validates() {
+        let text = include_str!("../gemini-balance.toml.example");
+        let config = Config::parse(text).expect("example parses");
+        config.validate().expect("example validates");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::parse("[pool]\nmax_atempts = 3\n").unwrap_err();
+        assert!(err.to_string().contains("max_atempts"), "{err}");
+    }
+
+    #[test]
+    fn durations_are_human() {
+        let c = Config::parse("[pool]\nqueue_wait = \"500ms\"\ncooldown_base = \"2m\"\n").unwrap();
+        assert_eq!(c.pool.queue_wait, Duration::from_millis(500));
+        assert_eq!(c.pool.cooldown_base, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn plain_http_upstream_needs_opt_in() {
+        let c = Config::parse("[upstream]\nbase_url = \"http://127.0.0.1:1\"\n").unwrap();
+        assert!(c.validate().is_err());
+        let c = Config::parse(
+            "[upstream]\nbase_url = \"http://127.0.0.1:1\"\nallow_plain_http = true\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let c = Config::parse(
+            "[admin]\npassword = \"hunter2-marker\"\n[[upstream_keys]]\nkey = \"AIzaMARKER\"\n",
+        )
+        .unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("hunter2-marker") && !dbg.contains("AIzaMARKER"));
+    }
+}

@@ -1,0 +1,355 @@
+//! The upstream key pool: which keys exist, what state each is in (per key and per
+//! key × model), choosing one for a request, and what an upstream answer does to it.
+//!
+//! The pool is the hot-path authority: it lives in memory, read through an `ArcSwap`
+//! snapshot of the key list (replaced whole on edits), with one short `Mutex` per key for
+//! its state. It never waits on the store: changes are announced to the persistence task
+//! (`persist`), which writes them in coalesced batches. Time is passed in as Unix ms.
+
+pub mod classify;
+pub mod persist;
+mod select;
+
+use crate::config::PoolConfig;
+use crate::secret::{Secret, fingerprint};
+use crate::store::{Invalid, KeyRecord, ModelState, Snapshot};
+use arc_swap::ArcSwap;
+use classify::Outcome;
+use persist::{Dirty, Msg};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Notify, mpsc};
+
+pub use select::{Lease, NoKey};
+
+/// The stable id of an upstream key: a prefix of its SHA-256, safe to show and to put in URLs.
+pub fn key_id(key: &str) -> String {
+    let digest = Sha256::digest(key.as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The state a key shows for one model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyStatus {
+    Active,
+    Cooling,
+    Invalid,
+    Disabled,
+}
+
+pub struct KeyEntry {
+    pub id: String,
+    pub key: Secret,
+    pub brief: String,
+    pub created_at: i64,
+    state: Mutex<EntryState>,
+    in_flight: AtomicU32,
+    requests: AtomicU64,
+}
+
+#[derive(Default)]
+struct EntryState {
+    note: Option<String>,
+    disabled: bool,
+    invalid: Option<Invalid>,
+    models: HashMap<String, ModelState>,
+}
+
+impl KeyEntry {
+    fn new(rec: KeyRecord) -> Self {
+        Self {
+            brief: fingerprint(rec.key.expose()),
+            id: rec.id,
+            key: rec.key,
+            created_at: rec.created_at,
+            state: Mutex::new(EntryState {
+                note: rec.note,
+                disabled: rec.disabled,
+                invalid: rec.invalid,
+                models: HashMap::new(),
+            }),
+            in_flight: AtomicU32::new(0),
+            requests: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, EntryState> {
+        // A panic while holding this lock leaves plain data behind; keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn record(&self) -> KeyRecord {
+        let s = self.lock();
+        KeyRecord {
+            id: self.id.clone(),
+            key: self.key.clone(),
+            note: s.note.clone(),
+            disabled: s.disabled,
+            invalid: s.invalid.clone(),
+            created_at: self.created_at,
+        }
+    }
+
+    pub fn model_state(&self, model: &str) -> Option<ModelState> {
+        self.lock().models.get(model).cloned()
+    }
+
+    /// The key's status for `model` at `now`, and when a cooling key comes back.
+    pub fn status(&self, model: &str, now: i64) -> (KeyStatus, i64) {
+        let s = self.lock();
+        if s.disabled {
+            return (KeyStatus::Disabled, 0);
+        }
+        if s.invalid.is_some() {
+            return (KeyStatus::Invalid, 0);
+        }
+        match s.models.get(model) {
+            Some(m) if m.cooling_until_ms > now => (KeyStatus::Cooling, m.cooling_until_ms),
+            _ => (KeyStatus::Active, 0),
+        }
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Default)]
+struct Keys {
+    list: Vec<Arc<KeyEntry>>,
+    by_id: HashMap<String, Arc<KeyEntry>>,
+}
+
+impl Keys {
+    fn from_list(list: Vec<Arc<KeyEntry>>) -> Self {
+        let by_id = list.iter().map(|e| (e.id.clone(), e.clone())).collect();
+        Self { list, by_id }
+    }
+}
+
+pub struct Pool {
+    keys: ArcSwap<Keys>,
+    cursor: AtomicUsize,
+    cfg: PoolConfig,
+    /// Woken when a lease ends or a key comes back, for requests queueing for a key.
+    freed: Arc<Notify>,
+    dirty: mpsc::UnboundedSender<Msg>,
+}
+
+/// What an answer did to a key, for logs and (later) the live feed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyEvent {
+    Retired {
+        reason: String,
+    },
+    Cooled {
+        model: String,
+        until_ms: i64,
+        reason: String,
+    },
+}
+
+impl Pool {
+    pub fn new(cfg: PoolConfig, snapshot: &Snapshot, dirty: mpsc::UnboundedSender<Msg>) -> Self {
+        let list: Vec<Arc<KeyEntry>> = snapshot
+            .keys
+            .iter()
+            .map(|r| Arc::new(KeyEntry::new(r.clone())))
+            .collect();
+        let keys = Keys::from_list(list);
+        for (key_id, model, state) in &snapshot.model_states {
+            if let Some(e) = keys.by_id.get(key_id) {
+                e.lock().models.insert(model.clone(), state.clone());
+            }
+        }
+        Self {
+            keys: ArcSwap::from_pointee(keys),
+            cursor: AtomicUsize::new(0),
+            cfg,
+            freed: Arc::new(Notify::new()),
+            dirty,
+        }
+    }
+
+    pub fn config(&self) -> &PoolConfig {
+        &self.cfg
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.load().list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<KeyEntry>> {
+        self.keys.load().by_id.get(id).cloned()
+    }
+
+    pub fn entries(&self) -> Vec<Arc<KeyEntry>> {
+        self.keys.load().list.clone()
+    }
+
+    /// Adds keys not yet in the pool; answers the records that were added.
+    pub fn add(&self, keys: &[(Secret, Option<String>)], now: i64) -> Vec<KeyRecord> {
+        let mut added = Vec::new();
+        self.keys.rcu(|current| {
+            added.clear();
+            let mut list = current.list.clone();
+            let mut seen: std::collections::HashSet<String> =
+                current.by_id.keys().cloned().collect();
+            for (key, note) in keys {
+                let id = key_id(key.expose());
+                if !seen.insert(id.clone()) {
+                    continue;
+                }
+                let rec = KeyRecord {
+                    id,
+                    key: key.clone(),
+                    note: note.clone(),
+                    disabled: false,
+                    invalid: None,
+                    created_at: now / 1000,
+                };
+                added.push(rec.clone());
+                list.push(Arc::new(KeyEntry::new(rec)));
+            }
+            Keys::from_list(list)
+        });
+        for rec in &added {
+            self.mark(Dirty::Key(rec.id.clone()));
+        }
+        self.freed.notify_waiters();
+        added
+    }
+
+    /// Applies what an upstream answer means for (key, model).
+    pub fn report(
+        &self,
+        entry: &KeyEntry,
+        model: &str,
+        outcome: &Outcome,
+        now: i64,
+    ) -> Option<KeyEvent> {
+        let mut s = entry.lock();
+        match outcome {
+            Outcome::Success => {
+                if s.models.get(model).is_some_and(|m| !m.is_default()) {
+                    s.models.remove(model);
+                    drop(s);
+                    self.mark(Dirty::Model(entry.id.clone(), model.to_owned()));
+                }
+                None
+            }
+            Outcome::ClientError => None,
+            Outcome::Invalid { reason } => {
+                s.invalid = Some(Invalid {
+                    reason: reason.clone(),
+                    at: now / 1000,
+                });
+                drop(s);
+                self.mark(Dirty::Key(entry.id.clone()));
+                tracing::warn!(key = %entry.brief, %reason, "upstream key retired");
+                Some(KeyEvent::Retired {
+                    reason: reason.clone(),
+                })
+            }
+            Outcome::RateLimited {
+                retry_after,
+                daily,
+                reason,
+            } => {
+                let m = s.models.entry(model.to_owned()).or_default();
+                let until = if *daily {
+                    next_pacific_midnight(now)
+                } else if let Some(d) = retry_after {
+                    now + (*d + self.cfg.retry_delay_margin).as_millis() as i64
+                } else {
+                    now + backoff_ms(&self.cfg, m.backoff_level)
+                };
+                m.backoff_level = m.backoff_level.saturating_add(1).min(32);
+                m.cooling_until_ms = until;
+                m.cooling_reason = reason.clone();
+                m.last_error = Some(format!("429 {reason}"));
+                drop(s);
+                self.mark(Dirty::Model(entry.id.clone(), model.to_owned()));
+                tracing::info!(key = %entry.brief, model, until_ms = until, %reason, "key cooling for model");
+                Some(KeyEvent::Cooled {
+                    model: model.to_owned(),
+                    until_ms: until,
+                    reason: reason.clone(),
+                })
+            }
+            Outcome::Transient { reason } => {
+                let m = s.models.entry(model.to_owned()).or_default();
+                m.failure_streak += 1;
+                m.last_error = Some(reason.clone());
+                let event = if m.failure_streak >= self.cfg.failure_threshold {
+                    m.failure_streak = 0;
+                    m.cooling_until_ms = now + self.cfg.failure_cooldown.as_millis() as i64;
+                    m.cooling_reason =
+                        format!("{} consecutive failures", self.cfg.failure_threshold);
+                    Some(KeyEvent::Cooled {
+                        model: model.to_owned(),
+                        until_ms: m.cooling_until_ms,
+                        reason: m.cooling_reason.clone(),
+                    })
+                } else {
+                    None
+                };
+                drop(s);
+                self.mark(Dirty::Model(entry.id.clone(), model.to_owned()));
+                event
+            }
+        }
+    }
+
+    /// Brings an invalid key back (re-validated) without touching its other state.
+    pub fn revive(&self, entry: &KeyEntry) {
+        entry.lock().invalid = None;
+        self.mark(Dirty::Key(entry.id.clone()));
+        self.freed.notify_waiters();
+    }
+
+    fn mark(&self, d: Dirty) {
+        // The writer outlives every request; if it is gone we are shutting down.
+        let _ = self.dirty.send(Msg::Dirty(d));
+    }
+}
+
+fn backoff_ms(cfg: &PoolConfig, level: u32) -> i64 {
+    let base = cfg.cooldown_base.as_millis() as i64;
+    let max = cfg.cooldown_max.as_millis() as i64;
+    base.saturating_mul(1i64 << level.min(30)).min(max)
+}
+
+/// Google's daily quotas reset at midnight Pacific time.
+pub fn next_pacific_midnight(now_ms: i64) -> i64 {
+    let next = (|| {
+        let tz = jiff::tz::TimeZone::get("America/Los_Angeles").ok()?;
+        let now = jiff::Timestamp::from_millisecond(now_ms)
+            .ok()?
+            .to_zoned(tz.clone());
+        let tomorrow = now.date().tomorrow().ok()?;
+        Some(tomorrow.to_zoned(tz).ok()?.timestamp().as_millisecond())
+    })();
+    next.unwrap_or(now_ms + 24 * 3600 * 1000)
+}
+
+#[cfg(test)]
+mod tests;

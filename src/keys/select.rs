@@ -1,0 +1,127 @@
+//! Choosing a key: round-robin (default) or least-used over the keys usable for a model,
+//! honouring the per-key concurrency cap. A [`Lease`] holds the key's slot until dropped.
+//!
+//! Selection is O(1) on average with round-robin: it starts at a moving cursor and stops
+//! at the first usable key, so the cost does not grow with the pool unless most keys are
+//! unusable for the requested model.
+
+use super::{KeyEntry, KeyStatus, Pool};
+use crate::config::Strategy;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// A key checked out for one upstream attempt; releases its concurrency slot on drop.
+pub struct Lease {
+    pub entry: Arc<KeyEntry>,
+    freed: Arc<Notify>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.entry.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.freed.notify_waiters();
+    }
+}
+
+/// Why no key could be had right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoKey {
+    /// Unix ms when the earliest cooling key comes back, if any key is cooling.
+    pub earliest_ms: Option<i64>,
+    /// Some usable key was skipped only because it is at its concurrency cap.
+    pub busy: bool,
+}
+
+impl NoKey {
+    /// How long the caller should wait before trying again, if waiting can help.
+    pub fn retry_after(&self, now: i64) -> Option<Duration> {
+        if self.busy {
+            return Some(Duration::from_secs(1));
+        }
+        self.earliest_ms
+            .map(|t| Duration::from_millis((t - now).max(0) as u64))
+    }
+}
+
+impl Pool {
+    /// Checks out a usable key for `model`, skipping the ids in `exclude`.
+    pub fn acquire(
+        &self,
+        model: &str,
+        now: i64,
+        exclude: &[Arc<KeyEntry>],
+    ) -> Result<Lease, NoKey> {
+        let keys = self.keys.load();
+        let n = keys.list.len();
+        let cap = self.cfg.max_concurrent_per_key;
+        let mut no = NoKey {
+            earliest_ms: None,
+            busy: false,
+        };
+        let excluded = |e: &Arc<KeyEntry>| exclude.iter().any(|x| Arc::ptr_eq(x, e));
+        let mut consider = |e: &Arc<KeyEntry>| -> bool {
+            if excluded(e) {
+                return false;
+            }
+            match e.status(model, now) {
+                (KeyStatus::Active, _) => true,
+                (KeyStatus::Cooling, until) => {
+                    no.earliest_ms = Some(no.earliest_ms.map_or(until, |t: i64| t.min(until)));
+                    false
+                }
+                _ => false,
+            }
+        };
+        match self.cfg.strategy {
+            Strategy::RoundRobin => {
+                if n == 0 {
+                    return Err(no);
+                }
+                let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+                for i in 0..n {
+                    let e = &keys.list[(start + i) % n];
+                    if consider(e) {
+                        if let Some(lease) = self.try_lease(e, cap) {
+                            return Ok(lease);
+                        }
+                        no.busy = true;
+                    }
+                }
+            }
+            Strategy::LeastUsed => {
+                let mut usable: Vec<&Arc<KeyEntry>> =
+                    keys.list.iter().filter(|e| consider(e)).collect();
+                usable.sort_by_key(|e| (e.in_flight(), e.requests()));
+                for e in usable {
+                    if let Some(lease) = self.try_lease(e, cap) {
+                        return Ok(lease);
+                    }
+                    no.busy = true;
+                }
+            }
+        }
+        Err(no)
+    }
+
+    fn try_lease(&self, e: &Arc<KeyEntry>, cap: u32) -> Option<Lease> {
+        let taken = e
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (cap == 0 || n < cap).then_some(n + 1)
+            });
+        taken.ok()?;
+        e.requests.fetch_add(1, Ordering::Relaxed);
+        Some(Lease {
+            entry: e.clone(),
+            freed: self.freed.clone(),
+        })
+    }
+
+    /// Notified when a lease ends or a key is added or revived. Register interest
+    /// (`Notified::enable`) *before* re-checking the pool, so no wake-up is lost.
+    pub fn freed(&self) -> Arc<Notify> {
+        self.freed.clone()
+    }
+}

@@ -1,0 +1,203 @@
+use super::*;
+use crate::config::{PoolConfig, Strategy};
+use std::time::Duration;
+
+fn pool_with(n: usize, cfg: PoolConfig) -> (Pool, mpsc::UnboundedReceiver<Msg>) {
+    let (tx, rx) = persist::channel();
+    let pool = Pool::new(cfg, &Snapshot::default(), tx);
+    let keys: Vec<(Secret, Option<String>)> = (0..n)
+        .map(|i| (Secret::new(format!("AIzaTestKey-{i:04}-padding")), None))
+        .collect();
+    pool.add(&keys, 0);
+    (pool, rx)
+}
+
+fn ids(pool: &Pool) -> Vec<String> {
+    pool.entries().iter().map(|e| e.id.clone()).collect()
+}
+
+fn pick(pool: &Pool, model: &str, now: i64) -> Result<String, NoKey> {
+    pool.acquire(model, now, &[]).map(|l| l.entry.id.clone())
+}
+
+const T0: i64 = 1_700_000_000_000;
+
+#[test]
+fn round_robin_visits_every_key_in_turn() {
+    let (pool, _rx) = pool_with(3, PoolConfig::default());
+    let picked: Vec<String> = (0..6).map(|_| pick(&pool, "m", T0).unwrap()).collect();
+    let all = ids(&pool);
+    for id in &all {
+        assert_eq!(picked.iter().filter(|p| *p == id).count(), 2);
+    }
+}
+
+#[test]
+fn rate_limit_cools_only_that_model_for_retry_delay_plus_margin() {
+    let (pool, _rx) = pool_with(1, PoolConfig::default());
+    let e = pool.entries()[0].clone();
+    let outcome = Outcome::RateLimited {
+        retry_after: Some(Duration::from_secs(30)),
+        daily: false,
+        reason: "q".into(),
+    };
+    pool.report(&e, "pro", &outcome, T0);
+    let no = pool
+        .acquire("pro", T0 + 1000, &[])
+        .err()
+        .expect("pro cooling");
+    assert_eq!(no.earliest_ms, Some(T0 + 31_000));
+    assert_eq!(no.retry_after(T0 + 1000), Some(Duration::from_secs(30)));
+    assert!(pick(&pool, "flash", T0 + 1000).is_ok(), "flash unaffected");
+    assert!(
+        pick(&pool, "pro", T0 + 31_000).is_ok(),
+        "back after the delay"
+    );
+}
+
+#[test]
+fn bare_429_backs_off_exponentially_up_to_the_cap() {
+    let cfg = PoolConfig {
+        cooldown_base: Duration::from_secs(60),
+        cooldown_max: Duration::from_secs(200),
+        ..PoolConfig::default()
+    };
+    let (pool, _rx) = pool_with(1, cfg);
+    let e = pool.entries()[0].clone();
+    let bare = Outcome::RateLimited {
+        retry_after: None,
+        daily: false,
+        reason: "q".into(),
+    };
+    let mut now = T0;
+    for expected in [60_000, 120_000, 200_000, 200_000] {
+        pool.report(&e, "m", &bare, now);
+        let (_, until) = e.status("m", now);
+        assert_eq!(until - now, expected);
+        now = until;
+    }
+    pool.report(&e, "m", &Outcome::Success, now);
+    pool.report(&e, "m", &bare, now);
+    assert_eq!(
+        e.status("m", now).1 - now,
+        60_000,
+        "success resets the back-off"
+    );
+}
+
+#[test]
+fn daily_quota_cools_until_pacific_midnight() {
+    let (pool, _rx) = pool_with(1, PoolConfig::default());
+    let e = pool.entries()[0].clone();
+    // 2026-11-26 12:00 UTC is 04:00 in Los Angeles (PST, UTC-8): reset at 08:00 UTC on the 27th.
+    let now = 1_795_694_400_000;
+    let daily = Outcome::RateLimited {
+        retry_after: Some(Duration::from_secs(5)),
+        daily: true,
+        reason: "PerDay".into(),
+    };
+    pool.report(&e, "m", &daily, now);
+    assert_eq!(e.status("m", now), (KeyStatus::Cooling, 1_795_766_400_000));
+}
+
+#[test]
+fn invalid_key_is_never_chosen_again() {
+    let (pool, _rx) = pool_with(2, PoolConfig::default());
+    let bad = pool.entries()[0].clone();
+    pool.report(
+        &bad,
+        "m",
+        &Outcome::Invalid {
+            reason: "API_KEY_INVALID".into(),
+        },
+        T0,
+    );
+    for _ in 0..10 {
+        assert_ne!(pick(&pool, "m", T0).unwrap(), bad.id);
+    }
+    assert_eq!(bad.status("other", T0).0, KeyStatus::Invalid);
+}
+
+#[test]
+fn failure_streak_cools_after_threshold() {
+    let cfg = PoolConfig {
+        failure_threshold: 3,
+        failure_cooldown: Duration::from_secs(30),
+        ..PoolConfig::default()
+    };
+    let (pool, _rx) = pool_with(1, cfg);
+    let e = pool.entries()[0].clone();
+    let t = Outcome::Transient {
+        reason: "503".into(),
+    };
+    pool.report(&e, "m", &t, T0);
+    pool.report(&e, "m", &t, T0);
+    assert_eq!(e.status("m", T0).0, KeyStatus::Active);
+    pool.report(&e, "m", &t, T0);
+    assert_eq!(e.status("m", T0), (KeyStatus::Cooling, T0 + 30_000));
+}
+
+#[test]
+fn client_errors_change_nothing() {
+    let (pool, _rx) = pool_with(1, PoolConfig::default());
+    let e = pool.entries()[0].clone();
+    pool.report(&e, "m", &Outcome::ClientError, T0);
+    assert!(e.model_state("m").is_none());
+}
+
+#[test]
+fn concurrency_cap_is_held_until_the_lease_drops() {
+    let cfg = PoolConfig {
+        max_concurrent_per_key: 1,
+        ..PoolConfig::default()
+    };
+    let (pool, _rx) = pool_with(1, cfg);
+    let lease = pool.acquire("m", T0, &[]).unwrap();
+    let no = pool.acquire("m", T0, &[]).err().expect("busy");
+    assert!(no.busy);
+    drop(lease);
+    assert!(pool.acquire("m", T0, &[]).is_ok());
+}
+
+#[test]
+fn excluded_keys_are_skipped_and_empty_pool_says_so() {
+    let (pool, _rx) = pool_with(2, PoolConfig::default());
+    let first = pool.acquire("m", T0, &[]).unwrap();
+    let tried = vec![first.entry.clone()];
+    let second = pool.acquire("m", T0, &tried).unwrap();
+    assert_ne!(first.entry.id, second.entry.id);
+    let tried = vec![first.entry.clone(), second.entry.clone()];
+    let no = pool.acquire("m", T0, &tried).err().unwrap();
+    assert_eq!(
+        no,
+        NoKey {
+            earliest_ms: None,
+            busy: false
+        }
+    );
+}
+
+#[test]
+fn least_used_prefers_the_idle_key() {
+    let cfg = PoolConfig {
+        strategy: Strategy::LeastUsed,
+        ..PoolConfig::default()
+    };
+    let (pool, _rx) = pool_with(2, cfg);
+    let a = pool.acquire("m", T0, &[]).unwrap();
+    let b = pool.acquire("m", T0, &[]).unwrap();
+    assert_ne!(a.entry.id, b.entry.id, "busy key avoided");
+}
+
+#[test]
+fn adding_a_known_key_is_idempotent_and_changes_are_announced() {
+    let (pool, mut rx) = pool_with(2, PoolConfig::default());
+    let again = pool.add(&[(pool.entries()[0].key.clone(), None)], T0);
+    assert!(again.is_empty());
+    assert_eq!(pool.len(), 2);
+    let mut announced = 0;
+    while let Ok(Msg::Dirty(Dirty::Key(_))) = rx.try_recv() {
+        announced += 1;
+    }
+    assert_eq!(announced, 2);
+}

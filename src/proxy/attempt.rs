@@ -1,0 +1,263 @@
+//! Running a [`Plan`]: take a key, send, classify the answer, and either relay it or try
+//! another key. Retries are bounded by `max_attempts` (never more than the pool) and by
+//! the request deadline; a 429 moves on to the next key at once, never sleeping on it.
+//! When no key is usable the request may queue for `queue_wait` for one to come back;
+//! otherwise it gets 429 with `Retry-After` (keys cooling or busy) or 503 (none usable).
+
+use super::stream::{Format, Relay};
+use super::{KeyIn, Plan, Trace};
+use crate::AppState;
+use crate::body::Body;
+use crate::error::ApiError;
+use crate::keys::classify::{Outcome, classify};
+use crate::keys::{KeyEntry, Lease, NoKey, unix_ms};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The most of an upstream error body read for classification and relaying.
+const ERROR_BODY_LIMIT: usize = 1 << 20;
+
+/// Why the last attempt failed, to answer with when no attempt is left.
+enum Failure {
+    /// Google answered with an error worth retrying elsewhere; relayed if nothing else works.
+    Upstream(StatusCode, HeaderMap, Bytes, Outcome),
+    Network(String),
+}
+
+pub async fn execute(state: &Arc<AppState>, plan: Plan, trace: &mut Trace) -> Response<Body> {
+    let deadline = Instant::now() + state.config.pool.request_deadline;
+    match tokio::time::timeout_at(deadline, attempts(state, &plan, trace)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::Deadline.into_response(plan.shape),
+    }
+}
+
+async fn attempts(state: &Arc<AppState>, plan: &Plan, trace: &mut Trace) -> Response<Body> {
+    let pool = &state.pool;
+    let max = (pool.config().max_attempts as usize).min(pool.len()).max(1);
+    let queue_until = Instant::now() + pool.config().queue_wait;
+    let mut tried: Vec<Arc<KeyEntry>> = Vec::new();
+    let mut last: Option<Failure> = None;
+    while tried.len() < max {
+        let lease = match acquire(state, &plan.model, &tried, queue_until).await {
+            Ok(lease) => lease,
+            Err(no) => return give_up(state, plan, last, Some(no)),
+        };
+        tried.push(lease.entry.clone());
+        trace.attempts += 1;
+        trace.key = Some(lease.entry.brief.clone());
+        match try_key(state, plan, lease).await {
+            Ok(resp) => return resp,
+            Err(f) => last = Some(f),
+        }
+    }
+    give_up(state, plan, last, None)
+}
+
+/// One upstream attempt with one key: the response to give the client, or why to move on.
+async fn try_key(
+    state: &Arc<AppState>,
+    plan: &Plan,
+    lease: Lease,
+) -> Result<Response<Body>, Failure> {
+    let pool = &state.pool;
+    let cfg = &state.config.upstream;
+    let req = build_request(plan, &lease.entry);
+    let resp = match state.upstream.send(req, cfg.request_timeout).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            let reason = e.to_string();
+            let outcome = Outcome::Transient {
+                reason: reason.clone(),
+            };
+            pool.report(&lease.entry, &plan.model, &outcome, unix_ms());
+            tracing::debug!(key = %lease.entry.brief, %reason, "upstream attempt failed");
+            return Err(Failure::Network(reason));
+        }
+    };
+    let (parts, body) = resp.into_parts();
+    if parts.status.is_success() {
+        let format = if !plan.stream {
+            Format::Passthrough
+        } else if is_event_stream(&parts.headers) {
+            Format::Sse
+        } else {
+            Format::JsonArray
+        };
+        let mut relay = Relay::new(body, format, plan.style, cfg.stream_idle_timeout);
+        if plan.stream {
+            if let Err(reason) = relay.prime().await {
+                let outcome = Outcome::Transient {
+                    reason: reason.clone(),
+                };
+                pool.report(&lease.entry, &plan.model, &outcome, unix_ms());
+                return Err(Failure::Network(reason));
+            }
+        }
+        pool.report(&lease.entry, &plan.model, &Outcome::Success, unix_ms());
+        let st = state.clone();
+        let model = plan.model.clone();
+        relay.on_finish(Box::new(move |finish| {
+            if let Some(reason) = finish.truncated {
+                st.pool.report(
+                    &lease.entry,
+                    &model,
+                    &Outcome::Transient { reason },
+                    unix_ms(),
+                );
+            }
+            drop(lease);
+        }));
+        let mut out = Response::new(Body::Relay(Box::new(relay)));
+        *out.status_mut() = parts.status;
+        copy_response_headers(&parts.headers, out.headers_mut(), plan.stream);
+        return Ok(out);
+    }
+    let bytes = read_error_body(body, cfg.request_timeout).await;
+    let outcome = classify(parts.status.as_u16(), &bytes);
+    pool.report(&lease.entry, &plan.model, &outcome, unix_ms());
+    if outcome.retryable() {
+        return Err(Failure::Upstream(
+            parts.status,
+            parts.headers,
+            bytes,
+            outcome,
+        ));
+    }
+    Ok(relay_error(parts.status, &parts.headers, bytes))
+}
+
+/// Waits for a usable key until `queue_until` when waiting can help.
+async fn acquire(
+    state: &AppState,
+    model: &str,
+    tried: &[Arc<KeyEntry>],
+    queue_until: Instant,
+) -> Result<Lease, NoKey> {
+    let pool = &state.pool;
+    let freed = pool.freed();
+    loop {
+        let notified = freed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let now = unix_ms();
+        let no = match pool.acquire(model, now, tried) {
+            Ok(lease) => return Ok(lease),
+            Err(no) => no,
+        };
+        let wait = match no.retry_after(now) {
+            Some(d) if no.busy || Instant::now() + d <= queue_until => d,
+            _ => return Err(no),
+        };
+        let wake = (Instant::now() + wait).min(queue_until);
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep_until(wake) => {}
+        }
+        if Instant::now() >= queue_until {
+            let now = unix_ms();
+            return pool.acquire(model, now, tried);
+        }
+    }
+}
+
+/// The answer when no attempt is left: the last upstream error, or why no key was had.
+fn give_up(
+    state: &AppState,
+    plan: &Plan,
+    last: Option<Failure>,
+    no: Option<NoKey>,
+) -> Response<Body> {
+    let now = unix_ms();
+    let error = match last {
+        Some(Failure::Upstream(_, _, _, Outcome::RateLimited { .. })) | None => {
+            // Ask the pool as a whole: when does any key come back for this model?
+            let no = no.or_else(|| state.pool.acquire(&plan.model, now, &[]).err());
+            match no {
+                Some(no) if no.busy => ApiError::AllBusy(Duration::from_secs(1)),
+                Some(NoKey {
+                    earliest_ms: Some(t),
+                    ..
+                }) => ApiError::AllCooling(Duration::from_millis((t - now).max(0) as u64)),
+                _ => ApiError::NoKey,
+            }
+        }
+        Some(Failure::Upstream(status, headers, body, Outcome::Transient { .. })) => {
+            return relay_error(status, &headers, body);
+        }
+        Some(Failure::Upstream(..)) => ApiError::NoKey,
+        Some(Failure::Network(reason)) => ApiError::Unreachable(reason),
+    };
+    error.into_response(plan.shape)
+}
+
+fn build_request(plan: &Plan, key: &KeyEntry) -> Request<Full<Bytes>> {
+    let mut req = Request::new(Full::new(plan.body.clone()));
+    *req.method_mut() = plan.method.clone();
+    *req.uri_mut() = plan.uri.clone();
+    let h = req.headers_mut();
+    h.clone_from(&plan.headers);
+    let secret = key.key.expose();
+    let value = match plan.key_in {
+        KeyIn::GoogHeader => HeaderValue::from_str(secret),
+        KeyIn::Bearer => HeaderValue::from_str(&format!("Bearer {secret}")),
+    };
+    if let Ok(mut v) = value {
+        v.set_sensitive(true);
+        let name = match plan.key_in {
+            KeyIn::GoogHeader => header::HeaderName::from_static("x-goog-api-key"),
+            KeyIn::Bearer => header::AUTHORIZATION,
+        };
+        h.insert(name, v);
+    }
+    req
+}
+
+fn is_event_stream(h: &HeaderMap) -> bool {
+    h.get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
+async fn read_error_body(body: Incoming, timeout: Duration) -> Bytes {
+    let read = Limited::new(body, ERROR_BODY_LIMIT).collect();
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(c)) => c.to_bytes(),
+        _ => Bytes::new(),
+    }
+}
+
+/// An upstream error relayed as Google sent it: same status, content type and bytes.
+fn relay_error(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Response<Body> {
+    let mut out = Response::new(Body::full(body));
+    *out.status_mut() = status;
+    copy_response_headers(headers, out.headers_mut(), false);
+    out
+}
+
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn copy_response_headers(from: &HeaderMap, to: &mut HeaderMap, reframed: bool) {
+    for (name, value) in from {
+        let n = name.as_str();
+        if HOP_BY_HOP.contains(&n) || (reframed && n == "content-length") {
+            continue;
+        }
+        to.append(name.clone(), value.clone());
+    }
+}

@@ -1,0 +1,228 @@
+//! The proxy routes: authenticate the user key, read the body once (bounded), turn the
+//! request into a [`Plan`] for the upstream, and run it with retries (`attempt`).
+//!
+//! Bodies are opaque: native requests are forwarded byte for byte. The client's key is
+//! removed from every place it can hide (header, `?key=`, `Authorization`) before anything
+//! is sent; the pool key goes only in a header, never in a URL.
+
+mod attempt;
+pub mod stream;
+
+use crate::AppState;
+use crate::error::{ApiError, Shape};
+use crate::router::GeminiCall;
+use crate::store::UserRecord;
+use crate::users::AuthError;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use std::sync::Arc;
+use stream::ErrorStyle;
+
+pub use attempt::execute;
+
+/// Where the pool key goes on the upstream request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyIn {
+    /// `x-goog-api-key` (native API).
+    GoogHeader,
+    /// `Authorization: Bearer` (OpenAI-compatible API).
+    Bearer,
+}
+
+/// One client request, ready to be sent upstream with any pool key.
+pub struct Plan {
+    pub shape: Shape,
+    pub style: ErrorStyle,
+    /// The model the request is for: cool-downs are kept per (key, model).
+    pub model: String,
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub key_in: KeyIn,
+    /// The answer is streamed: fail over only before the first event.
+    pub stream: bool,
+}
+
+/// What the access log wants to know about a request.
+#[derive(Debug, Default)]
+pub struct Trace {
+    pub user: Option<String>,
+    pub key: Option<String>,
+    pub attempts: u32,
+}
+
+/// Headers a Gemini client sends that Google uses; everything else stays here.
+const FORWARDED: &[&str] = &[
+    "content-type",
+    "accept",
+    "user-agent",
+    "x-goog-api-client",
+    "x-server-timeout",
+    "x-goog-user-project",
+];
+
+/// The user key from any of the three places clients put it.
+pub fn client_key<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> Option<&'a str> {
+    if let Some(v) = headers.get("x-goog-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(v.trim());
+    }
+    if let Some(q) = uri.query() {
+        for pair in q.split('&') {
+            if let Some(v) = pair.strip_prefix("key=") {
+                return Some(v);
+            }
+        }
+    }
+    bearer(headers)
+}
+
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The query string without `key=…`, to forward upstream.
+pub fn query_without_key(uri: &Uri) -> Option<String> {
+    let q = uri.query()?;
+    let kept: Vec<&str> = q
+        .split('&')
+        .filter(|p| !p.is_empty() && *p != "key" && !p.starts_with("key="))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("&"))
+}
+
+pub fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<Arc<UserRecord>, ApiError> {
+    let now = crate::keys::unix_ms() / 1000;
+    state
+        .users
+        .authenticate(client_key(headers, uri), now)
+        .map_err(|e| match e {
+            AuthError::Missing => ApiError::MissingKey,
+            AuthError::Unknown => ApiError::UnknownKey,
+            AuthError::Disabled => ApiError::UserDisabled,
+            AuthError::Expired => ApiError::UserExpired,
+        })
+}
+
+/// Reads the whole request body, refusing more than `limit` bytes without reading them.
+pub async fn read_body(
+    body: Incoming,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::BodyTooLarge(limit));
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::BodyTooLarge(limit)),
+        Err(_) => Err(ApiError::BadRequest(
+            "The request body could not be read.".into(),
+        )),
+    }
+}
+
+/// Copies the forwardable client headers.
+pub fn forward_headers(from: &HeaderMap, names: &[&'static str]) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for name in names {
+        if let Some(v) = from.get(*name) {
+            out.insert(HeaderName::from_static(name), v.clone());
+        }
+    }
+    out
+}
+
+/// Builds the upstream URI from a base URL, a path and an optional query.
+pub fn upstream_uri(base: &str, path: &str, query: Option<&str>) -> Result<Uri, ApiError> {
+    let mut s = String::with_capacity(base.len() + path.len() + 64);
+    s.push_str(base.trim_end_matches('/'));
+    s.push_str(path);
+    if let Some(q) = query {
+        s.push('?');
+        s.push_str(q);
+    }
+    s.parse()
+        .map_err(|_| ApiError::BadRequest("The request path or query is not valid.".into()))
+}
+
+/// The native Gemini routes.
+pub async fn gemini(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    call: GeminiCall,
+    model: String,
+    trace: &mut Trace,
+) -> Result<http::Response<crate::body::Body>, ApiError> {
+    let (parts, body) = req.into_parts();
+    let user = authenticate(state, &parts.headers, &parts.uri)?;
+    trace.user = Some(user.name.clone());
+    let path = parts.uri.path();
+    let body = read_body(body, &parts.headers, state.config.server.max_body_bytes).await?;
+    let query = query_without_key(&parts.uri);
+    let uri = upstream_uri(&state.config.upstream.base_url, path, query.as_deref())?;
+    let mut headers = forward_headers(&parts.headers, FORWARDED);
+    if call == GeminiCall::Stream && !headers.contains_key(header::ACCEPT) {
+        headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+    }
+    let plan = Plan {
+        shape: Shape::Google,
+        style: ErrorStyle::Google,
+        model,
+        method: parts.method,
+        uri,
+        headers,
+        body,
+        key_in: KeyIn::GoogHeader,
+        stream: call == GeminiCall::Stream,
+    };
+    Ok(execute(state, plan, trace).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_key_from_header_query_or_bearer() {
+        let uri: Uri = "/v1beta/models?alt=sse&key=gb-q".parse().unwrap();
+        let mut h = HeaderMap::new();
+        assert_eq!(client_key(&h, &uri), Some("gb-q"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer gb-b"),
+        );
+        let bare: Uri = "/v1beta/models".parse().unwrap();
+        assert_eq!(client_key(&h, &bare), Some("gb-b"));
+        h.insert("x-goog-api-key", HeaderValue::from_static("gb-h"));
+        assert_eq!(client_key(&h, &uri), Some("gb-h"));
+    }
+
+    #[test]
+    fn key_is_dropped_from_the_forwarded_query() {
+        let uri: Uri = "/x?alt=sse&key=gb-secret&pageSize=5".parse().unwrap();
+        assert_eq!(
+            query_without_key(&uri).as_deref(),
+            Some("alt=sse&pageSize=5")
+        );
+        let only: Uri = "/x?key=gb-secret".parse().unwrap();
+        assert_eq!(query_without_key(&only), None);
+        let lookalike: Uri = "/x?keyword=a&monkey=b".parse().unwrap();
+        assert_eq!(
+            query_without_key(&lookalike).as_deref(),
+            Some("keyword=a&monkey=b")
+        );
+    }
+}

@@ -1,0 +1,375 @@
+//! Relaying an upstream answer to the client as it arrives, holding the key's lease until
+//! the last byte. Streams are cut at event boundaries — SSE events (`…\r\n\r\n`) or the
+//! elements of Google's JSON-array stream (`[{…}\r\n,{…}]`) — so the client only ever gets
+//! whole events, and a cut upstream ends the client's stream with one well-formed error
+//! event (SSE) or a closed array whose last element is an error object. Nothing after the
+//! first byte is ever retried: a second answer is never spliced onto the first.
+//!
+//! Non-stream answers pass through frame by frame, untouched.
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body as _, Frame};
+use hyper::body::Incoming;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Passthrough,
+    Sse,
+    JsonArray,
+}
+
+/// Which error event to write when a stream is cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorStyle {
+    Google,
+    OpenAi,
+}
+
+/// How a relayed answer ended, handed to the finish hook exactly once.
+#[derive(Debug, Default)]
+pub struct Finish {
+    /// Set when the upstream broke off; the client got an error event instead.
+    pub truncated: Option<String>,
+    /// The client went away before the end.
+    pub cancelled: bool,
+    pub bytes: u64,
+    /// The last whole event or element, where token usage is reported.
+    pub last_unit: Bytes,
+}
+
+pub type OnFinish = Box<dyn FnOnce(Finish) + Send + Sync>;
+
+enum Step {
+    Unit(Bytes),
+    End,
+    Cut(String),
+    Failed(hyper::Error),
+}
+
+pub struct Relay {
+    upstream: Incoming,
+    format: Format,
+    style: ErrorStyle,
+    buf: BytesMut,
+    json: JsonScan,
+    upstream_done: bool,
+    primed: Option<Bytes>,
+    done: bool,
+    idle: Duration,
+    sleep: Pin<Box<Sleep>>,
+    finish: Finish,
+    on_finish: Option<OnFinish>,
+}
+
+impl Relay {
+    pub fn new(upstream: Incoming, format: Format, style: ErrorStyle, idle: Duration) -> Self {
+        Self {
+            upstream,
+            format,
+            style,
+            buf: BytesMut::new(),
+            json: JsonScan::default(),
+            upstream_done: false,
+            primed: None,
+            done: false,
+            idle,
+            sleep: Box::pin(tokio::time::sleep(idle)),
+            finish: Finish::default(),
+            on_finish: None,
+        }
+    }
+
+    /// Runs `f` once when the relay ends, however it ends (also when the client leaves).
+    pub fn on_finish(&mut self, f: OnFinish) {
+        self.on_finish = Some(f);
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done && self.primed.is_none()
+    }
+
+    /// Reads up to the first whole event, so a failure before any byte reaches the client
+    /// can still be retried on another key. `Err` carries the reason.
+    pub async fn prime(&mut self) -> Result<(), String> {
+        let step = std::future::poll_fn(|cx| self.poll_step(cx)).await;
+        match step {
+            Step::Unit(b) => {
+                self.primed = Some(b);
+                Ok(())
+            }
+            Step::End => {
+                self.primed = Some(Bytes::new());
+                self.upstream_done = true;
+                Ok(())
+            }
+            Step::Cut(reason) => Err(reason),
+            Step::Failed(e) => Err(e.to_string()),
+        }
+    }
+
+    fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
+        loop {
+            if let Some(unit) = self.take_unit() {
+                return Poll::Ready(Step::Unit(unit));
+            }
+            if self.upstream_done {
+                return Poll::Ready(if self.ended_cleanly() {
+                    Step::End
+                } else {
+                    Step::Cut("upstream ended in the middle of an event".to_owned())
+                });
+            }
+            match Pin::new(&mut self.upstream).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let deadline = Instant::now() + self.idle;
+                    self.sleep.as_mut().reset(deadline);
+                    if let Ok(data) = frame.into_data() {
+                        if self.format == Format::Passthrough {
+                            return Poll::Ready(Step::Unit(data));
+                        }
+                        self.buf.extend_from_slice(&data);
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    return Poll::Ready(match self.format {
+                        Format::Passthrough => Step::Failed(e),
+                        _ => Step::Cut(format!("upstream connection failed: {e}")),
+                    });
+                }
+                Poll::Ready(None) => self.upstream_done = true,
+                Poll::Pending => {
+                    if self.sleep.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Step::Cut("upstream went silent".to_owned()));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    /// Splits off every whole event buffered so far.
+    fn take_unit(&mut self) -> Option<Bytes> {
+        let end = match self.format {
+            Format::Passthrough => return None,
+            Format::Sse => sse_boundary(&self.buf)?,
+            Format::JsonArray => {
+                let end = self.json.scan(&self.buf)?;
+                self.json.consumed(end);
+                end
+            }
+        };
+        Some(self.buf.split_to(end).freeze())
+    }
+
+    fn ended_cleanly(&self) -> bool {
+        match self.format {
+            Format::Passthrough => true,
+            Format::Sse => self.buf.iter().all(u8::is_ascii_whitespace),
+            Format::JsonArray => self.json.closed && self.buf.iter().all(u8::is_ascii_whitespace),
+        }
+    }
+
+    fn error_tail(&self, reason: &str) -> Bytes {
+        let error = match self.style {
+            ErrorStyle::Google => serde_json::json!({"error": {
+                "code": 502,
+                "message": format!("The upstream stream was interrupted: {reason}"),
+                "status": "UNAVAILABLE",
+            }}),
+            ErrorStyle::OpenAi => serde_json::json!({"error": {
+                "message": format!("The upstream stream was interrupted: {reason}"),
+                "type": "server_error",
+                "code": "upstream_interrupted",
+            }}),
+        };
+        let nl = if self.style == ErrorStyle::Google {
+            "\r\n"
+        } else {
+            "\n"
+        };
+        let tail = match self.format {
+            Format::Sse => format!("data: {error}{nl}{nl}"),
+            Format::JsonArray if self.finish.bytes == 0 => format!("[{error}]"),
+            Format::JsonArray => format!(",\r\n{error}]"),
+            Format::Passthrough => String::new(),
+        };
+        Bytes::from(tail)
+    }
+
+    fn end(&mut self, truncated: Option<String>) {
+        self.done = true;
+        self.finish.truncated = truncated;
+        if let Some(f) = self.on_finish.take() {
+            f(std::mem::take(&mut self.finish));
+        }
+    }
+
+    fn sent(&mut self, unit: &Bytes) {
+        self.finish.bytes += unit.len() as u64;
+        if self.format != Format::Passthrough && !unit.is_empty() {
+            self.finish.last_unit = unit.clone();
+        }
+    }
+}
+
+impl http_body::Body for Relay {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        if let Some(first) = this.primed.take() {
+            this.sent(&first);
+            if !first.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(first))));
+            }
+        }
+        if this.done {
+            return Poll::Ready(None);
+        }
+        match this.poll_step(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Step::Unit(b)) => {
+                this.sent(&b);
+                Poll::Ready(Some(Ok(Frame::data(b))))
+            }
+            Poll::Ready(Step::End) => {
+                this.end(None);
+                Poll::Ready(None)
+            }
+            Poll::Ready(Step::Cut(reason)) => {
+                tracing::warn!(%reason, "upstream stream cut after the first byte");
+                let tail = this.error_tail(&reason);
+                this.end(Some(reason));
+                Poll::Ready((!tail.is_empty()).then(|| Ok(Frame::data(tail))))
+            }
+            Poll::Ready(Step::Failed(e)) => {
+                this.end(Some(e.to_string()));
+                Poll::Ready(Some(Err(e)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.is_done()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(f) = self.on_finish.take() {
+            self.finish.cancelled = true;
+            f(std::mem::take(&mut self.finish));
+        }
+    }
+}
+
+/// The end of the last complete SSE event in `buf` (just past its blank line), if any.
+fn sse_boundary(buf: &[u8]) -> Option<usize> {
+    let mut end = None;
+    let mut i = 0;
+    while i + 1 < buf.len() {
+        if buf[i] == b'\n' {
+            if buf[i + 1] == b'\n' {
+                end = Some(i + 2);
+                i += 2;
+                continue;
+            }
+            if buf[i + 1] == b'\r' && buf.get(i + 2) == Some(&b'\n') {
+                end = Some(i + 3);
+                i += 3;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    end
+}
+
+/// Incremental scanner for a JSON array streamed element by element. It remembers where
+/// it stopped, so each byte is looked at once however the input is chunked.
+#[derive(Default)]
+struct JsonScan {
+    pos: usize,
+    depth: u32,
+    in_string: bool,
+    escaped: bool,
+    closed: bool,
+}
+
+impl JsonScan {
+    /// Scans new bytes; answers the end of the last whole element (or of the closing `]`).
+    fn scan(&mut self, buf: &[u8]) -> Option<usize> {
+        let mut end = None;
+        while self.pos < buf.len() && !self.closed {
+            let b = buf[self.pos];
+            self.pos += 1;
+            if self.in_string {
+                match b {
+                    _ if self.escaped => self.escaped = false,
+                    b'\\' => self.escaped = true,
+                    b'"' => self.in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => self.in_string = true,
+                b'[' | b'{' => self.depth += 1,
+                b']' | b'}' => {
+                    self.depth = self.depth.saturating_sub(1);
+                    if self.depth <= 1 {
+                        end = Some(self.pos);
+                        self.closed = self.depth == 0;
+                    }
+                }
+                _ => {}
+            }
+        }
+        end
+    }
+
+    /// The caller removed the first `n` bytes of the buffer.
+    fn consumed(&mut self, n: usize) {
+        self.pos -= n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_boundaries_accept_crlf_and_lf() {
+        assert_eq!(sse_boundary(b"data: {}\r\n\r\ndata: {"), Some(12));
+        assert_eq!(sse_boundary(b"data: 1\n\ndata: 2\n\n"), Some(18));
+        assert_eq!(sse_boundary(b"data: {\"a\":1}\r\n"), None);
+    }
+
+    #[test]
+    fn json_array_elements_split_however_the_bytes_arrive() {
+        let stream = b"[{\"a\":\"x}]\\\"\"}\r\n,{\"b\":[1,{\"c\":2}]}\r\n]";
+        for chunk in 1..stream.len() {
+            let mut scan = JsonScan::default();
+            let mut buf = Vec::new();
+            let mut units = Vec::new();
+            for piece in stream.chunks(chunk) {
+                buf.extend_from_slice(piece);
+                if let Some(end) = scan.scan(&buf) {
+                    units.push(String::from_utf8(buf.drain(..end).collect()).unwrap());
+                    scan.consumed(end);
+                }
+            }
+            assert!(scan.closed, "chunk {chunk}");
+            assert_eq!(units.concat(), String::from_utf8(stream.to_vec()).unwrap());
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Accepting connections and turning each request into a response. Owns the connection
+//! limits, the header read timeout, request ids, the access log line, and graceful
+//! shutdown (stop accepting, let in-flight requests and streams finish within
+//! `shutdown_grace`). Dispatch is one `match` on [`Route`].
+
+use crate::AppState;
+use crate::body::Body;
+use crate::error::{ApiError, Shape};
+use crate::proxy::{self, Trace};
+use crate::router::{Route, RouteError};
+use crate::ui;
+use http::{HeaderValue, Request, Response, header};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken) {
+    let cfg = &state.config.server;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_read_timeout)
+        .max_buf_size(64 * 1024);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(cfg.max_connections));
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
+        };
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors and the like: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let st = state.clone();
+        let svc = service_fn(move |req| {
+            let st = st.clone();
+            async move { Ok::<_, Infallible>(handle(st, req, peer).await) }
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(tcp), svc)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let grace = state.config.server.shutdown_grace;
+    tracing::info!(?grace, "draining connections");
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; closing the rest"),
+    }
+}
+
+async fn handle(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+    peer: std::net::SocketAddr,
+) -> Response<Body> {
+    let started = Instant::now();
+    let request_id = format!("{:016x}", rand::random::<u64>());
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let mut trace = Trace::default();
+    let mut resp = dispatch(&state, req, &mut trace).await;
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    tracing::info!(
+        request_id,
+        %peer,
+        %method,
+        path,
+        status = resp.status().as_u16(),
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        user = trace.user.as_deref().unwrap_or("-"),
+        key = trace.key.as_deref().unwrap_or("-"),
+        attempts = trace.attempts,
+        "request"
+    );
+    resp
+}
+
+async fn dispatch(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    trace: &mut Trace,
+) -> Response<Body> {
+    let route = match Route::parse(req.method(), req.uri().path()) {
+        Ok(route) => route,
+        Err(e) => {
+            let shape = shape_for_path(req.uri().path());
+            let err = match e {
+                RouteError::NotFound => ApiError::NotFound,
+                RouteError::MethodNotAllowed => ApiError::MethodNotAllowed,
+            };
+            return err.into_response(shape);
+        }
+    };
+    match route {
+        Route::Healthz => health(),
+        Route::Gemini { call, model } => {
+            let model = model.unwrap_or("").to_owned();
+            proxy::gemini(state, req, call, model, trace)
+                .await
+                .unwrap_or_else(|e| e.into_response(Shape::Google))
+        }
+        Route::OpenAi(_) => ApiError::NotFound.into_response(Shape::OpenAi),
+        Route::Ui(path) => {
+            let path = path.to_owned();
+            ui::serve(&path, req.headers())
+        }
+    }
+}
+
+fn shape_for_path(path: &str) -> Shape {
+    if path.starts_with("/v1beta/openai/") || path.starts_with("/v1/chat") {
+        Shape::OpenAi
+    } else if path.starts_with("/api/") {
+        Shape::Admin
+    } else {
+        Shape::Google
+    }
+}
+
+fn health() -> Response<Body> {
+    let mut resp = Response::new(Body::full(r#"{"status":"ok"}"#));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}

@@ -1,0 +1,166 @@
+//! Durable state behind one interface: upstream keys, their per-model state, user keys
+//! and a few named settings (`meta`). Back-ends: redb (default); Redis joins as a second
+//! variant of [`Store`], so adding an operation fails to compile until both have it.
+//!
+//! Every write is a batch of [`Write`]s applied in one transaction. This module knows
+//! nothing of HTTP or of the pool's in-memory structures; it stores plain records.
+
+mod redb;
+
+use crate::secret::Secret;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+pub use self::redb::RedbStore;
+
+/// The on-disk format this binary writes. Older stores are migrated on open.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store I/O: {0}")]
+    Backend(String),
+    #[error("stored record {0} is corrupt: {1}")]
+    Corrupt(String, String),
+    #[error(
+        "the store was written by a newer gemini-balance (format {found}, this binary knows {known})"
+    )]
+    TooNew { found: u32, known: u32 },
+}
+
+/// An upstream Gemini key and its key-level state.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KeyRecord {
+    pub id: String,
+    #[serde(with = "crate::secret::stored")]
+    pub key: Secret,
+    #[serde(default)]
+    pub note: Option<String>,
+    #[serde(default)]
+    pub disabled: bool,
+    /// Set when Google said the key is invalid, suspended or denied; the reason is shown.
+    #[serde(default)]
+    pub invalid: Option<Invalid>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Invalid {
+    pub reason: String,
+    pub at: i64,
+}
+
+/// Per (key, model) state: cool-down and failure accounting.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ModelState {
+    /// Unix milliseconds until which this key must not serve this model; 0 = not cooling.
+    #[serde(default)]
+    pub cooling_until_ms: i64,
+    #[serde(default)]
+    pub cooling_reason: String,
+    /// Exponential back-off level: the next back-off is `base * 2^level`.
+    #[serde(default)]
+    pub backoff_level: u32,
+    #[serde(default)]
+    pub failure_streak: u32,
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+impl ModelState {
+    pub fn is_default(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UserRecord {
+    pub id: String,
+    pub name: String,
+    /// Hex SHA-256 of the secret; the secret itself is never stored.
+    pub key_hash: String,
+    /// The first characters of the secret, for display (`gb-AbCd…`).
+    pub key_prefix: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub created_at: i64,
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    /// Model allow-list as glob patterns; empty = every model.
+    #[serde(default)]
+    pub models: Vec<String>,
+    #[serde(default)]
+    pub rpm: Option<u32>,
+    #[serde(default)]
+    pub daily_tokens: Option<u64>,
+    #[serde(default)]
+    pub max_concurrent: Option<u32>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One change; a batch of them is applied atomically.
+#[derive(Debug, Clone)]
+pub enum Write {
+    PutKey(KeyRecord),
+    /// Removes the key and all of its per-model state.
+    DeleteKey(String),
+    PutModelState {
+        key_id: String,
+        model: String,
+        state: ModelState,
+    },
+    DeleteModelState {
+        key_id: String,
+        model: String,
+    },
+    PutUser(UserRecord),
+    DeleteUser(String),
+    PutMeta(String, Vec<u8>),
+}
+
+/// Everything the daemon loads at start.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub keys: Vec<KeyRecord>,
+    pub model_states: Vec<(String, String, ModelState)>,
+    pub users: Vec<UserRecord>,
+}
+
+#[derive(Clone)]
+pub enum Store {
+    Redb(RedbStore),
+}
+
+impl Store {
+    pub async fn open_redb(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join("gemini-balance.redb");
+        Ok(Self::Redb(RedbStore::open(path).await?))
+    }
+
+    pub async fn load(&self) -> Result<Snapshot, StoreError> {
+        match self {
+            Self::Redb(s) => s.load().await,
+        }
+    }
+
+    pub async fn apply(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Self::Redb(s) => s.apply(writes).await,
+        }
+    }
+
+    pub async fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Self::Redb(s) => s.get_meta(name).await,
+        }
+    }
+}
+
+/// Separates key id and model in composite keys; neither can contain it.
+pub(crate) const SEP: char = '\u{1f}';

@@ -1,0 +1,118 @@
+//! The HTTP client that talks to Google: rustls with bundled web-pki roots (a static
+//! binary works on any VPS), HTTP/2 where the server offers it, keep-alive pooling, a
+//! connect timeout, and an optional HTTP CONNECT or SOCKS5 egress proxy.
+//!
+//! It sends requests and returns response heads; retry, classification and relaying
+//! belong to `proxy`.
+
+use crate::config::UpstreamConfig;
+use anyhow::Context;
+use bytes::Bytes;
+use http::{Request, Response, Uri};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::proxy::{SocksV5, Tunnel};
+use hyper_util::rt::TokioExecutor;
+use std::time::Duration;
+
+type Direct = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+type ViaTunnel = Client<HttpsConnector<Tunnel<HttpConnector>>, Full<Bytes>>;
+type ViaSocks = Client<HttpsConnector<SocksV5<HttpConnector>>, Full<Bytes>>;
+
+#[derive(Clone)]
+pub enum Upstream {
+    Direct(Direct),
+    Tunnel(ViaTunnel),
+    Socks(ViaSocks),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("timed out waiting for the upstream's answer")]
+    Timeout,
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl Upstream {
+    pub fn new(cfg: &UpstreamConfig) -> anyhow::Result<Self> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(cfg.connect_timeout));
+        http.set_nodelay(true);
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let tls = rustls::ClientConfig::builder_with_provider(
+            rustls::crypto::ring::default_provider().into(),
+        )
+        .with_safe_default_protocol_versions()
+        .context("TLS setup")?
+        .with_root_certificates(rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        })
+        .with_no_client_auth();
+        let https = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2();
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256);
+        let Some(proxy) = &cfg.proxy else {
+            return Ok(Self::Direct(builder.build(https.wrap_connector(http))));
+        };
+        let proxy_uri: Uri = proxy
+            .expose()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("upstream.proxy is not a valid URL"))?;
+        match proxy_uri.scheme_str() {
+            Some("http") => {
+                let tunnel = Tunnel::new(proxy_uri, http);
+                Ok(Self::Tunnel(builder.build(https.wrap_connector(tunnel))))
+            }
+            Some("socks5") | Some("socks5h") => {
+                let remote_dns = proxy_uri.scheme_str() == Some("socks5h");
+                let socks = SocksV5::new(proxy_uri, http).local_dns(!remote_dns);
+                Ok(Self::Socks(builder.build(https.wrap_connector(socks))))
+            }
+            _ => anyhow::bail!("upstream.proxy must be http://, socks5:// or socks5h://"),
+        }
+    }
+
+    /// Sends one request and waits for the response head, at most `timeout`.
+    pub async fn send(
+        &self,
+        req: Request<Full<Bytes>>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, SendError> {
+        let fut = async {
+            match self {
+                Self::Direct(c) => c.request(req).await,
+                Self::Tunnel(c) => c.request(req).await,
+                Self::Socks(c) => c.request(req).await,
+            }
+        };
+        match tokio::time::timeout(timeout, fut).await {
+            Err(_) => Err(SendError::Timeout),
+            Ok(Err(e)) => Err(SendError::Failed(describe(&e))),
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+}
+
+/// The error and its causes in one line. hyper's errors name hosts, never credentials;
+/// the request URI (which never carries a key) is not included.
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
