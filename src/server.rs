@@ -7,7 +7,7 @@ use crate::AppState;
 use crate::body::Body;
 use crate::error::{ApiError, Shape};
 use crate::proxy::{self, Trace};
-use crate::router::{Route, RouteError};
+use crate::router::{GeminiCall, OpenAiCall, Route, RouteError};
 use crate::ui;
 use http::{HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
@@ -121,13 +121,21 @@ async fn dispatch(
     };
     match route {
         Route::Healthz => health(),
+        Route::Gemini { call, model } if wants_openai_models(&req, call) => {
+            let model = model.map(str::to_owned);
+            proxy::openai::handle(state, req, OpenAiCall::Models, model, trace)
+                .await
+                .unwrap_or_else(|e| e.into_response(Shape::OpenAi))
+        }
         Route::Gemini { call, model } => {
             let model = model.unwrap_or("").to_owned();
             proxy::gemini(state, req, call, model, trace)
                 .await
                 .unwrap_or_else(|e| e.into_response(Shape::Google))
         }
-        Route::OpenAi(_) => ApiError::NotFound.into_response(Shape::OpenAi),
+        Route::OpenAi(call) => proxy::openai::handle(state, req, call, None, trace)
+            .await
+            .unwrap_or_else(|e| e.into_response(Shape::OpenAi)),
         Route::Ui(path) => {
             let path = path.to_owned();
             ui::serve(&path, req.headers())
@@ -135,8 +143,28 @@ async fn dispatch(
     }
 }
 
+/// `GET /v1/models[/{id}]` is shared: a Bearer caller is an OpenAI client and gets
+/// OpenAI's list shape; a caller using `x-goog-api-key` or `?key=` (google-genai) gets
+/// Gemini's.
+fn wants_openai_models(req: &Request<Incoming>, call: GeminiCall) -> bool {
+    matches!(call, GeminiCall::ListModels | GeminiCall::GetModel)
+        && req.uri().path().starts_with("/v1/")
+        && !req.headers().contains_key("x-goog-api-key")
+        && !req
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p.starts_with("key=")))
+        && proxy::bearer(req.headers()).is_some()
+}
+
 fn shape_for_path(path: &str) -> Shape {
-    if path.starts_with("/v1beta/openai/") || path.starts_with("/v1/chat") {
+    let openai = [
+        "/v1beta/openai/",
+        "/v1/chat/",
+        "/v1/embeddings",
+        "/v1/images/",
+    ];
+    if openai.iter().any(|p| path.starts_with(p)) {
         Shape::OpenAi
     } else if path.starts_with("/api/") {
         Shape::Admin

@@ -8,7 +8,7 @@ use super::stream::{Format, Relay};
 use super::{KeyIn, Plan, Trace};
 use crate::AppState;
 use crate::body::Body;
-use crate::error::ApiError;
+use crate::error::{ApiError, Shape};
 use crate::keys::classify::{Outcome, classify};
 use crate::keys::{KeyEntry, Lease, NoKey, unix_ms};
 use bytes::Bytes;
@@ -90,6 +90,9 @@ async fn try_key(
             Format::JsonArray
         };
         let mut relay = Relay::new(body, format, plan.style, cfg.stream_idle_timeout);
+        if plan.hide_usage {
+            relay.hide_events(super::openai::is_usage_only_chunk);
+        }
         if plan.stream {
             if let Err(reason) = relay.prime().await {
                 let outcome = Outcome::Transient {
@@ -129,7 +132,7 @@ async fn try_key(
             outcome,
         ));
     }
-    Ok(relay_error(parts.status, &parts.headers, bytes))
+    Ok(relay_error(plan, parts.status, &parts.headers, bytes))
 }
 
 /// Waits for a usable key until `queue_until` when waiting can help.
@@ -188,7 +191,7 @@ fn give_up(
             }
         }
         Some(Failure::Upstream(status, headers, body, Outcome::Transient { .. })) => {
-            return relay_error(status, &headers, body);
+            return relay_error(plan, status, &headers, body);
         }
         Some(Failure::Upstream(..)) => ApiError::NoKey,
         Some(Failure::Network(reason)) => ApiError::Unreachable(reason),
@@ -233,10 +236,27 @@ async fn read_error_body(body: Incoming, timeout: Duration) -> Bytes {
 }
 
 /// An upstream error relayed as Google sent it: same status, content type and bytes.
-fn relay_error(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Response<Body> {
-    let mut out = Response::new(Body::full(body));
+/// On OpenAI routes Google's error is put in OpenAI's shape, keeping the status.
+fn relay_error(
+    plan: &Plan,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
+    let translated = match plan.shape {
+        Shape::OpenAi => super::openai::error_body(status.as_u16(), &body),
+        _ => None,
+    };
+    let mut out = Response::new(Body::full(translated.clone().unwrap_or(body)));
     *out.status_mut() = status;
-    copy_response_headers(headers, out.headers_mut(), false);
+    copy_response_headers(headers, out.headers_mut(), translated.is_some());
+    if translated.is_some() {
+        let h = out.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
     out
 }
 

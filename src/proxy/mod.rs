@@ -6,6 +6,7 @@
 //! is sent; the pool key goes only in a header, never in a URL.
 
 mod attempt;
+pub mod openai;
 pub mod stream;
 
 use crate::AppState;
@@ -44,6 +45,8 @@ pub struct Plan {
     pub key_in: KeyIn,
     /// The answer is streamed: fail over only before the first event.
     pub stream: bool,
+    /// Hold back the usage-only chunk the proxy asked for on the client's behalf.
+    pub hide_usage: bool,
 }
 
 /// What the access log wants to know about a request.
@@ -187,6 +190,7 @@ pub async fn gemini(
         body,
         key_in: KeyIn::GoogHeader,
         stream: call == GeminiCall::Stream,
+        hide_usage: false,
     };
     Ok(execute(state, plan, trace).await)
 }

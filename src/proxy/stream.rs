@@ -64,6 +64,8 @@ pub struct Relay {
     sleep: Pin<Box<Sleep>>,
     finish: Finish,
     on_finish: Option<OnFinish>,
+    /// Events the client must not see (the usage-only chunk it did not ask for).
+    hide: Option<fn(&[u8]) -> bool>,
 }
 
 impl Relay {
@@ -81,7 +83,13 @@ impl Relay {
             sleep: Box::pin(tokio::time::sleep(idle)),
             finish: Finish::default(),
             on_finish: None,
+            hide: None,
         }
+    }
+
+    /// Holds back every event for which `hide` is true (still seen by the finish hook).
+    pub fn hide_events(&mut self, hide: fn(&[u8]) -> bool) {
+        self.hide = Some(hide);
     }
 
     /// Runs `f` once when the relay ends, however it ends (also when the client leaves).
@@ -235,7 +243,15 @@ impl http_body::Body for Relay {
         if this.done {
             return Poll::Ready(None);
         }
-        match this.poll_step(cx) {
+        let step = loop {
+            match this.poll_step(cx) {
+                Poll::Ready(Step::Unit(b)) if this.hide.is_some_and(|h| h(&b)) => {
+                    this.finish.last_unit = b;
+                }
+                other => break other,
+            }
+        };
+        match step {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Step::Unit(b)) => {
                 this.sent(&b);
@@ -272,26 +288,21 @@ impl Drop for Relay {
     }
 }
 
-/// The end of the last complete SSE event in `buf` (just past its blank line), if any.
+/// The end of the first complete SSE event in `buf` (just past its blank line), if any.
 fn sse_boundary(buf: &[u8]) -> Option<usize> {
-    let mut end = None;
     let mut i = 0;
     while i + 1 < buf.len() {
         if buf[i] == b'\n' {
             if buf[i + 1] == b'\n' {
-                end = Some(i + 2);
-                i += 2;
-                continue;
+                return Some(i + 2);
             }
             if buf[i + 1] == b'\r' && buf.get(i + 2) == Some(&b'\n') {
-                end = Some(i + 3);
-                i += 3;
-                continue;
+                return Some(i + 3);
             }
         }
         i += 1;
     }
-    end
+    None
 }
 
 /// Incremental scanner for a JSON array streamed element by element. It remembers where
@@ -350,7 +361,7 @@ mod tests {
     #[test]
     fn sse_boundaries_accept_crlf_and_lf() {
         assert_eq!(sse_boundary(b"data: {}\r\n\r\ndata: {"), Some(12));
-        assert_eq!(sse_boundary(b"data: 1\n\ndata: 2\n\n"), Some(18));
+        assert_eq!(sse_boundary(b"data: 1\n\ndata: 2\n\n"), Some(9));
         assert_eq!(sse_boundary(b"data: {\"a\":1}\r\n"), None);
     }
 
