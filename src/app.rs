@@ -2,9 +2,11 @@
 //! store, then shared as one `Arc`. Start-up also imports the keys and users declared in
 //! the config (idempotently) and starts the background tasks it owns.
 
+use crate::admin::auth::AdminAuth;
 use crate::config::Config;
 use crate::keys::persist::{self, Persister};
 use crate::keys::{Pool, unix_ms};
+use crate::limits::Limits;
 use crate::secret::Secret;
 use crate::store::{Store, Write};
 use crate::upstream::Upstream;
@@ -18,6 +20,10 @@ pub struct AppState {
     pub store: Store,
     pub pool: Arc<Pool>,
     pub users: Users,
+    pub limits: Arc<Limits>,
+    pub admin: AdminAuth,
+    /// Serialises admin read-modify-write changes to the user list.
+    pub admin_lock: tokio::sync::Mutex<()>,
     pub upstream: Upstream,
     pub persister: Persister,
 }
@@ -52,6 +58,9 @@ impl AppState {
         store.apply(writes).await.context("saving users")?;
         let users = Users::new(&records);
 
+        let admin = AdminAuth::init(&config.admin, &store)
+            .await
+            .context("setting up admin login")?;
         let upstream = Upstream::new(&config.upstream)?;
         tracing::info!(keys = pool.len(), users = records.len(), "store loaded");
         let state = Arc::new(Self {
@@ -59,6 +68,9 @@ impl AppState {
             store,
             pool,
             users,
+            limits: Arc::new(Limits::default()),
+            admin,
+            admin_lock: tokio::sync::Mutex::new(()),
             upstream,
             persister,
         });

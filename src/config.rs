@@ -44,12 +44,26 @@ impl Default for Config {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     pub password_hash: Option<Secret>,
     pub password: Option<Secret>,
     pub password_file: Option<PathBuf>,
+    /// How long an admin login lasts.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            password_hash: None,
+            password: None,
+            password_file: None,
+            session_ttl: Duration::from_secs(12 * 3600),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

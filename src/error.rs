@@ -46,13 +46,44 @@ pub enum ApiError {
     Unreachable(String),
     #[error("The request did not complete within its deadline.")]
     Deadline,
+    #[error("Admin login required.")]
+    AdminUnauthenticated,
+    #[error("Cookie-authenticated changes need a JSON body or an X-Requested-With header.")]
+    Csrf,
+    #[error("Wrong password.")]
+    WrongPassword,
+    #[error("Too many failed logins from this address; retry later.")]
+    LoginThrottled(Duration),
+    #[error("{0} not found.")]
+    NoSuch(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("Unsupported content type: send {0}.")]
+    UnsupportedMediaType(&'static str),
+    #[error("Saving the change failed: {0}")]
+    Store(String),
+    #[error("This API key may not use model {0:?}.")]
+    ModelNotAllowed(String),
+    #[error("This API key exceeded its limit: {0}.")]
+    UserLimit(&'static str, Duration),
 }
 
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MissingKey => StatusCode::UNAUTHORIZED,
-            Self::UnknownKey | Self::UserDisabled | Self::UserExpired => StatusCode::FORBIDDEN,
+            Self::MissingKey | Self::AdminUnauthenticated | Self::WrongPassword => {
+                StatusCode::UNAUTHORIZED
+            }
+            Self::UnknownKey
+            | Self::UserDisabled
+            | Self::UserExpired
+            | Self::Csrf
+            | Self::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
+            Self::NoSuch(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::LoginThrottled(_) | Self::UserLimit(..) => StatusCode::TOO_MANY_REQUESTS,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound => StatusCode::NOT_FOUND,
@@ -73,6 +104,7 @@ impl ApiError {
             StatusCode::TOO_MANY_REQUESTS => "RESOURCE_EXHAUSTED",
             StatusCode::SERVICE_UNAVAILABLE | StatusCode::BAD_GATEWAY => "UNAVAILABLE",
             StatusCode::GATEWAY_TIMEOUT => "DEADLINE_EXCEEDED",
+            StatusCode::INTERNAL_SERVER_ERROR => "INTERNAL",
             _ => "INVALID_ARGUMENT",
         }
     }
@@ -83,7 +115,10 @@ impl ApiError {
             Self::MissingKey | Self::UnknownKey | Self::UserDisabled | Self::UserExpired => {
                 ("invalid_request_error", "invalid_api_key")
             }
-            Self::AllCooling(_) | Self::AllBusy(_) => ("rate_limit_error", "rate_limit_exceeded"),
+            Self::AllCooling(_) | Self::AllBusy(_) | Self::UserLimit(..) => {
+                ("rate_limit_error", "rate_limit_exceeded")
+            }
+            Self::ModelNotAllowed(_) => ("invalid_request_error", "model_not_allowed"),
             Self::BodyTooLarge(_) | Self::BadRequest(_) | Self::MethodNotAllowed => {
                 ("invalid_request_error", "invalid_request")
             }
@@ -94,7 +129,8 @@ impl ApiError {
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::AllCooling(d) | Self::AllBusy(d) => Some(*d),
+            Self::AllCooling(d) | Self::AllBusy(d) | Self::LoginThrottled(d) => Some(*d),
+            Self::UserLimit(_, d) => Some(*d),
             _ => None,
         }
     }

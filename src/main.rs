@@ -3,6 +3,7 @@
 //! `main` only parses the command line, loads and checks the config, builds the shared
 //! state, binds, and hands over to [`server::serve`] until a signal asks it to stop.
 
+mod admin;
 mod app;
 mod body;
 mod checker;
@@ -10,6 +11,7 @@ mod cli;
 mod config;
 mod error;
 mod keys;
+mod limits;
 mod proxy;
 mod router;
 mod secret;
@@ -17,6 +19,7 @@ mod server;
 mod store;
 mod ui;
 mod upstream;
+mod usage;
 mod users;
 
 pub use app::AppState;

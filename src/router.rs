@@ -14,6 +14,15 @@
 //! | POST   | `/v1/embeddings`, `/v1beta/openai/embeddings`            | OpenAI Embeddings |
 //! | POST   | `/v1/images/generations`, `/v1beta/openai/images/generations` | OpenAI Images |
 //! | GET    | `/v1beta/openai/models`                                  | OpenAI Models    |
+//! | POST   | `/api/login`, `/api/logout`                              | Admin Login/Logout |
+//! | GET, POST | `/api/keys`                                           | Admin Keys list / bulk add |
+//! | GET    | `/api/keys/export`                                       | Admin KeysExport |
+//! | POST   | `/api/keys/check`, `/api/keys/reset`                     | Admin KeysCheck / KeysReset |
+//! | PATCH, DELETE | `/api/keys/{id}`                                  | Admin Key        |
+//! | POST   | `/api/keys/{id}/reset`                                   | Admin KeyReset   |
+//! | GET, POST | `/api/users`                                          | Admin Users list / create |
+//! | PATCH, DELETE | `/api/users/{id}`                                 | Admin User       |
+//! | POST   | `/api/users/{id}/rotate`                                 | Admin UserRotate |
 //! | GET    | `/`, `/assets/…` and other non-API paths                 | Ui               |
 //!
 //! Unknown API paths are 404; a known path with the wrong method is 405.
@@ -48,7 +57,28 @@ pub enum Route<'a> {
         model: Option<&'a str>,
     },
     OpenAi(OpenAiCall),
+    Admin(AdminRoute<'a>),
     Ui(&'a str),
+}
+
+/// The admin API; every route but `Login` needs the admin session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminRoute<'a> {
+    Login,
+    Logout,
+    ListKeys,
+    AddKeys,
+    ExportKeys,
+    CheckKeys,
+    ResetKeys,
+    PatchKey(&'a str),
+    DeleteKey(&'a str),
+    ResetKey(&'a str),
+    ListUsers,
+    CreateUser,
+    PatchUser(&'a str),
+    DeleteUser(&'a str),
+    RotateUser(&'a str),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +101,8 @@ impl<'a> Route<'a> {
             ),
             [v, "models", name] if is_version(v) => gemini_model_route(name)?,
             ["v1", rest @ ..] | ["v1beta", "openai", rest @ ..] => openai_route(rest)?,
-            ["v1beta", ..] | ["api", ..] => return Err(RouteError::NotFound),
+            ["api", rest @ ..] => return admin_route(method, rest).map(Route::Admin),
+            ["v1beta", ..] => return Err(RouteError::NotFound),
             _ => (Route::Ui(path), Method::GET),
         };
         let head_ok = allowed == Method::GET && method == Method::HEAD;
@@ -115,6 +146,35 @@ fn gemini_model_route(name: &str) -> Result<(Route<'_>, Method), RouteError> {
         },
         Method::POST,
     ))
+}
+
+fn admin_route<'a>(method: &Method, rest: &[&'a str]) -> Result<AdminRoute<'a>, RouteError> {
+    use AdminRoute as A;
+    let m = method.as_str();
+    let route = match (rest, m) {
+        (["login"], "POST") => A::Login,
+        (["logout"], "POST") => A::Logout,
+        (["keys"], "GET") => A::ListKeys,
+        (["keys"], "POST") => A::AddKeys,
+        (["keys", "export"], "GET") => A::ExportKeys,
+        (["keys", "check"], "POST") => A::CheckKeys,
+        (["keys", "reset"], "POST") => A::ResetKeys,
+        (["keys", id], "PATCH") if !id.is_empty() => A::PatchKey(id),
+        (["keys", id], "DELETE") if !id.is_empty() => A::DeleteKey(id),
+        (["keys", id, "reset"], "POST") => A::ResetKey(id),
+        (["users"], "GET") => A::ListUsers,
+        (["users"], "POST") => A::CreateUser,
+        (["users", id], "PATCH") if !id.is_empty() => A::PatchUser(id),
+        (["users", id], "DELETE") if !id.is_empty() => A::DeleteUser(id),
+        (["users", id, "rotate"], "POST") => A::RotateUser(id),
+        (["login" | "logout" | "keys" | "users"], _)
+        | (["keys" | "users", _], _)
+        | (["keys", _, "reset"] | ["users", _, "rotate"], _) => {
+            return Err(RouteError::MethodNotAllowed);
+        }
+        _ => return Err(RouteError::NotFound),
+    };
+    Ok(route)
 }
 
 fn openai_route<'a>(rest: &[&str]) -> Result<(Route<'a>, Method), RouteError> {
@@ -200,6 +260,41 @@ mod tests {
         );
         assert_eq!(get("/v1beta/other"), Err(RouteError::NotFound));
         assert_eq!(get("/api/nope"), Err(RouteError::NotFound));
+        assert_eq!(get("/api"), Err(RouteError::NotFound));
+    }
+
+    #[test]
+    fn admin_routes_by_method() {
+        let r = |m: Method, p| Route::parse(&m, p);
+        assert_eq!(
+            r(Method::POST, "/api/login"),
+            Ok(Route::Admin(AdminRoute::Login))
+        );
+        assert_eq!(
+            r(Method::GET, "/api/keys"),
+            Ok(Route::Admin(AdminRoute::ListKeys))
+        );
+        assert_eq!(
+            r(Method::GET, "/api/keys/export"),
+            Ok(Route::Admin(AdminRoute::ExportKeys))
+        );
+        assert_eq!(
+            r(Method::PATCH, "/api/keys/ab12"),
+            Ok(Route::Admin(AdminRoute::PatchKey("ab12")))
+        );
+        assert_eq!(
+            r(Method::POST, "/api/users/u1/rotate"),
+            Ok(Route::Admin(AdminRoute::RotateUser("u1")))
+        );
+        assert_eq!(
+            r(Method::GET, "/api/login"),
+            Err(RouteError::MethodNotAllowed)
+        );
+        assert_eq!(
+            r(Method::PUT, "/api/keys/ab12"),
+            Err(RouteError::MethodNotAllowed)
+        );
+        assert_eq!(r(Method::GET, "/api/secrets"), Err(RouteError::NotFound));
     }
 
     #[test]

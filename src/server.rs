@@ -4,6 +4,7 @@
 //! `shutdown_grace`). Dispatch is one `match` on [`Route`].
 
 use crate::AppState;
+use crate::admin;
 use crate::body::Body;
 use crate::error::{ApiError, Shape};
 use crate::proxy::{self, Trace};
@@ -84,7 +85,7 @@ async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let mut trace = Trace::default();
-    let mut resp = dispatch(&state, req, &mut trace).await;
+    let mut resp = dispatch(&state, req, &path, peer.ip(), &mut trace).await;
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }
@@ -106,12 +107,14 @@ async fn handle(
 async fn dispatch(
     state: &Arc<AppState>,
     req: Request<Incoming>,
+    path: &str,
+    peer: std::net::IpAddr,
     trace: &mut Trace,
 ) -> Response<Body> {
-    let route = match Route::parse(req.method(), req.uri().path()) {
+    let route = match Route::parse(req.method(), path) {
         Ok(route) => route,
         Err(e) => {
-            let shape = shape_for_path(req.uri().path());
+            let shape = shape_for_path(path);
             let err = match e {
                 RouteError::NotFound => ApiError::NotFound,
                 RouteError::MethodNotAllowed => ApiError::MethodNotAllowed,
@@ -136,10 +139,8 @@ async fn dispatch(
         Route::OpenAi(call) => proxy::openai::handle(state, req, call, None, trace)
             .await
             .unwrap_or_else(|e| e.into_response(Shape::OpenAi)),
-        Route::Ui(path) => {
-            let path = path.to_owned();
-            ui::serve(&path, req.headers())
-        }
+        Route::Admin(route) => admin::handle(state, req, route, peer).await,
+        Route::Ui(path) => ui::serve(path, req.headers()),
     }
 }
 

@@ -6,6 +6,7 @@
 //! its state. It never waits on the store: changes are announced to the persistence task
 //! (`persist`), which writes them in coalesced batches. Time is passed in as Unix ms.
 
+mod admin;
 pub mod classify;
 pub mod persist;
 mod select;
@@ -18,7 +19,7 @@ use classify::Outcome;
 use persist::{Dirty, Msg};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, mpsc};
 
@@ -55,6 +56,9 @@ pub struct KeyEntry {
     state: Mutex<EntryState>,
     in_flight: AtomicU32,
     requests: AtomicU64,
+    /// Requests since the last daily reset, and when the current day ends (Unix ms).
+    today: AtomicU64,
+    day_end_ms: AtomicI64,
 }
 
 #[derive(Default)]
@@ -80,7 +84,20 @@ impl KeyEntry {
             }),
             in_flight: AtomicU32::new(0),
             requests: AtomicU64::new(0),
+            today: AtomicU64::new(0),
+            day_end_ms: AtomicI64::new(0),
         }
+    }
+
+    /// Counts one request towards today's usage.
+    fn count_request(&self, now: i64) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if now >= self.day_end_ms.load(Ordering::Relaxed) {
+            self.today.store(0, Ordering::Relaxed);
+            self.day_end_ms
+                .store(next_pacific_midnight(now), Ordering::Relaxed);
+        }
+        self.today.fetch_add(1, Ordering::Relaxed);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, EntryState> {

@@ -83,7 +83,7 @@ impl Pool {
                 for i in 0..n {
                     let e = &keys.list[(start + i) % n];
                     if consider(e) {
-                        if let Some(lease) = self.try_lease(e, cap) {
+                        if let Some(lease) = self.try_lease(e, cap, now) {
                             return Ok(lease);
                         }
                         no.busy = true;
@@ -95,7 +95,7 @@ impl Pool {
                     keys.list.iter().filter(|e| consider(e)).collect();
                 usable.sort_by_key(|e| (e.in_flight(), e.requests()));
                 for e in usable {
-                    if let Some(lease) = self.try_lease(e, cap) {
+                    if let Some(lease) = self.try_lease(e, cap, now) {
                         return Ok(lease);
                     }
                     no.busy = true;
@@ -105,14 +105,14 @@ impl Pool {
         Err(no)
     }
 
-    fn try_lease(&self, e: &Arc<KeyEntry>, cap: u32) -> Option<Lease> {
+    fn try_lease(&self, e: &Arc<KeyEntry>, cap: u32, now: i64) -> Option<Lease> {
         let taken = e
             .in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (cap == 0 || n < cap).then_some(n + 1)
             });
         taken.ok()?;
-        e.requests.fetch_add(1, Ordering::Relaxed);
+        e.count_request(now);
         Some(Lease {
             entry: e.clone(),
             freed: self.freed.clone(),

@@ -105,14 +105,16 @@ async fn try_key(
         pool.report(&lease.entry, &plan.model, &Outcome::Success, unix_ms());
         let st = state.clone();
         let model = plan.model.clone();
+        let permit = plan.permit.clone();
         relay.on_finish(Box::new(move |finish| {
-            if let Some(reason) = finish.truncated {
-                st.pool.report(
-                    &lease.entry,
-                    &model,
-                    &Outcome::Transient { reason },
-                    unix_ms(),
-                );
+            if let Some(reason) = &finish.truncated {
+                let outcome = Outcome::Transient {
+                    reason: reason.clone(),
+                };
+                st.pool.report(&lease.entry, &model, &outcome, unix_ms());
+            }
+            if let Some(t) = finish.tokens {
+                permit.add_tokens(t.total);
             }
             drop(lease);
         }));

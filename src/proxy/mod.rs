@@ -11,6 +11,7 @@ pub mod stream;
 
 use crate::AppState;
 use crate::error::{ApiError, Shape};
+use crate::limits::Permit;
 use crate::router::GeminiCall;
 use crate::store::UserRecord;
 use crate::users::AuthError;
@@ -47,6 +48,8 @@ pub struct Plan {
     pub stream: bool,
     /// Hold back the usage-only chunk the proxy asked for on the client's behalf.
     pub hide_usage: bool,
+    /// The user's admission: held until the answer's last byte, charged its tokens.
+    pub permit: Arc<Permit>,
 }
 
 /// What the access log wants to know about a request.
@@ -172,6 +175,7 @@ pub async fn gemini(
     let (parts, body) = req.into_parts();
     let user = authenticate(state, &parts.headers, &parts.uri)?;
     trace.user = Some(user.name.clone());
+    let permit = Arc::new(state.limits.admit(&user, &model, crate::keys::unix_ms())?);
     let path = parts.uri.path();
     let body = read_body(body, &parts.headers, state.config.server.max_body_bytes).await?;
     let query = query_without_key(&parts.uri);
@@ -191,6 +195,7 @@ pub async fn gemini(
         key_in: KeyIn::GoogHeader,
         stream: call == GeminiCall::Stream,
         hide_usage: false,
+        permit,
     };
     Ok(execute(state, plan, trace).await)
 }

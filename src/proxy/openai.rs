@@ -43,10 +43,21 @@ pub async fn handle(
     };
     let uri = upstream_uri(&base, &tail, None)?;
     let headers = forward_headers(&parts.headers, FORWARDED);
+    let edited = if parts.method == Method::POST {
+        let raw = read_body(body, &parts.headers, state.config.server.max_body_bytes).await?;
+        Some(edit_body(call, raw)?)
+    } else {
+        None
+    };
+    let model = match &edited {
+        Some(e) => e.model.clone(),
+        None => model_path.unwrap_or_default(),
+    };
+    let permit = Arc::new(state.limits.admit(&user, &model, crate::keys::unix_ms())?);
     let mut plan = Plan {
         shape: Shape::OpenAi,
         style: ErrorStyle::OpenAi,
-        model: model_path.unwrap_or_default(),
+        model,
         method: parts.method.clone(),
         uri,
         headers,
@@ -54,11 +65,9 @@ pub async fn handle(
         key_in: KeyIn::Bearer,
         stream: false,
         hide_usage: false,
+        permit,
     };
-    if parts.method == Method::POST {
-        let raw = read_body(body, &parts.headers, state.config.server.max_body_bytes).await?;
-        let edited = edit_body(call, raw)?;
-        plan.model = edited.model;
+    if let Some(edited) = edited {
         plan.stream = edited.stream;
         plan.hide_usage = edited.hide_usage;
         plan.body = edited.body;

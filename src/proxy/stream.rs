@@ -7,6 +7,7 @@
 //!
 //! Non-stream answers pass through frame by frame, untouched.
 
+use crate::usage::{self, Tokens};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body as _, Frame};
 use hyper::body::Incoming;
@@ -38,11 +39,14 @@ pub struct Finish {
     /// The client went away before the end.
     pub cancelled: bool,
     pub bytes: u64,
-    /// The last whole event or element, where token usage is reported.
-    pub last_unit: Bytes,
+    /// Token usage reported by the answer (the last usage block seen).
+    pub tokens: Option<Tokens>,
 }
 
-pub type OnFinish = Box<dyn FnOnce(Finish) + Send + Sync>;
+pub type OnFinish = Box<dyn FnOnce(&Finish) + Send + Sync>;
+
+/// How much of a non-stream answer's end is kept to find its usage block.
+const TAIL_LIMIT: usize = 64 * 1024;
 
 enum Step {
     Unit(Bytes),
@@ -63,7 +67,11 @@ pub struct Relay {
     idle: Duration,
     sleep: Pin<Box<Sleep>>,
     finish: Finish,
-    on_finish: Option<OnFinish>,
+    on_finish: Vec<OnFinish>,
+    /// The last event that mentioned usage (streams) or the answer's tail (non-stream).
+    usage_unit: Bytes,
+    tail: std::collections::VecDeque<Bytes>,
+    tail_len: usize,
     /// Events the client must not see (the usage-only chunk it did not ask for).
     hide: Option<fn(&[u8]) -> bool>,
 }
@@ -82,7 +90,10 @@ impl Relay {
             idle,
             sleep: Box::pin(tokio::time::sleep(idle)),
             finish: Finish::default(),
-            on_finish: None,
+            on_finish: Vec::new(),
+            usage_unit: Bytes::new(),
+            tail: std::collections::VecDeque::new(),
+            tail_len: 0,
             hide: None,
         }
     }
@@ -93,8 +104,9 @@ impl Relay {
     }
 
     /// Runs `f` once when the relay ends, however it ends (also when the client leaves).
+    /// Hooks run in the order they were added.
     pub fn on_finish(&mut self, f: OnFinish) {
-        self.on_finish = Some(f);
+        self.on_finish.push(f);
     }
 
     pub fn is_done(&self) -> bool {
@@ -212,16 +224,41 @@ impl Relay {
     fn end(&mut self, truncated: Option<String>) {
         self.done = true;
         self.finish.truncated = truncated;
-        if let Some(f) = self.on_finish.take() {
-            f(std::mem::take(&mut self.finish));
+        self.run_hooks();
+    }
+
+    fn run_hooks(&mut self) {
+        if self.on_finish.is_empty() {
+            return;
+        }
+        self.finish.tokens = if self.format == Format::Passthrough {
+            let tail: Vec<u8> = self.tail.iter().flat_map(|b| b.iter().copied()).collect();
+            usage::parse(&tail)
+        } else {
+            usage::parse(&self.usage_unit)
+        };
+        for f in std::mem::take(&mut self.on_finish) {
+            f(&self.finish);
+        }
+    }
+
+    /// Notes a unit on its way out (or held back): size, and where usage may be.
+    fn seen(&mut self, unit: &Bytes) {
+        if self.format == Format::Passthrough {
+            self.tail.push_back(unit.clone());
+            self.tail_len += unit.len();
+            while self.tail_len > TAIL_LIMIT && self.tail.len() > 1 {
+                let old = self.tail.pop_front().expect("non-empty");
+                self.tail_len -= old.len();
+            }
+        } else if unit.windows(7).any(|w| w == b"\"usage") {
+            self.usage_unit = unit.clone();
         }
     }
 
     fn sent(&mut self, unit: &Bytes) {
         self.finish.bytes += unit.len() as u64;
-        if self.format != Format::Passthrough && !unit.is_empty() {
-            self.finish.last_unit = unit.clone();
-        }
+        self.seen(unit);
     }
 }
 
@@ -246,7 +283,7 @@ impl http_body::Body for Relay {
         let step = loop {
             match this.poll_step(cx) {
                 Poll::Ready(Step::Unit(b)) if this.hide.is_some_and(|h| h(&b)) => {
-                    this.finish.last_unit = b;
+                    this.seen(&b);
                 }
                 other => break other,
             }
@@ -281,10 +318,10 @@ impl http_body::Body for Relay {
 
 impl Drop for Relay {
     fn drop(&mut self) {
-        if let Some(f) = self.on_finish.take() {
+        if !self.done {
             self.finish.cancelled = true;
-            f(std::mem::take(&mut self.finish));
         }
+        self.run_hooks();
     }
 }
 

@@ -1,0 +1,346 @@
+//! Admin sessions: the password (argon2 hash), the JWT signing key (random, persisted),
+//! login throttling per client IP, and checking a request's session (Bearer or cookie)
+//! with the CSRF rule for cookie-authenticated writes.
+//!
+//! There are no default secrets: with no password configured, the first start generates
+//! one, prints it once, and stores only its hash. Logout revokes that session's token
+//! (by its id) until it would have expired anyway.
+
+use crate::config::AdminConfig;
+use crate::secret::Secret;
+use crate::store::{Store, Write};
+use anyhow::Context;
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use http::{HeaderMap, Method, header};
+use jwt_simple::prelude::*;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+const META_PASSWORD: &str = "admin_password_hash";
+const META_JWT_KEY: &str = "jwt_key";
+const META_REVOKED: &str = "revoked_sessions";
+pub const COOKIE: &str = "gb_session";
+
+/// Failed logins allowed per client IP in one window before 429.
+const MAX_FAILURES: u32 = 5;
+const WINDOW_SECS: u64 = 60;
+
+pub struct AdminAuth {
+    password_hash: Secret,
+    key: HS256Key,
+    ttl: std::time::Duration,
+    /// Token ids revoked by logout, with their expiry (Unix seconds).
+    revoked: Mutex<HashMap<String, u64>>,
+    failures: Mutex<HashMap<IpAddr, (u32, u64)>>,
+}
+
+/// Hashes a password as an argon2id PHC string.
+pub fn hash_password(password: &str) -> anyhow::Result<String> {
+    let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| anyhow::anyhow!("hashing the password: {e}"))
+}
+
+impl AdminAuth {
+    pub async fn init(cfg: &AdminConfig, store: &Store) -> anyhow::Result<Self> {
+        let password_hash = match (&cfg.password, &cfg.password_hash) {
+            (Some(plain), _) => Secret::new(hash_password(plain.expose())?),
+            (None, Some(hash)) => {
+                PasswordHash::new(hash.expose()).map_err(|_| {
+                    anyhow::anyhow!("admin.password_hash is not an argon2/PHC hash")
+                })?;
+                hash.clone()
+            }
+            (None, None) => match store.get_meta(META_PASSWORD).await? {
+                Some(bytes) => {
+                    Secret::new(String::from_utf8(bytes).context("stored password hash")?)
+                }
+                None => {
+                    let password = crate::users::generate_key();
+                    let password = Secret::new(&password.expose()[3..]);
+                    let hash = hash_password(password.expose())?;
+                    store
+                        .apply(vec![Write::PutMeta(
+                            META_PASSWORD.into(),
+                            hash.clone().into_bytes(),
+                        )])
+                        .await?;
+                    print_password_banner(&password);
+                    Secret::new(hash)
+                }
+            },
+        };
+        let key = match store.get_meta(META_JWT_KEY).await? {
+            Some(bytes) if bytes.len() >= 32 => HS256Key::from_bytes(&bytes),
+            _ => {
+                let key = HS256Key::generate();
+                store
+                    .apply(vec![Write::PutMeta(META_JWT_KEY.into(), key.to_bytes())])
+                    .await?;
+                key
+            }
+        };
+        let revoked: HashMap<String, u64> = store
+            .get_meta(META_REVOKED)
+            .await?
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Ok(Self {
+            password_hash,
+            key,
+            ttl: cfg.session_ttl,
+            revoked: Mutex::new(revoked),
+            failures: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn ttl(&self) -> std::time::Duration {
+        self.ttl
+    }
+
+    /// Checks a password; argon2 is slow on purpose, so this runs off the async threads.
+    pub async fn verify_password(&self, password: String) -> bool {
+        let hash = self.password_hash.clone();
+        tokio::task::spawn_blocking(move || {
+            PasswordHash::new(hash.expose())
+                .map(|h| {
+                    Argon2::default()
+                        .verify_password(password.as_bytes(), &h)
+                        .is_ok()
+                })
+                .unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    pub fn issue(&self) -> String {
+        let id = format!("{:032x}", rand::random::<u128>());
+        let claims = Claims::create(Duration::from_secs(self.ttl.as_secs().max(1)))
+            .with_subject("admin")
+            .with_jwt_id(id);
+        self.key
+            .authenticate(claims)
+            .expect("HS256 signing cannot fail")
+    }
+
+    fn claims(&self, token: &str) -> Option<JWTClaims<NoCustomClaims>> {
+        let options = VerificationOptions {
+            required_subject: Some("admin".into()),
+            time_tolerance: Some(Duration::from_secs(0)),
+            ..Default::default()
+        };
+        self.key
+            .verify_token::<NoCustomClaims>(token, Some(options))
+            .ok()
+    }
+
+    pub fn token_ok(&self, token: &str) -> bool {
+        let Some(claims) = self.claims(token) else {
+            return false;
+        };
+        let Some(id) = claims.jwt_id else {
+            return false;
+        };
+        !self
+            .revoked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&id)
+    }
+
+    /// Revokes one session token (logout); persisted so a restart keeps it revoked.
+    pub async fn revoke(&self, store: &Store, token: &str) -> Result<(), crate::store::StoreError> {
+        let Some(claims) = self.claims(token) else {
+            return Ok(());
+        };
+        let (Some(id), Some(exp)) = (claims.jwt_id, claims.expires_at) else {
+            return Ok(());
+        };
+        let now = crate::keys::unix_ms() as u64 / 1000;
+        let snapshot = {
+            let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+            revoked.retain(|_, e| *e > now);
+            revoked.insert(id, exp.as_secs());
+            serde_json::to_vec(&*revoked).expect("a map of strings serialises")
+        };
+        store
+            .apply(vec![Write::PutMeta(META_REVOKED.into(), snapshot)])
+            .await
+    }
+
+    /// Seconds until `ip` may try again, if it failed too often lately.
+    pub fn throttled(&self, ip: IpAddr, now: u64) -> Option<u64> {
+        let map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let (count, since) = *map.get(&ip)?;
+        let until = since + WINDOW_SECS;
+        (count >= MAX_FAILURES && now < until).then_some(until - now)
+    }
+
+    pub fn record_failure(&self, ip: IpAddr, now: u64) {
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > 10_000 {
+            map.retain(|_, (_, since)| now < *since + WINDOW_SECS);
+        }
+        let entry = map.entry(ip).or_insert((0, now));
+        if now >= entry.1 + WINDOW_SECS {
+            *entry = (0, now);
+        }
+        entry.0 += 1;
+    }
+
+    pub fn record_success(&self, ip: IpAddr) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&ip);
+    }
+
+    /// Whether a request carries a valid admin session and, if it came by cookie and
+    /// changes state, also proves it is not a cross-site form (JSON body or custom header).
+    pub fn authorize(&self, method: &Method, headers: &HeaderMap) -> Result<(), Denied> {
+        if let Some(token) = crate::proxy::bearer(headers) {
+            return if self.token_ok(token) {
+                Ok(())
+            } else {
+                Err(Denied::Unauthenticated)
+            };
+        }
+        let Some(token) = cookie(headers, COOKIE) else {
+            return Err(Denied::Unauthenticated);
+        };
+        if !self.token_ok(token) {
+            return Err(Denied::Unauthenticated);
+        }
+        let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+        if safe || headers.contains_key("x-requested-with") || is_json(headers) {
+            Ok(())
+        } else {
+            Err(Denied::Csrf)
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Denied {
+    Unauthenticated,
+    Csrf,
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        })
+}
+
+/// The value of cookie `name`, if the request carries it.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn print_password_banner(password: &Secret) {
+    eprintln!(
+        "\n==================== gemini-balance ====================\n\
+         No admin password was configured; one was generated.\n\
+         Admin password (shown once, store it now):\n\n    {}\n\n\
+         Set admin.password_hash (see `gemini-balance hash-password`) to choose your own.\n\
+         ========================================================\n",
+        password.expose()
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn auth() -> (AdminAuth, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_redb(dir.path()).await.unwrap();
+        let cfg = AdminConfig {
+            password: Some(Secret::new("correct horse")),
+            ..AdminConfig::default()
+        };
+        (AdminAuth::init(&cfg, &store).await.unwrap(), dir)
+    }
+
+    #[tokio::test]
+    async fn password_and_tokens() {
+        let (a, _d) = auth().await;
+        assert!(a.verify_password("correct horse".into()).await);
+        assert!(!a.verify_password("wrong".into()).await);
+        let t = a.issue();
+        assert!(a.token_ok(&t));
+        let other = HS256Key::generate()
+            .authenticate(Claims::create(Duration::from_hours(1)).with_subject("admin"))
+            .unwrap();
+        assert!(!a.token_ok(&other), "signed by another key");
+        assert!(!a.token_ok("garbage"));
+    }
+
+    #[tokio::test]
+    async fn logout_revokes_only_that_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_redb(dir.path()).await.unwrap();
+        let cfg = AdminConfig {
+            password: Some(Secret::new("pw")),
+            ..AdminConfig::default()
+        };
+        let a = AdminAuth::init(&cfg, &store).await.unwrap();
+        let (t1, t2) = (a.issue(), a.issue());
+        a.revoke(&store, &t1).await.unwrap();
+        assert!(!a.token_ok(&t1));
+        assert!(a.token_ok(&t2));
+        let again = AdminAuth::init(&cfg, &store).await.unwrap();
+        assert!(!again.token_ok(&t1), "revocation survives a restart");
+        assert!(again.token_ok(&t2), "the signing key is persisted");
+    }
+
+    #[tokio::test]
+    async fn cookie_writes_need_json_or_custom_header() {
+        let (a, _d) = auth().await;
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            format!("x=1; {COOKIE}={}", a.issue()).parse().unwrap(),
+        );
+        assert_eq!(a.authorize(&Method::GET, &h), Ok(()));
+        assert_eq!(a.authorize(&Method::POST, &h), Err(Denied::Csrf));
+        h.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        assert_eq!(a.authorize(&Method::POST, &h), Ok(()));
+        assert_eq!(
+            a.authorize(&Method::GET, &HeaderMap::new()),
+            Err(Denied::Unauthenticated)
+        );
+    }
+
+    #[tokio::test]
+    async fn throttle_after_five_failures_per_window() {
+        let (a, _d) = auth().await;
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..5 {
+            assert_eq!(a.throttled(ip, 100), None);
+            a.record_failure(ip, 100);
+        }
+        assert_eq!(a.throttled(ip, 100), Some(60));
+        assert_eq!(a.throttled(ip, 159), Some(1));
+        assert_eq!(a.throttled(ip, 160), None);
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        assert_eq!(a.throttled(other, 100), None);
+    }
+}

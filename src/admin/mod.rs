@@ -1,0 +1,195 @@
+//! The admin API (`/api/…`, JSON). Every route but login needs the admin session
+//! (`auth`); every answer carries security headers and `Cache-Control: no-store`.
+//! Changes are durable before the answer is sent and take effect on the next request.
+//!
+//! This module translates HTTP to pool, user and store operations; it holds no state of
+//! its own beyond the session keys in `auth`.
+
+pub mod auth;
+mod keys;
+mod users;
+
+use crate::AppState;
+use crate::body::Body;
+use crate::error::{ApiError, Shape};
+use crate::router::AdminRoute;
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use serde::de::DeserializeOwned;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Admin bodies are small, but a pasted key list can be long.
+const BODY_LIMIT: usize = 8 * 1024 * 1024;
+
+pub async fn handle(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    route: AdminRoute<'_>,
+    peer: IpAddr,
+) -> Response<Body> {
+    let result = if route == AdminRoute::Login {
+        auth_routes::login(state, req, peer).await
+    } else {
+        match state.admin.authorize(req.method(), req.headers()) {
+            Ok(()) => dispatch(state, req, route).await,
+            Err(auth::Denied::Unauthenticated) => Err(ApiError::AdminUnauthenticated),
+            Err(auth::Denied::Csrf) => Err(ApiError::Csrf),
+        }
+    };
+    let mut resp = result.unwrap_or_else(|e| e.into_response(Shape::Admin));
+    let h = resp.headers_mut();
+    crate::ui::security_headers(h);
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+async fn dispatch(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    route: AdminRoute<'_>,
+) -> Result<Response<Body>, ApiError> {
+    use AdminRoute as A;
+    match route {
+        A::Login => unreachable!("login is handled before authorization"),
+        A::Logout => auth_routes::logout(state, req).await,
+        A::ListKeys => keys::list(state),
+        A::AddKeys => keys::add(state, req).await,
+        A::ExportKeys => keys::export(state),
+        A::CheckKeys => keys::check(state, req).await,
+        A::ResetKeys => keys::reset_all(state).await,
+        A::PatchKey(id) => keys::patch(state, id, req).await,
+        A::DeleteKey(id) => keys::delete(state, id).await,
+        A::ResetKey(id) => keys::reset(state, id).await,
+        A::ListUsers => users::list(state),
+        A::CreateUser => users::create(state, req).await,
+        A::PatchUser(id) => users::patch(state, id, req).await,
+        A::DeleteUser(id) => users::delete(state, id).await,
+        A::RotateUser(id) => users::rotate(state, id).await,
+    }
+}
+
+mod auth_routes {
+    use super::*;
+    use crate::keys::unix_ms;
+
+    #[derive(serde::Deserialize)]
+    struct Login {
+        password: String,
+    }
+
+    pub async fn login(
+        state: &Arc<AppState>,
+        req: Request<Incoming>,
+        peer: IpAddr,
+    ) -> Result<Response<Body>, ApiError> {
+        let now = (unix_ms() / 1000) as u64;
+        if let Some(wait) = state.admin.throttled(peer, now) {
+            return Err(ApiError::LoginThrottled(std::time::Duration::from_secs(
+                wait,
+            )));
+        }
+        let form = is_form(req.headers());
+        let bytes = read(req).await?;
+        let password = if form {
+            form_urlencoded::parse(&bytes)
+                .find(|(k, _)| k == "password")
+                .map(|(_, v)| v.into_owned())
+                .ok_or_else(|| ApiError::BadRequest("Missing field `password`.".into()))?
+        } else {
+            parse_json::<Login>(&bytes)?.password
+        };
+        if !state.admin.verify_password(password).await {
+            state.admin.record_failure(peer, now);
+            tracing::warn!(%peer, "admin login failed");
+            return Err(ApiError::WrongPassword);
+        }
+        state.admin.record_success(peer);
+        let token = state.admin.issue();
+        let ttl = state.admin.ttl().as_secs();
+        let body = serde_json::json!({
+            "access_token": token,
+            "token_type": "bearer",
+            "expires_in": ttl,
+        });
+        let mut resp = json(StatusCode::OK, &body);
+        let cookie = format!(
+            "{}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={ttl}",
+            auth::COOKIE
+        );
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            resp.headers_mut().insert(header::SET_COOKIE, v);
+        }
+        Ok(resp)
+    }
+
+    pub async fn logout(
+        state: &Arc<AppState>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, ApiError> {
+        let token = crate::proxy::bearer(req.headers())
+            .or_else(|| auth::cookie(req.headers(), auth::COOKIE))
+            .unwrap_or("")
+            .to_owned();
+        state
+            .admin
+            .revoke(&state.store, &token)
+            .await
+            .map_err(|e| ApiError::Store(e.to_string()))?;
+        let mut resp = json(StatusCode::OK, &serde_json::json!({"ok": true}));
+        let clear = format!(
+            "{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
+            auth::COOKIE
+        );
+        if let Ok(v) = HeaderValue::from_str(&clear) {
+            resp.headers_mut().insert(header::SET_COOKIE, v);
+        }
+        Ok(resp)
+    }
+}
+
+fn is_form(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
+}
+
+pub(crate) async fn read(req: Request<Incoming>) -> Result<Bytes, ApiError> {
+    let (parts, body) = req.into_parts();
+    crate::proxy::read_body(body, &parts.headers, BODY_LIMIT).await
+}
+
+/// Parses a JSON body. Errors name the problem and position, never echo values.
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let msg = e.to_string();
+        let what = if msg.starts_with("unknown field") || msg.starts_with("missing field") {
+            msg.split(" at line")
+                .next()
+                .unwrap_or("invalid field")
+                .to_owned()
+        } else if e.is_data() {
+            "a field has the wrong type or value".to_owned()
+        } else {
+            "malformed JSON".to_owned()
+        };
+        ApiError::BadRequest(format!(
+            "Invalid request body: {what} (line {}, column {}).",
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
+pub(crate) fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    let bytes = serde_json::to_vec(value).expect("admin views serialise");
+    let mut resp = Response::new(Body::full(bytes));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}

@@ -1,0 +1,168 @@
+//! What the admin can do to the pool, and how a key looks from outside (`KeyView`).
+//! Every change here is announced to the persistence task; callers that must answer only
+//! once it is durable wait with `Persister::sync`.
+
+use super::{Dirty, KeyEntry, KeyStatus, Keys, Pool};
+use serde::Serialize;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+#[derive(Debug, Serialize)]
+pub struct KeyView {
+    pub id: String,
+    pub brief: String,
+    pub state: KeyStatus,
+    pub note: Option<String>,
+    pub invalid_reason: Option<String>,
+    pub invalid_since: Option<i64>,
+    pub models: Vec<ModelView>,
+    /// The longest current failure streak over the key's models.
+    pub failure_streak: u32,
+    pub last_error: Option<String>,
+    pub in_flight: u32,
+    pub requests_total: u64,
+    pub usage_today: u64,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ModelView {
+    pub model: String,
+    pub cooling: bool,
+    pub cooling_seconds: u64,
+    pub cooling_until_ms: i64,
+    pub reason: String,
+    pub failure_streak: u32,
+    pub backoff_level: u32,
+    pub last_error: Option<String>,
+}
+
+impl KeyEntry {
+    pub fn view(&self, now: i64) -> KeyView {
+        let s = self.lock();
+        let mut models: Vec<ModelView> = s
+            .models
+            .iter()
+            .map(|(model, m)| {
+                let cooling = m.cooling_until_ms > now;
+                ModelView {
+                    model: model.clone(),
+                    cooling,
+                    cooling_seconds: if cooling {
+                        ((m.cooling_until_ms - now) as u64).div_ceil(1000)
+                    } else {
+                        0
+                    },
+                    cooling_until_ms: m.cooling_until_ms,
+                    reason: m.cooling_reason.clone(),
+                    failure_streak: m.failure_streak,
+                    backoff_level: m.backoff_level,
+                    last_error: m.last_error.clone(),
+                }
+            })
+            .collect();
+        models.sort_by(|a, b| a.model.cmp(&b.model));
+        let state = if s.disabled {
+            KeyStatus::Disabled
+        } else if s.invalid.is_some() {
+            KeyStatus::Invalid
+        } else if models.iter().any(|m| m.cooling) {
+            KeyStatus::Cooling
+        } else {
+            KeyStatus::Active
+        };
+        let last_error = s
+            .invalid
+            .as_ref()
+            .map(|i| i.reason.clone())
+            .or_else(|| models.iter().find_map(|m| m.last_error.clone()));
+        KeyView {
+            id: self.id.clone(),
+            brief: self.brief.clone(),
+            state,
+            note: s.note.clone(),
+            invalid_reason: s.invalid.as_ref().map(|i| i.reason.clone()),
+            invalid_since: s.invalid.as_ref().map(|i| i.at),
+            failure_streak: models.iter().map(|m| m.failure_streak).max().unwrap_or(0),
+            models,
+            last_error,
+            in_flight: self.in_flight(),
+            requests_total: self.requests(),
+            usage_today: self.usage_today(now),
+            created_at: self.created_at,
+        }
+    }
+}
+
+impl Pool {
+    /// Removes a key; answers whether it existed.
+    pub fn remove(&self, id: &str) -> bool {
+        let mut found = false;
+        self.keys.rcu(|current| {
+            found = current.by_id.contains_key(id);
+            let list = current
+                .list
+                .iter()
+                .filter(|e| e.id != id)
+                .cloned()
+                .collect();
+            Keys::from_list(list)
+        });
+        if found {
+            self.mark(Dirty::Key(id.to_owned()));
+        }
+        found
+    }
+
+    pub fn set_disabled(&self, entry: &KeyEntry, disabled: bool) {
+        entry.lock().disabled = disabled;
+        self.mark(Dirty::Key(entry.id.clone()));
+        self.freed.notify_waiters();
+    }
+
+    pub fn set_note(&self, entry: &KeyEntry, note: Option<String>) {
+        entry.lock().note = note.filter(|n| !n.is_empty());
+        self.mark(Dirty::Key(entry.id.clone()));
+    }
+
+    /// Clears a key's retirement, cool-downs and failure counts (not its admin state).
+    pub fn reset(&self, entry: &KeyEntry) {
+        let models: Vec<String> = {
+            let mut s = entry.lock();
+            s.invalid = None;
+            s.models.drain().map(|(m, _)| m).collect()
+        };
+        self.mark(Dirty::Key(entry.id.clone()));
+        for m in models {
+            self.mark(Dirty::Model(entry.id.clone(), m));
+        }
+        self.freed.notify_waiters();
+    }
+
+    pub fn reset_all(&self) -> usize {
+        let all = self.entries();
+        for e in &all {
+            self.reset(e);
+        }
+        all.len()
+    }
+
+    /// Retires a key found bad by a check, the same way an upstream answer would.
+    pub fn retire(&self, entry: &Arc<KeyEntry>, reason: &str, now: i64) {
+        let outcome = super::classify::Outcome::Invalid {
+            reason: reason.to_owned(),
+        };
+        self.report(entry, "", &outcome, now);
+    }
+}
+
+impl KeyEntry {
+    /// Requests served since the last daily reset (midnight Pacific, like Google's quotas).
+    pub fn usage_today(&self, now: i64) -> u64 {
+        if now >= self.day_end_ms.load(Ordering::Relaxed) {
+            0
+        } else {
+            self.today.load(Ordering::Relaxed)
+        }
+    }
+}
