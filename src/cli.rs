@@ -42,4 +42,19 @@ pub enum Command {
     Serve,
     /// Check the config file and report problems without starting.
     CheckConfig,
+    /// Read a password on standard input and print its argon2 hash for `admin.password_hash`.
+    HashPassword,
+    /// Work on the upstream keys in the store while the daemon is stopped.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Add the keys found in FILE (one per line, or separated by spaces or commas).
+    Import { file: PathBuf },
+    /// Print every upstream key, one per line.
+    Export,
 }

@@ -217,7 +217,15 @@ impl Config {
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         // toml's messages name the offending key and line; they quote no values for
         // unknown-field errors, but a type error can echo a value, so keep only the summary.
-        toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.message()))
+        toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            match line {
+                Some(line) => anyhow::anyhow!("line {line}: {}", e.message()),
+                None => anyhow::anyhow!("{}", e.message()),
+            }
+        })
     }
 
     fn apply_env(&mut self) -> anyhow::Result<()> {

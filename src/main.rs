@@ -12,6 +12,7 @@ mod config;
 mod error;
 mod keys;
 mod limits;
+mod offline;
 mod proxy;
 mod router;
 mod secret;
@@ -51,6 +52,14 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Some(Command::HashPassword) => run_offline(hash_password()),
+        Some(Command::Keys { action }) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            run_offline(runtime.block_on(offline::keys(&config, action)))
+        }
         Some(Command::Serve) | None => {
             init_logging(&config.log_level);
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -67,6 +76,27 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn run_offline(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gemini-balance: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn hash_password() -> anyhow::Result<()> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    anyhow::ensure!(!password.is_empty(), "the password is empty");
+    println!("{}", admin::auth::hash_password(password)?);
+    Ok(())
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {

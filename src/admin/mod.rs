@@ -6,7 +6,7 @@
 //! its own beyond the session keys in `auth`.
 
 pub mod auth;
-mod keys;
+pub mod keys;
 mod users;
 
 use crate::AppState;
