@@ -1,0 +1,100 @@
+//! Shared harness for the black-box tests: a fake Gemini upstream (`upstream`), the real
+//! binary under test (`daemon`), a small HTTP client (`client`), and assertion helpers for
+//! Google's wire format. Each test file does `mod common;` and uses what it needs.
+#![allow(dead_code, unused_imports)]
+
+pub mod client;
+pub mod daemon;
+pub mod upstream;
+
+pub use client::{Response, Stream};
+pub use daemon::{Config, Daemon, USER_KEY, USER_NAME, key, keys};
+pub use upstream::{Recorded, Reply, StreamReply, Upstream, chunk};
+
+use serde_json::Value;
+
+pub const FLASH: &str = "gemini-2.5-flash";
+pub const PRO: &str = "gemini-2.5-pro";
+
+/// A minimal valid `generateContent` request body.
+pub const GENERATE_BODY: &str = r#"{"contents":[{"role":"user","parts":[{"text":"Say hi"}]}]}"#;
+
+/// `/v1beta/models/{model}:{method}`
+pub fn model_path(model: &str, method: &str) -> String {
+    format!("/v1beta/models/{model}:{method}")
+}
+
+/// Headers authenticating as alice with `x-goog-api-key`.
+pub fn user_auth() -> [(&'static str, &'static str); 1] {
+    [("x-goog-api-key", USER_KEY)]
+}
+
+/// Asserts a Google-shaped error: `{"error":{"code":code,"message":"…","status":status}}`.
+pub fn assert_google_error(resp: &Response, code: u16, status: &str) {
+    assert_eq!(resp.status, code, "HTTP status; body: {}", resp.text());
+    let v = resp.json();
+    assert_google_error_value(&v, Some(code), Some(status));
+}
+
+/// Checks an `{"error":{…}}` value; `None` accepts any code / status.
+pub fn assert_google_error_value(v: &Value, code: Option<u16>, status: Option<&str>) {
+    let e = &v["error"];
+    assert!(e.is_object(), "no `error` object in {v}");
+    let c = e["code"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("error.code is not an integer in {v}"));
+    if let Some(code) = code {
+        assert_eq!(c, u64::from(code), "error.code in {v}");
+    }
+    let m = e["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("error.message is not a string in {v}"));
+    assert!(!m.is_empty(), "empty error.message in {v}");
+    let s = e["status"]
+        .as_str()
+        .unwrap_or_else(|| panic!("error.status is not a string in {v}"));
+    if let Some(status) = status {
+        assert_eq!(s, status, "error.status in {v}");
+    }
+}
+
+/// Normalises CRLF to LF.
+pub fn lf(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).replace("\r\n", "\n")
+}
+
+/// True once `bytes` holds at least one complete SSE event (terminated by a blank line).
+pub fn has_sse_event(bytes: &[u8]) -> bool {
+    lf(bytes).contains("\n\n")
+}
+
+/// The `data:` payloads of each complete SSE event, parsed as JSON (panics if one is not JSON).
+pub fn sse_json_events(bytes: &[u8]) -> Vec<Value> {
+    let text = lf(bytes);
+    let mut events = Vec::new();
+    for block in text.split("\n\n") {
+        let data: Vec<&str> = block
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(|d| d.strip_prefix(' ').unwrap_or(d))
+            .collect();
+        if data.is_empty() {
+            continue;
+        }
+        let payload = data.join("\n");
+        let v = serde_json::from_str(&payload).unwrap_or_else(|e| {
+            panic!("SSE data is not JSON ({e}): {payload:?}\nwhole body: {text:?}")
+        });
+        events.push(v);
+    }
+    events
+}
+
+/// The text of the first part of the first candidate of a streamed chunk.
+pub fn chunk_text(v: &Value) -> Option<&str> {
+    v["candidates"][0]["content"]["parts"][0]["text"].as_str()
+}
+
+pub fn count(items: &[String], item: &str) -> usize {
+    items.iter().filter(|i| *i == item).count()
+}

@@ -1,0 +1,451 @@
+//! Fake Gemini upstream: a hyper server on `127.0.0.1:0` that records every request it receives
+//! and answers from a per-test script, in Google's wire format (error bodies, JSON, SSE and
+//! JSON-array streams, gated chunks, cut connections, resets before headers).
+//! It knows nothing about the daemon; tests assert on what it recorded.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body::{Body, Frame};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+
+/// One request as the fake upstream received it.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Recorded {
+    /// The pool key the daemon sent (`x-goog-api-key`).
+    pub fn key(&self) -> Option<&str> {
+        self.headers
+            .get("x-goog-api-key")
+            .and_then(|v| v.to_str().ok())
+    }
+
+    /// `gemini-2.5-flash` for `/v1beta/models/gemini-2.5-flash:generateContent`.
+    pub fn model(&self) -> Option<&str> {
+        let rest = self.path.split("/models/").nth(1)?;
+        rest.split(':').next()
+    }
+
+    pub fn is_stream(&self) -> bool {
+        self.path.ends_with(":streamGenerateContent")
+    }
+
+    /// Query pairs in order, not percent-decoded.
+    pub fn query_pairs(&self) -> Vec<(String, String)> {
+        let Some(q) = self.query.as_deref() else {
+            return Vec::new();
+        };
+        q.split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| match p.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (p.to_string(), String::new()),
+            })
+            .collect()
+    }
+
+    /// Path plus `?query` as it arrived.
+    pub fn target(&self) -> String {
+        match &self.query {
+            Some(q) => format!("{}?{q}", self.path),
+            None => self.path.clone(),
+        }
+    }
+
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub enum Reply {
+    /// A complete body with `content-type: application/json; charset=UTF-8`.
+    Json {
+        status: u16,
+        body: Bytes,
+    },
+    Stream(StreamReply),
+    /// Drop the connection before any response header is written.
+    Reset,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamFormat {
+    /// `text/event-stream`, one `data: {json}\r\n\r\n` chunk per event.
+    Sse,
+    /// `application/json`: `[{…}`, `\r\n,{…}`, …, `]`, as Google streams without `alt=sse`.
+    JsonArray,
+}
+
+/// A streamed 200 answer. `gate_before(i, n)` waits on `n` before sending event `i`;
+/// `cut_after(i)` aborts the connection after `i` events (no clean end, no closing `]`).
+#[derive(Clone)]
+pub struct StreamReply {
+    pub format: StreamFormat,
+    pub events: Vec<Value>,
+    pub gate: Option<(usize, Arc<Notify>)>,
+    pub cut_after: Option<usize>,
+}
+
+impl StreamReply {
+    pub fn sse(events: Vec<Value>) -> Self {
+        Self {
+            format: StreamFormat::Sse,
+            events,
+            gate: None,
+            cut_after: None,
+        }
+    }
+
+    pub fn json_array(events: Vec<Value>) -> Self {
+        Self {
+            format: StreamFormat::JsonArray,
+            events,
+            gate: None,
+            cut_after: None,
+        }
+    }
+
+    pub fn gate_before(mut self, index: usize, gate: Arc<Notify>) -> Self {
+        self.gate = Some((index, gate));
+        self
+    }
+
+    pub fn cut_after(mut self, events: usize) -> Self {
+        self.cut_after = Some(events);
+        self
+    }
+}
+
+impl From<StreamReply> for Reply {
+    fn from(s: StreamReply) -> Self {
+        Reply::Stream(s)
+    }
+}
+
+/// Google's exact bytes for a plain client error (pretty-printed, trailing newline).
+pub const INVALID_ARGUMENT_BODY: &str = "{\n  \"error\": {\n    \"code\": 400,\n    \"message\": \"* GenerateContentRequest.contents: contents is not specified\\n\",\n    \"status\": \"INVALID_ARGUMENT\"\n  }\n}\n";
+
+impl Reply {
+    pub fn json(status: u16, body: &Value) -> Reply {
+        let text = serde_json::to_string_pretty(body).expect("serialise") + "\n";
+        Reply::Json {
+            status,
+            body: Bytes::from(text),
+        }
+    }
+
+    pub fn raw(status: u16, body: impl Into<Bytes>) -> Reply {
+        Reply::Json {
+            status,
+            body: body.into(),
+        }
+    }
+
+    pub fn google_error(code: u16, status: &str, message: &str, details: Value) -> Reply {
+        let mut error = json!({ "code": code, "message": message, "status": status });
+        if !details.is_null() {
+            error["details"] = details;
+        }
+        Reply::json(code, &json!({ "error": error }))
+    }
+
+    /// A successful `generateContent` answer.
+    pub fn generate_ok(text: &str) -> Reply {
+        Reply::json(200, &chunk_with_finish(text, Some("STOP")))
+    }
+
+    /// 400 `API_KEY_INVALID`, as Google answers a revoked or mistyped key.
+    pub fn api_key_invalid() -> Reply {
+        let msg = "API key not valid. Please pass a valid API key.";
+        Reply::google_error(
+            400,
+            "INVALID_ARGUMENT",
+            msg,
+            json!([
+                {
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "API_KEY_INVALID",
+                    "domain": "googleapis.com",
+                    "metadata": { "service": "generativelanguage.googleapis.com" }
+                },
+                {
+                    "@type": "type.googleapis.com/google.rpc.LocalizedMessage",
+                    "locale": "en-US",
+                    "message": msg
+                }
+            ]),
+        )
+    }
+
+    /// 403 `PERMISSION_DENIED` with reason `CONSUMER_SUSPENDED`.
+    pub fn consumer_suspended() -> Reply {
+        let msg = "Permission denied: Consumer 'projects/123456789012' has been suspended.";
+        Reply::google_error(
+            403,
+            "PERMISSION_DENIED",
+            msg,
+            json!([{
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "CONSUMER_SUSPENDED",
+                "domain": "googleapis.com",
+                "metadata": {
+                    "consumer": "projects/123456789012",
+                    "service": "generativelanguage.googleapis.com"
+                }
+            }]),
+        )
+    }
+
+    /// 429 `RESOURCE_EXHAUSTED` for a per-minute free-tier quota, with `RetryInfo`.
+    pub fn resource_exhausted(retry_delay: &str) -> Reply {
+        let msg = "You exceeded your current quota, please check your plan and billing details. \
+                   For more information on this error, head to: \
+                   https://ai.google.dev/gemini-api/docs/rate-limits.";
+        Reply::google_error(
+            429,
+            "RESOURCE_EXHAUSTED",
+            msg,
+            json!([
+                {
+                    "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                    "violations": [{
+                        "quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+                        "quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
+                        "quotaDimensions": { "location": "global", "model": "gemini-2.5-flash" },
+                        "quotaValue": "10"
+                    }]
+                },
+                {
+                    "@type": "type.googleapis.com/google.rpc.Help",
+                    "links": [{
+                        "description": "Learn more about Gemini API quotas",
+                        "url": "https://ai.google.dev/gemini-api/docs/rate-limits"
+                    }]
+                },
+                { "@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": retry_delay }
+            ]),
+        )
+    }
+
+    pub fn internal() -> Reply {
+        let msg = "An internal error has occurred. Please retry or report in \
+                   https://developers.generativeai.google/guide/troubleshooting";
+        Reply::google_error(500, "INTERNAL", msg, Value::Null)
+    }
+
+    pub fn unavailable() -> Reply {
+        let msg = "The model is overloaded. Please try again later.";
+        Reply::google_error(503, "UNAVAILABLE", msg, Value::Null)
+    }
+
+    /// 400 `INVALID_ARGUMENT`: the client's fault, to be relayed byte for byte.
+    pub fn invalid_argument() -> Reply {
+        Reply::raw(400, INVALID_ARGUMENT_BODY)
+    }
+}
+
+/// One streamed `GenerateContentResponse` chunk carrying `text`.
+pub fn chunk(text: &str) -> Value {
+    chunk_with_finish(text, None)
+}
+
+pub fn chunk_with_finish(text: &str, finish: Option<&str>) -> Value {
+    let mut candidate = json!({
+        "content": { "parts": [{ "text": text }], "role": "model" },
+        "index": 0
+    });
+    if let Some(f) = finish {
+        candidate["finishReason"] = json!(f);
+    }
+    json!({
+        "candidates": [candidate],
+        "usageMetadata": { "promptTokenCount": 5, "candidatesTokenCount": 7, "totalTokenCount": 12 },
+        "modelVersion": "gemini-2.5-flash",
+        "responseId": "fake-response-id"
+    })
+}
+
+type Handler = Arc<dyn Fn(&Recorded) -> Reply + Send + Sync>;
+type UpBody = BoxBody<Bytes, io::Error>;
+
+struct Shared {
+    recorded: Mutex<Vec<Recorded>>,
+    handler: RwLock<Handler>,
+}
+
+pub struct Upstream {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+impl Upstream {
+    pub async fn start(handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake upstream");
+        let addr = listener.local_addr().expect("local addr");
+        let shared = Arc::new(Shared {
+            recorded: Mutex::new(Vec::new()),
+            handler: RwLock::new(Arc::new(handler)),
+        });
+        let s = shared.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| handle(req, s.clone()));
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Upstream { addr, shared, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set_handler(&self, handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) {
+        *self.shared.handler.write().unwrap() = Arc::new(handler);
+    }
+
+    /// Every request received so far, in arrival order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.recorded.lock().unwrap().clone()
+    }
+
+    /// Requests whose path ends with `suffix` (e.g. `:generateContent`, `/models`).
+    pub fn requests_to(&self, suffix: &str) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with(suffix))
+            .collect()
+    }
+
+    /// Pool keys of the requests whose path ends with `suffix`, in order.
+    pub fn keys_to(&self, suffix: &str) -> Vec<String> {
+        self.requests_to(suffix)
+            .iter()
+            .map(|r| r.key().unwrap_or("<none>").to_string())
+            .collect()
+    }
+
+    pub fn clear(&self) {
+        self.shared.recorded.lock().unwrap().clear();
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn handle(req: Request<Incoming>, s: Arc<Shared>) -> Result<Response<UpBody>, io::Error> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map_err(io::Error::other)?.to_bytes();
+    let rec = Recorded {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().map(str::to_string),
+        headers: parts.headers,
+        body,
+    };
+    s.recorded.lock().unwrap().push(rec.clone());
+    let handler = s.handler.read().unwrap().clone();
+    match handler(&rec) {
+        Reply::Json { status, body } => Ok(Response::builder()
+            .status(status)
+            .header("content-type", "application/json; charset=UTF-8")
+            .body(Full::new(body).map_err(|e: Infallible| match e {}).boxed())
+            .unwrap()),
+        Reply::Stream(s) => Ok(stream_response(s)),
+        Reply::Reset => Err(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "scripted reset",
+        )),
+    }
+}
+
+fn stream_response(s: StreamReply) -> Response<UpBody> {
+    let (tx, rx) = mpsc::channel(16);
+    let content_type = match s.format {
+        StreamFormat::Sse => "text/event-stream",
+        StreamFormat::JsonArray => "application/json; charset=UTF-8",
+    };
+    tokio::spawn(async move {
+        let n = s.events.len();
+        for i in 0..=n {
+            if let Some((at, gate)) = &s.gate {
+                if *at == i {
+                    gate.notified().await;
+                }
+            }
+            if s.cut_after == Some(i) {
+                let _ = tx.send(Err(io::Error::other("scripted cut"))).await;
+                return;
+            }
+            let text = match s.format {
+                StreamFormat::Sse if i < n => format!("data: {}\r\n\r\n", s.events[i]),
+                StreamFormat::Sse => return,
+                StreamFormat::JsonArray if i == 0 && n > 0 => format!("[{}", s.events[0]),
+                StreamFormat::JsonArray if i < n => format!("\r\n,{}", s.events[i]),
+                StreamFormat::JsonArray if n == 0 => "[]".to_string(),
+                StreamFormat::JsonArray => "]".to_string(),
+            };
+            if tx.send(Ok(Frame::data(Bytes::from(text)))).await.is_err() {
+                return;
+            }
+        }
+    });
+    Response::builder()
+        .status(200)
+        .header("content-type", content_type)
+        .body(ChannelBody { rx }.boxed())
+        .unwrap()
+}
+
+/// A body fed from a channel; an `Err` aborts the connection mid-body.
+struct ChannelBody {
+    rx: mpsc::Receiver<Result<Frame<Bytes>, io::Error>>,
+}
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        self.rx.poll_recv(cx)
+    }
+}
