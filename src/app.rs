@@ -4,9 +4,12 @@
 
 use crate::admin::auth::AdminAuth;
 use crate::config::Config;
+use crate::events::Hub;
 use crate::keys::persist::{self, Persister};
 use crate::keys::{Pool, unix_ms};
 use crate::limits::Limits;
+use crate::logs::LogSink;
+use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::store::{Store, Write};
 use crate::upstream::Upstream;
@@ -26,17 +29,26 @@ pub struct AppState {
     pub admin_lock: tokio::sync::Mutex<()>,
     pub upstream: Upstream,
     pub persister: Persister,
+    pub hub: Hub,
+    pub logs: LogSink,
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
     /// Opens the store, loads the pool, applies the config's declarations.
-    pub async fn build(config: Config) -> anyhow::Result<(Arc<Self>, JoinHandle<()>)> {
+    pub async fn build(config: Config) -> anyhow::Result<(Arc<Self>, Background)> {
         let store = Store::open_redb(&config.data_dir)
             .await
             .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
         let snapshot = store.load().await.context("loading the store")?;
         let (tx, rx) = persist::channel();
-        let pool = Arc::new(Pool::new(config.pool.clone(), &snapshot, tx.clone()));
+        let hub = Hub::default();
+        let pool = Arc::new(Pool::new(
+            config.pool.clone(),
+            &snapshot,
+            tx.clone(),
+            hub.clone(),
+        ));
         let (persister, writer) = persist::spawn(pool.clone(), store.clone(), tx, rx);
 
         let declared: Vec<(Secret, Option<String>)> = config
@@ -62,6 +74,14 @@ impl AppState {
             .await
             .context("setting up admin login")?;
         let upstream = Upstream::new(&config.upstream)?;
+        let metrics = Arc::new(Metrics::default());
+        tokio::spawn(metrics.clone().watch(hub.clone()));
+        let (logs, log_writer) = LogSink::spawn(
+            store.clone(),
+            hub.clone(),
+            metrics.clone(),
+            config.logs.enabled,
+        );
         tracing::info!(keys = pool.len(), users = records.len(), "store loaded");
         let state = Arc::new(Self {
             config,
@@ -73,9 +93,24 @@ impl AppState {
             admin_lock: tokio::sync::Mutex::new(()),
             upstream,
             persister,
+            hub,
+            logs,
+            metrics,
         });
-        Ok((state, writer))
+        Ok((
+            state,
+            Background {
+                persist: writer,
+                logs: log_writer,
+            },
+        ))
     }
+}
+
+/// The writer tasks the state owns; `main` ends them in order at shutdown.
+pub struct Background {
+    pub persist: JoinHandle<()>,
+    pub logs: JoinHandle<()>,
 }
 
 /// Creates or updates the `[[users]]` of the config. A user without a key in the config

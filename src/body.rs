@@ -10,6 +10,8 @@ use std::task::{Context, Poll};
 pub enum Body {
     Full(Option<Bytes>),
     Relay(Box<Relay>),
+    /// A live feed: frames arrive on a channel until its sender goes.
+    Events(tokio::sync::mpsc::Receiver<Bytes>),
 }
 
 impl Body {
@@ -34,6 +36,7 @@ impl http_body::Body for Body {
         match self.get_mut() {
             Self::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Self::Relay(r) => Pin::new(r.as_mut()).poll_frame(cx),
+            Self::Events(rx) => rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
         }
     }
 
@@ -41,13 +44,14 @@ impl http_body::Body for Body {
         match self {
             Self::Full(b) => b.is_none(),
             Self::Relay(r) => r.is_done(),
+            Self::Events(_) => false,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Self::Relay(_) => SizeHint::default(),
+            Self::Relay(_) | Self::Events(_) => SizeHint::default(),
         }
     }
 }

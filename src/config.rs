@@ -23,6 +23,7 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub pool: PoolConfig,
     pub server: ServerConfig,
+    pub logs: LogsConfig,
     pub upstream_keys: Vec<UpstreamKeyConfig>,
     pub users: Vec<UserConfig>,
 }
@@ -38,6 +39,7 @@ impl Default for Config {
             upstream: UpstreamConfig::default(),
             pool: PoolConfig::default(),
             server: ServerConfig::default(),
+            logs: LogsConfig::default(),
             upstream_keys: Vec::new(),
             users: Vec::new(),
         }
@@ -170,6 +172,8 @@ pub struct ServerConfig {
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
     pub max_connections: usize,
+    /// When set, `GET /metrics` needs `Authorization: Bearer <token>`.
+    pub metrics_token: Option<Secret>,
 }
 
 impl Default for ServerConfig {
@@ -179,6 +183,26 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             max_connections: 4096,
+            metrics_token: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsConfig {
+    /// Write a request log record per proxied request (statistics come from it).
+    pub enabled: bool,
+    pub log_retention_days: u32,
+    pub stats_retention_days: u32,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            log_retention_days: 30,
+            stats_retention_days: 400,
         }
     }
 }

@@ -10,13 +10,17 @@ mod checker;
 mod cli;
 mod config;
 mod error;
+mod events;
 mod keys;
 mod limits;
+mod logs;
+mod metrics;
 mod offline;
 mod proxy;
 mod router;
 mod secret;
 mod server;
+mod stats;
 mod store;
 mod ui;
 mod upstream;
@@ -130,20 +134,37 @@ fn init_logging(level: &str) {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
-    let (state, writer) = AppState::build(config).await?;
+    let (state, background) = AppState::build(config).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
     tracing::info!("listening on {addr}");
     let stop = CancellationToken::new();
-    let background = tokio::spawn(checker::revalidate_loop(state.clone(), stop.clone()));
+    let revalidate = tokio::spawn(checker::revalidate_loop(state.clone(), stop.clone()));
     tokio::spawn(signals(stop.clone()));
+    let logs_cfg = &state.config.logs;
+    let retention = tokio::spawn(logs::retention_loop(
+        state.store.clone(),
+        logs_cfg.log_retention_days,
+        logs_cfg.stats_retention_days,
+        stop.clone(),
+    ));
     server::serve(listener, state.clone(), stop.clone()).await;
     stop.cancel();
-    let _ = background.await;
+    let _ = revalidate.await;
+    let _ = retention.await;
     state.persister.sync().await;
-    writer.abort();
+    background.persist.abort();
+    // The log writer drains its queue and ends once the last sink (in the state) is gone.
+    let logs = background.logs;
+    drop(state);
+    if tokio::time::timeout(std::time::Duration::from_secs(5), logs)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the request log did not finish writing in time");
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -13,9 +13,12 @@ use std::collections::HashSet;
 use std::io::Write as _;
 
 pub async fn keys(config: &Config, action: KeysAction) -> anyhow::Result<()> {
-    let store = Store::open_redb(&config.data_dir)
-        .await
-        .with_context(|| format!("opening the store in {} (is the daemon running?)", config.data_dir.display()))?;
+    let store = Store::open_redb(&config.data_dir).await.with_context(|| {
+        format!(
+            "opening the store in {} (is the daemon running?)",
+            config.data_dir.display()
+        )
+    })?;
     let snapshot = store.load().await?;
     match action {
         KeysAction::Export => {

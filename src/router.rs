@@ -23,6 +23,10 @@
 //! | GET, POST | `/api/users`                                          | Admin Users list / create |
 //! | PATCH, DELETE | `/api/users/{id}`                                 | Admin User       |
 //! | POST   | `/api/users/{id}/rotate`                                 | Admin UserRotate |
+//! | GET    | `/api/logs`, `/api/logs/export`, `/api/logs/{id}`       | Admin logs       |
+//! | GET    | `/api/stats/{summary,timeseries,heatmap}`                | Admin stats      |
+//! | GET    | `/api/events`                                            | Admin live feed (SSE) |
+//! | GET    | `/metrics`                                               | Metrics (Prometheus) |
 //! | GET    | `/`, `/assets/…` and other non-API paths                 | Ui               |
 //!
 //! Unknown API paths are 404; a known path with the wrong method is 405.
@@ -40,6 +44,21 @@ pub enum GeminiCall {
     GetModel,
 }
 
+impl GeminiCall {
+    /// The route's name in logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Generate => "generateContent",
+            Self::Stream => "streamGenerateContent",
+            Self::CountTokens => "countTokens",
+            Self::Embed => "embedContent",
+            Self::BatchEmbed => "batchEmbedContents",
+            Self::ListModels => "models.list",
+            Self::GetModel => "models.get",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpenAiCall {
     Chat,
@@ -48,9 +67,21 @@ pub enum OpenAiCall {
     Models,
 }
 
+impl OpenAiCall {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Chat => "chat.completions",
+            Self::Embeddings => "embeddings",
+            Self::Images => "images.generations",
+            Self::Models => "openai.models",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route<'a> {
     Healthz,
+    Metrics,
     /// A native call; `model` is the path's model id (`gemini-2.5-flash`), if any.
     Gemini {
         call: GeminiCall,
@@ -79,6 +110,13 @@ pub enum AdminRoute<'a> {
     PatchUser(&'a str),
     DeleteUser(&'a str),
     RotateUser(&'a str),
+    Logs,
+    ExportLogs,
+    Log(&'a str),
+    Summary,
+    Timeseries,
+    Heatmap,
+    Events,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +130,7 @@ impl<'a> Route<'a> {
         let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let (route, allowed) = match segs.as_slice() {
             ["healthz"] => (Route::Healthz, Method::GET),
+            ["metrics"] => (Route::Metrics, Method::GET),
             [v, "models"] if is_version(v) => (
                 Route::Gemini {
                     call: GeminiCall::ListModels,
@@ -167,8 +206,15 @@ fn admin_route<'a>(method: &Method, rest: &[&'a str]) -> Result<AdminRoute<'a>, 
         (["users", id], "PATCH") if !id.is_empty() => A::PatchUser(id),
         (["users", id], "DELETE") if !id.is_empty() => A::DeleteUser(id),
         (["users", id, "rotate"], "POST") => A::RotateUser(id),
-        (["login" | "logout" | "keys" | "users"], _)
-        | (["keys" | "users", _], _)
+        (["logs"], "GET") => A::Logs,
+        (["logs", "export"], "GET") => A::ExportLogs,
+        (["logs", id], "GET") if !id.is_empty() => A::Log(id),
+        (["stats", "summary"], "GET") => A::Summary,
+        (["stats", "timeseries"], "GET") => A::Timeseries,
+        (["stats", "heatmap"], "GET") => A::Heatmap,
+        (["events"], "GET") => A::Events,
+        (["login" | "logout" | "keys" | "users" | "logs" | "events"], _)
+        | (["keys" | "users" | "logs" | "stats", _], _)
         | (["keys", _, "reset"] | ["users", _, "rotate"], _) => {
             return Err(RouteError::MethodNotAllowed);
         }

@@ -7,7 +7,9 @@ use crate::AppState;
 use crate::admin;
 use crate::body::Body;
 use crate::error::{ApiError, Shape};
-use crate::proxy::{self, Trace};
+use crate::keys::unix_ms;
+use crate::logs::Trace;
+use crate::proxy;
 use crate::router::{GeminiCall, OpenAiCall, Route, RouteError};
 use crate::ui;
 use http::{HeaderValue, Request, Response, header};
@@ -20,7 +22,6 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken) {
@@ -80,28 +81,51 @@ async fn handle(
     req: Request<Incoming>,
     peer: std::net::SocketAddr,
 ) -> Response<Body> {
-    let started = Instant::now();
     let request_id = format!("{:016x}", rand::random::<u64>());
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let mut trace = Trace::default();
+    let mut trace = Trace::new(request_id, unix_ms());
     let mut resp = dispatch(&state, req, &path, peer.ip(), &mut trace).await;
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
+    if let Ok(v) = HeaderValue::from_str(&trace.request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }
+    let status = resp.status().as_u16();
     tracing::info!(
-        request_id,
+        request_id = trace.request_id,
         %peer,
         %method,
         path,
-        status = resp.status().as_u16(),
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        status,
+        latency_ms = trace.started.elapsed().as_secs_f64() * 1000.0,
         user = trace.user.as_deref().unwrap_or("-"),
-        key = trace.key.as_deref().unwrap_or("-"),
-        attempts = trace.attempts,
+        key = trace.attempts.last().map_or("-", |a| a.key.as_str()),
+        attempts = trace.attempts.len(),
         "request"
     );
+    if trace.route.is_some() {
+        log_when_done(&state, trace, &mut resp, status);
+    }
     resp
+}
+
+/// Writes the request's log record now, or when a relayed answer's last byte has gone.
+fn log_when_done(state: &AppState, trace: Trace, resp: &mut Response<Body>, status: u16) {
+    match resp.body_mut() {
+        Body::Relay(relay) => {
+            let sink = state.logs.clone();
+            relay.on_finish(Box::new(move |f| {
+                let truncated = f.truncated.is_some();
+                sink.record(trace.finish_relay(
+                    status,
+                    truncated,
+                    f.cancelled,
+                    f.first_byte,
+                    f.tokens,
+                ));
+            }));
+        }
+        _ => state.logs.record(trace.finish_now(status)),
+    }
 }
 
 async fn dispatch(
@@ -124,6 +148,7 @@ async fn dispatch(
     };
     match route {
         Route::Healthz => health(),
+        Route::Metrics => metrics(state, &req),
         Route::Gemini { call, model } if wants_openai_models(&req, call) => {
             let model = model.map(str::to_owned);
             proxy::openai::handle(state, req, OpenAiCall::Models, model, trace)
@@ -172,6 +197,23 @@ fn shape_for_path(path: &str) -> Shape {
     } else {
         Shape::Google
     }
+}
+
+fn metrics(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
+    if let Some(token) = &state.config.server.metrics_token {
+        if proxy::bearer(req.headers()) != Some(token.expose()) {
+            let mut resp = Response::new(Body::full("metrics need the configured bearer token\n"));
+            *resp.status_mut() = http::StatusCode::UNAUTHORIZED;
+            return resp;
+        }
+    }
+    let text = state.metrics.render(&state.pool, unix_ms());
+    let mut resp = Response::new(Body::full(text));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
 }
 
 fn health() -> Response<Body> {

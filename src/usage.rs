@@ -2,10 +2,10 @@
 //! OpenAI's `usage`. Only the usage object is parsed, found from the end of the bytes,
 //! so the cost does not depend on the size of the answer; no text is ever kept.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tokens {
     pub prompt: u64,
     pub candidates: u64,

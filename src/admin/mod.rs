@@ -6,7 +6,9 @@
 //! its own beyond the session keys in `auth`.
 
 pub mod auth;
+mod feed;
 pub mod keys;
+mod logs;
 mod users;
 
 use crate::AppState;
@@ -67,6 +69,13 @@ async fn dispatch(
         A::PatchUser(id) => users::patch(state, id, req).await,
         A::DeleteUser(id) => users::delete(state, id).await,
         A::RotateUser(id) => users::rotate(state, id).await,
+        A::Logs => logs::list(state, req.uri()).await,
+        A::ExportLogs => logs::export(state, req.uri()).await,
+        A::Log(id) => logs::one(state, id).await,
+        A::Summary => logs::summary(state, req.uri()).await,
+        A::Timeseries => logs::timeseries(state, req.uri()).await,
+        A::Heatmap => logs::heatmap(state, req.uri()).await,
+        A::Events => Ok(feed::subscribe(state)),
     }
 }
 

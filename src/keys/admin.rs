@@ -110,6 +110,7 @@ impl Pool {
         });
         if found {
             self.mark(Dirty::Key(id.to_owned()));
+            self.announce(id, "", "removed", None, None, None);
         }
         found
     }
@@ -117,6 +118,8 @@ impl Pool {
     pub fn set_disabled(&self, entry: &KeyEntry, disabled: bool) {
         entry.lock().disabled = disabled;
         self.mark(Dirty::Key(entry.id.clone()));
+        let change = if disabled { "disabled" } else { "enabled" };
+        self.announce(&entry.id, &entry.brief, change, None, None, None);
         self.freed.notify_waiters();
     }
 

@@ -12,6 +12,7 @@ pub mod persist;
 mod select;
 
 use crate::config::PoolConfig;
+use crate::events::{Hub, KeyChange};
 use crate::secret::{Secret, fingerprint};
 use crate::store::{Invalid, KeyRecord, ModelState, Snapshot};
 use arc_swap::ArcSwap;
@@ -165,23 +166,16 @@ pub struct Pool {
     /// Woken when a lease ends or a key comes back, for requests queueing for a key.
     freed: Arc<Notify>,
     dirty: mpsc::UnboundedSender<Msg>,
-}
-
-/// What an answer did to a key, for logs and (later) the live feed.
-#[derive(Debug, Clone, PartialEq)]
-pub enum KeyEvent {
-    Retired {
-        reason: String,
-    },
-    Cooled {
-        model: String,
-        until_ms: i64,
-        reason: String,
-    },
+    hub: Hub,
 }
 
 impl Pool {
-    pub fn new(cfg: PoolConfig, snapshot: &Snapshot, dirty: mpsc::UnboundedSender<Msg>) -> Self {
+    pub fn new(
+        cfg: PoolConfig,
+        snapshot: &Snapshot,
+        dirty: mpsc::UnboundedSender<Msg>,
+        hub: Hub,
+    ) -> Self {
         let list: Vec<Arc<KeyEntry>> = snapshot
             .keys
             .iter()
@@ -199,6 +193,7 @@ impl Pool {
             cfg,
             freed: Arc::new(Notify::new()),
             dirty,
+            hub,
         }
     }
 
@@ -250,19 +245,21 @@ impl Pool {
         });
         for rec in &added {
             self.mark(Dirty::Key(rec.id.clone()));
+            self.announce(
+                &rec.id,
+                &fingerprint(rec.key.expose()),
+                "added",
+                None,
+                None,
+                None,
+            );
         }
         self.freed.notify_waiters();
         added
     }
 
     /// Applies what an upstream answer means for (key, model).
-    pub fn report(
-        &self,
-        entry: &KeyEntry,
-        model: &str,
-        outcome: &Outcome,
-        now: i64,
-    ) -> Option<KeyEvent> {
+    pub fn report(&self, entry: &KeyEntry, model: &str, outcome: &Outcome, now: i64) {
         let mut s = entry.lock();
         match outcome {
             Outcome::Success => {
@@ -271,9 +268,8 @@ impl Pool {
                     drop(s);
                     self.mark(Dirty::Model(entry.id.clone(), model.to_owned()));
                 }
-                None
             }
-            Outcome::ClientError => None,
+            Outcome::ClientError => {}
             Outcome::Invalid { reason } => {
                 s.invalid = Some(Invalid {
                     reason: reason.clone(),
@@ -282,9 +278,7 @@ impl Pool {
                 drop(s);
                 self.mark(Dirty::Key(entry.id.clone()));
                 tracing::warn!(key = %entry.brief, %reason, "upstream key retired");
-                Some(KeyEvent::Retired {
-                    reason: reason.clone(),
-                })
+                self.announce(&entry.id, &entry.brief, "retired", None, Some(reason), None);
             }
             Outcome::RateLimited {
                 retry_after,
@@ -306,41 +300,72 @@ impl Pool {
                 drop(s);
                 self.mark(Dirty::Model(entry.id.clone(), model.to_owned()));
                 tracing::info!(key = %entry.brief, model, until_ms = until, %reason, "key cooling for model");
-                Some(KeyEvent::Cooled {
-                    model: model.to_owned(),
-                    until_ms: until,
-                    reason: reason.clone(),
-                })
+                self.announce(
+                    &entry.id,
+                    &entry.brief,
+                    "cooled",
+                    Some(model),
+                    Some(reason),
+                    Some(until),
+                );
             }
             Outcome::Transient { reason } => {
                 let m = s.models.entry(model.to_owned()).or_default();
                 m.failure_streak += 1;
                 m.last_error = Some(reason.clone());
-                let event = if m.failure_streak >= self.cfg.failure_threshold {
+                let cooled = if m.failure_streak >= self.cfg.failure_threshold {
                     m.failure_streak = 0;
                     m.cooling_until_ms = now + self.cfg.failure_cooldown.as_millis() as i64;
                     m.cooling_reason =
                         format!("{} consecutive failures", self.cfg.failure_threshold);
-                    Some(KeyEvent::Cooled {
-                        model: model.to_owned(),
-                        until_ms: m.cooling_until_ms,
-                        reason: m.cooling_reason.clone(),
-                    })
+                    Some((m.cooling_until_ms, m.cooling_reason.clone()))
                 } else {
                     None
                 };
                 drop(s);
                 self.mark(Dirty::Model(entry.id.clone(), model.to_owned()));
-                event
+                if let Some((until, reason)) = cooled {
+                    self.announce(
+                        &entry.id,
+                        &entry.brief,
+                        "cooled",
+                        Some(model),
+                        Some(&reason),
+                        Some(until),
+                    );
+                }
             }
         }
     }
 
     /// Brings an invalid key back (re-validated) without touching its other state.
     pub fn revive(&self, entry: &KeyEntry) {
-        entry.lock().invalid = None;
-        self.mark(Dirty::Key(entry.id.clone()));
-        self.freed.notify_waiters();
+        let was_invalid = entry.lock().invalid.take().is_some();
+        if was_invalid {
+            self.mark(Dirty::Key(entry.id.clone()));
+            self.announce(&entry.id, &entry.brief, "revived", None, None, None);
+            self.freed.notify_waiters();
+        }
+    }
+
+    /// Tells the live feed about a key's change.
+    fn announce(
+        &self,
+        id: &str,
+        brief: &str,
+        change: &'static str,
+        model: Option<&str>,
+        reason: Option<&str>,
+        until_ms: Option<i64>,
+    ) {
+        self.hub.key(KeyChange {
+            id: id.to_owned(),
+            brief: brief.to_owned(),
+            change,
+            model: model.map(str::to_owned),
+            reason: reason.map(str::to_owned),
+            until_ms,
+        });
     }
 
     fn mark(&self, d: Dirty) {

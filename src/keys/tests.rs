@@ -4,7 +4,7 @@ use std::time::Duration;
 
 fn pool_with(n: usize, cfg: PoolConfig) -> (Pool, mpsc::UnboundedReceiver<Msg>) {
     let (tx, rx) = persist::channel();
-    let pool = Pool::new(cfg, &Snapshot::default(), tx);
+    let pool = Pool::new(cfg, &Snapshot::default(), tx, crate::events::Hub::default());
     let keys: Vec<(Secret, Option<String>)> = (0..n)
         .map(|i| (Secret::new(format!("AIzaTestKey-{i:04}-padding")), None))
         .collect();

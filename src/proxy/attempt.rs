@@ -5,12 +5,13 @@
 //! otherwise it gets 429 with `Retry-After` (keys cooling or busy) or 503 (none usable).
 
 use super::stream::{Format, Relay};
-use super::{KeyIn, Plan, Trace};
+use super::{KeyIn, Plan};
 use crate::AppState;
 use crate::body::Body;
 use crate::error::{ApiError, Shape};
 use crate::keys::classify::{Outcome, classify};
 use crate::keys::{KeyEntry, Lease, NoKey, unix_ms};
+use crate::logs::{AttemptRecord, Trace};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
@@ -46,17 +47,34 @@ async fn attempts(state: &Arc<AppState>, plan: &Plan, trace: &mut Trace) -> Resp
     while tried.len() < max {
         let lease = match acquire(state, &plan.model, &tried, queue_until).await {
             Ok(lease) => lease,
-            Err(no) => return give_up(state, plan, last, Some(no)),
+            Err(no) => return give_up(state, plan, last, Some(no), trace),
         };
         tried.push(lease.entry.clone());
-        trace.attempts += 1;
-        trace.key = Some(lease.entry.brief.clone());
-        match try_key(state, plan, lease).await {
+        let started = Instant::now();
+        let (key_id, brief) = (lease.entry.id.clone(), lease.entry.brief.clone());
+        let result = try_key(state, plan, lease).await;
+        let (outcome, status, error) = match &result {
+            Ok(resp) if resp.status().is_success() => ("ok", Some(resp.status().as_u16()), None),
+            Ok(resp) => ("client_error", Some(resp.status().as_u16()), None),
+            Err(Failure::Upstream(status, _, _, o)) => {
+                (outcome_name(o), Some(status.as_u16()), reason(o))
+            }
+            Err(Failure::Network(e)) => ("transient", None, Some(e.clone())),
+        };
+        trace.attempts.push(AttemptRecord {
+            key_id,
+            key: brief,
+            outcome: outcome.to_owned(),
+            status,
+            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+            error,
+        });
+        match result {
             Ok(resp) => return resp,
             Err(f) => last = Some(f),
         }
     }
-    give_up(state, plan, last, None)
+    give_up(state, plan, last, None, trace)
 }
 
 /// One upstream attempt with one key: the response to give the client, or why to move on.
@@ -177,6 +195,7 @@ fn give_up(
     plan: &Plan,
     last: Option<Failure>,
     no: Option<NoKey>,
+    trace: &mut Trace,
 ) -> Response<Body> {
     let now = unix_ms();
     let error = match last {
@@ -198,7 +217,30 @@ fn give_up(
         Some(Failure::Upstream(..)) => ApiError::NoKey,
         Some(Failure::Network(reason)) => ApiError::Unreachable(reason),
     };
+    trace.no_key = matches!(
+        error,
+        ApiError::NoKey | ApiError::AllCooling(_) | ApiError::AllBusy(_)
+    );
     error.into_response(plan.shape)
+}
+
+fn outcome_name(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Success => "ok",
+        Outcome::Invalid { .. } => "invalid",
+        Outcome::RateLimited { .. } => "rate_limited",
+        Outcome::Transient { .. } => "transient",
+        Outcome::ClientError => "client_error",
+    }
+}
+
+fn reason(o: &Outcome) -> Option<String> {
+    match o {
+        Outcome::Invalid { reason }
+        | Outcome::RateLimited { reason, .. }
+        | Outcome::Transient { reason } => Some(reason.clone()),
+        _ => None,
+    }
 }
 
 fn build_request(plan: &Plan, key: &KeyEntry) -> Request<Full<Bytes>> {

@@ -12,6 +12,7 @@ pub mod stream;
 use crate::AppState;
 use crate::error::{ApiError, Shape};
 use crate::limits::Permit;
+use crate::logs::Trace;
 use crate::router::GeminiCall;
 use crate::store::UserRecord;
 use crate::users::AuthError;
@@ -50,14 +51,6 @@ pub struct Plan {
     pub hide_usage: bool,
     /// The user's admission: held until the answer's last byte, charged its tokens.
     pub permit: Arc<Permit>,
-}
-
-/// What the access log wants to know about a request.
-#[derive(Debug, Default)]
-pub struct Trace {
-    pub user: Option<String>,
-    pub key: Option<String>,
-    pub attempts: u32,
 }
 
 /// Headers a Gemini client sends that Google uses; everything else stays here.
@@ -173,6 +166,9 @@ pub async fn gemini(
     trace: &mut Trace,
 ) -> Result<http::Response<crate::body::Body>, ApiError> {
     let (parts, body) = req.into_parts();
+    trace.route = Some(call.name());
+    trace.model = model.clone();
+    trace.stream = call == GeminiCall::Stream;
     let user = authenticate(state, &parts.headers, &parts.uri)?;
     trace.user = Some(user.name.clone());
     let permit = Arc::new(state.limits.admit(&user, &model, crate::keys::unix_ms())?);

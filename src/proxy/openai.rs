@@ -9,10 +9,11 @@
 //! the usage-only chunk is held back from it.
 
 use super::stream::ErrorStyle;
-use super::{KeyIn, Plan, Trace, authenticate, forward_headers, read_body, upstream_uri};
+use super::{KeyIn, Plan, authenticate, forward_headers, read_body, upstream_uri};
 use crate::AppState;
 use crate::body::Body;
 use crate::error::{ApiError, Shape};
+use crate::logs::Trace;
 use crate::router::OpenAiCall;
 use bytes::Bytes;
 use http::{Method, Request, Response};
@@ -31,6 +32,7 @@ pub async fn handle(
     trace: &mut Trace,
 ) -> Result<Response<Body>, ApiError> {
     let (parts, body) = req.into_parts();
+    trace.route = Some(call.name());
     let user = authenticate(state, &parts.headers, &parts.uri)?;
     trace.user = Some(user.name.clone());
     let base = state.config.upstream.openai_base();
@@ -53,6 +55,8 @@ pub async fn handle(
         Some(e) => e.model.clone(),
         None => model_path.unwrap_or_default(),
     };
+    trace.model = model.clone();
+    trace.stream = edited.as_ref().is_some_and(|e| e.stream);
     let permit = Arc::new(state.limits.admit(&user, &model, crate::keys::unix_ms())?);
     let mut plan = Plan {
         shape: Shape::OpenAi,
@@ -138,8 +142,8 @@ fn edit_body(call: OpenAiCall, raw: Bytes) -> Result<Edited, ApiError> {
 /// Moves top-level `thinking_budget` / `include_thoughts` into
 /// `extra_body.google.thinking_config`, keeping any values already there.
 fn move_thinking(obj: &mut Map<String, Value>) -> bool {
-    let budget = obj.remove("thinking_budget");
-    let include = obj.remove("include_thoughts");
+    let budget = obj.shift_remove("thinking_budget");
+    let include = obj.shift_remove("include_thoughts");
     if budget.is_none() && include.is_none() {
         return false;
     }

@@ -41,6 +41,8 @@ pub struct Finish {
     pub bytes: u64,
     /// Token usage reported by the answer (the last usage block seen).
     pub tokens: Option<Tokens>,
+    /// When the first byte went to the client.
+    pub first_byte: Option<Instant>,
 }
 
 pub type OnFinish = Box<dyn FnOnce(&Finish) + Send + Sync>;
@@ -257,6 +259,9 @@ impl Relay {
     }
 
     fn sent(&mut self, unit: &Bytes) {
+        if self.finish.first_byte.is_none() {
+            self.finish.first_byte = Some(Instant::now());
+        }
         self.finish.bytes += unit.len() as u64;
         self.seen(unit);
     }

@@ -5,12 +5,17 @@
 //! Every write is a batch of [`Write`]s applied in one transaction. This module knows
 //! nothing of HTTP or of the pool's in-memory structures; it stores plain records.
 
+mod logs;
 mod redb;
+mod redb_logs;
 
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+pub use self::logs::{
+    AttemptRecord, Bucket, BucketKey, HOUR_MS, LATENCY_BOUNDS_MS, LogOutcome, LogQuery, LogRecord,
+};
 pub use self::redb::RedbStore;
 
 /// The on-disk format this binary writes. Older stores are migrated on open.
@@ -158,6 +163,49 @@ impl Store {
     pub async fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         match self {
             Self::Redb(s) => s.get_meta(name).await,
+        }
+    }
+
+    /// Appends request log records and adds them to the statistics buckets, atomically.
+    pub async fn append_logs(&self, records: Vec<LogRecord>) -> Result<(), StoreError> {
+        match self {
+            Self::Redb(s) => s.append_logs(records).await,
+        }
+    }
+
+    /// Reads the log newest first; the second value is the cursor for the next page.
+    pub async fn query_logs(
+        &self,
+        q: LogQuery,
+    ) -> Result<(Vec<LogRecord>, Option<String>), StoreError> {
+        match self {
+            Self::Redb(s) => s.query_logs(q).await,
+        }
+    }
+
+    pub async fn get_log(&self, request_id: &str) -> Result<Option<LogRecord>, StoreError> {
+        match self {
+            Self::Redb(s) => s.get_log(request_id).await,
+        }
+    }
+
+    pub async fn stats_range(
+        &self,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(BucketKey, Bucket)>, StoreError> {
+        match self {
+            Self::Redb(s) => s.stats_range(from, to).await,
+        }
+    }
+
+    pub async fn prune(
+        &self,
+        logs_before: i64,
+        stats_before: i64,
+    ) -> Result<(u64, u64), StoreError> {
+        match self {
+            Self::Redb(s) => s.prune(logs_before, stats_before).await,
         }
     }
 }

@@ -20,19 +20,23 @@ pub struct RedbStore {
     db: Arc<Database>,
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
+pub(super) fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+pub(super) fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(what.to_owned(), e.to_string()))
 }
 
-fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+pub(super) fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("store records always serialise")
 }
 
 impl RedbStore {
+    pub(super) fn db(&self) -> Arc<Database> {
+        self.db.clone()
+    }
+
     pub async fn open(path: PathBuf) -> Result<Self, StoreError> {
         tokio::task::spawn_blocking(move || Self::open_blocking(path))
             .await
@@ -81,6 +85,9 @@ impl RedbStore {
             txn.open_table(KEYS).map_err(backend)?;
             txn.open_table(MODEL_STATE).map_err(backend)?;
             txn.open_table(USERS).map_err(backend)?;
+            txn.open_table(super::redb_logs::LOGS).map_err(backend)?;
+            txn.open_table(super::redb_logs::LOG_IDS).map_err(backend)?;
+            txn.open_table(super::redb_logs::STATS).map_err(backend)?;
         }
         txn.commit().map_err(backend)
     }

@@ -1,0 +1,61 @@
+//! The live feed's hub: finished requests and key state changes, broadcast to whoever
+//! listens (`/api/events`). Bounded: a subscriber that falls behind loses the oldest
+//! events and is told how many (it never makes the daemon hold more).
+//! A leaf module: it knows the event shapes, not who produces or consumes them.
+
+use serde::Serialize;
+use std::sync::Arc;
+use tokio::sync::broadcast;
+
+/// Events kept for slow subscribers before they start missing some.
+const CAPACITY: usize = 512;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyChange {
+    pub id: String,
+    pub brief: String,
+    /// `retired`, `cooled`, `revived`, `disabled`, `enabled`, `added`, `removed`.
+    pub change: &'static str,
+    pub model: Option<String>,
+    pub reason: Option<String>,
+    pub until_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A finished request, already serialised as its log record.
+    Request(Arc<str>),
+    Key(Arc<KeyChange>),
+}
+
+#[derive(Clone)]
+pub struct Hub {
+    tx: broadcast::Sender<Event>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self {
+            tx: broadcast::channel(CAPACITY).0,
+        }
+    }
+}
+
+impl Hub {
+    pub fn publish(&self, e: Event) {
+        // No subscriber is fine: the event is simply not wanted.
+        let _ = self.tx.send(e);
+    }
+
+    pub fn key(&self, change: KeyChange) {
+        self.publish(Event::Key(Arc::new(change)));
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.tx.subscribe()
+    }
+
+    pub fn has_subscribers(&self) -> bool {
+        self.tx.receiver_count() > 0
+    }
+}

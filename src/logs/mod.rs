@@ -1,0 +1,132 @@
+//! The request log (SPEC 5): one record per client request on a proxy route, with its
+//! attempt chain and token counts — never prompt or completion text. Records are built
+//! when the answer's last byte has gone (or at once for answers without a body to relay),
+//! handed to one writer task without waiting, and committed in batches together with the
+//! statistics buckets they feed. A full queue drops records (counted) rather than slow a
+//! request: the log never holds up the proxy.
+//!
+//! Batching window: a record reaches the store at most [`FLUSH_EVERY`] after its request
+//! finished, so a crash loses at most that much of the log.
+
+mod record;
+
+pub use crate::store::{AttemptRecord, LogRecord};
+pub use record::Trace;
+
+use crate::events::{Event, Hub};
+use crate::metrics::Metrics;
+use crate::store::Store;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
+const BATCH_MAX: usize = 2000;
+const QUEUE: usize = 16_384;
+
+#[derive(Clone)]
+pub struct LogSink {
+    /// `None` when the log is off (`logs.enabled = false`): metrics and the feed still run.
+    tx: Option<mpsc::Sender<LogRecord>>,
+    hub: Hub,
+    metrics: Arc<Metrics>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl LogSink {
+    /// Starts the writer task; it ends once every sink is dropped and the queue is empty.
+    pub fn spawn(
+        store: Store,
+        hub: Hub,
+        metrics: Arc<Metrics>,
+        enabled: bool,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let handle = tokio::spawn(writer(store, rx));
+        let sink = Self {
+            tx: enabled.then_some(tx),
+            hub,
+            metrics,
+            dropped: Arc::new(AtomicU64::new(0)),
+        };
+        (sink, handle)
+    }
+
+    /// Queues a finished request's record and tells live subscribers. Never waits.
+    pub fn record(&self, rec: LogRecord) {
+        self.metrics.observe(&rec);
+        if self.hub.has_subscribers() {
+            if let Ok(json) = serde_json::to_string(&rec) {
+                self.hub.publish(Event::Request(json.into()));
+            }
+        }
+        if let Some(tx) = &self.tx {
+            if tx.try_send(rec).is_err() {
+                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                self.metrics.set_log_dropped(n);
+            }
+        }
+    }
+}
+
+async fn writer(store: Store, mut rx: mpsc::Receiver<LogRecord>) {
+    let mut batch = Vec::with_capacity(256);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        let deadline = tokio::time::Instant::now() + FLUSH_EVERY;
+        while batch.len() < BATCH_MAX {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(rec)) => batch.push(rec),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        save(&store, std::mem::take(&mut batch)).await;
+    }
+}
+
+/// Prunes old log records and buckets once an hour, in small transactions.
+pub async fn retention_loop(
+    store: Store,
+    log_days: u32,
+    stats_days: u32,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    const DAY_MS: i64 = 24 * 3600 * 1000;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+        let now = crate::keys::unix_ms();
+        let logs_before = now - i64::from(log_days) * DAY_MS;
+        let stats_before = now - i64::from(stats_days) * DAY_MS;
+        match store.prune(logs_before, stats_before).await {
+            Ok((0, 0)) => {}
+            Ok((logs, buckets)) => tracing::info!(logs, buckets, "pruned old request logs"),
+            Err(e) => tracing::error!(error = %e, "pruning the request log failed"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    }
+}
+
+async fn save(store: &Store, batch: Vec<LogRecord>) {
+    let mut delay = Duration::from_millis(200);
+    for attempt in 1..=5 {
+        match store.append_logs(batch.clone()).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::error!(error = %e, attempt, records = batch.len(), "writing the request log failed");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+    tracing::error!(
+        records = batch.len(),
+        "request log batch dropped after repeated failures"
+    );
+}

@@ -1,0 +1,234 @@
+//! Prometheus metrics for this instance, in the text exposition format: requests by
+//! route / model / outcome, latency and time-to-first-byte histograms, tokens, retries,
+//! keys by state and key events (cool-downs, retirements). Counters are fed by finished
+//! log records and by the live-feed hub; nothing here touches the store.
+//!
+//! Model names come from clients, so at most [`MAX_MODELS`] distinct ones get their own
+//! label; the rest are counted as `other`.
+
+use crate::events::{Event, Hub};
+use crate::keys::{KeyStatus, Pool};
+use crate::store::{LATENCY_BOUNDS_MS, LogRecord};
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+const MAX_MODELS: usize = 64;
+
+#[derive(Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    models: HashSet<String>,
+    requests: BTreeMap<(&'static str, String, &'static str), u64>,
+    latency: BTreeMap<&'static str, Histogram>,
+    ttfb: BTreeMap<&'static str, Histogram>,
+    tokens: BTreeMap<(String, &'static str), u64>,
+    retries: u64,
+    key_events: BTreeMap<&'static str, u64>,
+    log_dropped: u64,
+}
+
+#[derive(Default, Clone)]
+struct Histogram {
+    counts: [u64; 12],
+    sum_ms: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, ms: f64) {
+        let slot = LATENCY_BOUNDS_MS
+            .iter()
+            .position(|b| ms <= *b)
+            .unwrap_or(LATENCY_BOUNDS_MS.len());
+        self.counts[slot] += 1;
+        self.sum_ms += ms;
+        self.count += 1;
+    }
+}
+
+/// Route names are a closed set; anything else is folded into `other`.
+fn route_label(route: &str) -> &'static str {
+    const ROUTES: &[&str] = &[
+        "generateContent",
+        "streamGenerateContent",
+        "countTokens",
+        "embedContent",
+        "batchEmbedContents",
+        "models.list",
+        "models.get",
+        "chat.completions",
+        "embeddings",
+        "images.generations",
+        "openai.models",
+    ];
+    ROUTES
+        .iter()
+        .find(|r| **r == route)
+        .copied()
+        .unwrap_or("other")
+}
+
+impl Metrics {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn observe(&self, rec: &LogRecord) {
+        let route = route_label(&rec.route);
+        let mut m = self.lock();
+        let model = if m.models.contains(&rec.model) {
+            rec.model.clone()
+        } else if m.models.len() < MAX_MODELS {
+            m.models.insert(rec.model.clone());
+            rec.model.clone()
+        } else {
+            "other".to_owned()
+        };
+        *m.requests
+            .entry((route, model.clone(), rec.outcome.as_str()))
+            .or_default() += 1;
+        m.latency.entry(route).or_default().observe(rec.latency_ms);
+        if let Some(t) = rec.ttfb_ms {
+            m.ttfb.entry(route).or_default().observe(t);
+        }
+        let t = &rec.tokens;
+        for (kind, n) in [
+            ("prompt", t.prompt),
+            ("candidates", t.candidates),
+            ("thoughts", t.thoughts),
+            ("cached", t.cached),
+            ("total", t.total),
+        ] {
+            if n > 0 {
+                *m.tokens.entry((model.clone(), kind)).or_default() += n;
+            }
+        }
+        m.retries += u64::from(rec.attempts.saturating_sub(1));
+    }
+
+    pub fn set_log_dropped(&self, n: u64) {
+        self.lock().log_dropped = n;
+    }
+
+    /// Counts key events from the hub until it closes.
+    pub async fn watch(self: std::sync::Arc<Self>, hub: Hub) {
+        let mut rx = hub.subscribe();
+        loop {
+            match rx.recv().await {
+                Ok(Event::Key(k)) => *self.lock().key_events.entry(k.change).or_default() += 1,
+                Ok(Event::Request(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    pub fn render(&self, pool: &Pool, now: i64) -> String {
+        let m = self.lock();
+        let mut out = String::with_capacity(4096);
+        let label = |s: &str| {
+            s.replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n")
+        };
+        out.push_str("# HELP gemini_balance_requests_total Client requests on proxy routes.\n# TYPE gemini_balance_requests_total counter\n");
+        for ((route, model, outcome), n) in &m.requests {
+            let _ = writeln!(
+                out,
+                "gemini_balance_requests_total{{route=\"{route}\",model=\"{}\",outcome=\"{outcome}\"}} {n}",
+                label(model)
+            );
+        }
+        histogram(
+            &mut out,
+            "gemini_balance_request_duration_seconds",
+            "Time from request to last byte.",
+            &m.latency,
+        );
+        histogram(
+            &mut out,
+            "gemini_balance_time_to_first_byte_seconds",
+            "Time from request to the first byte of a relayed answer.",
+            &m.ttfb,
+        );
+        out.push_str("# HELP gemini_balance_tokens_total Tokens reported by the upstream.\n# TYPE gemini_balance_tokens_total counter\n");
+        for ((model, kind), n) in &m.tokens {
+            let _ = writeln!(
+                out,
+                "gemini_balance_tokens_total{{model=\"{}\",kind=\"{kind}\"}} {n}",
+                label(model)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP gemini_balance_retries_total Upstream attempts beyond the first.\n# TYPE gemini_balance_retries_total counter\ngemini_balance_retries_total {}",
+            m.retries
+        );
+        out.push_str("# HELP gemini_balance_key_events_total Key state changes (cooled, retired, revived, ...).\n# TYPE gemini_balance_key_events_total counter\n");
+        for (change, n) in &m.key_events {
+            let _ = writeln!(
+                out,
+                "gemini_balance_key_events_total{{change=\"{change}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP gemini_balance_log_records_dropped_total Log records dropped because the writer fell behind.\n# TYPE gemini_balance_log_records_dropped_total counter\ngemini_balance_log_records_dropped_total {}",
+            m.log_dropped
+        );
+        drop(m);
+        let mut states: BTreeMap<&str, u64> = [
+            ("active", 0),
+            ("cooling", 0),
+            ("invalid", 0),
+            ("disabled", 0),
+        ]
+        .into();
+        for e in pool.entries() {
+            let s = match e.view(now).state {
+                KeyStatus::Active => "active",
+                KeyStatus::Cooling => "cooling",
+                KeyStatus::Invalid => "invalid",
+                KeyStatus::Disabled => "disabled",
+            };
+            *states.entry(s).or_default() += 1;
+        }
+        out.push_str("# HELP gemini_balance_keys Upstream keys by state.\n# TYPE gemini_balance_keys gauge\n");
+        for (s, n) in states {
+            let _ = writeln!(out, "gemini_balance_keys{{state=\"{s}\"}} {n}");
+        }
+        out
+    }
+}
+
+fn histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    by_route: &BTreeMap<&'static str, Histogram>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (route, h) in by_route {
+        let mut cumulative = 0;
+        for (i, bound) in LATENCY_BOUNDS_MS.iter().enumerate() {
+            cumulative += h.counts[i];
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{route=\"{route}\",le=\"{}\"}} {cumulative}",
+                bound / 1000.0
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
+            h.count
+        );
+        let _ = writeln!(out, "{name}_sum{{route=\"{route}\"}} {}", h.sum_ms / 1000.0);
+        let _ = writeln!(out, "{name}_count{{route=\"{route}\"}} {}", h.count);
+    }
+}

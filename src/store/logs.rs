@@ -1,0 +1,215 @@
+//! The request log's records and the statistics buckets they feed: plain data the
+//! store keeps, with the arithmetic of adding a record to a bucket. Building records
+//! belongs to `logs`, reading buckets to `stats`.
+
+use crate::usage::Tokens;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogOutcome {
+    Ok,
+    ClientError,
+    UpstreamError,
+    NoKey,
+    Truncated,
+    Cancelled,
+}
+
+impl LogOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::ClientError => "client_error",
+            Self::UpstreamError => "upstream_error",
+            Self::NoKey => "no_key",
+            Self::Truncated => "truncated",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Ok,
+            Self::ClientError,
+            Self::UpstreamError,
+            Self::NoKey,
+            Self::Truncated,
+            Self::Cancelled,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == s)
+    }
+}
+
+/// One upstream attempt: which key, what came of it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AttemptRecord {
+    pub key_id: String,
+    pub key: String,
+    /// `ok`, `invalid`, `rate_limited`, `transient` or `client_error`.
+    pub outcome: String,
+    pub status: Option<u16>,
+    pub latency_ms: f64,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LogRecord {
+    pub request_id: String,
+    /// When the request arrived, Unix ms.
+    pub time: i64,
+    pub user: Option<String>,
+    pub route: String,
+    pub model: String,
+    pub stream: bool,
+    pub status: u16,
+    pub outcome: LogOutcome,
+    pub latency_ms: f64,
+    pub ttfb_ms: Option<f64>,
+    pub tokens: Tokens,
+    /// The key that served the answer (or the last one tried).
+    pub key_id: Option<String>,
+    pub key: Option<String>,
+    pub attempts: u32,
+    pub attempt_chain: Vec<AttemptRecord>,
+}
+
+pub const HOUR_MS: i64 = 3_600_000;
+
+/// Upper bounds (ms) of the latency histogram's buckets; the last is everything above.
+pub const LATENCY_BOUNDS_MS: [f64; 11] = [
+    50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0, 120000.0,
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BucketKey {
+    pub hour_ms: i64,
+    pub user: String,
+    pub key_id: String,
+    pub model: String,
+}
+
+impl BucketKey {
+    pub fn of(rec: &LogRecord) -> Self {
+        Self {
+            hour_ms: rec.time.div_euclid(HOUR_MS) * HOUR_MS,
+            user: rec.user.clone().unwrap_or_default(),
+            key_id: rec.key_id.clone().unwrap_or_default(),
+            model: rec.model.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Bucket {
+    pub requests: u64,
+    pub ok: u64,
+    pub client_error: u64,
+    pub upstream_error: u64,
+    pub no_key: u64,
+    pub truncated: u64,
+    pub cancelled: u64,
+    pub prompt_tokens: u64,
+    pub candidates_tokens: u64,
+    pub thoughts_tokens: u64,
+    pub cached_tokens: u64,
+    pub total_tokens: u64,
+    pub latency_ms_sum: f64,
+    pub latency_hist: [u64; 12],
+}
+
+impl Bucket {
+    pub fn add(&mut self, rec: &LogRecord) {
+        self.requests += 1;
+        match rec.outcome {
+            LogOutcome::Ok => self.ok += 1,
+            LogOutcome::ClientError => self.client_error += 1,
+            LogOutcome::UpstreamError => self.upstream_error += 1,
+            LogOutcome::NoKey => self.no_key += 1,
+            LogOutcome::Truncated => self.truncated += 1,
+            LogOutcome::Cancelled => self.cancelled += 1,
+        }
+        self.prompt_tokens += rec.tokens.prompt;
+        self.candidates_tokens += rec.tokens.candidates;
+        self.thoughts_tokens += rec.tokens.thoughts;
+        self.cached_tokens += rec.tokens.cached;
+        self.total_tokens += rec.tokens.total;
+        self.latency_ms_sum += rec.latency_ms;
+        let slot = LATENCY_BOUNDS_MS
+            .iter()
+            .position(|b| rec.latency_ms <= *b)
+            .unwrap_or(LATENCY_BOUNDS_MS.len());
+        self.latency_hist[slot] += 1;
+    }
+
+    pub fn merge(&mut self, o: &Bucket) {
+        self.requests += o.requests;
+        self.ok += o.ok;
+        self.client_error += o.client_error;
+        self.upstream_error += o.upstream_error;
+        self.no_key += o.no_key;
+        self.truncated += o.truncated;
+        self.cancelled += o.cancelled;
+        self.prompt_tokens += o.prompt_tokens;
+        self.candidates_tokens += o.candidates_tokens;
+        self.thoughts_tokens += o.thoughts_tokens;
+        self.cached_tokens += o.cached_tokens;
+        self.total_tokens += o.total_tokens;
+        self.latency_ms_sum += o.latency_ms_sum;
+        for (a, b) in self.latency_hist.iter_mut().zip(o.latency_hist) {
+            *a += b;
+        }
+    }
+
+    /// Share of the requests the gateway answered for that succeeded: client errors and
+    /// cancellations are the client's doing and count neither way. `None` without data.
+    pub fn success_rate(&self) -> Option<f64> {
+        let judged = self.ok + self.upstream_error + self.no_key + self.truncated;
+        (judged > 0).then(|| self.ok as f64 * 100.0 / judged as f64)
+    }
+
+    pub fn mean_latency(&self) -> Option<f64> {
+        (self.requests > 0).then(|| self.latency_ms_sum / self.requests as f64)
+    }
+}
+
+/// Filters and paging for reading the log, newest first.
+#[derive(Debug, Default, Clone)]
+pub struct LogQuery {
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    pub user: Option<String>,
+    pub key_id: Option<String>,
+    pub model: Option<String>,
+    pub outcome: Option<LogOutcome>,
+    pub status: Option<u16>,
+    pub stream: Option<bool>,
+    pub limit: usize,
+    /// Continue after this position (from a previous page's `next_cursor`).
+    pub cursor: Option<String>,
+}
+
+impl LogQuery {
+    pub fn matches(&self, r: &LogRecord) -> bool {
+        self.from.is_none_or(|f| r.time >= f)
+            && self.to.is_none_or(|t| r.time < t)
+            && self
+                .user
+                .as_ref()
+                .is_none_or(|u| r.user.as_ref() == Some(u))
+            && self
+                .key_id
+                .as_ref()
+                .is_none_or(|k| r.key_id.as_ref() == Some(k))
+            && self.model.as_ref().is_none_or(|m| &r.model == m)
+            && self.outcome.is_none_or(|o| r.outcome == o)
+            && self.status.is_none_or(|s| r.status == s)
+            && self.stream.is_none_or(|s| r.stream == s)
+    }
+}
+
+/// The log's sort key: time, then request id, so ranges are time ranges.
+pub fn log_key(time: i64, request_id: &str) -> String {
+    format!("{:016x}{}", time.max(0), request_id)
+}

@@ -1,0 +1,228 @@
+//! The request log and statistics buckets in the redb file. A batch of records and the
+//! bucket updates it causes commit in one transaction, so statistics always equal the
+//! sum of the log that was kept.
+
+use super::logs::{Bucket, BucketKey, LogQuery, LogRecord, log_key};
+use super::redb::{RedbStore, backend, decode, encode};
+use super::{SEP, StoreError};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use std::collections::BTreeMap;
+
+pub(super) const LOGS: TableDefinition<&str, &[u8]> = TableDefinition::new("logs");
+pub(super) const LOG_IDS: TableDefinition<&str, &str> = TableDefinition::new("log_ids");
+pub(super) const STATS: TableDefinition<&str, &[u8]> = TableDefinition::new("stats");
+
+/// The most records one log query reads before answering with a cursor to go on from.
+const SCAN_LIMIT: usize = 100_000;
+/// Records removed per pruning transaction, so pruning never holds the writer long.
+const PRUNE_CHUNK: usize = 5_000;
+
+fn stats_key(k: &BucketKey) -> String {
+    format!(
+        "{:016x}{SEP}{}{SEP}{}{SEP}{}",
+        k.hour_ms.max(0),
+        k.user,
+        k.key_id,
+        k.model
+    )
+}
+
+fn parse_stats_key(s: &str) -> Option<BucketKey> {
+    let mut parts = s.split(SEP);
+    Some(BucketKey {
+        hour_ms: i64::from_str_radix(parts.next()?, 16).ok()?,
+        user: parts.next()?.to_owned(),
+        key_id: parts.next()?.to_owned(),
+        model: parts.next()?.to_owned(),
+    })
+}
+
+impl RedbStore {
+    pub async fn append_logs(&self, records: Vec<LogRecord>) -> Result<(), StoreError> {
+        let db = self.db();
+        tokio::task::spawn_blocking(move || {
+            let mut deltas: BTreeMap<BucketKey, Bucket> = BTreeMap::new();
+            let txn = db.begin_write().map_err(backend)?;
+            {
+                let mut logs = txn.open_table(LOGS).map_err(backend)?;
+                let mut ids = txn.open_table(LOG_IDS).map_err(backend)?;
+                let mut stats = txn.open_table(STATS).map_err(backend)?;
+                for rec in &records {
+                    let key = log_key(rec.time, &rec.request_id);
+                    logs.insert(key.as_str(), encode(rec).as_slice())
+                        .map_err(backend)?;
+                    ids.insert(rec.request_id.as_str(), key.as_str())
+                        .map_err(backend)?;
+                    deltas.entry(BucketKey::of(rec)).or_default().add(rec);
+                }
+                for (k, delta) in deltas {
+                    let sk = stats_key(&k);
+                    let mut bucket: Bucket = match stats.get(sk.as_str()).map_err(backend)? {
+                        Some(v) => decode(&sk, v.value())?,
+                        None => Bucket::default(),
+                    };
+                    bucket.merge(&delta);
+                    stats
+                        .insert(sk.as_str(), encode(&bucket).as_slice())
+                        .map_err(backend)?;
+                }
+            }
+            txn.commit().map_err(backend)
+        })
+        .await
+        .map_err(backend)?
+    }
+
+    pub async fn query_logs(
+        &self,
+        q: LogQuery,
+    ) -> Result<(Vec<LogRecord>, Option<String>), StoreError> {
+        let db = self.db();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(backend)?;
+            let logs = txn.open_table(LOGS).map_err(backend)?;
+            let low = log_key(q.from.unwrap_or(0), "");
+            let mut high = q.to.map_or_else(|| "g".to_owned(), |t| log_key(t, ""));
+            if let Some(c) = &q.cursor {
+                high = high.min(c.clone());
+            }
+            let mut out = Vec::new();
+            let mut scanned = 0;
+            let mut last_key = None;
+            for row in logs
+                .range(low.as_str()..high.as_str())
+                .map_err(backend)?
+                .rev()
+            {
+                let (k, v) = row.map_err(backend)?;
+                scanned += 1;
+                last_key = Some(k.value().to_owned());
+                let rec: LogRecord = decode(k.value(), v.value())?;
+                if q.matches(&rec) {
+                    out.push(rec);
+                    if out.len() >= q.limit {
+                        break;
+                    }
+                }
+                if scanned >= SCAN_LIMIT {
+                    break;
+                }
+            }
+            let more = out.len() >= q.limit || scanned >= SCAN_LIMIT;
+            Ok((out, last_key.filter(|_| more)))
+        })
+        .await
+        .map_err(backend)?
+    }
+
+    pub async fn get_log(&self, request_id: &str) -> Result<Option<LogRecord>, StoreError> {
+        let db = self.db();
+        let id = request_id.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(backend)?;
+            let ids = txn.open_table(LOG_IDS).map_err(backend)?;
+            let Some(key) = ids.get(id.as_str()).map_err(backend)? else {
+                return Ok(None);
+            };
+            let key = key.value().to_owned();
+            let logs = txn.open_table(LOGS).map_err(backend)?;
+            let Some(v) = logs.get(key.as_str()).map_err(backend)? else {
+                return Ok(None);
+            };
+            decode(&key, v.value()).map(Some)
+        })
+        .await
+        .map_err(backend)?
+    }
+
+    /// Every bucket whose hour starts in `[from, to)` (Unix ms).
+    pub async fn stats_range(
+        &self,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(BucketKey, Bucket)>, StoreError> {
+        let db = self.db();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(backend)?;
+            let stats = txn.open_table(STATS).map_err(backend)?;
+            let low = format!("{:016x}", from.max(0));
+            let high = format!("{:016x}", to.max(0));
+            let mut out = Vec::new();
+            for row in stats.range(low.as_str()..high.as_str()).map_err(backend)? {
+                let (k, v) = row.map_err(backend)?;
+                let Some(key) = parse_stats_key(k.value()) else {
+                    return Err(StoreError::Corrupt(
+                        k.value().into(),
+                        "bad stats key".into(),
+                    ));
+                };
+                out.push((key, decode(k.value(), v.value())?));
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(backend)?
+    }
+
+    /// Removes log records older than `logs_before` and buckets older than
+    /// `stats_before` (Unix ms), a chunk per transaction. Answers how many went.
+    pub async fn prune(
+        &self,
+        logs_before: i64,
+        stats_before: i64,
+    ) -> Result<(u64, u64), StoreError> {
+        let mut removed = (0, 0);
+        loop {
+            let db = self.db();
+            let (logs, stats) =
+                tokio::task::spawn_blocking(move || prune_chunk(&db, logs_before, stats_before))
+                    .await
+                    .map_err(backend)??;
+            removed.0 += logs as u64;
+            removed.1 += stats as u64;
+            if logs < PRUNE_CHUNK && stats < PRUNE_CHUNK {
+                return Ok(removed);
+            }
+        }
+    }
+}
+
+fn prune_chunk(
+    db: &redb::Database,
+    logs_before: i64,
+    stats_before: i64,
+) -> Result<(usize, usize), StoreError> {
+    let txn = db.begin_write().map_err(backend)?;
+    let counts;
+    {
+        let mut logs = txn.open_table(LOGS).map_err(backend)?;
+        let mut ids = txn.open_table(LOG_IDS).map_err(backend)?;
+        let mut stats = txn.open_table(STATS).map_err(backend)?;
+        let high = log_key(logs_before, "");
+        let old: Vec<String> = logs
+            .range(..high.as_str())
+            .map_err(backend)?
+            .take(PRUNE_CHUNK)
+            .map(|r| r.map(|(k, _)| k.value().to_owned()))
+            .collect::<Result<_, _>>()
+            .map_err(backend)?;
+        for k in &old {
+            logs.remove(k.as_str()).map_err(backend)?;
+            ids.remove(&k[16..]).map_err(backend)?;
+        }
+        let high = format!("{:016x}", stats_before.max(0));
+        let old_stats: Vec<String> = stats
+            .range(..high.as_str())
+            .map_err(backend)?
+            .take(PRUNE_CHUNK)
+            .map(|r| r.map(|(k, _)| k.value().to_owned()))
+            .collect::<Result<_, _>>()
+            .map_err(backend)?;
+        for k in &old_stats {
+            stats.remove(k.as_str()).map_err(backend)?;
+        }
+        counts = (old.len(), old_stats.len());
+    }
+    txn.commit().map_err(backend)?;
+    Ok(counts)
+}
