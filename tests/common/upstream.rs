@@ -42,6 +42,26 @@ impl Recorded {
             .and_then(|v| v.to_str().ok())
     }
 
+    /// The pool key the daemon sent as `Authorization: Bearer` (OpenAI-compatible routes).
+    pub fn bearer(&self) -> Option<&str> {
+        self.headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+    }
+
+    /// The body parsed as JSON (panics if it is not JSON).
+    pub fn body_json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("upstream body is not JSON ({e}): {:?}", self.body_text()))
+    }
+
+    /// The body's top-level `model` (OpenAI-compatible requests), if the body is JSON.
+    pub fn body_model(&self) -> Option<String> {
+        let v: Value = serde_json::from_slice(&self.body).ok()?;
+        v.get("model")?.as_str().map(str::to_string)
+    }
+
     /// `gemini-2.5-flash` for `/v1beta/models/gemini-2.5-flash:generateContent`.
     pub fn model(&self) -> Option<&str> {
         let rest = self.path.split("/models/").nth(1)?;
@@ -88,7 +108,85 @@ pub enum Reply {
     Stream(StreamReply),
     /// Drop the connection before any response header is written.
     Reset,
+    /// A 200 answer streamed as the given raw chunks (e.g. OpenAI-style SSE ending with
+    /// `data: [DONE]`), with the same gate / cut controls as [`StreamReply`].
+    Raw(RawStream),
 }
+
+/// A streamed 200 answer made of raw byte chunks. `gate_before(i, n)` waits on `n` before
+/// sending chunk `i`; `cut_after(i)` aborts the connection after `i` chunks.
+#[derive(Clone)]
+pub struct RawStream {
+    pub content_type: String,
+    pub chunks: Vec<Bytes>,
+    pub gate: Option<(usize, Arc<Notify>)>,
+    pub cut_after: Option<usize>,
+}
+
+impl RawStream {
+    /// OpenAI-compatible SSE as Google's compat layer sends it: one `data: {json}\n\n`
+    /// chunk per event, then `data: [DONE]\n\n`.
+    pub fn openai_sse(events: Vec<Value>) -> Self {
+        let mut chunks: Vec<Bytes> = events
+            .iter()
+            .map(|e| Bytes::from(format!("data: {e}\n\n")))
+            .collect();
+        chunks.push(Bytes::from_static(b"data: [DONE]\n\n"));
+        Self {
+            content_type: "text/event-stream".into(),
+            chunks,
+            gate: None,
+            cut_after: None,
+        }
+    }
+
+    pub fn gate_before(mut self, index: usize, gate: Arc<Notify>) -> Self {
+        self.gate = Some((index, gate));
+        self
+    }
+
+    pub fn cut_after(mut self, chunks: usize) -> Self {
+        self.cut_after = Some(chunks);
+        self
+    }
+}
+
+impl From<RawStream> for Reply {
+    fn from(s: RawStream) -> Self {
+        Reply::Raw(s)
+    }
+}
+
+/// A streamed OpenAI `chat.completion.chunk` carrying `text` (no usage).
+pub fn openai_chunk(text: &str, finish: Option<&str>) -> Value {
+    json!({
+        "id": "fake-chatcmpl",
+        "object": "chat.completion.chunk",
+        "created": 1_750_000_000,
+        "model": "gemini-2.5-flash",
+        "choices": [{
+            "index": 0,
+            "delta": { "role": "assistant", "content": text },
+            "finish_reason": finish
+        }]
+    })
+}
+
+/// The usage-only chunk sent at the end of a stream asked with `include_usage`.
+pub fn openai_usage_chunk() -> Value {
+    json!({
+        "id": "fake-chatcmpl",
+        "object": "chat.completion.chunk",
+        "created": 1_750_000_000,
+        "model": "gemini-2.5-flash",
+        "choices": [],
+        "usage": { "prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12 }
+    })
+}
+
+/// Exact bytes of a successful non-streamed OpenAI chat completion (compact, odd spacing
+/// kept so a re-serialisation would show).
+pub const OPENAI_CHAT_OK_BODY: &str = "{\"id\":\"fake-chatcmpl\",  \"object\":\"chat.completion\",\"created\":1750000000,\"model\":\"gemini-2.5-flash\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"h\\u00e9llo\"},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":7,\"total_tokens\":12}}\n";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StreamFormat {
@@ -260,6 +358,45 @@ impl Reply {
         Reply::google_error(503, "UNAVAILABLE", msg, Value::Null)
     }
 
+    /// A Google error as the OpenAI-compatible layer sends it: wrapped in a one-element list.
+    pub fn google_list_error(code: u16, status: &str, message: &str, details: Value) -> Reply {
+        let mut error = json!({ "code": code, "message": message, "status": status });
+        if !details.is_null() {
+            error["details"] = details;
+        }
+        Reply::json(code, &json!([{ "error": error }]))
+    }
+
+    /// 400 `API_KEY_INVALID` from the OpenAI-compatible layer (list-wrapped).
+    pub fn openai_api_key_invalid() -> Reply {
+        Reply::google_list_error(
+            400,
+            "INVALID_ARGUMENT",
+            "API key not valid. Please pass a valid API key.",
+            json!([{
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "API_KEY_INVALID",
+                "domain": "googleapis.com",
+                "metadata": { "service": "generativelanguage.googleapis.com" }
+            }]),
+        )
+    }
+
+    /// 429 `RESOURCE_EXHAUSTED` with `RetryInfo`, from the OpenAI-compatible layer.
+    pub fn openai_resource_exhausted(retry_delay: &str) -> Reply {
+        Reply::google_list_error(
+            429,
+            "RESOURCE_EXHAUSTED",
+            "You exceeded your current quota, please check your plan and billing details.",
+            json!([{ "@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": retry_delay }]),
+        )
+    }
+
+    /// A successful non-streamed OpenAI chat completion ([`OPENAI_CHAT_OK_BODY`]).
+    pub fn openai_chat_ok() -> Reply {
+        Reply::raw(200, OPENAI_CHAT_OK_BODY)
+    }
+
     /// 400 `INVALID_ARGUMENT`: the client's fault, to be relayed byte for byte.
     pub fn invalid_argument() -> Reply {
         Reply::raw(400, INVALID_ARGUMENT_BODY)
@@ -358,6 +495,14 @@ impl Upstream {
             .collect()
     }
 
+    /// `Authorization: Bearer` pool keys of the requests whose path ends with `suffix`.
+    pub fn bearers_to(&self, suffix: &str) -> Vec<String> {
+        self.requests_to(suffix)
+            .iter()
+            .map(|r| r.bearer().unwrap_or("<none>").to_string())
+            .collect()
+    }
+
     pub fn clear(&self) {
         self.shared.recorded.lock().unwrap().clear();
     }
@@ -388,6 +533,7 @@ async fn handle(req: Request<Incoming>, s: Arc<Shared>) -> Result<Response<UpBod
             .body(Full::new(body).map_err(|e: Infallible| match e {}).boxed())
             .unwrap()),
         Reply::Stream(s) => Ok(stream_response(s)),
+        Reply::Raw(s) => Ok(raw_stream_response(s)),
         Reply::Reset => Err(io::Error::new(
             io::ErrorKind::ConnectionReset,
             "scripted reset",
@@ -422,6 +568,35 @@ fn stream_response(s: StreamReply) -> Response<UpBody> {
                 StreamFormat::JsonArray => "]".to_string(),
             };
             if tx.send(Ok(Frame::data(Bytes::from(text)))).await.is_err() {
+                return;
+            }
+        }
+    });
+    Response::builder()
+        .status(200)
+        .header("content-type", content_type)
+        .body(ChannelBody { rx }.boxed())
+        .unwrap()
+}
+
+fn raw_stream_response(s: RawStream) -> Response<UpBody> {
+    let (tx, rx) = mpsc::channel(16);
+    let content_type = s.content_type.clone();
+    tokio::spawn(async move {
+        for i in 0..=s.chunks.len() {
+            if let Some((at, gate)) = &s.gate {
+                if *at == i {
+                    gate.notified().await;
+                }
+            }
+            if s.cut_after == Some(i) {
+                let _ = tx.send(Err(io::Error::other("scripted cut"))).await;
+                return;
+            }
+            let Some(chunk) = s.chunks.get(i) else {
+                return;
+            };
+            if tx.send(Ok(Frame::data(chunk.clone()))).await.is_err() {
                 return;
             }
         }
