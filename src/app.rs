@@ -11,7 +11,7 @@ use crate::limits::Limits;
 use crate::logs::LogSink;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
-use crate::store::{Store, Write};
+use crate::store::{Change, Store, Write};
 use crate::upstream::Upstream;
 use crate::users::{self, Users};
 use anyhow::Context;
@@ -37,9 +37,13 @@ pub struct AppState {
 impl AppState {
     /// Opens the store, loads the pool, applies the config's declarations.
     pub async fn build(config: Config) -> anyhow::Result<(Arc<Self>, Background)> {
-        let store = Store::open_redb(&config.data_dir)
+        let url = config.store.as_ref().map(|s| s.expose().to_owned());
+        let store = Store::open(url.as_deref(), &config.data_dir, &config.store_prefix)
             .await
-            .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+            .with_context(|| match &url {
+                Some(_) => "opening the Redis store".to_owned(),
+                None => format!("opening the store in {}", config.data_dir.display()),
+            })?;
         let snapshot = store.load().await.context("loading the store")?;
         let (tx, rx) = persist::channel();
         let hub = Hub::default();
@@ -83,12 +87,16 @@ impl AppState {
             config.logs.enabled,
         );
         tracing::info!(keys = pool.len(), users = records.len(), "store loaded");
+        let limits = Arc::new(match &store {
+            Store::Redis(r) => Limits::shared((**r).clone()),
+            Store::Redb(_) => Limits::default(),
+        });
         let state = Arc::new(Self {
             config,
             store,
             pool,
             users,
-            limits: Arc::new(Limits::default()),
+            limits,
             admin,
             admin_lock: tokio::sync::Mutex::new(()),
             upstream,
@@ -104,6 +112,42 @@ impl AppState {
                 logs: log_writer,
             },
         ))
+    }
+}
+
+/// How often instances sharing a store reload it in full, besides change messages.
+const RECONCILE_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// With a shared store, keeps this instance's pool and users in step with the others.
+pub async fn sync_from_store(state: Arc<AppState>) {
+    let mut changes = match state.store.changes(RECONCILE_EVERY).await {
+        Ok(Some(rx)) => rx,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot follow the shared store's changes");
+            return;
+        }
+    };
+    while let Some(change) = changes.recv().await {
+        let result = match change {
+            Change::Key(id) => state
+                .store
+                .load_key(&id)
+                .await
+                .map(|(rec, st)| state.pool.sync_key(&id, rec, st)),
+            Change::Users => state
+                .store
+                .load_users()
+                .await
+                .map(|u| state.users.replace(&u)),
+            Change::All => state.store.load().await.map(|snap| {
+                state.pool.sync_all(&snap);
+                state.users.replace(&snap.users);
+            }),
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "reloading from the shared store failed; will retry");
+        }
     }
 }
 

@@ -44,6 +44,14 @@ pub enum Command {
     CheckConfig,
     /// Read a password on standard input and print its argon2 hash for `admin.password_hash`.
     HashPassword,
+    /// Copy everything (keys, state, users, settings, logs, statistics) between stores.
+    /// A store is a redb data directory or a redis:// URL. Stop the daemons first.
+    Migrate {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+    },
     /// Work on the upstream keys in the store while the daemon is stopped.
     Keys {
         #[command(subcommand)]

@@ -18,6 +18,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub store: Option<Secret>,
+    /// Namespace of every Redis key this daemon writes (`{prefix}:keys`, …).
+    pub store_prefix: String,
     pub log_level: String,
     pub admin: AdminConfig,
     pub upstream: UpstreamConfig,
@@ -34,6 +36,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
             data_dir: PathBuf::from("./data"),
             store: None,
+            store_prefix: "gemini-balance".to_owned(),
             log_level: "info".to_owned(),
             admin: AdminConfig::default(),
             upstream: UpstreamConfig::default(),
@@ -314,12 +317,13 @@ impl Config {
             }
         }
         if let Some(store) = &self.store {
-            if !store.expose().starts_with("redb:") && !store.expose().starts_with("redis") {
-                bail!("store must be a redis:// or rediss:// URL");
+            let s = store.expose();
+            if !(s.starts_with("redis://") || s.starts_with("rediss://")) {
+                bail!("store must be a redis:// or rediss:// URL (leave it out for the redb file)");
             }
-            if store.expose().starts_with("redis") {
-                bail!("the Redis store is not available in this build yet");
-            }
+        }
+        if self.store_prefix.is_empty() || self.store_prefix.contains(char::is_whitespace) {
+            bail!("store_prefix must be a non-empty word");
         }
         Ok(())
     }

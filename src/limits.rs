@@ -3,10 +3,15 @@
 //! memory, one short lock per check; a [`Permit`] holds the user's concurrency slot until
 //! the answer's last byte and collects the tokens it used.
 //!
-//! Days are UTC days. Counters restart empty when the daemon restarts.
+//! Days are UTC days. With a private store the counters live in this process (and start
+//! empty after a restart). With Redis, a user that has any limit is admitted by one Lua
+//! script on the shared counters, so limits hold across instances; users without limits
+//! cost no round trip.
 
 use crate::error::ApiError;
+use crate::store::RedisStore;
 use crate::store::UserRecord;
+use fred::prelude::*;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,6 +23,50 @@ const MINUTE_MS: i64 = 60 * 1000;
 #[derive(Default)]
 pub struct Limits {
     users: Mutex<HashMap<String, Usage>>,
+    shared: Option<Shared>,
+}
+
+/// Counters in a shared Redis: `{prefix}:u:{user}:rpm:{minute}`, `…:tok:{day}`, `…:inflight`.
+struct Shared {
+    store: RedisStore,
+}
+
+const ADMIT: &str = r#"
+local budget, rpm, maxc = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+if budget > 0 and tonumber(redis.call('GET', KEYS[1]) or '0') >= budget then return 1 end
+if rpm > 0 and tonumber(redis.call('GET', KEYS[2]) or '0') >= rpm then return 2 end
+if maxc > 0 and tonumber(redis.call('GET', KEYS[3]) or '0') >= maxc then return 3 end
+redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], 61000)
+if maxc > 0 then
+  redis.call('INCR', KEYS[3])
+  redis.call('PEXPIRE', KEYS[3], 600000)
+end
+return 0
+"#;
+
+impl Shared {
+    fn key(&self, user: &str, what: &str) -> String {
+        self.store.key_name(&format!("u:{user}:{what}"))
+    }
+
+    async fn admit(&self, user: &UserRecord, now: i64) -> Result<i64, ApiError> {
+        let keys = vec![
+            self.key(&user.id, &format!("tok:{}", now / DAY_MS)),
+            self.key(&user.id, &format!("rpm:{}", now / MINUTE_MS)),
+            self.key(&user.id, "inflight"),
+        ];
+        let args = vec![
+            user.daily_tokens.unwrap_or(0).to_string(),
+            user.rpm.unwrap_or(0).to_string(),
+            user.max_concurrent.unwrap_or(0).to_string(),
+        ];
+        self.store
+            .client()
+            .eval::<i64, _, _, _>(ADMIT, keys, args)
+            .await
+            .map_err(|e| ApiError::Store(format!("shared limits unavailable: {}", e.details())))
+    }
 }
 
 #[derive(Default, Clone, Copy)]
@@ -62,13 +111,21 @@ pub fn model_allowed(patterns: &[String], model: &str) -> bool {
 }
 
 impl Limits {
+    /// Limits kept in a shared Redis, so they hold across instances.
+    pub fn shared(store: RedisStore) -> Self {
+        Self {
+            users: Mutex::default(),
+            shared: Some(Shared { store }),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Usage>> {
         self.users.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Admits one request of `user` for `model` at `now` (Unix ms), or says which limit
     /// it hit and when to retry.
-    pub fn admit(
+    pub async fn admit(
         self: &Arc<Self>,
         user: &UserRecord,
         model: &str,
@@ -77,6 +134,31 @@ impl Limits {
         if !model_allowed(&user.models, model) {
             return Err(ApiError::ModelNotAllowed(model.to_owned()));
         }
+        let limited =
+            user.rpm.is_some() || user.daily_tokens.is_some() || user.max_concurrent.is_some();
+        if let (Some(shared), true) = (&self.shared, limited) {
+            match shared.admit(user, now).await? {
+                0 => {}
+                1 => return Err(refusal("daily token budget", now)),
+                2 => return Err(refusal("requests per minute", now)),
+                _ => return Err(refusal("concurrent requests", now)),
+            }
+            let mut map = self.lock();
+            let u = map.entry(user.id.clone()).or_default();
+            u.roll(now);
+            u.in_flight += 1;
+            u.requests_today += 1;
+            u.last_used_at = Some(now / 1000);
+            return Ok(Permit {
+                limits: self.clone(),
+                user: user.id.clone(),
+                shared_slot: user.max_concurrent.is_some(),
+            });
+        }
+        self.admit_local(user, now)
+    }
+
+    fn admit_local(self: &Arc<Self>, user: &UserRecord, now: i64) -> Result<Permit, ApiError> {
         let mut map = self.lock();
         let u = map.entry(user.id.clone()).or_default();
         u.roll(now);
@@ -105,6 +187,7 @@ impl Limits {
         Ok(Permit {
             limits: self.clone(),
             user: user.id.clone(),
+            shared_slot: false,
         })
     }
 
@@ -123,16 +206,40 @@ impl Limits {
     }
 }
 
+/// When a refused request may try again.
+fn refusal(what: &'static str, now: i64) -> ApiError {
+    let until = match what {
+        "daily token budget" => (now / DAY_MS + 1) * DAY_MS,
+        "requests per minute" => (now / MINUTE_MS + 1) * MINUTE_MS,
+        _ => now + 1000,
+    };
+    ApiError::UserLimit(what, Duration::from_millis((until - now).max(0) as u64))
+}
+
 /// A user's admitted request; releases its concurrency slot on drop.
 pub struct Permit {
     limits: Arc<Limits>,
     user: String,
+    /// Holds a slot in the shared in-flight counter.
+    shared_slot: bool,
 }
 
 impl Permit {
     pub fn add_tokens(&self, n: u64) {
         if let Some(u) = self.limits.lock().get_mut(&self.user) {
             u.tokens_today += n;
+        }
+        if let (Some(shared), true) = (&self.limits.shared, n > 0) {
+            let key = shared.key(
+                &self.user,
+                &format!("tok:{}", crate::keys::unix_ms() / DAY_MS),
+            );
+            let client = shared.store.client().clone();
+            // Off the request path: a lost increment under-counts, never blocks.
+            tokio::spawn(async move {
+                let _: Result<(), _> = client.incr_by(&key, n as i64).await;
+                let _: Result<(), _> = client.expire(&key, 2 * 86_400, None).await;
+            });
         }
     }
 }
@@ -141,6 +248,13 @@ impl Drop for Permit {
     fn drop(&mut self) {
         if let Some(u) = self.limits.lock().get_mut(&self.user) {
             u.in_flight = u.in_flight.saturating_sub(1);
+        }
+        if let (Some(shared), true) = (&self.limits.shared, self.shared_slot) {
+            let key = shared.key(&self.user, "inflight");
+            let client = shared.store.client().clone();
+            tokio::spawn(async move {
+                let _: Result<(), _> = client.decr(&key).await;
+            });
         }
     }
 }
@@ -165,35 +279,38 @@ mod tests {
         assert!(model_allowed(&[], "anything"));
     }
 
-    #[test]
-    fn rpm_resets_at_the_next_minute() {
+    #[tokio::test]
+    async fn rpm_resets_at_the_next_minute() {
         let limits = Arc::new(Limits::default());
         let mut u = user();
         u.rpm = Some(2);
-        drop(limits.admit(&u, "m", T0).unwrap());
-        drop(limits.admit(&u, "m", T0 + 1).unwrap());
-        let Err(ApiError::UserLimit(_, wait)) = limits.admit(&u, "m", T0 + 20_000) else {
+        drop(limits.admit(&u, "m", T0).await.unwrap());
+        drop(limits.admit(&u, "m", T0 + 1).await.unwrap());
+        let Err(ApiError::UserLimit(_, wait)) = limits.admit(&u, "m", T0 + 20_000).await else {
             panic!("third request in the minute must be refused");
         };
         assert_eq!(wait, Duration::from_secs(40));
-        assert!(limits.admit(&u, "m", T0 + MINUTE_MS).is_ok());
+        assert!(limits.admit(&u, "m", T0 + MINUTE_MS).await.is_ok());
     }
 
-    #[test]
-    fn concurrency_and_token_budget() {
+    #[tokio::test]
+    async fn concurrency_and_token_budget() {
         let limits = Arc::new(Limits::default());
         let mut u = user();
         u.max_concurrent = Some(1);
         u.daily_tokens = Some(100);
-        let p = limits.admit(&u, "m", T0).unwrap();
-        assert!(limits.admit(&u, "m", T0).is_err(), "one at a time");
+        let p = limits.admit(&u, "m", T0).await.unwrap();
+        assert!(limits.admit(&u, "m", T0).await.is_err(), "one at a time");
         p.add_tokens(100);
         drop(p);
         assert!(matches!(
-            limits.admit(&u, "m", T0),
+            limits.admit(&u, "m", T0).await,
             Err(ApiError::UserLimit("daily token budget", _))
         ));
         assert_eq!(limits.usage(&u.id, T0).tokens_today, 100);
-        assert!(limits.admit(&u, "m", T0 + DAY_MS).is_ok(), "a new day");
+        assert!(
+            limits.admit(&u, "m", T0 + DAY_MS).await.is_ok(),
+            "a new day"
+        );
     }
 }

@@ -64,6 +64,13 @@ fn main() -> ExitCode {
                 .expect("tokio runtime");
             run_offline(runtime.block_on(offline::keys(&config, action)))
         }
+        Some(Command::Migrate { from, to }) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            run_offline(runtime.block_on(offline::migrate(&config, &from, &to)))
+        }
         Some(Command::Serve) | None => {
             init_logging(&config.log_level);
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -143,6 +150,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let revalidate = tokio::spawn(checker::revalidate_loop(state.clone(), stop.clone()));
     tokio::spawn(signals(stop.clone()));
+    tokio::spawn(app::sync_from_store(state.clone()));
     let logs_cfg = &state.config.logs;
     let retention = tokio::spawn(logs::retention_loop(
         state.store.clone(),

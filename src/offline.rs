@@ -1,5 +1,5 @@
-//! Subcommands that work on the store while the daemon is stopped: `keys import FILE`
-//! and `keys export`. The redb file is locked by a running daemon, so these fail with a
+//! Subcommands that work on the store while the daemon is stopped: `keys import FILE`,
+//! `keys export` and `migrate --from --to`. The redb file is locked by a running daemon, so these fail with a
 //! clear error rather than race it.
 
 use crate::admin::keys::{extract_keys, looks_like_key};
@@ -59,4 +59,70 @@ pub async fn keys(config: &Config, action: KeysAction) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Opens a store named on the command line: a redis:// URL or a redb data directory.
+async fn open_named(spec: &str, prefix: &str) -> anyhow::Result<Store> {
+    let store = if spec.starts_with("redis://") || spec.starts_with("rediss://") {
+        Store::open(Some(spec), std::path::Path::new("."), prefix).await
+    } else {
+        Store::open_redb(std::path::Path::new(spec)).await
+    };
+    store.map_err(|e| anyhow::anyhow!("opening {}: {e}", redact(spec)))
+}
+
+/// A store name fit for messages: a URL loses its credentials.
+fn redact(spec: &str) -> String {
+    match spec.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://***@{host}"),
+            None => spec.to_owned(),
+        },
+        None => spec.to_owned(),
+    }
+}
+
+pub async fn migrate(config: &Config, from: &str, to: &str) -> anyhow::Result<()> {
+    let src = open_named(from, &config.store_prefix).await?;
+    let dst = open_named(to, &config.store_prefix).await?;
+    let snap = src.load().await?;
+    let mut writes: Vec<Write> = snap.keys.iter().cloned().map(Write::PutKey).collect();
+    writes.extend(
+        snap.model_states
+            .iter()
+            .map(|(key_id, model, state)| Write::PutModelState {
+                key_id: key_id.clone(),
+                model: model.clone(),
+                state: state.clone(),
+            }),
+    );
+    writes.extend(snap.users.iter().cloned().map(Write::PutUser));
+    for (name, value) in src.all_meta().await? {
+        writes.push(Write::PutMeta(name, value));
+    }
+    dst.apply(writes).await?;
+    let buckets = src.stats_range(0, i64::MAX).await?;
+    let bucket_count = buckets.len();
+    dst.import(Vec::new(), buckets).await?;
+    let mut q = crate::store::LogQuery {
+        limit: 1000,
+        ..Default::default()
+    };
+    let mut records = 0;
+    loop {
+        let (page, next) = src.query_logs(q.clone()).await?;
+        records += page.len();
+        dst.import(page, Vec::new()).await?;
+        match next {
+            Some(c) => q.cursor = Some(c),
+            None => break,
+        }
+    }
+    println!(
+        "copied {} keys, {} key states, {} users, {records} log records, {bucket_count} statistics buckets",
+        snap.keys.len(),
+        snap.model_states.len(),
+        snap.users.len()
+    );
+    Ok(())
 }

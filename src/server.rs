@@ -147,7 +147,7 @@ async fn dispatch(
         }
     };
     match route {
-        Route::Healthz => health(),
+        Route::Healthz => health(state),
         Route::Metrics => metrics(state, &req),
         Route::Gemini { call, model } if wants_openai_models(&req, call) => {
             let model = model.map(str::to_owned);
@@ -216,8 +216,17 @@ fn metrics(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
     resp
 }
 
-fn health() -> Response<Body> {
-    let mut resp = Response::new(Body::full(r#"{"status":"ok"}"#));
+fn health(state: &AppState) -> Response<Body> {
+    let body = if state.store.healthy() {
+        serde_json::json!({"status": "ok", "store": state.store.kind()})
+    } else {
+        serde_json::json!({
+            "status": "degraded",
+            "store": state.store.kind(),
+            "detail": "the shared store is unreachable; serving from the last known pool state",
+        })
+    };
+    let mut resp = Response::new(Body::full(body.to_string()));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

@@ -3,7 +3,9 @@
 //! once it is durable wait with `Persister::sync`.
 
 use super::{Dirty, KeyEntry, KeyStatus, Keys, Pool};
+use crate::store::{KeyRecord, ModelState, Snapshot};
 use serde::Serialize;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -113,6 +115,72 @@ impl Pool {
             self.announce(id, "", "removed", None, None, None);
         }
         found
+    }
+
+    fn drop_entry(&self, id: &str) -> bool {
+        let mut found = false;
+        self.keys.rcu(|current| {
+            found = current.by_id.contains_key(id);
+            let list = current
+                .list
+                .iter()
+                .filter(|e| e.id != id)
+                .cloned()
+                .collect();
+            Keys::from_list(list)
+        });
+        found
+    }
+
+    /// Makes one key match the shared store's copy (another instance changed it),
+    /// without announcing the change back to the store.
+    pub fn sync_key(&self, id: &str, rec: Option<KeyRecord>, states: Vec<(String, ModelState)>) {
+        match (self.get(id), rec) {
+            (Some(_), None) => {
+                self.drop_entry(id);
+            }
+            (Some(e), Some(rec)) => {
+                let mut s = e.lock();
+                s.note = rec.note;
+                s.disabled = rec.disabled;
+                s.invalid = rec.invalid;
+                s.models = states.into_iter().collect();
+            }
+            (None, Some(rec)) => {
+                let entry = Arc::new(KeyEntry::new(rec));
+                entry.lock().models = states.into_iter().collect();
+                self.keys.rcu(|current| {
+                    let mut list = current.list.clone();
+                    if !current.by_id.contains_key(&entry.id) {
+                        list.push(entry.clone());
+                    }
+                    Keys::from_list(list)
+                });
+            }
+            (None, None) => {}
+        }
+        self.freed.notify_waiters();
+    }
+
+    /// Makes the whole pool match a snapshot of the shared store.
+    pub fn sync_all(&self, snap: &Snapshot) {
+        let mut states: HashMap<&str, Vec<(String, ModelState)>> = HashMap::new();
+        for (id, model, st) in &snap.model_states {
+            states
+                .entry(id.as_str())
+                .or_default()
+                .push((model.clone(), st.clone()));
+        }
+        let wanted: HashSet<&str> = snap.keys.iter().map(|k| k.id.as_str()).collect();
+        for e in self.entries() {
+            if !wanted.contains(e.id.as_str()) {
+                self.drop_entry(&e.id);
+            }
+        }
+        for rec in &snap.keys {
+            let st = states.remove(rec.id.as_str()).unwrap_or_default();
+            self.sync_key(&rec.id.clone(), Some(rec.clone()), st);
+        }
     }
 
     pub fn set_disabled(&self, entry: &KeyEntry, disabled: bool) {

@@ -171,7 +171,12 @@ pub async fn gemini(
     trace.stream = call == GeminiCall::Stream;
     let user = authenticate(state, &parts.headers, &parts.uri)?;
     trace.user = Some(user.name.clone());
-    let permit = Arc::new(state.limits.admit(&user, &model, crate::keys::unix_ms())?);
+    let permit = Arc::new(
+        state
+            .limits
+            .admit(&user, &model, crate::keys::unix_ms())
+            .await?,
+    );
     let path = parts.uri.path();
     let body = read_body(body, &parts.headers, state.config.server.max_body_bytes).await?;
     let query = query_without_key(&parts.uri);

@@ -57,7 +57,12 @@ pub async fn handle(
     };
     trace.model = model.clone();
     trace.stream = edited.as_ref().is_some_and(|e| e.stream);
-    let permit = Arc::new(state.limits.admit(&user, &model, crate::keys::unix_ms())?);
+    let permit = Arc::new(
+        state
+            .limits
+            .admit(&user, &model, crate::keys::unix_ms())
+            .await?,
+    );
     let mut plan = Plan {
         shape: Shape::OpenAi,
         style: ErrorStyle::OpenAi,

@@ -8,6 +8,7 @@
 mod logs;
 mod redb;
 mod redb_logs;
+mod redis;
 
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,7 @@ pub use self::logs::{
     AttemptRecord, Bucket, BucketKey, HOUR_MS, LATENCY_BOUNDS_MS, LogOutcome, LogQuery, LogRecord,
 };
 pub use self::redb::RedbStore;
+pub use self::redis::{Change, RedisStore};
 
 /// The on-disk format this binary writes. Older stores are migrated on open.
 pub const FORMAT_VERSION: u32 = 1;
@@ -137,6 +139,17 @@ pub struct Snapshot {
 #[derive(Clone)]
 pub enum Store {
     Redb(RedbStore),
+    Redis(Box<RedisStore>),
+}
+
+/// Calls the same method on whichever back-end this is.
+macro_rules! each {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            Store::Redb($s) => $e,
+            Store::Redis($s) => $e,
+        }
+    };
 }
 
 impl Store {
@@ -145,9 +158,76 @@ impl Store {
         Ok(Self::Redb(RedbStore::open(path).await?))
     }
 
-    pub async fn load(&self) -> Result<Snapshot, StoreError> {
+    /// Opens the store a config names: a `redis://` / `rediss://` URL, else the redb file
+    /// in `data_dir`.
+    pub async fn open(
+        url: Option<&str>,
+        data_dir: &Path,
+        prefix: &str,
+    ) -> Result<Self, StoreError> {
+        match url {
+            Some(url) => Ok(Self::Redis(Box::new(
+                RedisStore::connect(url, prefix).await?,
+            ))),
+            None => Self::open_redb(data_dir).await,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
         match self {
-            Self::Redb(s) => s.load().await,
+            Self::Redb(_) => "redb",
+            Self::Redis(_) => "redis",
+        }
+    }
+
+    /// False while a shared store is unreachable (requests go on from memory).
+    pub fn healthy(&self) -> bool {
+        match self {
+            Self::Redb(_) => true,
+            Self::Redis(s) => s.healthy(),
+        }
+    }
+
+    /// Other instances' changes, for a shared store; `None` for a private one.
+    pub async fn changes(
+        &self,
+        every: std::time::Duration,
+    ) -> Result<Option<tokio::sync::mpsc::Receiver<Change>>, StoreError> {
+        match self {
+            Self::Redb(_) => Ok(None),
+            Self::Redis(s) => s.changes(every).await.map(Some),
+        }
+    }
+
+    pub async fn load(&self) -> Result<Snapshot, StoreError> {
+        each!(self, s => s.load().await)
+    }
+
+    pub async fn load_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        match self {
+            Self::Redb(s) => Ok(s.load().await?.users),
+            Self::Redis(s) => s.load_users().await,
+        }
+    }
+
+    /// One key's record and per-model state (`None` when it was deleted).
+    pub async fn load_key(
+        &self,
+        id: &str,
+    ) -> Result<(Option<KeyRecord>, Vec<(String, ModelState)>), StoreError> {
+        match self {
+            Self::Redb(s) => {
+                let snap = s.load().await?;
+                let rec = snap.keys.into_iter().find(|k| k.id == id);
+                let states = snap
+                    .model_states
+                    .into_iter()
+                    .filter(|(k, _, _)| k == id)
+                    .map(|(_, m, st)| (m, st))
+                    .collect();
+                Ok((rec, states))
+            }
+            Self::Redis(s) => s.load_key(id).await,
         }
     }
 
@@ -155,22 +235,30 @@ impl Store {
         if writes.is_empty() {
             return Ok(());
         }
-        match self {
-            Self::Redb(s) => s.apply(writes).await,
-        }
+        each!(self, s => s.apply(writes).await)
     }
 
     pub async fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        match self {
-            Self::Redb(s) => s.get_meta(name).await,
-        }
+        each!(self, s => s.get_meta(name).await)
+    }
+
+    /// Every named setting but the format version (for `migrate`).
+    pub async fn all_meta(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        each!(self, s => s.all_meta().await)
+    }
+
+    /// Copies log records and buckets in as they are (for `migrate`).
+    pub async fn import(
+        &self,
+        records: Vec<LogRecord>,
+        buckets: Vec<(BucketKey, Bucket)>,
+    ) -> Result<(), StoreError> {
+        each!(self, s => s.import(records, buckets).await)
     }
 
     /// Appends request log records and adds them to the statistics buckets, atomically.
     pub async fn append_logs(&self, records: Vec<LogRecord>) -> Result<(), StoreError> {
-        match self {
-            Self::Redb(s) => s.append_logs(records).await,
-        }
+        each!(self, s => s.append_logs(records).await)
     }
 
     /// Reads the log newest first; the second value is the cursor for the next page.
@@ -178,15 +266,11 @@ impl Store {
         &self,
         q: LogQuery,
     ) -> Result<(Vec<LogRecord>, Option<String>), StoreError> {
-        match self {
-            Self::Redb(s) => s.query_logs(q).await,
-        }
+        each!(self, s => s.query_logs(q).await)
     }
 
     pub async fn get_log(&self, request_id: &str) -> Result<Option<LogRecord>, StoreError> {
-        match self {
-            Self::Redb(s) => s.get_log(request_id).await,
-        }
+        each!(self, s => s.get_log(request_id).await)
     }
 
     pub async fn stats_range(
@@ -194,9 +278,7 @@ impl Store {
         from: i64,
         to: i64,
     ) -> Result<Vec<(BucketKey, Bucket)>, StoreError> {
-        match self {
-            Self::Redb(s) => s.stats_range(from, to).await,
-        }
+        each!(self, s => s.stats_range(from, to).await)
     }
 
     pub async fn prune(
@@ -204,9 +286,7 @@ impl Store {
         logs_before: i64,
         stats_before: i64,
     ) -> Result<(u64, u64), StoreError> {
-        match self {
-            Self::Redb(s) => s.prune(logs_before, stats_before).await,
-        }
+        each!(self, s => s.prune(logs_before, stats_before).await)
     }
 }
 

@@ -191,6 +191,24 @@ impl RedbStore {
         .map_err(backend)?
     }
 
+    pub async fn all_meta(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(backend)?;
+            let meta = txn.open_table(META).map_err(backend)?;
+            let mut out = Vec::new();
+            for row in meta.iter().map_err(backend)? {
+                let (k, v) = row.map_err(backend)?;
+                if k.value() != VERSION_KEY {
+                    out.push((k.value().to_owned(), v.value().to_vec()));
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(backend)?
+    }
+
     pub async fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let db = self.db.clone();
         let name = name.to_owned();

@@ -73,6 +73,45 @@ impl RedbStore {
         .map_err(backend)?
     }
 
+    /// Copies records and buckets in as they are (for `migrate`): buckets are merged,
+    /// records are not counted again.
+    pub async fn import(
+        &self,
+        records: Vec<LogRecord>,
+        buckets: Vec<(BucketKey, Bucket)>,
+    ) -> Result<(), StoreError> {
+        let db = self.db();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_write().map_err(backend)?;
+            {
+                let mut logs = txn.open_table(LOGS).map_err(backend)?;
+                let mut ids = txn.open_table(LOG_IDS).map_err(backend)?;
+                let mut stats = txn.open_table(STATS).map_err(backend)?;
+                for rec in &records {
+                    let key = log_key(rec.time, &rec.request_id);
+                    logs.insert(key.as_str(), encode(rec).as_slice())
+                        .map_err(backend)?;
+                    ids.insert(rec.request_id.as_str(), key.as_str())
+                        .map_err(backend)?;
+                }
+                for (k, b) in &buckets {
+                    let sk = stats_key(k);
+                    let mut bucket: Bucket = match stats.get(sk.as_str()).map_err(backend)? {
+                        Some(v) => decode(&sk, v.value())?,
+                        None => Bucket::default(),
+                    };
+                    bucket.merge(b);
+                    stats
+                        .insert(sk.as_str(), encode(&bucket).as_slice())
+                        .map_err(backend)?;
+                }
+            }
+            txn.commit().map_err(backend)
+        })
+        .await
+        .map_err(backend)?
+    }
+
     pub async fn query_logs(
         &self,
         q: LogQuery,

@@ -1,0 +1,665 @@
+//! The Redis back-end (through `fred`): several daemons sharing one Redis act as one pool.
+//!
+//! Layout under a configurable prefix `P`: `P:meta`, `P:keys` and `P:users` hashes of JSON
+//! records; `P:kstate:{key id}` hashes of per-model state; the request log as a
+//! lexicographically sorted set `P:logs` (time-ordered members) plus `P:log` (id → JSON);
+//! statistics as one hash per bucket `P:b:{bucket}` updated with HINCRBY (atomic across
+//! instances) and indexed by `P:buckets`.
+//!
+//! Sharing: every committed change is announced on `P:changes` with the writer's instance
+//! id; other instances reload just that record (see `app::sync_from_store`), and all of
+//! them reconcile in full every few seconds and after a reconnect, so a lost message costs
+//! at most that long. Requests read only the in-memory copy: no Redis round trip on the
+//! critical path unless a shared limit needs one.
+
+use super::logs::{Bucket, BucketKey, LogQuery, LogRecord, log_key};
+use super::{FORMAT_VERSION, KeyRecord, ModelState, SEP, Snapshot, StoreError, UserRecord, Write};
+use fred::prelude::*;
+use fred::types::{ClusterHash, CustomCommand};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+const SCAN_PAGE: i64 = 500;
+const SCAN_LIMIT: usize = 100_000;
+const PRUNE_CHUNK: i64 = 2_000;
+
+#[derive(Clone)]
+pub struct RedisStore {
+    client: Client,
+    subscriber_config: fred::types::config::Config,
+    prefix: Arc<str>,
+    instance: Arc<str>,
+    healthy: Arc<AtomicBool>,
+}
+
+/// What another instance changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Key(String),
+    Users,
+    /// Reload everything (reconnected, or the periodic reconcile).
+    All,
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("redis: {e}"))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(what.to_owned(), e.to_string()))
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("store records always serialise")
+}
+
+fn cmd(name: &'static str) -> CustomCommand {
+    CustomCommand::new_static(name, ClusterHash::FirstKey, false)
+}
+
+impl RedisStore {
+    /// Connects, or fails at once with a clear error (nothing is served without a store).
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
+        let config = Config::from_url(url).map_err(|_| {
+            StoreError::Backend(
+                "the Redis URL is not valid (redis://[user:pass@]host:port/db or rediss://…)"
+                    .into(),
+            )
+        })?;
+        let client = Builder::from_config(config.clone())
+            .with_connection_config(|c| {
+                c.connection_timeout = Duration::from_secs(5);
+                c.internal_command_timeout = Duration::from_secs(5);
+            })
+            .with_performance_config(|p| {
+                p.default_command_timeout = Duration::from_secs(5);
+            })
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+            .build()
+            .map_err(err)?;
+        client.init().await.map_err(|e| {
+            StoreError::Backend(format!("cannot connect to Redis: {}", e.details()))
+        })?;
+        let healthy = Arc::new(AtomicBool::new(true));
+        let h = healthy.clone();
+        client.on_error(move |(e, _)| {
+            let h = h.clone();
+            async move {
+                if h.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(error = %e.details(), "Redis connection lost; serving from the last known state");
+                }
+                Ok(())
+            }
+        });
+        let h = healthy.clone();
+        client.on_reconnect(move |_| {
+            let h = h.clone();
+            async move {
+                if !h.swap(true, Ordering::Relaxed) {
+                    tracing::info!("Redis connection is back");
+                }
+                Ok(())
+            }
+        });
+        let store = Self {
+            client,
+            subscriber_config: config,
+            prefix: prefix.into(),
+            instance: format!("{:016x}", rand::random::<u64>()).into(),
+            healthy,
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    fn k(&self, name: &str) -> String {
+        format!("{}:{name}", self.prefix)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let meta = self.k("meta");
+        let found: Option<String> = self
+            .client
+            .hget(&meta, "format_version")
+            .await
+            .map_err(err)?;
+        match found.and_then(|v| v.parse::<u32>().ok()) {
+            Some(v) if v > FORMAT_VERSION => Err(StoreError::TooNew {
+                found: v,
+                known: FORMAT_VERSION,
+            }),
+            _ => {
+                let _: () = self
+                    .client
+                    .hset(&meta, ("format_version", FORMAT_VERSION.to_string()))
+                    .await
+                    .map_err(err)?;
+                Ok(())
+            }
+        }
+    }
+
+    pub async fn load(&self) -> Result<Snapshot, StoreError> {
+        let mut snap = Snapshot::default();
+        let keys: HashMap<String, String> =
+            self.client.hgetall(self.k("keys")).await.map_err(err)?;
+        let ids: Vec<&String> = keys.keys().collect();
+        for chunk in ids.chunks(500) {
+            let pipe = self.client.pipeline();
+            for id in chunk {
+                let _: () = pipe
+                    .hgetall(self.k(&format!("kstate:{id}")))
+                    .await
+                    .map_err(err)?;
+            }
+            let states: Vec<HashMap<String, String>> = pipe.all().await.map_err(err)?;
+            for (id, st) in chunk.iter().zip(states) {
+                snap.keys
+                    .push(decode::<KeyRecord>(id, keys[*id].as_bytes())?);
+                for (model, v) in st {
+                    let state: ModelState = decode(&model, v.as_bytes())?;
+                    snap.model_states.push(((*id).clone(), model, state));
+                }
+            }
+        }
+        snap.keys
+            .sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        snap.users = self.load_users().await?;
+        Ok(snap)
+    }
+
+    async fn model_states(&self, id: &str) -> Result<Vec<(String, ModelState)>, StoreError> {
+        let states: HashMap<String, String> = self
+            .client
+            .hgetall(self.k(&format!("kstate:{id}")))
+            .await
+            .map_err(err)?;
+        states
+            .into_iter()
+            .map(|(m, v)| Ok((m.clone(), decode(&m, v.as_bytes())?)))
+            .collect()
+    }
+
+    pub async fn load_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        let users: HashMap<String, String> =
+            self.client.hgetall(self.k("users")).await.map_err(err)?;
+        users
+            .iter()
+            .map(|(id, v)| decode(id, v.as_bytes()))
+            .collect()
+    }
+
+    pub async fn load_key(
+        &self,
+        id: &str,
+    ) -> Result<(Option<KeyRecord>, Vec<(String, ModelState)>), StoreError> {
+        let rec: Option<String> = self.client.hget(self.k("keys"), id).await.map_err(err)?;
+        let rec = rec
+            .map(|v| decode::<KeyRecord>(id, v.as_bytes()))
+            .transpose()?;
+        let states = if rec.is_some() {
+            self.model_states(id).await?
+        } else {
+            Vec::new()
+        };
+        Ok((rec, states))
+    }
+
+    pub async fn apply(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let trx = self.client.multi();
+        let mut changed_keys = Vec::new();
+        let mut users_changed = false;
+        for w in writes {
+            let r: Result<(), Error> = match w {
+                Write::PutKey(rec) => {
+                    changed_keys.push(rec.id.clone());
+                    trx.hset(self.k("keys"), (rec.id.as_str(), json(&rec)))
+                        .await
+                }
+                Write::DeleteKey(id) => {
+                    let a: Result<(), Error> = trx.hdel(self.k("keys"), id.as_str()).await;
+                    changed_keys.push(id.clone());
+                    a.and(trx.del(self.k(&format!("kstate:{id}"))).await)
+                }
+                Write::PutModelState {
+                    key_id,
+                    model,
+                    state,
+                } => {
+                    changed_keys.push(key_id.clone());
+                    trx.hset(
+                        self.k(&format!("kstate:{key_id}")),
+                        (model.as_str(), json(&state)),
+                    )
+                    .await
+                }
+                Write::DeleteModelState { key_id, model } => {
+                    changed_keys.push(key_id.clone());
+                    trx.hdel(self.k(&format!("kstate:{key_id}")), model.as_str())
+                        .await
+                }
+                Write::PutUser(rec) => {
+                    users_changed = true;
+                    trx.hset(self.k("users"), (rec.id.as_str(), json(&rec)))
+                        .await
+                }
+                Write::DeleteUser(id) => {
+                    users_changed = true;
+                    trx.hdel(self.k("users"), id.as_str()).await
+                }
+                Write::PutMeta(name, value) => {
+                    trx.hset(self.k("meta"), (name.as_str(), value.as_slice()))
+                        .await
+                }
+            };
+            r.map_err(err)?;
+        }
+        let _: () = trx.exec(true).await.map_err(err)?;
+        changed_keys.sort();
+        changed_keys.dedup();
+        let channel = self.k("changes");
+        for id in changed_keys {
+            let _: () = self
+                .client
+                .publish(&channel, format!("{} key {id}", self.instance))
+                .await
+                .map_err(err)?;
+        }
+        if users_changed {
+            let _: () = self
+                .client
+                .publish(&channel, format!("{} users", self.instance))
+                .await
+                .map_err(err)?;
+        }
+        Ok(())
+    }
+
+    pub async fn all_meta(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let all: HashMap<String, Vec<u8>> =
+            self.client.hgetall(self.k("meta")).await.map_err(err)?;
+        Ok(all
+            .into_iter()
+            .filter(|(k, _)| k != "format_version")
+            .collect())
+    }
+
+    pub async fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let v: Option<Vec<u8>> = self.client.hget(self.k("meta"), name).await.map_err(err)?;
+        Ok(v)
+    }
+
+    /// Starts listening for other instances' changes; reconcile ticks come every `every`.
+    pub async fn changes(&self, every: Duration) -> Result<mpsc::Receiver<Change>, StoreError> {
+        let sub = Builder::from_config(self.subscriber_config.clone())
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+            .build_subscriber_client()
+            .map_err(err)?;
+        sub.init().await.map_err(err)?;
+        let _resubscribe = sub.manage_subscriptions();
+        sub.subscribe(self.k("changes")).await.map_err(err)?;
+        let (tx, rx) = mpsc::channel(1024);
+        let mut messages = sub.message_rx();
+        let mut reconnects = sub.reconnect_rx();
+        let own = self.instance.clone();
+        tokio::spawn(async move {
+            let _keep = sub;
+            let mut tick = tokio::time::interval(every);
+            loop {
+                let change = tokio::select! {
+                    _ = tick.tick() => Change::All,
+                    r = reconnects.recv() => match r {
+                        Ok(_) => Change::All,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Change::All,
+                        Err(_) => return,
+                    },
+                    m = messages.recv() => match m {
+                        Ok(m) => {
+                            let text: String = m.value.convert().unwrap_or_default();
+                            let mut parts = text.splitn(3, ' ');
+                            let (from, what, id) = (parts.next(), parts.next(), parts.next());
+                            if from == Some(&*own) {
+                                continue;
+                            }
+                            match (what, id) {
+                                (Some("key"), Some(id)) => Change::Key(id.to_owned()),
+                                (Some("users"), _) => Change::Users,
+                                _ => continue,
+                            }
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Change::All,
+                        Err(_) => return,
+                    },
+                };
+                if tx.send(change).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    pub async fn append_logs(&self, records: Vec<LogRecord>) -> Result<(), StoreError> {
+        let mut deltas: HashMap<BucketKey, Bucket> = HashMap::new();
+        let pipe = self.client.pipeline();
+        let (logs, log) = (self.k("logs"), self.k("log"));
+        for rec in &records {
+            let member = log_key(rec.time, &rec.request_id);
+            let _: () = pipe
+                .zadd(&logs, None, None, false, false, (0.0, member))
+                .await
+                .map_err(err)?;
+            let _: () = pipe
+                .hset(&log, (rec.request_id.as_str(), json(rec)))
+                .await
+                .map_err(err)?;
+            deltas.entry(BucketKey::of(rec)).or_default().add(rec);
+        }
+        let index = self.k("buckets");
+        for (k, d) in deltas {
+            let sk = stats_key(&k);
+            let hash = self.k(&format!("b:{sk}"));
+            for (field, n) in bucket_fields(&d) {
+                if n > 0 {
+                    let _: () = pipe.hincrby(&hash, field, n as i64).await.map_err(err)?;
+                }
+            }
+            let _: () = pipe
+                .hincrbyfloat(&hash, "latency_ms_sum", d.latency_ms_sum)
+                .await
+                .map_err(err)?;
+            let _: () = pipe
+                .zadd(&index, None, None, false, false, (0.0, sk))
+                .await
+                .map_err(err)?;
+        }
+        let _: Vec<Value> = pipe.all().await.map_err(err)?;
+        Ok(())
+    }
+
+    /// Copies records and buckets in as they are (for `migrate`).
+    pub async fn import(
+        &self,
+        records: Vec<LogRecord>,
+        buckets: Vec<(BucketKey, Bucket)>,
+    ) -> Result<(), StoreError> {
+        let pipe = self.client.pipeline();
+        for rec in &records {
+            let member = log_key(rec.time, &rec.request_id);
+            let _: () = pipe
+                .zadd(self.k("logs"), None, None, false, false, (0.0, member))
+                .await
+                .map_err(err)?;
+            let _: () = pipe
+                .hset(self.k("log"), (rec.request_id.as_str(), json(rec)))
+                .await
+                .map_err(err)?;
+        }
+        for (k, b) in &buckets {
+            let sk = stats_key(k);
+            let hash = self.k(&format!("b:{sk}"));
+            for (field, n) in bucket_fields(b) {
+                if n > 0 {
+                    let _: () = pipe.hincrby(&hash, field, n as i64).await.map_err(err)?;
+                }
+            }
+            let _: () = pipe
+                .hincrbyfloat(&hash, "latency_ms_sum", b.latency_ms_sum)
+                .await
+                .map_err(err)?;
+            let _: () = pipe
+                .zadd(self.k("buckets"), None, None, false, false, (0.0, sk))
+                .await
+                .map_err(err)?;
+        }
+        let _: Vec<Value> = pipe.all().await.map_err(err)?;
+        Ok(())
+    }
+
+    pub async fn query_logs(
+        &self,
+        q: LogQuery,
+    ) -> Result<(Vec<LogRecord>, Option<String>), StoreError> {
+        let mut high = match (&q.cursor, q.to) {
+            (Some(c), _) => format!("({c}"),
+            (None, Some(t)) => format!("({}", log_key(t, "")),
+            (None, None) => "+".to_owned(),
+        };
+        let low = q
+            .from
+            .map_or_else(|| "-".to_owned(), |f| format!("[{}", log_key(f, "")));
+        let mut out = Vec::new();
+        let mut scanned = 0;
+        let mut last = None;
+        loop {
+            let members: Vec<String> = self
+                .client
+                .custom(
+                    cmd("ZREVRANGEBYLEX"),
+                    vec![
+                        self.k("logs"),
+                        high.clone(),
+                        low.clone(),
+                        "LIMIT".into(),
+                        "0".into(),
+                        SCAN_PAGE.to_string(),
+                    ],
+                )
+                .await
+                .map_err(err)?;
+            if members.is_empty() {
+                return Ok((out, None));
+            }
+            let ids: Vec<&str> = members.iter().map(|m| &m[16.min(m.len())..]).collect();
+            let values: Vec<Option<String>> =
+                self.client.hmget(self.k("log"), ids).await.map_err(err)?;
+            for (m, v) in members.iter().zip(values) {
+                scanned += 1;
+                last = Some(m.clone());
+                let Some(v) = v else { continue };
+                let rec: LogRecord = decode(m, v.as_bytes())?;
+                if q.matches(&rec) {
+                    out.push(rec);
+                    if out.len() >= q.limit {
+                        return Ok((out, last));
+                    }
+                }
+            }
+            if scanned >= SCAN_LIMIT {
+                return Ok((out, last));
+            }
+            high = format!("({}", members.last().expect("non-empty"));
+        }
+    }
+
+    pub async fn get_log(&self, request_id: &str) -> Result<Option<LogRecord>, StoreError> {
+        let v: Option<String> = self
+            .client
+            .hget(self.k("log"), request_id)
+            .await
+            .map_err(err)?;
+        v.map(|v| decode(request_id, v.as_bytes())).transpose()
+    }
+
+    pub async fn stats_range(
+        &self,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(BucketKey, Bucket)>, StoreError> {
+        let low = format!("[{:016x}", from.max(0));
+        let high = format!("({:016x}", to.max(0));
+        let keys: Vec<String> = self
+            .client
+            .custom(cmd("ZRANGEBYLEX"), vec![self.k("buckets"), low, high])
+            .await
+            .map_err(err)?;
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(500) {
+            let pipe = self.client.pipeline();
+            for sk in chunk {
+                let _: () = pipe
+                    .hgetall(self.k(&format!("b:{sk}")))
+                    .await
+                    .map_err(err)?;
+            }
+            let hashes: Vec<HashMap<String, String>> = pipe.all().await.map_err(err)?;
+            for (sk, h) in chunk.iter().zip(hashes) {
+                if let Some(key) = parse_stats_key(sk) {
+                    out.push((key, bucket_from(&h)));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn prune(
+        &self,
+        logs_before: i64,
+        stats_before: i64,
+    ) -> Result<(u64, u64), StoreError> {
+        let mut removed = (0u64, 0u64);
+        loop {
+            let old: Vec<String> = self
+                .client
+                .custom(
+                    cmd("ZRANGEBYLEX"),
+                    vec![
+                        self.k("logs"),
+                        "-".into(),
+                        format!("({}", log_key(logs_before, "")),
+                        "LIMIT".into(),
+                        "0".into(),
+                        PRUNE_CHUNK.to_string(),
+                    ],
+                )
+                .await
+                .map_err(err)?;
+            if old.is_empty() {
+                break;
+            }
+            let ids: Vec<&str> = old.iter().map(|m| &m[16.min(m.len())..]).collect();
+            let _: () = self.client.hdel(self.k("log"), ids).await.map_err(err)?;
+            let _: () = self
+                .client
+                .zrem(self.k("logs"), old.clone())
+                .await
+                .map_err(err)?;
+            removed.0 += old.len() as u64;
+        }
+        loop {
+            let old: Vec<String> = self
+                .client
+                .custom(
+                    cmd("ZRANGEBYLEX"),
+                    vec![
+                        self.k("buckets"),
+                        "-".into(),
+                        format!("({:016x}", stats_before.max(0)),
+                        "LIMIT".into(),
+                        "0".into(),
+                        PRUNE_CHUNK.to_string(),
+                    ],
+                )
+                .await
+                .map_err(err)?;
+            if old.is_empty() {
+                break;
+            }
+            let hashes: Vec<String> = old.iter().map(|sk| self.k(&format!("b:{sk}"))).collect();
+            let _: () = self.client.del(hashes).await.map_err(err)?;
+            let _: () = self
+                .client
+                .zrem(self.k("buckets"), old.clone())
+                .await
+                .map_err(err)?;
+            removed.1 += old.len() as u64;
+        }
+        Ok(removed)
+    }
+
+    /// The client, for the shared-limit scripts.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn key_name(&self, name: &str) -> String {
+        self.k(name)
+    }
+}
+
+fn stats_key(k: &BucketKey) -> String {
+    format!(
+        "{:016x}{SEP}{}{SEP}{}{SEP}{}",
+        k.hour_ms.max(0),
+        k.user,
+        k.key_id,
+        k.model
+    )
+}
+
+fn parse_stats_key(s: &str) -> Option<BucketKey> {
+    let mut parts = s.split(SEP);
+    Some(BucketKey {
+        hour_ms: i64::from_str_radix(parts.next()?, 16).ok()?,
+        user: parts.next()?.to_owned(),
+        key_id: parts.next()?.to_owned(),
+        model: parts.next()?.to_owned(),
+    })
+}
+
+const HIST_FIELDS: [&str; 12] = [
+    "h0", "h1", "h2", "h3", "h4", "h5", "h6", "h7", "h8", "h9", "h10", "h11",
+];
+
+fn bucket_fields(b: &Bucket) -> Vec<(&'static str, u64)> {
+    let mut v = vec![
+        ("requests", b.requests),
+        ("ok", b.ok),
+        ("client_error", b.client_error),
+        ("upstream_error", b.upstream_error),
+        ("no_key", b.no_key),
+        ("truncated", b.truncated),
+        ("cancelled", b.cancelled),
+        ("prompt_tokens", b.prompt_tokens),
+        ("candidates_tokens", b.candidates_tokens),
+        ("thoughts_tokens", b.thoughts_tokens),
+        ("cached_tokens", b.cached_tokens),
+        ("total_tokens", b.total_tokens),
+    ];
+    v.extend(HIST_FIELDS.iter().zip(b.latency_hist).map(|(f, n)| (*f, n)));
+    v
+}
+
+fn bucket_from(h: &HashMap<String, String>) -> Bucket {
+    let n = |f: &str| h.get(f).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let mut b = Bucket {
+        requests: n("requests"),
+        ok: n("ok"),
+        client_error: n("client_error"),
+        upstream_error: n("upstream_error"),
+        no_key: n("no_key"),
+        truncated: n("truncated"),
+        cancelled: n("cancelled"),
+        prompt_tokens: n("prompt_tokens"),
+        candidates_tokens: n("candidates_tokens"),
+        thoughts_tokens: n("thoughts_tokens"),
+        cached_tokens: n("cached_tokens"),
+        total_tokens: n("total_tokens"),
+        latency_ms_sum: h
+            .get("latency_ms_sum")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0),
+        latency_hist: [0; 12],
+    };
+    for (slot, f) in b.latency_hist.iter_mut().zip(HIST_FIELDS) {
+        *slot = n(f);
+    }
+    b
+}
