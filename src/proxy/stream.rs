@@ -278,6 +278,9 @@ impl http_body::Body for Relay {
         let this = self.get_mut();
         if let Some(first) = this.primed.take() {
             this.sent(&first);
+            if this.upstream_done && this.ended_cleanly() && this.buf.is_empty() {
+                this.end(None);
+            }
             if !first.is_empty() {
                 return Poll::Ready(Some(Ok(Frame::data(first))));
             }
@@ -297,6 +300,11 @@ impl http_body::Body for Relay {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Step::Unit(b)) => {
                 this.sent(&b);
+                // With a known length hyper stops polling once it has written it: finish
+                // now rather than be dropped and mistaken for a client that left.
+                if this.format == Format::Passthrough && this.upstream.is_end_stream() {
+                    this.end(None);
+                }
                 Poll::Ready(Some(Ok(Frame::data(b))))
             }
             Poll::Ready(Step::End) => {
@@ -323,7 +331,10 @@ impl http_body::Body for Relay {
 
 impl Drop for Relay {
     fn drop(&mut self) {
-        if !self.done {
+        // Everything the upstream had was delivered: a finished answer, not a cancel.
+        let delivered =
+            self.upstream.is_end_stream() && self.buf.is_empty() && self.primed.is_none();
+        if !self.done && !delivered {
             self.finish.cancelled = true;
         }
         self.run_hooks();

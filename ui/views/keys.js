@@ -1,0 +1,268 @@
+// Upstream keys: bulk add, check, reset, enable/disable, note, delete, export. Cool-down
+// countdowns tick client-side from the `cooling_seconds` each model reported.
+
+import { h, clear, replace } from '../dom.js';
+import { t } from '../i18n.js';
+import { api } from '../api.js';
+import {
+  button, stateBadge, badge, loading, empty, errorBox, toast, modal, confirmDialog, field,
+  fmtNum, fmtDuration, fmtAgo,
+} from '../widgets.js';
+
+const STATES = ['active', 'cooling', 'invalid', 'disabled'];
+
+export function render(root) {
+  let keys = [];
+  let fetchedAt = 0;
+  let filter = '';
+  let search = '';
+  let refreshSoon = null;
+
+  const summary = h('div', { class: 'chips', role: 'group', 'aria-label': t('keys.col.state') });
+  const tableBox = h('div', { class: 'table-box', id: 'keys-table' }, loading());
+  const addResult = h('p', { class: 'form-msg', role: 'status', id: 'add-result' });
+  const textarea = h('textarea', {
+    id: 'bulk-keys', rows: 4, spellcheck: 'false', autocomplete: 'off',
+    placeholder: t('keys.add.placeholder'),
+  });
+  const addBtn = button(t('keys.add.submit'), () => addKeys(), { kind: 'primary', icon: 'plus', dataset: { action: 'add-keys' } });
+
+  async function addKeys() {
+    const text = textarea.value.trim();
+    if (!text) {
+      textarea.focus();
+      return;
+    }
+    addBtn.disabled = true;
+    try {
+      const r = await api('/api/keys', { method: 'POST', text });
+      addResult.className = 'form-msg form-msg-ok';
+      addResult.textContent = t('keys.add.result', r);
+      textarea.value = '';
+      await refresh();
+    } catch (err) {
+      if (err.unauthorized) return;
+      addResult.className = 'form-msg form-msg-error';
+      addResult.textContent = err.message;
+    } finally {
+      addBtn.disabled = false;
+    }
+  }
+
+  async function refresh() {
+    try {
+      const r = await api('/api/keys');
+      keys = r.keys || [];
+      fetchedAt = Date.now();
+      draw();
+    } catch (err) {
+      if (err.unauthorized) return;
+      replace(tableBox, errorBox(err, refresh));
+    }
+  }
+
+  async function act(fn, okText) {
+    try {
+      const r = await fn();
+      if (okText) toast(typeof okText === 'function' ? okText(r) : okText);
+      await refresh();
+    } catch (err) {
+      if (!err.unauthorized) toast(err.message, 'error');
+    }
+  }
+
+  const patch = (k, body) => api(`/api/keys/${encodeURIComponent(k.id)}`, { method: 'PATCH', json: body });
+
+  async function toggle(k) {
+    const disable = k.state !== 'disabled';
+    if (disable && !(await confirmDialog(t('keys.disable.confirm', { key: k.brief }), t('keys.disable')))) return;
+    act(() => patch(k, { enabled: !disable }), t('keys.saved'));
+  }
+
+  async function editNote(k) {
+    const value = await modal(t('keys.note.title', { key: k.brief }), (close) => {
+      const input = h('input', { type: 'text', id: 'note-input', maxlength: 200, placeholder: t('keys.note.placeholder'), value: k.note || '' });
+      return h('form', {
+        class: 'stack',
+        on: { submit: (e) => { e.preventDefault(); close(input.value); } },
+      }, field(t('keys.note'), input),
+      h('div', { class: 'modal-actions' },
+        button(t('common.cancel'), () => close(undefined), { kind: 'ghost' }),
+        button(t('common.save'), null, { kind: 'primary', type: 'submit', dataset: { action: 'save-note' } })));
+    });
+    if (value === undefined) return;
+    const note = value.trim() ? value.trim() : null;
+    act(() => patch(k, { note }), t('keys.saved'));
+  }
+
+  async function remove(k) {
+    if (!(await confirmDialog(t('keys.delete.confirm', { key: k.brief }), t('common.delete')))) return;
+    act(() => api(`/api/keys/${encodeURIComponent(k.id)}`, { method: 'DELETE' }), t('keys.deleted'));
+  }
+
+  async function check(ids, btn) {
+    if (btn) {
+      btn.disabled = true;
+      btn.lastChild.textContent = t('keys.checking');
+    }
+    try {
+      const r = await api('/api/keys/check', { method: 'POST', json: ids ? { ids } : {} });
+      const n = (r.results || []).length;
+      const kind = r.invalid || r.suspended ? 'error' : 'ok';
+      toast(t('keys.checked', { n, ...r }), kind);
+      await refresh();
+    } catch (err) {
+      if (!err.unauthorized) toast(err.message, 'error');
+    } finally {
+      if (btn && btn.isConnected) {
+        btn.disabled = false;
+        btn.lastChild.textContent = ids ? t('keys.check') : t('keys.checkAll');
+      }
+    }
+  }
+
+  async function resetAll() {
+    if (!(await confirmDialog(t('keys.resetAll.confirm'), t('keys.resetAll'), 'primary'))) return;
+    act(() => api('/api/keys/reset', { method: 'POST' }), (r) => t('keys.resetDone', { n: r.reset }));
+  }
+
+  async function exportKeys() {
+    try {
+      const text = await api('/api/keys/export');
+      const url = URL.createObjectURL(new Blob([text], { type: 'text/plain' }));
+      const a = h('a', { href: url, download: `gemini-keys-${new Date().toISOString().slice(0, 10)}.txt`, class: 'offscreen' });
+      document.body.appendChild(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 1000);
+    } catch (err) {
+      if (!err.unauthorized) toast(err.message, 'error');
+    }
+  }
+
+  // ---- drawing --------------------------------------------------------------------------
+
+  function drawSummary() {
+    const counts = Object.fromEntries(STATES.map((s) => [s, 0]));
+    for (const k of keys) counts[k.state] = (counts[k.state] || 0) + 1;
+    const chip = (value, label, n) => h('button', {
+      type: 'button', class: ['chip', filter === value && 'chip-on', value && `chip-${value}`],
+      'aria-pressed': filter === value ? 'true' : 'false',
+      on: { click: () => { filter = value; draw(); } },
+    }, label, h('span', { class: 'chip-n' }, fmtNum(n)));
+    replace(summary, chip('', t('common.all'), keys.length), STATES.map((s) => chip(s, t(`state.${s}`), counts[s])));
+  }
+
+  function modelsCell(k) {
+    const cooling = (k.models || []).filter((m) => m.cooling);
+    if (!cooling.length) return h('span', { class: 'muted' }, t('common.none'));
+    return h('ul', { class: 'cool-list' }, cooling.map((m) => {
+      const until = fetchedAt + (m.cooling_seconds ?? Math.max(0, (m.cooling_until_ms - Date.now()) / 1000)) * 1000;
+      return h('li', { title: m.last_error || m.reason || '' },
+        h('span', { class: 'mono model' }, m.model),
+        h('span', { class: 'countdown', dataset: { until: String(until) } }, fmtDuration((until - Date.now()) / 1000)),
+        m.reason ? h('span', { class: 'muted small' }, m.reason) : null);
+    }));
+  }
+
+  function errorCell(k) {
+    const parts = [];
+    if (k.invalid_reason) {
+      parts.push(h('div', { class: 'reason' }, k.invalid_reason,
+        k.invalid_since ? h('span', { class: 'muted small' }, ' · ', t('keys.since', { t: fmtAgo(k.invalid_since * 1000) })) : null));
+    }
+    if (k.last_error && k.last_error !== k.invalid_reason) parts.push(h('div', { class: 'muted small clamp', title: k.last_error }, k.last_error));
+    return parts.length ? parts : h('span', { class: 'muted' }, t('common.none'));
+  }
+
+  function row(k) {
+    const label = (key) => ({ 'data-label': t(key) });
+    const disabled = k.state === 'disabled';
+    return h('tr', { dataset: { id: k.id, state: k.state } },
+      h('td', label('keys.col.key'),
+        h('div', { class: 'mono key-brief' }, k.brief),
+        k.note ? h('div', { class: 'note' }, k.note) : null),
+      h('td', label('keys.col.state'), stateBadge(k.state),
+        k.in_flight ? h('div', { class: 'muted small' }, t('keys.inflight', { n: k.in_flight })) : null),
+      h('td', label('keys.col.models'), modelsCell(k)),
+      h('td', { ...label('keys.col.failures'), class: 'num' },
+        k.failure_streak ? badge('cooling', t('keys.streak', { n: k.failure_streak })) : h('span', { class: 'muted' }, '0')),
+      h('td', label('keys.col.error'), errorCell(k)),
+      h('td', { ...label('keys.col.usage'), class: 'num' }, fmtNum(k.usage_today), h('span', { class: 'muted' }, ' / ', fmtNum(k.requests_total))),
+      h('td', { ...label('common.actions'), class: 'actions' },
+        h('div', { class: 'btn-row' },
+          button(t('keys.check'), (e) => check([k.id], e.currentTarget), { small: true, dataset: { action: 'check' } }),
+          button(t('keys.reset'), () => act(() => api(`/api/keys/${encodeURIComponent(k.id)}/reset`, { method: 'POST' }), t('keys.saved')), { small: true, dataset: { action: 'reset' } }),
+          button(disabled ? t('keys.enable') : t('keys.disable'), () => toggle(k), { small: true, dataset: { action: 'toggle' } }),
+          button(t('keys.note'), () => editNote(k), { small: true, dataset: { action: 'note' } }),
+          button(t('common.delete'), () => remove(k), { small: true, kind: 'danger-ghost', dataset: { action: 'delete' } }))));
+  }
+
+  function draw() {
+    drawSummary();
+    clear(tableBox);
+    if (!keys.length) {
+      tableBox.appendChild(empty(t('keys.empty')));
+      return;
+    }
+    const q = search.toLowerCase();
+    const shown = keys.filter((k) => (!filter || k.state === filter)
+      && (!q || k.brief.toLowerCase().includes(q) || (k.note || '').toLowerCase().includes(q) || k.id.toLowerCase().includes(q)));
+    if (!shown.length) {
+      tableBox.appendChild(empty(t('keys.nomatch')));
+      return;
+    }
+    const cols = ['keys.col.key', 'keys.col.state', 'keys.col.models', 'keys.col.failures', 'keys.col.error', 'keys.col.usage', 'common.actions'];
+    tableBox.appendChild(h('table', { class: 'table responsive', id: 'keys' },
+      h('thead', null, h('tr', null, cols.map((c) => h('th', { scope: 'col' }, t(c))))),
+      h('tbody', null, shown.map(row))));
+  }
+
+  function tick() {
+    let expired = false;
+    for (const el of root.querySelectorAll('[data-until]')) {
+      const left = (Number(el.dataset.until) - Date.now()) / 1000;
+      if (left <= 0) {
+        if (el.textContent !== t('keys.ready')) expired = true;
+        el.textContent = t('keys.ready');
+        el.classList.add('ready');
+      } else {
+        el.textContent = fmtDuration(left);
+      }
+    }
+    if (expired && !refreshSoon) refreshSoon = setTimeout(() => { refreshSoon = null; refresh(); }, 1500);
+  }
+
+  const checkAllBtn = button(t('keys.checkAll'), (e) => check(null, e.currentTarget), { icon: 'check', dataset: { action: 'check-all' } });
+  root.append(
+    h('div', { class: 'page-head' },
+      h('h1', null, t('keys.title')),
+      h('div', { class: 'btn-row' },
+        checkAllBtn,
+        button(t('keys.resetAll'), resetAll, { icon: 'refresh', dataset: { action: 'reset-all' } }),
+        button(t('keys.export'), exportKeys, { icon: 'download', dataset: { action: 'export' } }))),
+    h('section', { class: 'card add-card' },
+      h('form', { class: 'stack', on: { submit: (e) => { e.preventDefault(); addKeys(); } } },
+        h('label', { for: 'bulk-keys', class: 'card-title' }, t('keys.add')),
+        h('p', { class: 'muted small' }, t('keys.add.hint')),
+        textarea,
+        h('div', { class: 'btn-row' }, addBtn, addResult))),
+    h('div', { class: 'toolbar' },
+      summary,
+      h('input', {
+        type: 'search', class: 'search', placeholder: t('keys.search'), 'aria-label': t('keys.search'),
+        on: { input: (e) => { search = e.target.value; draw(); } },
+      }),
+      button('', refresh, { icon: 'refresh', kind: 'ghost', ariaLabel: t('common.refresh'), title: t('common.refresh') })),
+    tableBox);
+
+  textarea.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) addKeys();
+  });
+  refresh();
+  const timer = setInterval(tick, 1000);
+  return () => {
+    clearInterval(timer);
+    clearTimeout(refreshSoon);
+  };
+}
