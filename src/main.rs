@@ -27,6 +27,9 @@ mod upstream;
 mod usage;
 mod users;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 pub use app::AppState;
 
 use anyhow::Context;
