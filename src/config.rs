@@ -16,6 +16,9 @@ use std::time::Duration;
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// When set, the admin API, admin page and metrics are served here only (e.g. on
+    /// loopback), and `listen` serves only the proxy routes.
+    pub admin_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub store: Option<Secret>,
     /// Namespace of every Redis key this daemon writes (`{prefix}:keys`, …).
@@ -28,12 +31,16 @@ pub struct Config {
     pub logs: LogsConfig,
     pub upstream_keys: Vec<UpstreamKeyConfig>,
     pub users: Vec<UserConfig>,
+    /// Problems worth a warning that do not stop the start (logged once logging is up).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
+            admin_listen: None,
             data_dir: PathBuf::from("./data"),
             store: None,
             store_prefix: "gemini-balance".to_owned(),
@@ -45,6 +52,7 @@ impl Default for Config {
             logs: LogsConfig::default(),
             upstream_keys: Vec::new(),
             users: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 }
@@ -233,7 +241,10 @@ impl Config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading config file {}", path.display()))?;
-                Self::parse(&text).with_context(|| format!("in config file {}", path.display()))?
+                let mut config = Self::parse(&text)
+                    .with_context(|| format!("in config file {}", path.display()))?;
+                config.check_permissions(path);
+                config
             }
             None => Self::default(),
         };
@@ -253,6 +264,25 @@ impl Config {
                 None => anyhow::anyhow!("{}", e.message()),
             }
         })
+    }
+
+    /// A config that may hold secrets should not be readable by every local user.
+    fn check_permissions(&mut self, path: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        let holds_secrets = self.admin.password.is_some()
+            || self.admin.password_hash.is_some()
+            || self.store.is_some()
+            || !self.upstream_keys.is_empty()
+            || self.users.iter().any(|u| u.key.is_some());
+        let world_readable = std::fs::metadata(path)
+            .map(|m| m.permissions().mode() & 0o004 != 0)
+            .unwrap_or(false);
+        if holds_secrets && world_readable {
+            self.warnings.push(format!(
+                "config file {} holds secrets and is readable by every user; run chmod 600 on it",
+                path.display()
+            ));
+        }
     }
 
     fn apply_env(&mut self) -> anyhow::Result<()> {

@@ -9,6 +9,7 @@ mod body;
 mod checker;
 mod cli;
 mod config;
+mod daemon;
 mod error;
 mod events;
 mod keys;
@@ -37,10 +38,9 @@ use clap::Parser;
 use cli::{Cli, Command};
 use config::Config;
 use std::process::ExitCode;
-use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     let config = match load_config(&cli) {
         Ok(c) => c,
         Err(e) => {
@@ -48,7 +48,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match cli.command {
+    match cli.command.take() {
         Some(Command::CheckConfig) => {
             println!(
                 "config OK: listen {}, data dir {}, {} upstream key(s), {} user(s) declared",
@@ -75,12 +75,16 @@ fn main() -> ExitCode {
             run_offline(runtime.block_on(offline::migrate(&config, &from, &to)))
         }
         Some(Command::Serve) | None => {
-            init_logging(&config.log_level);
+            let reload = daemon::init_logging(&config.log_level);
+            for warning in &config.warnings {
+                tracing::warn!("{warning}");
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .expect("tokio runtime");
-            match runtime.block_on(serve(config)) {
+            let reconfigure = move || load_config(&cli);
+            match runtime.block_on(daemon::run(config, reload, Box::new(reconfigure))) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -129,64 +133,4 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     }
     config.validate()?;
     Ok(config)
-}
-
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
-}
-
-async fn serve(config: Config) -> anyhow::Result<()> {
-    let listen = config.listen;
-    let (state, background) = AppState::build(config).await?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding {listen}"))?;
-    let addr = listener.local_addr()?;
-    tracing::info!("listening on {addr}");
-    let stop = CancellationToken::new();
-    let revalidate = tokio::spawn(checker::revalidate_loop(state.clone(), stop.clone()));
-    tokio::spawn(signals(stop.clone()));
-    tokio::spawn(app::sync_from_store(state.clone()));
-    let logs_cfg = &state.config.logs;
-    let retention = tokio::spawn(logs::retention_loop(
-        state.store.clone(),
-        logs_cfg.log_retention_days,
-        logs_cfg.stats_retention_days,
-        stop.clone(),
-    ));
-    server::serve(listener, state.clone(), stop.clone()).await;
-    stop.cancel();
-    let _ = revalidate.await;
-    let _ = retention.await;
-    state.persister.sync().await;
-    background.persist.abort();
-    // The log writer drains its queue and ends once the last sink (in the state) is gone.
-    let logs = background.logs;
-    drop(state);
-    if tokio::time::timeout(std::time::Duration::from_secs(5), logs)
-        .await
-        .is_err()
-    {
-        tracing::warn!("the request log did not finish writing in time");
-    }
-    tracing::info!("stopped");
-    Ok(())
-}
-
-async fn signals(stop: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-    }
-    stop.cancel();
 }

@@ -24,7 +24,23 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken) {
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Everything (one listener).
+    All,
+    /// Proxy routes and `/healthz` (with a separate admin listener).
+    Proxy,
+    /// Admin API, admin page, `/metrics` and `/healthz`.
+    Admin,
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    role: Role,
+    shutdown: CancellationToken,
+) {
     let cfg = &state.config.server;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -56,7 +72,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancel
         let st = state.clone();
         let svc = service_fn(move |req| {
             let st = st.clone();
-            async move { Ok::<_, Infallible>(handle(st, req, peer).await) }
+            async move { Ok::<_, Infallible>(handle(st, req, peer, role).await) }
         });
         let conn = builder
             .serve_connection(TokioIo::new(tcp), svc)
@@ -80,12 +96,13 @@ async fn handle(
     state: Arc<AppState>,
     req: Request<Incoming>,
     peer: std::net::SocketAddr,
+    role: Role,
 ) -> Response<Body> {
     let request_id = format!("{:016x}", rand::random::<u64>());
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let mut trace = Trace::new(request_id, unix_ms());
-    let mut resp = dispatch(&state, req, &path, peer.ip(), &mut trace).await;
+    let mut resp = dispatch(&state, req, &path, peer.ip(), role, &mut trace).await;
     if let Ok(v) = HeaderValue::from_str(&trace.request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }
@@ -133,10 +150,12 @@ async fn dispatch(
     req: Request<Incoming>,
     path: &str,
     peer: std::net::IpAddr,
+    role: Role,
     trace: &mut Trace,
 ) -> Response<Body> {
     let route = match Route::parse(req.method(), path) {
-        Ok(route) => route,
+        Ok(route) if serves(role, &route) => route,
+        Ok(_) => return ApiError::NotFound.into_response(shape_for_path(path)),
         Err(e) => {
             let shape = shape_for_path(path);
             let err = match e {
@@ -166,6 +185,15 @@ async fn dispatch(
             .unwrap_or_else(|e| e.into_response(Shape::OpenAi)),
         Route::Admin(route) => admin::handle(state, req, route, peer).await,
         Route::Ui(path) => ui::serve(path, req.headers()),
+    }
+}
+
+fn serves(role: Role, route: &Route<'_>) -> bool {
+    let admin_side = matches!(route, Route::Admin(_) | Route::Ui(_) | Route::Metrics);
+    match role {
+        Role::All => true,
+        Role::Proxy => !admin_side,
+        Role::Admin => admin_side || *route == Route::Healthz,
     }
 }
 
