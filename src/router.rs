@@ -189,7 +189,15 @@ fn gemini_model_route(name: &str) -> Result<(Route<'_>, Method), RouteError> {
 
 fn admin_route<'a>(method: &Method, rest: &[&'a str]) -> Result<AdminRoute<'a>, RouteError> {
     use AdminRoute as A;
-    let m = method.as_str();
+    if rest.iter().any(|s| s.is_empty()) {
+        return Err(RouteError::NotFound);
+    }
+    // HEAD is GET without the body, as everywhere else.
+    let m = if method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
     let route = match (rest, m) {
         (["login"], "POST") => A::Login,
         (["logout"], "POST") => A::Logout,

@@ -164,7 +164,8 @@ impl ErrorBody {
 /// Google's protobuf `Duration` in JSON: `"30s"`, `"1.5s"`, `"0.250s"`.
 fn parse_google_duration(s: &str) -> Option<Duration> {
     let secs: f64 = s.strip_suffix('s')?.parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+    // Absurd values (`1e300s`) do not fit a Duration: treat them as absent.
+    Duration::try_from_secs_f64(secs).ok()
 }
 
 #[cfg(test)]
@@ -334,5 +335,6 @@ mod tests {
         );
         assert_eq!(parse_google_duration("x"), None);
         assert_eq!(parse_google_duration("-1s"), None);
+        assert_eq!(parse_google_duration("1e300s"), None);
     }
 }

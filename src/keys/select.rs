@@ -84,6 +84,11 @@ impl Pool {
                     let e = &keys.list[(start + i) % n];
                     if consider(e) {
                         if let Some(lease) = self.try_lease(e, cap, now) {
+                            // Skipped keys must not hand their turn to this one: move the
+                            // cursor past it, so every usable key gets an equal share.
+                            if i > 0 {
+                                self.cursor.fetch_add(i, Ordering::Relaxed);
+                            }
                             return Ok(lease);
                         }
                         no.busy = true;

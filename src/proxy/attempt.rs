@@ -111,14 +111,12 @@ async fn try_key(
         if plan.hide_usage {
             relay.hide_events(super::openai::is_usage_only_chunk);
         }
-        if plan.stream {
-            if let Err(reason) = relay.prime().await {
-                let outcome = Outcome::Transient {
-                    reason: reason.clone(),
-                };
-                pool.report(&lease.entry, &plan.model, &outcome, unix_ms());
-                return Err(Failure::Network(reason));
-            }
+        if let Err(reason) = relay.prime().await {
+            let outcome = Outcome::Transient {
+                reason: reason.clone(),
+            };
+            pool.report(&lease.entry, &plan.model, &outcome, unix_ms());
+            return Err(Failure::Network(reason));
         }
         pool.report(&lease.entry, &plan.model, &Outcome::Success, unix_ms());
         let st = state.clone();

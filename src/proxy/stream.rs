@@ -47,6 +47,12 @@ pub struct Finish {
 
 pub type OnFinish = Box<dyn FnOnce(&Finish) + Send + Sync>;
 
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A non-stream answer up to this size is read whole before it is committed, so a cut
+/// or stall inside it fails over to another key instead of reaching the client.
+const PRIME_LIMIT: usize = 256 * 1024;
+
 /// How much of a non-stream answer's end is kept to find its usage block.
 const TAIL_LIMIT: usize = 64 * 1024;
 
@@ -54,7 +60,7 @@ enum Step {
     Unit(Bytes),
     End,
     Cut(String),
-    Failed(hyper::Error),
+    Failed(BoxError),
 }
 
 pub struct Relay {
@@ -64,7 +70,8 @@ pub struct Relay {
     buf: BytesMut,
     json: JsonScan,
     upstream_done: bool,
-    primed: Option<Bytes>,
+    /// Read before the answer was committed to the client, sent first.
+    primed: std::collections::VecDeque<Bytes>,
     done: bool,
     idle: Duration,
     sleep: Pin<Box<Sleep>>,
@@ -87,7 +94,7 @@ impl Relay {
             buf: BytesMut::new(),
             json: JsonScan::default(),
             upstream_done: false,
-            primed: None,
+            primed: std::collections::VecDeque::new(),
             done: false,
             idle,
             sleep: Box::pin(tokio::time::sleep(idle)),
@@ -112,25 +119,30 @@ impl Relay {
     }
 
     pub fn is_done(&self) -> bool {
-        self.done && self.primed.is_none()
+        self.done && self.primed.is_empty()
     }
 
-    /// Reads up to the first whole event, so a failure before any byte reaches the client
-    /// can still be retried on another key. `Err` carries the reason.
+    /// Reads ahead before anything is committed to the client, so a failure there can
+    /// still be retried on another key: a stream up to its first whole event, any other
+    /// answer whole if it is at most [`PRIME_LIMIT`] bytes. `Err` carries the reason.
     pub async fn prime(&mut self) -> Result<(), String> {
-        let step = std::future::poll_fn(|cx| self.poll_step(cx)).await;
-        match step {
-            Step::Unit(b) => {
-                self.primed = Some(b);
-                Ok(())
+        let mut read = 0;
+        loop {
+            match std::future::poll_fn(|cx| self.poll_step(cx)).await {
+                Step::Unit(b) => {
+                    read += b.len();
+                    self.primed.push_back(b);
+                    if self.format != Format::Passthrough || read >= PRIME_LIMIT {
+                        return Ok(());
+                    }
+                }
+                Step::End => {
+                    self.upstream_done = true;
+                    return Ok(());
+                }
+                Step::Cut(reason) => return Err(reason),
+                Step::Failed(e) => return Err(e.to_string()),
             }
-            Step::End => {
-                self.primed = Some(Bytes::new());
-                self.upstream_done = true;
-                Ok(())
-            }
-            Step::Cut(reason) => Err(reason),
-            Step::Failed(e) => Err(e.to_string()),
         }
     }
 
@@ -159,7 +171,7 @@ impl Relay {
                 }
                 Poll::Ready(Some(Err(e))) => {
                     return Poll::Ready(match self.format {
-                        Format::Passthrough => Step::Failed(e),
+                        Format::Passthrough => Step::Failed(e.into()),
                         _ => Step::Cut(format!("upstream connection failed: {e}")),
                     });
                 }
@@ -253,7 +265,7 @@ impl Relay {
                 let old = self.tail.pop_front().expect("non-empty");
                 self.tail_len -= old.len();
             }
-        } else if unit.windows(7).any(|w| w == b"\"usage") {
+        } else if unit.windows(6).any(|w| w == b"\"usage") {
             self.usage_unit = unit.clone();
         }
     }
@@ -269,16 +281,17 @@ impl Relay {
 
 impl http_body::Body for Relay {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        if let Some(first) = this.primed.take() {
+        if let Some(first) = this.primed.pop_front() {
             this.sent(&first);
-            if this.upstream_done && this.ended_cleanly() && this.buf.is_empty() {
+            let all_read = this.upstream_done || this.upstream.is_end_stream();
+            if this.primed.is_empty() && all_read && this.ended_cleanly() && this.buf.is_empty() {
                 this.end(None);
             }
             if !first.is_empty() {
@@ -311,11 +324,17 @@ impl http_body::Body for Relay {
                 this.end(None);
                 Poll::Ready(None)
             }
+            Poll::Ready(Step::Cut(reason)) if this.format == Format::Passthrough => {
+                // A non-stream answer has no error event: break the body visibly.
+                tracing::warn!(%reason, "upstream answer cut after it was committed");
+                this.end(Some(reason.clone()));
+                Poll::Ready(Some(Err(reason.into())))
+            }
             Poll::Ready(Step::Cut(reason)) => {
                 tracing::warn!(%reason, "upstream stream cut after the first byte");
                 let tail = this.error_tail(&reason);
                 this.end(Some(reason));
-                Poll::Ready((!tail.is_empty()).then(|| Ok(Frame::data(tail))))
+                Poll::Ready(Some(Ok(Frame::data(tail))))
             }
             Poll::Ready(Step::Failed(e)) => {
                 this.end(Some(e.to_string()));
@@ -333,7 +352,7 @@ impl Drop for Relay {
     fn drop(&mut self) {
         // Everything the upstream had was delivered: a finished answer, not a cancel.
         let delivered =
-            self.upstream.is_end_stream() && self.buf.is_empty() && self.primed.is_none();
+            self.upstream.is_end_stream() && self.buf.is_empty() && self.primed.is_empty();
         if !self.done && !delivered {
             self.finish.cancelled = true;
         }

@@ -14,6 +14,7 @@ const MODEL_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("model_st
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 
 const VERSION_KEY: &str = "format_version";
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 #[derive(Clone)]
 pub struct RedbStore {
@@ -48,7 +49,10 @@ impl RedbStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))?;
         }
-        let db = Database::create(&path)
+        // redb's default cache is 1 GiB; a small VPS has half that in all.
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
             .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
         let store = Self { db: Arc::new(db) };
         store.migrate()?;
