@@ -9,6 +9,8 @@ mod logs;
 mod redb;
 mod redb_logs;
 mod redis;
+#[cfg(test)]
+mod tests;
 
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};

@@ -143,6 +143,24 @@ impl Daemon {
         d
     }
 
+    /// Like [`Daemon::start`], with `top` (raw top-level TOML such as
+    /// `store = "redis://…"`) written before the first table of `cfg`'s file, where TOML
+    /// needs top-level keys. Restarts reuse the file as written.
+    pub async fn start_with_top_level(cfg: &Config, top: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let text = format!("{top}\n\n{}", cfg.to_toml());
+        std::fs::write(dir.path().join("gb.toml"), text).expect("write config");
+        let mut d = Daemon {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            child: None,
+            readers: Vec::new(),
+            dir,
+            logs: Arc::new(Mutex::new(Vec::new())),
+        };
+        d.spawn().await;
+        d
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

@@ -5,6 +5,8 @@
 
 pub mod client;
 pub mod daemon;
+pub mod faults;
+pub mod redis;
 pub mod upstream;
 
 pub use client::{Response, Stream};

@@ -1,0 +1,463 @@
+//! Benchmark harness for gemini-balance (issue 9; how to run and read it: bench/README.md).
+//!
+//! Starts a fast fake Gemini upstream (this executable, `bench upstream`) and the release
+//! daemon on loopback, drives them with `wrk` — direct to the upstream and through the daemon,
+//! alternating, several rounds — and prints markdown tables on stdout (progress on stderr):
+//! requests/s, p50/p99, CPU seconds per 1,000 requests and peak RSS, the proxied/direct
+//! ratio, memory per held stream, and the issue's targets. It never asserts: it records.
+//!
+//! `cargo build --release && cargo run --release --example bench -- [--quick] [--rounds N]
+//! [--duration SECS] [--only gen1,gen64,...] [--perf]`
+
+#[path = "bench_support/cases.rs"]
+mod cases;
+#[path = "bench_support/load.rs"]
+mod load;
+#[path = "bench_support/procs.rs"]
+mod procs;
+#[path = "bench_support/profile.rs"]
+mod profile;
+#[path = "bench_support/report.rs"]
+mod report;
+#[path = "bench_support/upstream.rs"]
+mod upstream;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use cases::{WrkCase, chat, native};
+use clap::Parser;
+use procs::{DaemonSetup, Proc, USER_KEY, pool_key};
+use report::{HeldRow, Target, WrkScenario};
+
+#[derive(Parser)]
+#[command(about = "Benchmark gemini-balance against a fake upstream on loopback")]
+struct Args {
+    /// One round of 2 s per scenario (a smoke run, not a measurement).
+    #[arg(long)]
+    quick: bool,
+    /// Direct/proxied pairs per scenario (alternating which goes first).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Seconds per wrk run.
+    #[arg(long, default_value_t = 5)]
+    duration: u64,
+    /// Streams held open in the slow-streams scenario.
+    #[arg(long, default_value_t = 1000)]
+    streams: usize,
+    /// Only these scenarios (comma-separated): gen1, gen64, stream32, chat64, nolog64,
+    /// keys10k, slow.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// The daemon binary (default: `gemini-balance` beside this example's target directory).
+    #[arg(long)]
+    daemon: Option<PathBuf>,
+    /// Record the daemon with `perf` during one extra proxied generateContent c=64 run (log on
+    /// and log off) and print its top symbols (build with CARGO_PROFILE_RELEASE_STRIP=false for names).
+    #[arg(long)]
+    perf: bool,
+    #[command(subcommand)]
+    command: Option<Sub>,
+}
+
+#[derive(clap::Subcommand)]
+enum Sub {
+    /// Run only the fake upstream (prints `listening on ADDR`).
+    Upstream {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+    },
+}
+
+struct Bench {
+    args: Args,
+    daemon_bin: PathBuf,
+    dir: tempfile::TempDir,
+    script: PathBuf,
+    upstream: Proc,
+    out: String,
+    targets: Vec<Target>,
+    /// Median proxied p50 − direct p50 at c=1, in microseconds.
+    c1_delta: Option<f64>,
+    /// Largest daemon peak RSS of any wrk scenario, with the scenario.
+    max_rss: (u64, String),
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    if let Some(Sub::Upstream { listen }) = &args.command {
+        return upstream::run(listen);
+    }
+    if args.quick {
+        args.rounds = 1;
+        args.duration = 2;
+    }
+    args.rounds = args.rounds.max(1);
+    let daemon_bin = match args.daemon.clone() {
+        Some(p) => p,
+        None => default_daemon()?,
+    };
+    let dir = tempfile::Builder::new().prefix("gb-bench-").tempdir()?;
+    let script = dir.path().join("wrk.lua");
+    std::fs::write(&script, load::WRK_LUA)?;
+    let busy = profile::machine_busy();
+    let upstream = procs::start_upstream()?;
+    let mut bench = Bench {
+        args,
+        daemon_bin,
+        dir,
+        script,
+        upstream,
+        out: String::new(),
+        targets: Vec::new(),
+        c1_delta: None,
+        max_rss: (0, String::new()),
+    };
+    bench.header(busy);
+    bench.run_all()?;
+    print!("{}", bench.out);
+    print!("{}", report::targets_table(&bench.targets));
+    Ok(())
+}
+
+fn default_daemon() -> anyhow::Result<PathBuf> {
+    // This example lives in <target>/release/examples/bench; the daemon in <target>/release.
+    let exe = std::env::current_exe()?;
+    let release = exe.parent().and_then(Path::parent).context("exe path")?;
+    let bin = release.join("gemini-balance");
+    if !bin.exists() {
+        bail!(
+            "{} is missing: build it first with `cargo build --release` (same CARGO_TARGET_DIR), \
+             or pass --daemon PATH",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+impl Bench {
+    fn wants(&self, id: &str) -> bool {
+        self.args.only.is_empty() || self.args.only.iter().any(|o| o == id)
+    }
+
+    fn header(&mut self, busy: f64) {
+        let version = Command::new(&self.daemon_bin)
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default();
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+        self.out += &format!(
+            "## gemini-balance benchmark\n\n\
+             {version}; {}; {cores} cores; load average before: {}; \
+             machine busy before start: {:.0} % of all cores.\n\
+             {} round(s) of {} s per target and scenario, direct and proxied alternating.\n\n",
+            load::wrk_version().unwrap_or_else(|| "wrk missing".into()),
+            load.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" "),
+            busy * 100.0,
+            self.args.rounds,
+            self.args.duration,
+        );
+    }
+
+    fn run_all(&mut self) -> anyhow::Result<()> {
+        let main = DaemonSetup {
+            keys: 10,
+            logs: true,
+        };
+        let cases = vec![
+            native(
+                "gen1",
+                "generateContent, 1 connection",
+                "generateContent",
+                1,
+            ),
+            native(
+                "gen64",
+                "generateContent, 64 connections",
+                "generateContent",
+                64,
+            ),
+            native(
+                "stream32",
+                "streamGenerateContent (SSE, 10 chunks), 32 connections",
+                "streamGenerateContent?alt=sse",
+                32,
+            ),
+            chat(64),
+        ];
+        let mut gen64 = None;
+        self.with_daemon(main, &cases, &mut gen64)?;
+        let nolog = native(
+            "nolog64",
+            "generateContent, 64 connections",
+            "generateContent",
+            64,
+        );
+        let logs_off = DaemonSetup {
+            keys: 10,
+            logs: false,
+        };
+        let mut nolog64 = None;
+        self.with_daemon(logs_off, &[nolog], &mut nolog64)?;
+        let big = native(
+            "keys10k",
+            "generateContent, 64 connections",
+            "generateContent",
+            64,
+        );
+        let many = DaemonSetup {
+            keys: 10_000,
+            logs: true,
+        };
+        let mut keys10k = None;
+        self.with_daemon(many, &[big], &mut keys10k)?;
+        if self.wants("slow") {
+            self.slow_streams(main)?;
+        }
+        self.summarise(gen64, nolog64, keys10k);
+        Ok(())
+    }
+
+    /// Runs `cases` against one fresh daemon; `keep` gets the c=64 generateContent result.
+    fn with_daemon(
+        &mut self,
+        setup: DaemonSetup,
+        cases: &[WrkCase],
+        keep: &mut Option<WrkScenario>,
+    ) -> anyhow::Result<()> {
+        let cases: Vec<&WrkCase> = cases.iter().filter(|c| self.wants(c.id)).collect();
+        if cases.is_empty() {
+            return Ok(());
+        }
+        eprintln!("starting the daemon ({})", setup.label());
+        let name = format!("daemon-{}-keys-logs-{}", setup.keys, setup.logs);
+        let dir = self.dir.path().join(name);
+        let daemon = procs::start_daemon(&self.daemon_bin, &dir, self.upstream.addr, setup)?;
+        for case in cases {
+            let scenario = self.wrk_case(&daemon, case, setup)?;
+            self.out += &scenario.table();
+            if scenario.daemon_peak > self.max_rss.0 {
+                self.max_rss = (scenario.daemon_peak, scenario.title.clone());
+            }
+            if case.id == "gen1" {
+                self.c1_delta = Some(scenario.p50_delta_us());
+            }
+            if ["gen64", "nolog64", "keys10k"].contains(&case.id) {
+                *keep = Some(scenario);
+            }
+            if matches!(case.id, "gen64" | "nolog64") && self.args.perf {
+                let title = format!("{} — {}", case.title, setup.label());
+                self.perf(&daemon, case, &title)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn wrk_case(
+        &mut self,
+        daemon: &Proc,
+        case: &WrkCase,
+        setup: DaemonSetup,
+    ) -> anyhow::Result<WrkScenario> {
+        eprintln!("scenario {}: {} ({})", case.id, case.title, setup.label());
+        let (script, secs, c) = (&self.script, self.args.duration, case.connections);
+        // Warm both paths (connection pools, allocator) without recording.
+        load::wrk(script, self.upstream.addr, &case.direct, c, 1)?;
+        load::wrk(script, daemon.addr, &case.proxied, c, 1)?;
+        let mut s = WrkScenario {
+            title: format!("{} — {}", case.title, setup.label()),
+            ..Default::default()
+        };
+        daemon.reset_peak();
+        self.upstream.reset_peak();
+        for round in 0..self.args.rounds {
+            for proxied in [round % 2 == 1, round % 2 == 0] {
+                let (u0, d0) = (self.upstream.cpu(), daemon.cpu());
+                let r = if proxied {
+                    load::wrk(script, daemon.addr, &case.proxied, c, secs)?
+                } else {
+                    load::wrk(script, self.upstream.addr, &case.direct, c, secs)?
+                };
+                let (du, dd) = (
+                    (self.upstream.cpu() - u0).as_secs_f64(),
+                    (daemon.cpu() - d0).as_secs_f64(),
+                );
+                let who = if proxied { "proxied" } else { "direct" };
+                eprintln!(
+                    "  round {} {who:7}: {:>9.0} req/s  p50 {}  p99 {}  errors {}",
+                    round + 1,
+                    r.rps(),
+                    report::ms(r.p50_us),
+                    report::ms(r.p99_us),
+                    r.errors
+                );
+                if proxied {
+                    s.proxied.push(r);
+                    s.daemon_cpu += dd;
+                    s.upstream_cpu_proxied += du;
+                } else {
+                    s.direct.push(r);
+                    s.upstream_cpu_direct += du;
+                }
+            }
+        }
+        s.daemon_peak = daemon.rss().1;
+        s.upstream_peak = self.upstream.rss().1;
+        Ok(s)
+    }
+
+    fn slow_streams(&mut self, setup: DaemonSetup) -> anyhow::Result<()> {
+        let n = self.args.streams;
+        eprintln!(
+            "scenario slow: {n} slow streams held open ({})",
+            setup.label()
+        );
+        let dir = self.dir.path().join("daemon-slow");
+        let daemon = procs::start_daemon(&self.daemon_bin, &dir, self.upstream.addr, setup)?;
+        let path = format!(
+            "{}:streamGenerateContent?alt=sse",
+            "/v1beta/models/gemini-slow"
+        );
+        // A little ordinary traffic first, so "idle" is a daemon that has served requests.
+        let warm = native("warm", "", "generateContent", 4);
+        load::wrk(&self.script, daemon.addr, &warm.proxied, 4, 1)?;
+        let mut rows = Vec::new();
+        let targets = [
+            (&self.upstream, "direct (fake upstream)", pool_key(0)),
+            (&daemon, "proxied (daemon)", USER_KEY.to_owned()),
+        ];
+        for (proc, who, key) in targets {
+            std::thread::sleep(Duration::from_millis(500));
+            let idle = proc.rss().0;
+            let header = ("x-goog-api-key", key);
+            let (held, rss) = load::hold_streams(proc.addr, &path, header, n, || {
+                std::thread::sleep(Duration::from_millis(500));
+                proc.rss().0
+            })?;
+            std::thread::sleep(Duration::from_secs(1));
+            eprintln!("  {who}: {} streams opened", held.opened);
+            rows.push(HeldRow {
+                who,
+                streams: n,
+                opened: held.opened,
+                idle,
+                held: rss,
+                after: proc.rss().0,
+                open_secs: held.open_time.as_secs_f64(),
+            });
+        }
+        let title = format!(
+            "{} slow streams held open — {}",
+            procs::fmt_int(n as f64),
+            setup.label()
+        );
+        self.out += &report::held_table(&title, &rows);
+        let per = rows[1].held.saturating_sub(rows[1].idle) as f64 / n.max(1) as f64 / 1024.0;
+        self.targets.push(Target {
+            what: "daemon memory per held stream (RSS with streams − idle) / streams",
+            measured: format!("{per:.1} KiB"),
+            met: None,
+        });
+        Ok(())
+    }
+
+    /// One extra proxied run under `perf record`; prints the daemon's top symbols.
+    fn perf(&mut self, daemon: &Proc, case: &WrkCase, title: &str) -> anyhow::Result<()> {
+        let data = self.dir.path().join(format!("perf-{}.data", case.id));
+        eprintln!("perf: recording the daemon during one more proxied run");
+        let mut rec = Command::new("perf")
+            .args(["record", "-F", "999", "-o"])
+            .arg(&data)
+            .args(["-p", &daemon.pid().to_string()])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("running perf")?;
+        std::thread::sleep(Duration::from_millis(300));
+        let secs = self.args.duration;
+        load::wrk(&self.script, daemon.addr, &case.proxied, 64, secs)?;
+        let _ = Command::new("kill")
+            .args(["-INT", &rec.id().to_string()])
+            .status();
+        rec.wait()?;
+        self.out += &format!(
+            "### perf: daemon self time, proxied {}\n\n\
+             ```\n{}\n\n{}\n```\n\n",
+            title,
+            profile::top(&data, "dso", "1", 8)?,
+            profile::top(&data, "dso,sym", "0.5", 40)?
+        );
+        Ok(())
+    }
+
+    fn summarise(
+        &mut self,
+        gen64: Option<WrkScenario>,
+        nolog: Option<WrkScenario>,
+        keys10k: Option<WrkScenario>,
+    ) {
+        let mut t = Vec::new();
+        if let Some(g) = &gen64 {
+            t.push(Target {
+                what: "proxied ≥ 40 % of direct req/s, generateContent c=64",
+                measured: format!("{:.1} %", g.ratio() * 100.0),
+                met: Some(g.ratio() >= 0.40),
+            });
+            t.push(Target {
+                what: "daemon CPU per proxied request ≤ 60 µs (generateContent c=64)",
+                measured: format!("{:.1} µs", g.daemon_us_per_req()),
+                met: Some(g.daemon_us_per_req() <= 60.0),
+            });
+        }
+        if let Some(delta) = self.c1_delta.take() {
+            t.push(Target {
+                what: "proxied p50 − direct p50 ≤ 0.1 ms, generateContent c=1",
+                measured: report::delta_ms(delta),
+                met: Some(delta <= 100.0),
+            });
+        }
+        // Across daemons the direct side drifts with the machine, so these two compare the
+        // daemon's own CPU per request; throughput is shown beside it.
+        if let (Some(g), Some(n)) = (&gen64, &nolog) {
+            let (on, off) = (g.daemon_us_per_req(), n.daemon_us_per_req());
+            let rps = WrkScenario::rps(&g.proxied) / WrkScenario::rps(&n.proxied);
+            t.push(Target {
+                what: "request log costs < 10 % (c=64, log on vs off: daemon CPU/req; req/s)",
+                measured: format!(
+                    "{:+.1} % CPU; {:.1} % req/s",
+                    (on / off - 1.0) * 100.0,
+                    rps * 100.0
+                ),
+                met: Some(on / off <= 1.10),
+            });
+        }
+        if let (Some(g), Some(k)) = (&gen64, &keys10k) {
+            let (small, big) = (g.daemon_us_per_req(), k.daemon_us_per_req());
+            let rps = WrkScenario::rps(&k.proxied) / WrkScenario::rps(&g.proxied);
+            t.push(Target {
+                what: "selection flat in pool size (10,000 vs 10 keys: daemon CPU/req; req/s)",
+                measured: format!(
+                    "{:+.1} % CPU; {:.1} % req/s",
+                    (big / small - 1.0) * 100.0,
+                    rps * 100.0
+                ),
+                met: Some(big / small <= 1.10),
+            });
+        }
+        if self.max_rss.0 > 0 {
+            t.push(Target {
+                what: "largest daemon peak RSS of a scenario (SPEC 0: a 512 MB VPS is normal)",
+                measured: format!("{} ({})", report::mib(self.max_rss.0), self.max_rss.1),
+                met: None,
+            });
+        }
+        t.append(&mut self.targets);
+        self.targets = t;
+    }
+}
