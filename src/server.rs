@@ -107,7 +107,9 @@ async fn handle(
         resp.headers_mut().insert("x-request-id", v);
     }
     let status = resp.status().as_u16();
+    // Its own target, so `log_level = "info,access=off"` silences just this line.
     tracing::info!(
+        target: "access",
         request_id = trace.request_id,
         %peer,
         %method,

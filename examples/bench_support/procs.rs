@@ -18,8 +18,8 @@ pub fn pool_key(i: usize) -> String {
 }
 
 /// The daemon's log filter: the `listening on` line (info, crate root) stays, the
-/// per-request access line (`gemini_balance::server`, info) and everything else below warn go.
-const DAEMON_LOG: &str = "warn,gemini_balance=info,gemini_balance::server=warn";
+/// per-request access line (target `access`) and everything else below warn go.
+const DAEMON_LOG: &str = "warn,gemini_balance=info,access=warn";
 
 /// A child process killed (and reaped) on drop.
 pub struct Proc {
