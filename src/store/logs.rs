@@ -209,6 +209,15 @@ impl LogQuery {
     }
 }
 
+/// The bucket updates a batch of records makes.
+pub fn buckets_of(records: &[LogRecord]) -> Vec<(BucketKey, Bucket)> {
+    let mut deltas: std::collections::BTreeMap<BucketKey, Bucket> = Default::default();
+    for rec in records {
+        deltas.entry(BucketKey::of(rec)).or_default().add(rec);
+    }
+    deltas.into_iter().collect()
+}
+
 /// The log's sort key: time, then request id, so ranges are time ranges.
 pub fn log_key(time: i64, request_id: &str) -> String {
     format!("{:016x}{}", time.max(0), request_id)

@@ -6,7 +6,6 @@ use super::logs::{Bucket, BucketKey, LogQuery, LogRecord, log_key};
 use super::redb::{RedbStore, backend, decode, encode};
 use super::{SEP, StoreError};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
-use std::collections::BTreeMap;
 
 pub(super) const LOGS: TableDefinition<&str, &[u8]> = TableDefinition::new("logs");
 pub(super) const LOG_IDS: TableDefinition<&str, &str> = TableDefinition::new("log_ids");
@@ -38,39 +37,10 @@ fn parse_stats_key(s: &str) -> Option<BucketKey> {
 }
 
 impl RedbStore {
+    /// Appends records and adds them to their buckets, in one transaction.
     pub async fn append_logs(&self, records: Vec<LogRecord>) -> Result<(), StoreError> {
-        let db = self.db();
-        tokio::task::spawn_blocking(move || {
-            let mut deltas: BTreeMap<BucketKey, Bucket> = BTreeMap::new();
-            let txn = db.begin_write().map_err(backend)?;
-            {
-                let mut logs = txn.open_table(LOGS).map_err(backend)?;
-                let mut ids = txn.open_table(LOG_IDS).map_err(backend)?;
-                let mut stats = txn.open_table(STATS).map_err(backend)?;
-                for rec in &records {
-                    let key = log_key(rec.time, &rec.request_id);
-                    logs.insert(key.as_str(), encode(rec).as_slice())
-                        .map_err(backend)?;
-                    ids.insert(rec.request_id.as_str(), key.as_str())
-                        .map_err(backend)?;
-                    deltas.entry(BucketKey::of(rec)).or_default().add(rec);
-                }
-                for (k, delta) in deltas {
-                    let sk = stats_key(&k);
-                    let mut bucket: Bucket = match stats.get(sk.as_str()).map_err(backend)? {
-                        Some(v) => decode(&sk, v.value())?,
-                        None => Bucket::default(),
-                    };
-                    bucket.merge(&delta);
-                    stats
-                        .insert(sk.as_str(), encode(&bucket).as_slice())
-                        .map_err(backend)?;
-                }
-            }
-            txn.commit().map_err(backend)
-        })
-        .await
-        .map_err(backend)?
+        let buckets = super::logs::buckets_of(&records);
+        self.import(records, buckets).await
     }
 
     /// Copies records and buckets in as they are (for `migrate`): buckets are merged,

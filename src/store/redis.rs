@@ -346,42 +346,10 @@ impl RedisStore {
         Ok(rx)
     }
 
+    /// Appends records and adds them to their buckets (HINCRBY: instances add up).
     pub async fn append_logs(&self, records: Vec<LogRecord>) -> Result<(), StoreError> {
-        let mut deltas: HashMap<BucketKey, Bucket> = HashMap::new();
-        let pipe = self.client.pipeline();
-        let (logs, log) = (self.k("logs"), self.k("log"));
-        for rec in &records {
-            let member = log_key(rec.time, &rec.request_id);
-            let _: () = pipe
-                .zadd(&logs, None, None, false, false, (0.0, member))
-                .await
-                .map_err(err)?;
-            let _: () = pipe
-                .hset(&log, (rec.request_id.as_str(), json(rec)))
-                .await
-                .map_err(err)?;
-            deltas.entry(BucketKey::of(rec)).or_default().add(rec);
-        }
-        let index = self.k("buckets");
-        for (k, d) in deltas {
-            let sk = stats_key(&k);
-            let hash = self.k(&format!("b:{sk}"));
-            for (field, n) in bucket_fields(&d) {
-                if n > 0 {
-                    let _: () = pipe.hincrby(&hash, field, n as i64).await.map_err(err)?;
-                }
-            }
-            let _: () = pipe
-                .hincrbyfloat(&hash, "latency_ms_sum", d.latency_ms_sum)
-                .await
-                .map_err(err)?;
-            let _: () = pipe
-                .zadd(&index, None, None, false, false, (0.0, sk))
-                .await
-                .map_err(err)?;
-        }
-        let _: Vec<Value> = pipe.all().await.map_err(err)?;
-        Ok(())
+        let buckets = super::logs::buckets_of(&records);
+        self.import(records, buckets).await
     }
 
     /// Copies records and buckets in as they are (for `migrate`).
