@@ -235,4 +235,6 @@ pub fn total(buckets: &[(BucketKey, Bucket)], from: i64, to: i64) -> Bucket {
 }
 
 #[cfg(test)]
+mod bench;
+#[cfg(test)]
 mod tests;

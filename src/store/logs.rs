@@ -209,6 +209,66 @@ impl LogQuery {
     }
 }
 
+impl Bucket {
+    /// A compact fixed-size encoding: 24 counters then the latency sum, little-endian.
+    /// Statistics queries decode thousands of buckets, so this matters.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(25 * 8);
+        for n in self.counters() {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        out.extend_from_slice(&self.latency_ms_sum.to_le_bytes());
+        out
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        if b.len() != 25 * 8 {
+            return None;
+        }
+        let word = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        let mut hist = [0u64; 12];
+        for (i, h) in hist.iter_mut().enumerate() {
+            *h = word(12 + i);
+        }
+        Some(Self {
+            requests: word(0),
+            ok: word(1),
+            client_error: word(2),
+            upstream_error: word(3),
+            no_key: word(4),
+            truncated: word(5),
+            cancelled: word(6),
+            prompt_tokens: word(7),
+            candidates_tokens: word(8),
+            thoughts_tokens: word(9),
+            cached_tokens: word(10),
+            total_tokens: word(11),
+            latency_hist: hist,
+            latency_ms_sum: f64::from_bits(word(24)),
+        })
+    }
+
+    fn counters(&self) -> [u64; 24] {
+        let mut c = [0u64; 24];
+        c[..12].copy_from_slice(&[
+            self.requests,
+            self.ok,
+            self.client_error,
+            self.upstream_error,
+            self.no_key,
+            self.truncated,
+            self.cancelled,
+            self.prompt_tokens,
+            self.candidates_tokens,
+            self.thoughts_tokens,
+            self.cached_tokens,
+            self.total_tokens,
+        ]);
+        c[12..].copy_from_slice(&self.latency_hist);
+        c
+    }
+}
+
 /// The bucket updates a batch of records makes.
 pub fn buckets_of(records: &[LogRecord]) -> Vec<(BucketKey, Bucket)> {
     let mut deltas: std::collections::BTreeMap<BucketKey, Bucket> = Default::default();

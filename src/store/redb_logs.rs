@@ -67,12 +67,13 @@ impl RedbStore {
                 for (k, b) in &buckets {
                     let sk = stats_key(k);
                     let mut bucket: Bucket = match stats.get(sk.as_str()).map_err(backend)? {
-                        Some(v) => decode(&sk, v.value())?,
+                        Some(v) => Bucket::from_bytes(v.value())
+                            .ok_or_else(|| StoreError::Corrupt(sk.clone(), "bucket".into()))?,
                         None => Bucket::default(),
                     };
                     bucket.merge(b);
                     stats
-                        .insert(sk.as_str(), encode(&bucket).as_slice())
+                        .insert(sk.as_str(), bucket.to_bytes().as_slice())
                         .map_err(backend)?;
                 }
             }
@@ -165,7 +166,9 @@ impl RedbStore {
                         "bad stats key".into(),
                     ));
                 };
-                out.push((key, decode(k.value(), v.value())?));
+                let bucket = Bucket::from_bytes(v.value())
+                    .ok_or_else(|| StoreError::Corrupt(k.value().into(), "bucket".into()))?;
+                out.push((key, bucket));
             }
             Ok(out)
         })
