@@ -74,12 +74,20 @@ pub async fn serve(
             let st = st.clone();
             async move { Ok::<_, Infallible>(handle(st, req, peer, role).await) }
         });
-        let conn = builder
-            .serve_connection(TokioIo::new(tcp), svc)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
+        let first_byte = cfg.header_read_timeout;
         tokio::spawn(async move {
-            let _ = conn.await;
+            // hyper's header timer starts with the first byte; a client that connects and
+            // says nothing would hold its slot for ever.
+            let mut probe = [0u8; 1];
+            if !matches!(
+                tokio::time::timeout(first_byte, tcp.peek(&mut probe)).await,
+                Ok(Ok(1..))
+            ) {
+                return;
+            }
+            let conn = builder.serve_connection(TokioIo::new(tcp), svc);
+            let _ = watcher.watch(conn.into_owned()).await;
             drop(permit);
         });
     }

@@ -222,6 +222,47 @@ impl Daemon {
         self.spawn().await;
     }
 
+    /// Sends `sig` (a `kill` name such as `TERM`, `HUP`) to the running daemon; returns at once.
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{sig} failed: {status:?}");
+    }
+
+    /// Waits up to `within` for the daemon to exit on its own (SIGKILL after that) and
+    /// returns its status; `None` when it was not running.
+    pub async fn wait_exited(&mut self, within: Duration) -> Option<ExitStatus> {
+        self.wait_exit(within).await
+    }
+
+    /// True while the daemon process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Polls the log until a line contains `needle` (deadline: `client::TIMEOUT`); returns it.
+    pub async fn wait_log(&self, needle: &str) -> String {
+        let deadline = tokio::time::Instant::now() + client::TIMEOUT;
+        loop {
+            if let Some(l) = self.logs().into_iter().find(|l| l.contains(needle)) {
+                return l;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "no log line containing {needle:?}:\n{}",
+                    self.logs().join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn note(&self, line: &str) {
         self.logs.lock().unwrap().push(line.to_string());
     }
