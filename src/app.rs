@@ -6,6 +6,7 @@ use crate::admin::auth::AdminAuth;
 use crate::config::Config;
 use crate::events::Hub;
 use crate::keys::persist::{self, Persister};
+use crate::keys::shared::SharedSlots;
 use crate::keys::{Pool, unix_ms};
 use crate::limits::Limits;
 use crate::logs::LogSink;
@@ -24,6 +25,8 @@ pub struct AppState {
     pub pool: Arc<Pool>,
     pub users: Users,
     pub limits: Arc<Limits>,
+    /// Per-key concurrency caps shared by every instance (Redis with a cap only).
+    pub key_slots: Option<SharedSlots>,
     pub admin: AdminAuth,
     /// Serialises admin read-modify-write changes to the user list.
     pub admin_lock: tokio::sync::Mutex<()>,
@@ -87,6 +90,10 @@ impl AppState {
             config.logs.enabled,
         );
         tracing::info!(keys = pool.len(), users = records.len(), "store loaded");
+        let key_slots = match &store {
+            Store::Redis(r) => SharedSlots::new((**r).clone(), config.pool.max_concurrent_per_key),
+            Store::Redb(_) => None,
+        };
         let limits = Arc::new(match &store {
             Store::Redis(r) => Limits::shared((**r).clone()),
             Store::Redb(_) => Limits::default(),
@@ -97,6 +104,7 @@ impl AppState {
             pool,
             users,
             limits,
+            key_slots,
             admin,
             admin_lock: tokio::sync::Mutex::new(()),
             upstream,

@@ -774,3 +774,61 @@ async fn migrate_copies_everything_from_redb_to_redis_and_back() {
     let r = generate(&d, &bob).await;
     assert_eq!(r.status, 200, "bob's secret still works: {}", r.text());
 }
+
+// A per-key concurrency cap holds across instances: a stream held open through A takes
+// the key's only slot, so B refuses (429, busy) until that stream ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_key_concurrency_cap_holds_across_instances() {
+    let redis = RedisServer::start();
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    let g = gate.clone();
+    let up = Upstream::start(move |r| {
+        if r.path.contains("streamGenerateContent") {
+            StreamReply::sse(vec![chunk("one"), chunk("two")])
+                .gate_before(1, g.clone())
+                .into()
+        } else {
+            Reply::generate_ok("hello")
+        }
+    })
+    .await;
+    let cfg = Config::new(&up)
+        .keys(keys(1))
+        .admin_password(PASSWORD)
+        .pool("max_concurrent_per_key", "1");
+    let (a, b) = pair(&cfg, &store_top(&redis, None)).await;
+
+    let url = a.url(&format!(
+        "{}?alt=sse",
+        model_path(FLASH, "streamGenerateContent")
+    ));
+    let mut held = client::post_stream(&url, &user_auth(), GENERATE_BODY).await;
+    assert_eq!(held.status, 200);
+    held.read_until("the first event of the held stream", has_sse_event)
+        .await;
+
+    let r = generate(&b, USER_KEY).await;
+    assert_eq!(
+        r.status,
+        429,
+        "B must not exceed the shared cap: {}",
+        r.text()
+    );
+    assert!(
+        r.header("retry-after").is_some(),
+        "Retry-After on a busy pool"
+    );
+
+    gate.notify_one();
+    held.read_to_end().await;
+    let r = wait_for("B serves once the slot is free", SHARED_WITHIN, || async {
+        let r = generate(&b, USER_KEY).await;
+        if r.status == 200 {
+            Ok(r)
+        } else {
+            Err(format!("{} {}", r.status, r.text()))
+        }
+    })
+    .await;
+    assert_eq!(r.status, 200);
+}

@@ -10,6 +10,7 @@ mod admin;
 pub mod classify;
 pub mod persist;
 mod select;
+pub mod shared;
 
 use crate::config::PoolConfig;
 use crate::events::{Hub, KeyChange};

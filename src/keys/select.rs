@@ -16,6 +16,14 @@ use tokio::sync::Notify;
 pub struct Lease {
     pub entry: Arc<KeyEntry>,
     freed: Arc<Notify>,
+    /// A slot held elsewhere for this attempt (a shared cap), released with the lease.
+    shared: Option<super::shared::SharedSlot>,
+}
+
+impl Lease {
+    pub fn hold(&mut self, slot: super::shared::SharedSlot) {
+        self.shared = Some(slot);
+    }
 }
 
 impl Drop for Lease {
@@ -121,6 +129,7 @@ impl Pool {
         Some(Lease {
             entry: e.clone(),
             freed: self.freed.clone(),
+            shared: None,
         })
     }
 

@@ -162,15 +162,47 @@ async fn acquire(
 ) -> Result<Lease, NoKey> {
     let pool = &state.pool;
     let freed = pool.freed();
+    // Keys another instance has at their shared cap: skipped until the next wait.
+    let mut full_elsewhere: Vec<Arc<KeyEntry>> = Vec::new();
+    let mut last_try = false;
     loop {
         let notified = freed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         let now = unix_ms();
-        let no = match pool.acquire(model, now, tried) {
-            Ok(lease) => return Ok(lease),
-            Err(no) => no,
+        let exclude: std::borrow::Cow<'_, [Arc<KeyEntry>]> = if full_elsewhere.is_empty() {
+            tried.into()
+        } else {
+            tried
+                .iter()
+                .chain(&full_elsewhere)
+                .cloned()
+                .collect::<Vec<_>>()
+                .into()
         };
+        let no = match pool.acquire(model, now, &exclude) {
+            Ok(mut lease) => match &state.key_slots {
+                None => return Ok(lease),
+                Some(slots) => match slots.take(&lease.entry.id).await {
+                    Some(slot) => {
+                        lease.hold(slot);
+                        return Ok(lease);
+                    }
+                    None => {
+                        full_elsewhere.push(lease.entry.clone());
+                        continue;
+                    }
+                },
+            },
+            Err(mut no) => {
+                no.busy |= !full_elsewhere.is_empty();
+                full_elsewhere.clear();
+                no
+            }
+        };
+        if last_try {
+            return Err(no);
+        }
         let wait = match no.retry_after(now) {
             Some(d) if no.busy || Instant::now() + d <= queue_until => d,
             _ => return Err(no),
@@ -180,10 +212,8 @@ async fn acquire(
             _ = &mut notified => {}
             _ = tokio::time::sleep_until(wake) => {}
         }
-        if Instant::now() >= queue_until {
-            let now = unix_ms();
-            return pool.acquire(model, now, tried);
-        }
+        // Once the queue time is over, look once more: a key may have come back just now.
+        last_try = Instant::now() >= queue_until;
     }
 }
 
