@@ -58,6 +58,10 @@ struct Args {
     /// and log off) and print its top symbols (build with CARGO_PROFILE_RELEASE_STRIP=false for names).
     #[arg(long)]
     perf: bool,
+    /// Run every daemon on this store (`redis://127.0.0.1:6379/0`) instead of redb; each
+    /// daemon gets its own key prefix.
+    #[arg(long)]
+    store: Option<String>,
     #[command(subcommand)]
     command: Option<Sub>,
 }
@@ -87,6 +91,9 @@ struct Bench {
 
 fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
+    if let Some(store) = &args.store {
+        procs::STORE.set(store.clone()).expect("set once");
+    }
     if let Some(Sub::Upstream { listen }) = &args.command {
         return upstream::run(listen);
     }

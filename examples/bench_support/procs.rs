@@ -137,9 +137,18 @@ pub fn fmt_int(v: f64) -> String {
     out
 }
 
+/// The store every daemon uses when `--store` was given (redb otherwise).
+pub static STORE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 fn write_config(dir: &Path, upstream: SocketAddr, setup: DaemonSetup) -> anyhow::Result<PathBuf> {
     let path = dir.join("gemini-balance.toml");
     let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
+    if let Some(store) = STORE.get() {
+        static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let prefix = format!("bench-{}-{n}", std::process::id());
+        writeln!(f, "store = {store:?}\nstore_prefix = {prefix:?}")?;
+    }
     writeln!(
         f,
         "[upstream]\nbase_url = \"http://{upstream}\"\nallow_plain_http = true\n\n\
