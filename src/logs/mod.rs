@@ -5,8 +5,9 @@
 //! statistics buckets they feed. A full queue drops records (counted) rather than slow a
 //! request: the log never holds up the proxy.
 //!
-//! Batching window: a record reaches the store at most [`FLUSH_EVERY`] after its request
-//! finished, so a crash loses at most that much of the log.
+//! Batching window: a batch is committed at most [`FLUSH_EVERY`] (0.5 s) after its first
+//! record arrived, so a record reaches the store within that plus one commit (an fsync)
+//! of its request finishing: a crash loses at most the last second of the log.
 
 mod record;
 
@@ -21,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
+pub const FLUSH_EVERY: Duration = Duration::from_millis(500);
 const BATCH_MAX: usize = 2000;
 const QUEUE: usize = 16_384;
 
