@@ -278,6 +278,28 @@ pub fn buckets_of(records: &[LogRecord]) -> Vec<(BucketKey, Bucket)> {
     deltas.into_iter().collect()
 }
 
+/// A bucket's key in a store: the hour (hex, so keys sort by time), user, key id, model.
+pub fn stats_key(k: &BucketKey) -> String {
+    let sep = super::SEP;
+    format!(
+        "{:016x}{sep}{}{sep}{}{sep}{}",
+        k.hour_ms.max(0),
+        k.user,
+        k.key_id,
+        k.model
+    )
+}
+
+pub fn parse_stats_key(s: &str) -> Option<BucketKey> {
+    let mut parts = s.split(super::SEP);
+    Some(BucketKey {
+        hour_ms: i64::from_str_radix(parts.next()?, 16).ok()?,
+        user: parts.next()?.to_owned(),
+        key_id: parts.next()?.to_owned(),
+        model: parts.next()?.to_owned(),
+    })
+}
+
 /// The log's sort key: time, then request id, so ranges are time ranges.
 pub fn log_key(time: i64, request_id: &str) -> String {
     format!("{:016x}{}", time.max(0), request_id)

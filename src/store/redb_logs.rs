@@ -2,9 +2,9 @@
 //! bucket updates it causes commit in one transaction, so statistics always equal the
 //! sum of the log that was kept.
 
-use super::logs::{Bucket, BucketKey, LogQuery, LogRecord, log_key};
+use super::StoreError;
+use super::logs::{Bucket, BucketKey, LogQuery, LogRecord, log_key, parse_stats_key, stats_key};
 use super::redb::{RedbStore, backend, decode, encode};
-use super::{SEP, StoreError};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 pub(super) const LOGS: TableDefinition<&str, &[u8]> = TableDefinition::new("logs");
@@ -15,26 +15,6 @@ pub(super) const STATS: TableDefinition<&str, &[u8]> = TableDefinition::new("sta
 const SCAN_LIMIT: usize = 100_000;
 /// Records removed per pruning transaction, so pruning never holds the writer long.
 const PRUNE_CHUNK: usize = 5_000;
-
-fn stats_key(k: &BucketKey) -> String {
-    format!(
-        "{:016x}{SEP}{}{SEP}{}{SEP}{}",
-        k.hour_ms.max(0),
-        k.user,
-        k.key_id,
-        k.model
-    )
-}
-
-fn parse_stats_key(s: &str) -> Option<BucketKey> {
-    let mut parts = s.split(SEP);
-    Some(BucketKey {
-        hour_ms: i64::from_str_radix(parts.next()?, 16).ok()?,
-        user: parts.next()?.to_owned(),
-        key_id: parts.next()?.to_owned(),
-        model: parts.next()?.to_owned(),
-    })
-}
 
 impl RedbStore {
     /// Appends records and adds them to their buckets, in one transaction.

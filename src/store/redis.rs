@@ -12,8 +12,8 @@
 //! at most that long. Requests read only the in-memory copy: no Redis round trip on the
 //! critical path unless a shared limit needs one.
 
-use super::logs::{Bucket, BucketKey, LogQuery, LogRecord, log_key};
-use super::{FORMAT_VERSION, KeyRecord, ModelState, SEP, Snapshot, StoreError, UserRecord, Write};
+use super::logs::{Bucket, BucketKey, LogQuery, LogRecord, log_key, parse_stats_key, stats_key};
+use super::{FORMAT_VERSION, KeyRecord, ModelState, Snapshot, StoreError, UserRecord, Write};
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
 use std::collections::HashMap;
@@ -560,26 +560,6 @@ impl RedisStore {
     pub fn key_name(&self, name: &str) -> String {
         self.k(name)
     }
-}
-
-fn stats_key(k: &BucketKey) -> String {
-    format!(
-        "{:016x}{SEP}{}{SEP}{}{SEP}{}",
-        k.hour_ms.max(0),
-        k.user,
-        k.key_id,
-        k.model
-    )
-}
-
-fn parse_stats_key(s: &str) -> Option<BucketKey> {
-    let mut parts = s.split(SEP);
-    Some(BucketKey {
-        hour_ms: i64::from_str_radix(parts.next()?, 16).ok()?,
-        user: parts.next()?.to_owned(),
-        key_id: parts.next()?.to_owned(),
-        model: parts.next()?.to_owned(),
-    })
 }
 
 const HIST_FIELDS: [&str; 12] = [
