@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::admin::{admin, admin_ok, login, login_resp};
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
@@ -46,61 +48,6 @@ fn contains(hay: &[u8], needle: &str) -> bool {
 fn store_bytes(d: &Daemon) -> Vec<u8> {
     let p = d.data_dir().join("gemini-balance.redb");
     std::fs::read(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
-}
-
-async fn login_resp(d: &Daemon, password: &str) -> Response {
-    client::post(
-        &d.url("/api/login"),
-        &[],
-        json!({ "password": password }).to_string(),
-    )
-    .await
-}
-
-async fn login(d: &Daemon, password: &str) -> String {
-    let r = login_resp(d, password).await;
-    assert_eq!(r.status, 200, "login: {}", r.text());
-    r.json()["access_token"]
-        .as_str()
-        .expect("access_token")
-        .to_string()
-}
-
-/// An admin call with `Authorization: Bearer token`; `body` is sent as JSON.
-async fn admin(
-    d: &Daemon,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> Response {
-    let auth = format!("Bearer {token}");
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    client::request(
-        method,
-        &d.url(path),
-        &[("authorization", auth.as_str())],
-        body,
-    )
-    .await
-}
-
-async fn admin_ok(
-    d: &Daemon,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> Value {
-    let what = format!("{method} {path}");
-    let r = admin(d, method, path, token, body).await;
-    assert!(
-        (200..300).contains(&r.status),
-        "{what}: {} {}",
-        r.status,
-        r.text()
-    );
-    r.json()
 }
 
 async fn list_keys(d: &Daemon, token: &str) -> Vec<Value> {

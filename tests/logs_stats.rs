@@ -30,21 +30,11 @@ const CUT_MODEL: &str = "gemini-2.0-flash";
 // ---------------------------------------------------------------- helpers
 
 async fn login_resp(d: &Daemon) -> Response {
-    client::post(
-        &d.url("/api/login"),
-        &[],
-        json!({ "password": PASSWORD }).to_string(),
-    )
-    .await
+    common::admin::login_resp(d, PASSWORD).await
 }
 
 async fn login(d: &Daemon) -> String {
-    let r = login_resp(d).await;
-    assert_eq!(r.status, 200, "login: {}", r.text());
-    r.json()["access_token"]
-        .as_str()
-        .expect("access_token")
-        .to_string()
+    common::admin::login(d, PASSWORD).await
 }
 
 async fn admin_get(d: &Daemon, path: &str, token: &str) -> Response {

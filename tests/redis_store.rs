@@ -12,6 +12,7 @@ use std::future::Future;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use common::admin::{admin, admin_ok};
 use common::redis::{RedisServer, free_port};
 use common::*;
 use http::Method;
@@ -71,58 +72,7 @@ fn unix_ms() -> i64 {
 }
 
 async fn login(d: &Daemon) -> String {
-    let r = client::post(
-        &d.url("/api/login"),
-        &[],
-        json!({ "password": PASSWORD }).to_string(),
-    )
-    .await;
-    assert_eq!(r.status, 200, "login: {}", r.text());
-    r.json()["access_token"]
-        .as_str()
-        .expect("access_token")
-        .to_string()
-}
-
-/// An admin call with `Authorization: Bearer token`; `body` is sent as JSON.
-async fn admin(
-    d: &Daemon,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> Response {
-    let auth = format!("Bearer {token}");
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    client::request(
-        method,
-        &d.url(path),
-        &[("authorization", auth.as_str())],
-        body,
-    )
-    .await
-}
-
-async fn admin_ok(
-    d: &Daemon,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> Value {
-    let what = format!("{method} {path}");
-    let r = admin(d, method, path, token, body).await;
-    assert!(
-        (200..300).contains(&r.status),
-        "{what}: {} {}",
-        r.status,
-        r.text()
-    );
-    if r.body.is_empty() {
-        Value::Null
-    } else {
-        r.json()
-    }
+    common::admin::login(d, PASSWORD).await
 }
 
 async fn list_keys(d: &Daemon, token: &str) -> Vec<Value> {

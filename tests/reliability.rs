@@ -30,14 +30,7 @@ const PASSWORD: &str = "reliability-admin-pw";
 const FLASH: &str = "gemini-2.5-flash";
 
 async fn login(d: &Daemon) -> String {
-    let r = client::post(
-        &d.url("/api/login"),
-        &[],
-        json!({ "password": PASSWORD }).to_string(),
-    )
-    .await;
-    assert_eq!(r.status, 200, "login: {}", r.text());
-    r.json()["access_token"].as_str().unwrap().to_string()
+    common::admin::login(d, PASSWORD).await
 }
 
 async fn admin(

@@ -3,6 +3,7 @@
 //! Google's wire format. Each test file does `mod common;` and uses what it needs.
 #![allow(dead_code, unused_imports)]
 
+pub mod admin;
 pub mod client;
 pub mod daemon;
 pub mod faults;
