@@ -822,3 +822,40 @@ async fn stream_cut_after_first_event_ends_with_error_event() {
         "no failover after the first byte"
     );
 }
+
+/// The proxy relays whatever whole events one upstream read brings in one write; the
+/// usage-only chunk must still be cut out of such a batch, however the bytes are split.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_only_chunk_is_hidden_however_the_upstream_splits_the_bytes() {
+    let whole: Vec<u8> = chat_stream().chunks.concat();
+    for piece in [whole.len(), 7, 1000] {
+        let mut stream = chat_stream();
+        stream.chunks = whole
+            .chunks(piece)
+            .map(bytes::Bytes::copy_from_slice)
+            .collect();
+        let up = Upstream::start(move |_| stream.clone().into()).await;
+        let d = Daemon::start(&Config::new(&up)).await;
+        let body = json!({"model": FLASH, "messages": [{"role": "user", "content": "hi"}], "stream": true});
+        let r = client::post_stream(
+            &d.url("/v1/chat/completions"),
+            &[("authorization", bearer().as_str())],
+            body.to_string(),
+        )
+        .await
+        .read_to_end()
+        .await;
+        assert_eq!(r.status, 200, "pieces of {piece}: {}", r.text());
+        let data = sse_data(&r.body);
+        assert_eq!(
+            data.last().map(String::as_str),
+            Some("[DONE]"),
+            "pieces of {piece}: {data:?}"
+        );
+        let texts: Vec<_> = data[..data.len() - 1]
+            .iter()
+            .map(|d| delta_text(&parse(d)).unwrap_or("usage?").to_owned())
+            .collect();
+        assert_eq!(texts, ["one", "two"], "pieces of {piece}: {data:?}");
+    }
+}

@@ -5,9 +5,11 @@
 //! statistics buckets they feed. A full queue drops records (counted) rather than slow a
 //! request: the log never holds up the proxy.
 //!
-//! Batching window: a batch is committed at most [`FLUSH_EVERY`] (0.5 s) after its first
-//! record arrived, so a record reaches the store within that plus one commit (an fsync)
-//! of its request finishing: a crash loses at most the last second of the log.
+//! Batching window: the writer wakes every [`FLUSH_EVERY`] (0.5 s), or early when
+//! [`BATCH_MAX`] records are waiting, and commits what is queued; a record reaches the
+//! store within that plus one commit (an fsync) of its request finishing, so a crash loses
+//! at most the last second of the log. Handing a record over never wakes the writer (it
+//! is a push onto a queue), which keeps the request path free of cross-thread wake-ups.
 
 mod record;
 
@@ -20,7 +22,7 @@ use crate::store::Store;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 pub const FLUSH_EVERY: Duration = Duration::from_millis(500);
 const BATCH_MAX: usize = 2000;
@@ -30,6 +32,8 @@ const QUEUE: usize = 16_384;
 pub struct LogSink {
     /// `None` when the log is off (`logs.enabled = false`): metrics and the feed still run.
     tx: Option<mpsc::Sender<LogRecord>>,
+    /// Wakes the writer early when a full batch is waiting.
+    full: Arc<Notify>,
     hub: Hub,
     metrics: Arc<Metrics>,
     dropped: Arc<AtomicU64>,
@@ -44,9 +48,11 @@ impl LogSink {
         enabled: bool,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let handle = tokio::spawn(writer(store, rx));
+        let full = Arc::new(Notify::new());
+        let handle = tokio::spawn(writer(store, rx, full.clone()));
         let sink = Self {
             tx: enabled.then_some(tx),
+            full,
             hub,
             metrics,
             dropped: Arc::new(AtomicU64::new(0)),
@@ -66,27 +72,45 @@ impl LogSink {
             if tx.try_send(rec).is_err() {
                 let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 self.metrics.set_log_dropped(n);
+            } else if tx.max_capacity() - tx.capacity() >= BATCH_MAX {
+                self.full.notify_one();
             }
         }
     }
 }
 
-async fn writer(store: Store, mut rx: mpsc::Receiver<LogRecord>) {
-    let mut batch = Vec::with_capacity(256);
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        let deadline = tokio::time::Instant::now() + FLUSH_EVERY;
-        while batch.len() < BATCH_MAX {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(rec)) => batch.push(rec),
-                Ok(None) | Err(_) => break,
+async fn writer(store: Store, mut rx: mpsc::Receiver<LogRecord>, full: Arc<Notify>) {
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = full.notified() => {}
+        }
+        let mut closed = false;
+        let mut batch = Vec::new();
+        loop {
+            match rx.try_recv() {
+                Ok(rec) => batch.push(rec),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    closed = true;
+                    break;
+                }
+            }
+            if batch.len() == BATCH_MAX {
+                save(&store, std::mem::take(&mut batch)).await;
             }
         }
-        save(&store, std::mem::take(&mut batch)).await;
+        if !batch.is_empty() {
+            save(&store, batch).await;
+        }
+        if closed {
+            return;
+        }
     }
 }
 
-/// Prunes old log records and buckets once an hour, in small transactions.
 pub async fn retention_loop(
     store: Store,
     log_days: u32,

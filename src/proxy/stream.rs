@@ -53,6 +53,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// or stall inside it fails over to another key instead of reaching the client.
 const PRIME_LIMIT: usize = 256 * 1024;
 
+/// Stream bytes gathered before whole events are sent even though more are ready.
+const COALESCE_LIMIT: usize = 64 * 1024;
+
 /// How much of a non-stream answer's end is kept to find its usage block.
 const TAIL_LIMIT: usize = 64 * 1024;
 
@@ -70,6 +73,10 @@ pub struct Relay {
     buf: BytesMut,
     json: JsonScan,
     upstream_done: bool,
+    /// The upstream broke off; sent after the whole events still buffered.
+    cut: Option<String>,
+    /// Gave the upstream connection a turn since the last frame (see `poll_step`).
+    yielded: bool,
     /// Read before the answer was committed to the client, sent first.
     primed: std::collections::VecDeque<Bytes>,
     done: bool,
@@ -94,6 +101,8 @@ impl Relay {
             buf: BytesMut::new(),
             json: JsonScan::default(),
             upstream_done: false,
+            cut: None,
+            yielded: false,
             primed: std::collections::VecDeque::new(),
             done: false,
             idle,
@@ -146,12 +155,18 @@ impl Relay {
         }
     }
 
+    /// The next unit to send, or how the answer ended. Stream frames that are already
+    /// here are all read before whole events are cut off, so what one upstream read
+    /// brought (often many events) leaves in one frame and one write.
     fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
         loop {
-            if let Some(unit) = self.take_unit() {
-                return Poll::Ready(Step::Unit(unit));
-            }
-            if self.upstream_done {
+            if self.upstream_done || self.cut.is_some() {
+                if let Some(unit) = self.take_unit() {
+                    return Poll::Ready(Step::Unit(unit));
+                }
+                if let Some(reason) = self.cut.take() {
+                    return Poll::Ready(Step::Cut(reason));
+                }
                 return Poll::Ready(if self.ended_cleanly() {
                     Step::End
                 } else {
@@ -160,6 +175,7 @@ impl Relay {
             }
             match Pin::new(&mut self.upstream).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
+                    self.yielded = false;
                     let deadline = Instant::now() + self.idle;
                     self.sleep.as_mut().reset(deadline);
                     if let Ok(data) = frame.into_data() {
@@ -167,16 +183,29 @@ impl Relay {
                             return Poll::Ready(Step::Unit(data));
                         }
                         self.buf.extend_from_slice(&data);
+                        if self.buf.len() >= COALESCE_LIMIT {
+                            if let Some(unit) = self.take_unit() {
+                                return Poll::Ready(Step::Unit(unit));
+                            }
+                        }
                     }
                 }
-                Poll::Ready(Some(Err(e))) => {
-                    return Poll::Ready(match self.format {
-                        Format::Passthrough => Step::Failed(e.into()),
-                        _ => Step::Cut(format!("upstream connection failed: {e}")),
-                    });
-                }
+                Poll::Ready(Some(Err(e))) => match self.format {
+                    Format::Passthrough => return Poll::Ready(Step::Failed(e.into())),
+                    _ => self.cut = Some(format!("upstream connection failed: {e}")),
+                },
                 Poll::Ready(None) => self.upstream_done = true,
                 Poll::Pending => {
+                    // The client connection hands over one decoded chunk per turn: give it
+                    // one turn to pass on what it already read before writing what we have.
+                    if !self.yielded && !self.buf.is_empty() {
+                        self.yielded = true;
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    if let Some(unit) = self.take_unit() {
+                        return Poll::Ready(Step::Unit(unit));
+                    }
                     if self.sleep.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(Step::Cut("upstream went silent".to_owned()));
                     }
@@ -186,11 +215,12 @@ impl Relay {
         }
     }
 
-    /// Splits off every whole event buffered so far.
+    /// Splits off every whole event buffered so far, as one unit: what one upstream read
+    /// brought goes out in one write.
     fn take_unit(&mut self) -> Option<Bytes> {
         let end = match self.format {
             Format::Passthrough => return None,
-            Format::Sse => sse_boundary(&self.buf)?,
+            Format::Sse => sse_last_boundary(&self.buf)?,
             Format::JsonArray => {
                 let end = self.json.scan(&self.buf)?;
                 self.json.consumed(end);
@@ -271,11 +301,40 @@ impl Relay {
     }
 
     fn sent(&mut self, unit: &Bytes) {
+        self.counted(unit);
+        self.seen(unit);
+    }
+
+    fn counted(&mut self, unit: &Bytes) {
         if self.finish.first_byte.is_none() {
             self.finish.first_byte = Some(Instant::now());
         }
         self.finish.bytes += unit.len() as u64;
-        self.seen(unit);
+    }
+
+    /// `unit` without the events the client must not see; `None` when nothing is left.
+    /// Every event is still seen (for usage) and a unit with nothing hidden is sent as is.
+    fn visible(&mut self, unit: Bytes) -> Option<Bytes> {
+        let Some(hide) = self.hide else {
+            self.sent(&unit);
+            return Some(unit);
+        };
+        let events = sse_events(&unit);
+        if !events.iter().any(|e| hide(&unit[e.clone()])) {
+            self.sent(&unit);
+            return Some(unit);
+        }
+        self.seen(&unit);
+        let mut kept = BytesMut::new();
+        for e in events.into_iter().filter(|e| !hide(&unit[e.clone()])) {
+            kept.extend_from_slice(&unit[e]);
+        }
+        let kept = kept.freeze();
+        if kept.is_empty() {
+            return None;
+        }
+        self.counted(&kept);
+        Some(kept)
     }
 }
 
@@ -288,14 +347,14 @@ impl http_body::Body for Relay {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        if let Some(first) = this.primed.pop_front() {
-            this.sent(&first);
+        while let Some(first) = this.primed.pop_front() {
+            let out = this.visible(first);
             let all_read = this.upstream_done || this.upstream.is_end_stream();
             if this.primed.is_empty() && all_read && this.ended_cleanly() && this.buf.is_empty() {
                 this.end(None);
             }
-            if !first.is_empty() {
-                return Poll::Ready(Some(Ok(Frame::data(first))));
+            if let Some(b) = out.filter(|b| !b.is_empty()) {
+                return Poll::Ready(Some(Ok(Frame::data(b))));
             }
         }
         if this.done {
@@ -303,16 +362,16 @@ impl http_body::Body for Relay {
         }
         let step = loop {
             match this.poll_step(cx) {
-                Poll::Ready(Step::Unit(b)) if this.hide.is_some_and(|h| h(&b)) => {
-                    this.seen(&b);
-                }
+                Poll::Ready(Step::Unit(b)) => match this.visible(b) {
+                    Some(b) => break Poll::Ready(Step::Unit(b)),
+                    None => continue,
+                },
                 other => break other,
             }
         };
         match step {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Step::Unit(b)) => {
-                this.sent(&b);
                 // With a known length hyper stops polling once it has written it: finish
                 // now rather than be dropped and mistaken for a client that left.
                 if this.format == Format::Passthrough && this.upstream.is_end_stream() {
@@ -377,6 +436,29 @@ fn sse_boundary(buf: &[u8]) -> Option<usize> {
     None
 }
 
+/// The end of the last complete SSE event in `buf`, if any.
+fn sse_last_boundary(buf: &[u8]) -> Option<usize> {
+    let mut end = None;
+    while let Some(n) = sse_boundary(&buf[end.unwrap_or(0)..]) {
+        end = Some(end.unwrap_or(0) + n);
+    }
+    end
+}
+
+/// The byte ranges of the whole SSE events in `unit`.
+fn sse_events(unit: &[u8]) -> Vec<std::ops::Range<usize>> {
+    let mut events = Vec::new();
+    let mut at = 0;
+    while let Some(n) = sse_boundary(&unit[at..]) {
+        events.push(at..at + n);
+        at += n;
+    }
+    if at < unit.len() {
+        events.push(at..unit.len());
+    }
+    events
+}
+
 /// Incremental scanner for a JSON array streamed element by element. It remembers where
 /// it stopped, so each byte is looked at once however the input is chunked.
 #[derive(Default)]
@@ -435,6 +517,15 @@ mod tests {
         assert_eq!(sse_boundary(b"data: {}\r\n\r\ndata: {"), Some(12));
         assert_eq!(sse_boundary(b"data: 1\n\ndata: 2\n\n"), Some(9));
         assert_eq!(sse_boundary(b"data: {\"a\":1}\r\n"), None);
+        assert_eq!(
+            sse_last_boundary(b"data: 1\r\n\r\ndata: 2\n\ndata: 3"),
+            Some(20)
+        );
+        assert_eq!(sse_last_boundary(b"data: 3"), None);
+        assert_eq!(
+            sse_events(b"data: 1\r\n\r\ndata: 2\n\n"),
+            vec![0..11, 11..20]
+        );
     }
 
     #[test]
