@@ -80,9 +80,8 @@ impl AppState {
         let admin = AdminAuth::init(&config.admin, &store)
             .await
             .context("setting up admin login")?;
-        let upstream = Upstream::new(&config.upstream)?;
+        let upstream = Upstream::new(&config.upstream, config.server.worker_count())?;
         let metrics = Arc::new(Metrics::default());
-        tokio::spawn(metrics.clone().watch(hub.clone()));
         let (logs, log_writer) = LogSink::spawn(
             store.clone(),
             hub.clone(),

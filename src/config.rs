@@ -183,8 +183,21 @@ pub struct ServerConfig {
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
     pub max_connections: usize,
+    /// Threads serving connections, each with its own event loop and upstream connection
+    /// pool; 0 means one per CPU core.
+    pub workers: usize,
     /// When set, `GET /metrics` needs `Authorization: Bearer <token>`.
     pub metrics_token: Option<Secret>,
+}
+
+impl ServerConfig {
+    /// How many serving threads to start.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -194,6 +207,7 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             max_connections: 4096,
+            workers: 0,
             metrics_token: None,
         }
     }
@@ -331,6 +345,9 @@ impl Config {
         }
         if self.server.max_body_bytes == 0 {
             bail!("server.max_body_bytes must be positive");
+        }
+        if self.server.workers > 256 {
+            bail!("server.workers must be at most 256 (0 means one per CPU core)");
         }
         let mut names = std::collections::HashSet::new();
         for user in &self.users {

@@ -5,9 +5,11 @@
 
 use crate::config::Config;
 use crate::server::{self, Role};
-use crate::{AppState, app, checker, logs};
+use crate::{AppState, app, checker, logs, upstream};
 use anyhow::Context;
+use std::sync::Arc;
 use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -36,12 +38,47 @@ pub fn init_logging(level: &str) -> LogReload {
     handle
 }
 
-async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
+fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<std::net::TcpListener> {
+    let listener =
+        std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+    listener.set_nonblocking(true)?;
     tracing::info!("{what} {}", listener.local_addr()?);
     Ok(listener)
+}
+
+/// Starts serving thread `n` (1-based): its own single-threaded event loop accepting on
+/// `listener` (shared with the other serving threads) and its own upstream client, so a
+/// request never changes threads. The receiver fires when the thread has drained.
+fn spawn_worker(
+    n: usize,
+    listener: &std::net::TcpListener,
+    state: Arc<AppState>,
+    role: Role,
+    slots: Arc<Semaphore>,
+    stop: CancellationToken,
+) -> anyhow::Result<oneshot::Receiver<()>> {
+    let listener = listener.try_clone().context("sharing the listener")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a serving thread")?;
+    let (done, drained) = oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("serve-{n}"))
+        .spawn(move || {
+            upstream::set_worker(n);
+            runtime.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(l) => server::serve(l, state, role, slots, stop).await,
+                    Err(e) => tracing::error!(error = %e, "serving thread could not listen"),
+                }
+            });
+            // Connections still open after the grace period end with the runtime.
+            drop(runtime);
+            let _ = done.send(());
+        })
+        .context("starting a serving thread")?;
+    Ok(drained)
 }
 
 pub async fn run(
@@ -51,9 +88,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let (listen, admin_listen) = (config.listen, config.admin_listen);
     let (state, background) = AppState::build(config).await?;
-    let listener = bind(listen, "listening on").await?;
+    let listener = bind(listen, "listening on")?;
     let admin = match admin_listen {
-        Some(addr) => Some(bind(addr, "admin API on").await?),
+        Some(addr) => Some(TcpListener::from_std(bind(addr, "admin API on")?)?),
         None => None,
     };
     let stop = CancellationToken::new();
@@ -67,18 +104,31 @@ pub async fn run(
         logs_cfg.stats_retention_days,
         stop.clone(),
     ));
-    match admin {
-        Some(admin) => {
-            let admin_task = tokio::spawn(server::serve(
-                admin,
-                state.clone(),
-                Role::Admin,
-                stop.clone(),
-            ));
-            server::serve(listener, state.clone(), Role::Proxy, stop.clone()).await;
-            let _ = admin_task.await;
+    let slots = Arc::new(Semaphore::new(state.config.server.max_connections));
+    let role = if admin.is_some() {
+        Role::Proxy
+    } else {
+        Role::All
+    };
+    let workers = state.config.server.worker_count();
+    let mut drained = Vec::with_capacity(workers);
+    for n in 1..=workers {
+        let w = spawn_worker(n, &listener, state.clone(), role, slots.clone(), stop.clone());
+        match w {
+            Ok(rx) => drained.push(rx),
+            Err(e) => {
+                stop.cancel();
+                return Err(e);
+            }
         }
-        None => server::serve(listener, state.clone(), Role::All, stop.clone()).await,
+    }
+    drop(listener);
+    tracing::debug!(workers, "serving threads started");
+    if let Some(admin) = admin {
+        server::serve(admin, state.clone(), Role::Admin, slots, stop.clone()).await;
+    }
+    for rx in drained {
+        let _ = rx.await;
     }
     stop.cancel();
     let _ = revalidate.await;

@@ -4,7 +4,8 @@
 //! A leaf module: it knows the event shapes, not who produces or consumes them.
 
 use serde::Serialize;
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
 /// Events kept for slow subscribers before they start missing some.
@@ -28,15 +29,19 @@ pub enum Event {
     Key(Arc<KeyChange>),
 }
 
+/// Only feed clients subscribe: "is anyone listening" must stay false without them, so
+/// that no request pays for an event nobody reads. Counts for `/metrics` are kept here.
 #[derive(Clone)]
 pub struct Hub {
     tx: broadcast::Sender<Event>,
+    key_counts: Arc<Mutex<BTreeMap<&'static str, u64>>>,
 }
 
 impl Default for Hub {
     fn default() -> Self {
         Self {
             tx: broadcast::channel(CAPACITY).0,
+            key_counts: Arc::default(),
         }
     }
 }
@@ -48,7 +53,18 @@ impl Hub {
     }
 
     pub fn key(&self, change: KeyChange) {
+        let mut counts = self.key_counts.lock().unwrap_or_else(|e| e.into_inner());
+        *counts.entry(change.change).or_default() += 1;
+        drop(counts);
         self.publish(Event::Key(Arc::new(change)));
+    }
+
+    /// Key changes announced so far, by kind.
+    pub fn key_counts(&self) -> BTreeMap<&'static str, u64> {
+        self.key_counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {

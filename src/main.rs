@@ -79,7 +79,10 @@ fn main() -> ExitCode {
             for warning in &config.warnings {
                 tracing::warn!("{warning}");
             }
+            // Background work (log and state writers, checks, the admin listener) runs here;
+            // connections are served by the daemon's own per-core threads.
             let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
                 .enable_all()
                 .build()
                 .expect("tokio runtime");

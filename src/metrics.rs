@@ -6,7 +6,7 @@
 //! Model names come from clients, so at most [`MAX_MODELS`] distinct ones get their own
 //! label; the rest are counted as `other`.
 
-use crate::events::{Event, Hub};
+use crate::events::Hub;
 use crate::keys::{KeyStatus, Pool};
 use crate::store::{LATENCY_BOUNDS_MS, LogRecord};
 use std::collections::{BTreeMap, HashSet};
@@ -28,7 +28,6 @@ struct Inner {
     ttfb: BTreeMap<&'static str, Histogram>,
     tokens: BTreeMap<(String, &'static str), u64>,
     retries: u64,
-    key_events: BTreeMap<&'static str, u64>,
     log_dropped: u64,
 }
 
@@ -116,19 +115,7 @@ impl Metrics {
     }
 
     /// Counts key events from the hub until it closes.
-    pub async fn watch(self: std::sync::Arc<Self>, hub: Hub) {
-        let mut rx = hub.subscribe();
-        loop {
-            match rx.recv().await {
-                Ok(Event::Key(k)) => *self.lock().key_events.entry(k.change).or_default() += 1,
-                Ok(Event::Request(_)) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            }
-        }
-    }
-
-    pub fn render(&self, pool: &Pool, now: i64) -> String {
+    pub fn render(&self, pool: &Pool, hub: &Hub, now: i64) -> String {
         let m = self.lock();
         let mut out = String::with_capacity(4096);
         let label = |s: &str| {
@@ -170,7 +157,7 @@ impl Metrics {
             m.retries
         );
         out.push_str("# HELP gemini_balance_key_events_total Key state changes (cooled, retired, revived, ...).\n# TYPE gemini_balance_key_events_total counter\n");
-        for (change, n) in &m.key_events {
+        for (change, n) in &hub.key_counts() {
             let _ = writeln!(
                 out,
                 "gemini_balance_key_events_total{{change=\"{change}\"}} {n}"

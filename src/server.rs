@@ -35,10 +35,13 @@ pub enum Role {
     Admin,
 }
 
+/// Serves `listener` until `shutdown`, then drains. Several serving threads may accept on
+/// the same socket; `slots` (`max_connections`) is shared by all of them.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     role: Role,
+    slots: Arc<Semaphore>,
     shutdown: CancellationToken,
 ) {
     let cfg = &state.config.server;
@@ -50,7 +53,6 @@ pub async fn serve(
         .max_buf_size(64 * 1024);
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(cfg.max_connections));
     loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -245,7 +247,7 @@ fn metrics(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
             return resp;
         }
     }
-    let text = state.metrics.render(&state.pool, unix_ms());
+    let text = state.metrics.render(&state.pool, &state.hub, unix_ms());
     let mut resp = Response::new(Body::full(text));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -2,6 +2,11 @@
 //! binary works on any VPS), HTTP/2 where the server offers it, keep-alive pooling, a
 //! connect timeout, and an optional HTTP CONNECT or SOCKS5 egress proxy.
 //!
+//! Each serving thread (see `daemon`) has its own client and so its own connection pool:
+//! a request, its upstream connection and that connection's task stay on one thread, with
+//! no cross-thread hand-off per request. Threads that do not serve (start-up, the key
+//! checker) share one more client.
+//!
 //! It sends requests and returns response heads; retry, classification and relaying
 //! belong to `proxy`.
 
@@ -12,21 +17,36 @@ use http::{Request, Response, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::Client as Hyper;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::proxy::{SocksV5, Tunnel};
 use hyper_util::rt::TokioExecutor;
+use std::cell::Cell;
+use std::sync::Arc;
 use std::time::Duration;
 
-type Direct = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
-type ViaTunnel = Client<HttpsConnector<Tunnel<HttpConnector>>, Full<Bytes>>;
-type ViaSocks = Client<HttpsConnector<SocksV5<HttpConnector>>, Full<Bytes>>;
+type Direct = Hyper<HttpsConnector<HttpConnector>, Full<Bytes>>;
+type ViaTunnel = Hyper<HttpsConnector<Tunnel<HttpConnector>>, Full<Bytes>>;
+type ViaSocks = Hyper<HttpsConnector<SocksV5<HttpConnector>>, Full<Bytes>>;
 
-#[derive(Clone)]
-pub enum Upstream {
+enum Client {
     Direct(Direct),
     Tunnel(ViaTunnel),
     Socks(ViaSocks),
+}
+
+/// One client per serving thread, plus one for every other thread (index 0).
+pub struct Upstream {
+    clients: Vec<Client>,
+}
+
+thread_local! {
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks the current thread as serving thread `n` (1-based): its requests use client `n`.
+pub fn set_worker(n: usize) {
+    WORKER.with(|w| w.set(n));
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,27 +58,66 @@ pub enum SendError {
 }
 
 impl Upstream {
-    pub fn new(cfg: &UpstreamConfig) -> anyhow::Result<Self> {
+    /// Clients for `workers` serving threads and one more for everything else.
+    pub fn new(cfg: &UpstreamConfig, workers: usize) -> anyhow::Result<Self> {
+        let tls = Arc::new(tls_config()?);
+        let clients = (0..=workers)
+            .map(|_| Client::new(cfg, tls.clone()))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self { clients })
+    }
+
+    fn client(&self) -> &Client {
+        let n = WORKER.with(Cell::get);
+        &self.clients[n.min(self.clients.len() - 1)]
+    }
+
+    /// Sends one request and waits for the response head, at most `timeout`.
+    pub async fn send(
+        &self,
+        req: Request<Full<Bytes>>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, SendError> {
+        let fut = async {
+            match self.client() {
+                Client::Direct(c) => c.request(req).await,
+                Client::Tunnel(c) => c.request(req).await,
+                Client::Socks(c) => c.request(req).await,
+            }
+        };
+        match tokio::time::timeout(timeout, fut).await {
+            Err(_) => Err(SendError::Timeout),
+            Ok(Err(e)) => Err(SendError::Failed(describe(&e))),
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+}
+
+fn tls_config() -> anyhow::Result<rustls::ClientConfig> {
+    Ok(rustls::ClientConfig::builder_with_provider(
+        rustls::crypto::ring::default_provider().into(),
+    )
+    .with_safe_default_protocol_versions()
+    .context("TLS setup")?
+    .with_root_certificates(rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    })
+    .with_no_client_auth())
+}
+
+impl Client {
+    fn new(cfg: &UpstreamConfig, tls: Arc<rustls::ClientConfig>) -> anyhow::Result<Self> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(cfg.connect_timeout));
         http.set_nodelay(true);
         http.set_keepalive(Some(Duration::from_secs(60)));
-        let tls = rustls::ClientConfig::builder_with_provider(
-            rustls::crypto::ring::default_provider().into(),
-        )
-        .with_safe_default_protocol_versions()
-        .context("TLS setup")?
-        .with_root_certificates(rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        })
-        .with_no_client_auth();
         let https = HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
+            .with_tls_config((*tls).clone())
             .https_or_http()
             .enable_http1()
             .enable_http2();
-        let mut builder = Client::builder(TokioExecutor::new());
+        let mut builder = Hyper::builder(TokioExecutor::new());
         builder
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256);
@@ -80,26 +139,6 @@ impl Upstream {
                 Ok(Self::Socks(builder.build(https.wrap_connector(socks))))
             }
             _ => anyhow::bail!("upstream.proxy must be http://, socks5:// or socks5h://"),
-        }
-    }
-
-    /// Sends one request and waits for the response head, at most `timeout`.
-    pub async fn send(
-        &self,
-        req: Request<Full<Bytes>>,
-        timeout: Duration,
-    ) -> Result<Response<Incoming>, SendError> {
-        let fut = async {
-            match self {
-                Self::Direct(c) => c.request(req).await,
-                Self::Tunnel(c) => c.request(req).await,
-                Self::Socks(c) => c.request(req).await,
-            }
-        };
-        match tokio::time::timeout(timeout, fut).await {
-            Err(_) => Err(SendError::Timeout),
-            Ok(Err(e)) => Err(SendError::Failed(describe(&e))),
-            Ok(Ok(resp)) => Ok(resp),
         }
     }
 }
