@@ -39,8 +39,7 @@ pub fn init_logging(level: &str) -> LogReload {
 }
 
 fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<std::net::TcpListener> {
-    let listener =
-        std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+    let listener = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
     listener.set_nonblocking(true)?;
     tracing::info!("{what} {}", listener.local_addr()?);
     Ok(listener)
@@ -113,7 +112,14 @@ pub async fn run(
     let workers = state.config.server.worker_count();
     let mut drained = Vec::with_capacity(workers);
     for n in 1..=workers {
-        let w = spawn_worker(n, &listener, state.clone(), role, slots.clone(), stop.clone());
+        let w = spawn_worker(
+            n,
+            &listener,
+            state.clone(),
+            role,
+            slots.clone(),
+            stop.clone(),
+        );
         match w {
             Ok(rx) => drained.push(rx),
             Err(e) => {

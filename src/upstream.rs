@@ -94,15 +94,17 @@ impl Upstream {
 }
 
 fn tls_config() -> anyhow::Result<rustls::ClientConfig> {
-    Ok(rustls::ClientConfig::builder_with_provider(
-        rustls::crypto::ring::default_provider().into(),
+    Ok(
+        rustls::ClientConfig::builder_with_provider(
+            rustls::crypto::ring::default_provider().into(),
+        )
+        .with_safe_default_protocol_versions()
+        .context("TLS setup")?
+        .with_root_certificates(rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        })
+        .with_no_client_auth(),
     )
-    .with_safe_default_protocol_versions()
-    .context("TLS setup")?
-    .with_root_certificates(rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    })
-    .with_no_client_auth())
 }
 
 impl Client {

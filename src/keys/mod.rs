@@ -396,3 +396,6 @@ pub fn next_pacific_midnight(now_ms: i64) -> i64 {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod bench;

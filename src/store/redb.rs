@@ -14,7 +14,7 @@ const MODEL_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("model_st
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 
 const VERSION_KEY: &str = "format_version";
-const CACHE_BYTES: usize = 32 * 1024 * 1024;
+const CACHE_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Clone)]
 pub struct RedbStore {
@@ -49,7 +49,8 @@ impl RedbStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))?;
         }
-        // redb's default cache is 1 GiB; a small VPS has half that in all.
+        // redb's default cache is 1 GiB; a small VPS has half that in all. 4 MiB holds the
+        // hot pages of the log and bucket trees; queries read the rest from the page cache.
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
             .create(&path)
