@@ -108,10 +108,10 @@ async fn handle(
     peer: std::net::SocketAddr,
     role: Role,
 ) -> Response<Body> {
-    let request_id = format!("{:016x}", rand::random::<u64>());
+    let now = unix_ms();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let mut trace = Trace::new(request_id, unix_ms());
+    let mut trace = Trace::new(crate::store::new_request_id(now), now);
     let mut resp = dispatch(&state, req, &path, peer.ip(), role, &mut trace).await;
     if let Ok(v) = HeaderValue::from_str(&trace.request_id) {
         resp.headers_mut().insert("x-request-id", v);

@@ -300,6 +300,27 @@ pub fn parse_stats_key(s: &str) -> Option<BucketKey> {
     })
 }
 
+/// A new request id: the arrival time (Unix ms, 12 hex digits) then 48 random bits. The
+/// time in front lets the log find a record from its id alone and keeps inserts in time
+/// order.
+pub fn new_request_id(time: i64) -> String {
+    const LOW_48: u64 = (1 << 48) - 1;
+    format!(
+        "{:012x}{:012x}",
+        time.max(0) as u64 & LOW_48,
+        rand::random::<u64>() & LOW_48
+    )
+}
+
+/// The arrival time a request id made by [`new_request_id`] starts with. Ids of other
+/// shapes (older versions, imported logs) have none and are found through an index.
+pub fn time_in_request_id(id: &str) -> Option<i64> {
+    if id.len() != 24 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    i64::from_str_radix(&id[..12], 16).ok()
+}
+
 /// The log's sort key: time, then request id, so ranges are time ranges.
 pub fn log_key(time: i64, request_id: &str) -> String {
     format!("{:016x}{}", time.max(0), request_id)

@@ -18,6 +18,7 @@ use std::path::Path;
 
 pub use self::logs::{
     AttemptRecord, Bucket, BucketKey, HOUR_MS, LATENCY_BOUNDS_MS, LogOutcome, LogQuery, LogRecord,
+    new_request_id,
 };
 pub use self::redb::RedbStore;
 pub use self::redis::{Change, RedisStore};

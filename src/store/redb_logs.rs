@@ -3,11 +3,15 @@
 //! sum of the log that was kept.
 
 use super::StoreError;
-use super::logs::{Bucket, BucketKey, LogQuery, LogRecord, log_key, parse_stats_key, stats_key};
+use super::logs::{
+    Bucket, BucketKey, LogQuery, LogRecord, log_key, parse_stats_key, stats_key, time_in_request_id,
+};
 use super::redb::{RedbStore, backend, decode, encode};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 pub(super) const LOGS: TableDefinition<&str, &[u8]> = TableDefinition::new("logs");
+/// Request id → log key, only for ids that do not start with their request's time (ids
+/// from before that format, or imported ones); the others are found without it.
 pub(super) const LOG_IDS: TableDefinition<&str, &str> = TableDefinition::new("log_ids");
 pub(super) const STATS: TableDefinition<&str, &[u8]> = TableDefinition::new("stats");
 
@@ -41,8 +45,10 @@ impl RedbStore {
                     let key = log_key(rec.time, &rec.request_id);
                     logs.insert(key.as_str(), encode(rec).as_slice())
                         .map_err(backend)?;
-                    ids.insert(rec.request_id.as_str(), key.as_str())
-                        .map_err(backend)?;
+                    if time_in_request_id(&rec.request_id) != Some(rec.time) {
+                        ids.insert(rec.request_id.as_str(), key.as_str())
+                            .map_err(backend)?;
+                    }
                 }
                 for (k, b) in &buckets {
                     let sk = stats_key(k);
@@ -110,12 +116,18 @@ impl RedbStore {
         let id = request_id.to_owned();
         tokio::task::spawn_blocking(move || {
             let txn = db.begin_read().map_err(backend)?;
+            let logs = txn.open_table(LOGS).map_err(backend)?;
+            if let Some(time) = time_in_request_id(&id) {
+                let key = log_key(time, &id);
+                if let Some(v) = logs.get(key.as_str()).map_err(backend)? {
+                    return decode(&key, v.value()).map(Some);
+                }
+            }
             let ids = txn.open_table(LOG_IDS).map_err(backend)?;
             let Some(key) = ids.get(id.as_str()).map_err(backend)? else {
                 return Ok(None);
             };
             let key = key.value().to_owned();
-            let logs = txn.open_table(LOGS).map_err(backend)?;
             let Some(v) = logs.get(key.as_str()).map_err(backend)? else {
                 return Ok(None);
             };
@@ -200,7 +212,10 @@ fn prune_chunk(
             .map_err(backend)?;
         for k in &old {
             logs.remove(k.as_str()).map_err(backend)?;
-            ids.remove(&k[16..]).map_err(backend)?;
+            let (time, id) = k.split_at(16);
+            if time_in_request_id(id) != i64::from_str_radix(time, 16).ok() {
+                ids.remove(id).map_err(backend)?;
+            }
         }
         let high = format!("{:016x}", stats_before.max(0));
         let old_stats: Vec<String> = stats

@@ -154,6 +154,7 @@ on_both_backends!(
     meta_settings,
     log_is_newest_first_filtered_and_paged,
     get_log_finds_a_record_by_id,
+    get_log_finds_time_prefixed_and_older_ids_until_pruned,
     stats_buckets_are_the_sum_of_the_log,
     prune_removes_only_old_logs_and_buckets,
     import_copies_records_and_buckets_as_they_are,
@@ -472,6 +473,33 @@ async fn get_log_finds_a_record_by_id(store: &Store) {
         );
     }
     assert_eq!(store.get_log("nope").await.unwrap(), None);
+}
+
+async fn get_log_finds_time_prefixed_and_older_ids_until_pruned(store: &Store) {
+    let mut log = sample_log();
+    // Half the records carry today's ids (time in front), one an id that looks like one
+    // but names another time (as an imported record might), the rest older ids.
+    for r in log.iter_mut().step_by(2) {
+        r.request_id = new_request_id(r.time);
+    }
+    log[1].request_id = new_request_id(log[1].time + 1);
+    store.append_logs(log.clone()).await.unwrap();
+    for r in &log {
+        assert_eq!(
+            store.get_log(&r.request_id).await.unwrap().as_ref(),
+            Some(r),
+            "{}",
+            r.request_id
+        );
+    }
+    let unknown = new_request_id(log[0].time);
+    assert_eq!(store.get_log(&unknown).await.unwrap(), None);
+
+    let removed = store.prune(i64::MAX, 0).await.unwrap();
+    assert_eq!(removed.0, log.len() as u64);
+    for r in &log {
+        assert_eq!(store.get_log(&r.request_id).await.unwrap(), None);
+    }
 }
 
 async fn stats_buckets_are_the_sum_of_the_log(store: &Store) {
