@@ -62,6 +62,9 @@ struct Args {
     /// daemon gets its own key prefix.
     #[arg(long)]
     store: Option<String>,
+    /// The daemon's `server.workers` (serving threads; default: its own, one per core).
+    #[arg(long)]
+    workers: Option<usize>,
     #[command(subcommand)]
     command: Option<Sub>,
 }
@@ -93,6 +96,9 @@ fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
     if let Some(store) = &args.store {
         procs::STORE.set(store.clone()).expect("set once");
+    }
+    if let Some(n) = args.workers {
+        procs::WORKERS.set(n).expect("set once");
     }
     if let Some(Sub::Upstream { listen }) = &args.command {
         return upstream::run(listen);

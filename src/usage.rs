@@ -22,34 +22,71 @@ pub fn parse(bytes: &[u8]) -> Option<Tokens> {
     };
     let rest = &bytes[at..];
     let colon = rest.iter().position(|&b| b == b':')?;
-    let value: Value = serde_json::Deserializer::from_slice(&rest[colon + 1..])
-        .into_iter::<Value>()
-        .next()?
-        .ok()?;
-    let n = |v: &Value, path: &[&str]| {
-        path.iter()
-            .try_fold(v, |v, k| v.get(*k))
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
-    };
-    let t = if gemini {
-        Tokens {
-            prompt: n(&value, &["promptTokenCount"]),
-            candidates: n(&value, &["candidatesTokenCount"]),
-            thoughts: n(&value, &["thoughtsTokenCount"]),
-            cached: n(&value, &["cachedContentTokenCount"]),
-            total: n(&value, &["totalTokenCount"]),
-        }
+    let mut de = serde_json::Deserializer::from_slice(&rest[colon + 1..]);
+    if gemini {
+        let u = GeminiUsage::deserialize(&mut de).ok()?;
+        Some(Tokens {
+            prompt: u.prompt_token_count.0,
+            candidates: u.candidates_token_count.0,
+            thoughts: u.thoughts_token_count.0,
+            cached: u.cached_content_token_count.0,
+            total: u.total_token_count.0,
+        })
     } else {
-        Tokens {
-            prompt: n(&value, &["prompt_tokens"]),
-            candidates: n(&value, &["completion_tokens"]),
-            thoughts: n(&value, &["completion_tokens_details", "reasoning_tokens"]),
-            cached: n(&value, &["prompt_tokens_details", "cached_tokens"]),
-            total: n(&value, &["total_tokens"]),
-        }
-    };
-    value.is_object().then_some(t)
+        let u = OpenAiUsage::deserialize(&mut de).ok()?;
+        Some(Tokens {
+            prompt: u.prompt_tokens.0,
+            candidates: u.completion_tokens.0,
+            thoughts: u
+                .completion_tokens_details
+                .map_or(0, |d| d.reasoning_tokens.0),
+            cached: u.prompt_tokens_details.map_or(0, |d| d.cached_tokens.0),
+            total: u.total_tokens.0,
+        })
+    }
+}
+
+/// Only the counts are read; every other field is skipped without being built.
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct GeminiUsage {
+    prompt_token_count: Count,
+    candidates_token_count: Count,
+    thoughts_token_count: Count,
+    cached_content_token_count: Count,
+    total_token_count: Count,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct OpenAiUsage {
+    prompt_tokens: Count,
+    completion_tokens: Count,
+    total_tokens: Count,
+    completion_tokens_details: Option<ReasoningDetails>,
+    prompt_tokens_details: Option<CachedDetails>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ReasoningDetails {
+    reasoning_tokens: Count,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct CachedDetails {
+    cached_tokens: Count,
+}
+
+/// A token count; anything that is not a whole number counts as 0.
+#[derive(Default)]
+struct Count(u64);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Count(Value::deserialize(d)?.as_u64().unwrap_or(0)))
+    }
 }
 
 fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -88,6 +125,27 @@ mod tests {
                 thoughts: 2,
                 cached: 0,
                 total: 10
+            })
+        );
+    }
+
+    #[test]
+    fn odd_counts_are_zero_and_other_fields_are_skipped() {
+        let body = br#"{"usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":null,
+          "promptTokensDetails":[{"modality":"TEXT","tokenCount":3}],"totalTokenCount":4.5}}"#;
+        assert_eq!(
+            parse(body),
+            Some(Tokens {
+                prompt: 3,
+                ..Tokens::default()
+            })
+        );
+        let chunk = br#"{"usage":{"prompt_tokens":1,"completion_tokens_details":null}}"#;
+        assert_eq!(
+            parse(chunk),
+            Some(Tokens {
+                prompt: 1,
+                ..Tokens::default()
             })
         );
     }

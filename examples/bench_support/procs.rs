@@ -139,6 +139,8 @@ pub fn fmt_int(v: f64) -> String {
 
 /// The store every daemon uses when `--store` was given (redb otherwise).
 pub static STORE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+/// `server.workers` for every daemon, when `--workers` is given.
+pub static WORKERS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
 
 fn write_config(dir: &Path, upstream: SocketAddr, setup: DaemonSetup) -> anyhow::Result<PathBuf> {
     let path = dir.join("gemini-balance.toml");
@@ -157,6 +159,9 @@ fn write_config(dir: &Path, upstream: SocketAddr, setup: DaemonSetup) -> anyhow:
     )?;
     for i in 0..setup.keys {
         writeln!(f, "[[upstream_keys]]\nkey = \"{}\"", pool_key(i))?;
+    }
+    if let Some(n) = WORKERS.get() {
+        writeln!(f, "\n[server]\nworkers = {n}")?;
     }
     writeln!(f, "\n[[users]]\nname = \"bench\"\nkey = \"{USER_KEY}\"")?;
     f.flush()?;

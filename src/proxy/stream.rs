@@ -276,8 +276,15 @@ impl Relay {
             return;
         }
         self.finish.tokens = if self.format == Format::Passthrough {
-            let tail: Vec<u8> = self.tail.iter().flat_map(|b| b.iter().copied()).collect();
-            usage::parse(&tail)
+            match self.tail.len() {
+                0 => None,
+                1 => usage::parse(&self.tail[0]),
+                _ => {
+                    let mut tail = Vec::with_capacity(self.tail_len);
+                    self.tail.iter().for_each(|b| tail.extend_from_slice(b));
+                    usage::parse(&tail)
+                }
+            }
         } else {
             usage::parse(&self.usage_unit)
         };
