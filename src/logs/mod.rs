@@ -139,6 +139,7 @@ pub async fn retention_loop(
 }
 
 async fn save(store: &Store, batch: Vec<LogRecord>) {
+    let batch: Arc<[LogRecord]> = batch.into();
     let mut delay = Duration::from_millis(200);
     for attempt in 1..=5 {
         match store.append_logs(batch.clone()).await {

@@ -15,6 +15,7 @@ mod tests;
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use std::sync::Arc;
 
 pub use self::logs::{
     AttemptRecord, Bucket, BucketKey, HOUR_MS, LATENCY_BOUNDS_MS, LogOutcome, LogQuery, LogRecord,
@@ -253,14 +254,20 @@ impl Store {
     /// Copies log records and buckets in as they are (for `migrate`).
     pub async fn import(
         &self,
-        records: Vec<LogRecord>,
+        records: impl Into<Arc<[LogRecord]>>,
         buckets: Vec<(BucketKey, Bucket)>,
     ) -> Result<(), StoreError> {
+        let records = records.into();
         each!(self, s => s.import(records, buckets).await)
     }
 
     /// Appends request log records and adds them to the statistics buckets, atomically.
-    pub async fn append_logs(&self, records: Vec<LogRecord>) -> Result<(), StoreError> {
+    /// Shared, so a failed write can be retried without copying the batch.
+    pub async fn append_logs(
+        &self,
+        records: impl Into<Arc<[LogRecord]>>,
+    ) -> Result<(), StoreError> {
+        let records = records.into();
         each!(self, s => s.append_logs(records).await)
     }
 

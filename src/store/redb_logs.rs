@@ -6,14 +6,32 @@ use super::StoreError;
 use super::logs::{
     Bucket, BucketKey, LogQuery, LogRecord, log_key, parse_stats_key, stats_key, time_in_request_id,
 };
-use super::redb::{RedbStore, backend, decode, encode};
+use super::redb::{RedbStore, backend, decode};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use std::sync::Arc;
 
 pub(super) const LOGS: TableDefinition<&str, &[u8]> = TableDefinition::new("logs");
 /// Request id → log key, only for ids that do not start with their request's time (ids
 /// from before that format, or imported ones); the others are found without it.
 pub(super) const LOG_IDS: TableDefinition<&str, &str> = TableDefinition::new("log_ids");
 pub(super) const STATS: TableDefinition<&str, &[u8]> = TableDefinition::new("stats");
+
+/// Log records are a tag byte then postcard (compact and positional: changing
+/// `LogRecord` means a new tag, with a decoder kept for this one). Records written as
+/// JSON by earlier versions start with `{` and are still read.
+const LOG_POSTCARD_V1: u8 = 1;
+
+fn encode_log(rec: &LogRecord) -> Vec<u8> {
+    postcard::to_extend(rec, vec![LOG_POSTCARD_V1]).expect("log records always serialise")
+}
+
+fn decode_log(key: &str, bytes: &[u8]) -> Result<LogRecord, StoreError> {
+    match bytes.split_first() {
+        Some((&LOG_POSTCARD_V1, rest)) => postcard::from_bytes(rest)
+            .map_err(|e| StoreError::Corrupt(key.to_owned(), e.to_string())),
+        _ => decode(key, bytes),
+    }
+}
 
 /// The most records one log query reads before answering with a cursor to go on from.
 const SCAN_LIMIT: usize = 100_000;
@@ -22,7 +40,7 @@ const PRUNE_CHUNK: usize = 5_000;
 
 impl RedbStore {
     /// Appends records and adds them to their buckets, in one transaction.
-    pub async fn append_logs(&self, records: Vec<LogRecord>) -> Result<(), StoreError> {
+    pub async fn append_logs(&self, records: Arc<[LogRecord]>) -> Result<(), StoreError> {
         let buckets = super::logs::buckets_of(&records);
         self.import(records, buckets).await
     }
@@ -31,7 +49,7 @@ impl RedbStore {
     /// records are not counted again.
     pub async fn import(
         &self,
-        records: Vec<LogRecord>,
+        records: Arc<[LogRecord]>,
         buckets: Vec<(BucketKey, Bucket)>,
     ) -> Result<(), StoreError> {
         let db = self.db();
@@ -41,9 +59,9 @@ impl RedbStore {
                 let mut logs = txn.open_table(LOGS).map_err(backend)?;
                 let mut ids = txn.open_table(LOG_IDS).map_err(backend)?;
                 let mut stats = txn.open_table(STATS).map_err(backend)?;
-                for rec in &records {
+                for rec in records.iter() {
                     let key = log_key(rec.time, &rec.request_id);
-                    logs.insert(key.as_str(), encode(rec).as_slice())
+                    logs.insert(key.as_str(), encode_log(rec).as_slice())
                         .map_err(backend)?;
                     if time_in_request_id(&rec.request_id) != Some(rec.time) {
                         ids.insert(rec.request_id.as_str(), key.as_str())
@@ -93,7 +111,7 @@ impl RedbStore {
                 let (k, v) = row.map_err(backend)?;
                 scanned += 1;
                 last_key = Some(k.value().to_owned());
-                let rec: LogRecord = decode(k.value(), v.value())?;
+                let rec = decode_log(k.value(), v.value())?;
                 if q.matches(&rec) {
                     out.push(rec);
                     if out.len() >= q.limit {
@@ -120,7 +138,7 @@ impl RedbStore {
             if let Some(time) = time_in_request_id(&id) {
                 let key = log_key(time, &id);
                 if let Some(v) = logs.get(key.as_str()).map_err(backend)? {
-                    return decode(&key, v.value()).map(Some);
+                    return decode_log(&key, v.value()).map(Some);
                 }
             }
             let ids = txn.open_table(LOG_IDS).map_err(backend)?;
@@ -131,7 +149,7 @@ impl RedbStore {
             let Some(v) = logs.get(key.as_str()).map_err(backend)? else {
                 return Ok(None);
             };
-            decode(&key, v.value()).map(Some)
+            decode_log(&key, v.value()).map(Some)
         })
         .await
         .map_err(backend)?

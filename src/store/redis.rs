@@ -347,7 +347,7 @@ impl RedisStore {
     }
 
     /// Appends records and adds them to their buckets (HINCRBY: instances add up).
-    pub async fn append_logs(&self, records: Vec<LogRecord>) -> Result<(), StoreError> {
+    pub async fn append_logs(&self, records: Arc<[LogRecord]>) -> Result<(), StoreError> {
         let buckets = super::logs::buckets_of(&records);
         self.import(records, buckets).await
     }
@@ -355,11 +355,11 @@ impl RedisStore {
     /// Copies records and buckets in as they are (for `migrate`).
     pub async fn import(
         &self,
-        records: Vec<LogRecord>,
+        records: Arc<[LogRecord]>,
         buckets: Vec<(BucketKey, Bucket)>,
     ) -> Result<(), StoreError> {
         let pipe = self.client.pipeline();
-        for rec in &records {
+        for rec in records.iter() {
             let member = log_key(rec.time, &rec.request_id);
             let _: () = pipe
                 .zadd(self.k("logs"), None, None, false, false, (0.0, member))

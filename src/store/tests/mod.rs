@@ -679,3 +679,38 @@ async fn redis_unreachable_is_a_clear_error() {
     assert!(text.contains("Redis"), "{text}");
     assert!(!text.contains("pw-marker"), "{text}");
 }
+
+/// A store written by an earlier version keeps its log readable: JSON values and an id
+/// index row per record, next to records written now.
+#[tokio::test]
+async fn redb_reads_log_records_written_as_json_by_older_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_redb(dir.path()).await.unwrap();
+    let Store::Redb(redb) = &store else {
+        unreachable!("opened redb")
+    };
+    let log = sample_log();
+    let (old, new) = log.split_at(5);
+    let db = redb.db();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut logs = txn.open_table(super::redb_logs::LOGS).unwrap();
+        let mut ids = txn.open_table(super::redb_logs::LOG_IDS).unwrap();
+        for r in old {
+            let key = super::logs::log_key(r.time, &r.request_id);
+            let json = serde_json::to_vec(r).unwrap();
+            logs.insert(key.as_str(), json.as_slice()).unwrap();
+            ids.insert(r.request_id.as_str(), key.as_str()).unwrap();
+        }
+    }
+    txn.commit().unwrap();
+    store.append_logs(new.to_vec()).await.unwrap();
+
+    assert_eq!(all_pages(&store, q(3)).await, newest_first(&log, |_| true));
+    for r in &log {
+        assert_eq!(
+            store.get_log(&r.request_id).await.unwrap().as_ref(),
+            Some(r)
+        );
+    }
+}
