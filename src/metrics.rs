@@ -9,9 +9,9 @@
 use crate::events::Hub;
 use crate::keys::{KeyStatus, Pool};
 use crate::store::{LATENCY_BOUNDS_MS, LogRecord};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 const MAX_MODELS: usize = 64;
 
@@ -22,11 +22,13 @@ pub struct Metrics {
 
 #[derive(Default)]
 struct Inner {
-    models: HashSet<String>,
-    requests: BTreeMap<(&'static str, String, &'static str), u64>,
+    /// Model labels in use, shared by the maps below (no string copy per request).
+    models: HashMap<String, Arc<str>>,
+    other: Option<Arc<str>>,
+    requests: BTreeMap<(&'static str, Arc<str>, &'static str), u64>,
     latency: BTreeMap<&'static str, Histogram>,
     ttfb: BTreeMap<&'static str, Histogram>,
-    tokens: BTreeMap<(String, &'static str), u64>,
+    tokens: BTreeMap<(Arc<str>, &'static str), u64>,
     retries: u64,
     log_dropped: u64,
 }
@@ -80,13 +82,14 @@ impl Metrics {
     pub fn observe(&self, rec: &LogRecord) {
         let route = route_label(&rec.route);
         let mut m = self.lock();
-        let model = if m.models.contains(&rec.model) {
-            rec.model.clone()
-        } else if m.models.len() < MAX_MODELS {
-            m.models.insert(rec.model.clone());
-            rec.model.clone()
-        } else {
-            "other".to_owned()
+        let model = match m.models.get(&rec.model) {
+            Some(label) => label.clone(),
+            None if m.models.len() < MAX_MODELS => {
+                let label: Arc<str> = rec.model.as_str().into();
+                m.models.insert(rec.model.clone(), label.clone());
+                label
+            }
+            None => m.other.get_or_insert_with(|| "other".into()).clone(),
         };
         *m.requests
             .entry((route, model.clone(), rec.outcome.as_str()))
@@ -114,7 +117,6 @@ impl Metrics {
         self.lock().log_dropped = n;
     }
 
-    /// Counts key events from the hub until it closes.
     pub fn render(&self, pool: &Pool, hub: &Hub, now: i64) -> String {
         let m = self.lock();
         let mut out = String::with_capacity(4096);
@@ -217,5 +219,68 @@ fn histogram(
         );
         let _ = writeln!(out, "{name}_sum{{route=\"{route}\"}} {}", h.sum_ms / 1000.0);
         let _ = writeln!(out, "{name}_count{{route=\"{route}\"}} {}", h.count);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{LogOutcome, Snapshot};
+    use crate::usage::Tokens;
+
+    fn rec(model: &str, total: u64) -> LogRecord {
+        LogRecord {
+            request_id: "r".into(),
+            time: 0,
+            user: None,
+            route: "generateContent".into(),
+            model: model.into(),
+            stream: false,
+            status: 200,
+            outcome: LogOutcome::Ok,
+            latency_ms: 12.0,
+            ttfb_ms: None,
+            tokens: Tokens {
+                total,
+                ..Tokens::default()
+            },
+            key_id: None,
+            key: None,
+            attempts: 2,
+            attempt_chain: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn counts_by_model_and_folds_client_chosen_names_beyond_the_limit() {
+        let metrics = Metrics::default();
+        metrics.observe(&rec("gemini-2.5-flash", 7));
+        metrics.observe(&rec("gemini-2.5-flash", 3));
+        for i in 0..MAX_MODELS + 5 {
+            metrics.observe(&rec(&format!("m{i}"), 0));
+        }
+        let (tx, _rx) = crate::keys::persist::channel();
+        let hub = Hub::default();
+        let pool = Pool::new(Default::default(), &Snapshot::default(), tx, hub.clone());
+        let text = metrics.render(&pool, &hub, 0);
+        let line = |prefix: &str| {
+            text.lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+                .to_owned()
+        };
+        assert!(line("gemini_balance_requests_total{route=\"generateContent\",model=\"gemini-2.5-flash\",outcome=\"ok\"}").ends_with(" 2"));
+        assert!(
+            line("gemini_balance_tokens_total{model=\"gemini-2.5-flash\",kind=\"total\"}")
+                .ends_with(" 10")
+        );
+        // 64 labels in all: flash and 63 of the others; the last 6 are "other".
+        assert!(line("gemini_balance_requests_total{route=\"generateContent\",model=\"other\",outcome=\"ok\"}").ends_with(" 6"));
+        let labelled = text
+            .lines()
+            .filter(|l| l.starts_with("gemini_balance_requests_total{"))
+            .count();
+        assert_eq!(labelled, MAX_MODELS + 1);
+        assert!(line("gemini_balance_retries_total ").ends_with(&format!(" {}", MAX_MODELS + 7)));
     }
 }

@@ -271,11 +271,30 @@ impl Bucket {
 
 /// The bucket updates a batch of records makes.
 pub fn buckets_of(records: &[LogRecord]) -> Vec<(BucketKey, Bucket)> {
-    let mut deltas: std::collections::BTreeMap<BucketKey, Bucket> = Default::default();
+    // Grouped on borrowed names: owned keys are made once per bucket, not per record.
+    type Borrowed<'a> = (i64, &'a str, &'a str, &'a str);
+    let mut deltas: std::collections::BTreeMap<Borrowed<'_>, Bucket> = Default::default();
     for rec in records {
-        deltas.entry(BucketKey::of(rec)).or_default().add(rec);
+        let key = (
+            rec.time.div_euclid(HOUR_MS) * HOUR_MS,
+            rec.user.as_deref().unwrap_or_default(),
+            rec.key_id.as_deref().unwrap_or_default(),
+            rec.model.as_str(),
+        );
+        deltas.entry(key).or_default().add(rec);
     }
-    deltas.into_iter().collect()
+    deltas
+        .into_iter()
+        .map(|((hour_ms, user, key_id, model), b)| {
+            let key = BucketKey {
+                hour_ms,
+                user: user.to_owned(),
+                key_id: key_id.to_owned(),
+                model: model.to_owned(),
+            };
+            (key, b)
+        })
+        .collect()
 }
 
 /// A bucket's key in a store: the hour (hex, so keys sort by time), user, key id, model.
