@@ -25,8 +25,8 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 
 pub const FLUSH_EVERY: Duration = Duration::from_millis(500);
-const BATCH_MAX: usize = 8192;
-const QUEUE: usize = 32_768;
+const BATCH_MAX: usize = 2000;
+const QUEUE: usize = 16_384;
 
 #[derive(Clone)]
 pub struct LogSink {
