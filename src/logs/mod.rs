@@ -31,7 +31,8 @@ const QUEUE: usize = 16_384;
 #[derive(Clone)]
 pub struct LogSink {
     /// `None` when the log is off (`logs.enabled = false`): metrics and the feed still run.
-    tx: Option<mpsc::Sender<LogRecord>>,
+    /// Records packed with postcard (see [`LogSink::record`]).
+    tx: Option<mpsc::Sender<Vec<u8>>>,
     /// Wakes the writer early when a full batch is waiting.
     full: Arc<Notify>,
     hub: Hub,
@@ -69,7 +70,11 @@ impl LogSink {
             }
         }
         if let Some(tx) = &self.tx {
-            if tx.try_send(rec).is_err() {
+            // The record crosses threads as one compact buffer: its strings are freed here,
+            // on the thread that made them, not by the writer (cheaper for the allocator).
+            let packed = postcard::to_allocvec(&rec).expect("log records always serialise");
+            drop(rec);
+            if tx.try_send(packed).is_err() {
                 let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 self.metrics.set_log_dropped(n);
             } else if tx.max_capacity() - tx.capacity() >= BATCH_MAX {
@@ -79,7 +84,7 @@ impl LogSink {
     }
 }
 
-async fn writer(store: Store, mut rx: mpsc::Receiver<LogRecord>, full: Arc<Notify>) {
+async fn writer(store: Store, mut rx: mpsc::Receiver<Vec<u8>>, full: Arc<Notify>) {
     let mut tick = tokio::time::interval(FLUSH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -91,7 +96,10 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<LogRecord>, full: Arc<Notif
         let mut batch = Vec::new();
         loop {
             match rx.try_recv() {
-                Ok(rec) => batch.push(rec),
+                Ok(packed) => match postcard::from_bytes::<LogRecord>(&packed) {
+                    Ok(rec) => batch.push(rec),
+                    Err(e) => tracing::error!(error = %e, "a queued log record did not unpack"),
+                },
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => {
                     closed = true;
