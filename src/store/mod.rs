@@ -9,6 +9,7 @@ mod logs;
 mod redb;
 mod redb_logs;
 mod redis;
+mod redis_logs;
 #[cfg(test)]
 mod tests;
 
