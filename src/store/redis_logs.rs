@@ -156,6 +156,22 @@ impl RedisStore {
         Ok(out)
     }
 
+    /// The first [`PRUNE_CHUNK`] members of the sorted set `name` that sort before `high`.
+    async fn members_below(&self, name: &str, high: &str) -> Result<Vec<String>, StoreError> {
+        let args = vec![
+            self.k(name),
+            "-".into(),
+            format!("({high}"),
+            "LIMIT".into(),
+            "0".into(),
+            PRUNE_CHUNK.to_string(),
+        ];
+        self.client
+            .custom(cmd("ZRANGEBYLEX"), args)
+            .await
+            .map_err(err)
+    }
+
     pub async fn prune(
         &self,
         logs_before: i64,
@@ -163,21 +179,9 @@ impl RedisStore {
     ) -> Result<(u64, u64), StoreError> {
         let mut removed = (0u64, 0u64);
         loop {
-            let old: Vec<String> = self
-                .client
-                .custom(
-                    cmd("ZRANGEBYLEX"),
-                    vec![
-                        self.k("logs"),
-                        "-".into(),
-                        format!("({}", log_key(logs_before, "")),
-                        "LIMIT".into(),
-                        "0".into(),
-                        PRUNE_CHUNK.to_string(),
-                    ],
-                )
-                .await
-                .map_err(err)?;
+            let old = self
+                .members_below("logs", &log_key(logs_before, ""))
+                .await?;
             if old.is_empty() {
                 break;
             }
@@ -191,21 +195,8 @@ impl RedisStore {
             removed.0 += old.len() as u64;
         }
         loop {
-            let old: Vec<String> = self
-                .client
-                .custom(
-                    cmd("ZRANGEBYLEX"),
-                    vec![
-                        self.k("buckets"),
-                        "-".into(),
-                        format!("({:016x}", stats_before.max(0)),
-                        "LIMIT".into(),
-                        "0".into(),
-                        PRUNE_CHUNK.to_string(),
-                    ],
-                )
-                .await
-                .map_err(err)?;
+            let high = format!("{:016x}", stats_before.max(0));
+            let old = self.members_below("buckets", &high).await?;
             if old.is_empty() {
                 break;
             }
