@@ -99,17 +99,7 @@ impl KeyEntry {
 impl Pool {
     /// Removes a key; answers whether it existed.
     pub fn remove(&self, id: &str) -> bool {
-        let mut found = false;
-        self.keys.rcu(|current| {
-            found = current.by_id.contains_key(id);
-            let list = current
-                .list
-                .iter()
-                .filter(|e| e.id != id)
-                .cloned()
-                .collect();
-            Keys::from_list(list)
-        });
+        let found = self.drop_entry(id);
         if found {
             self.mark(Dirty::Key(id.to_owned()));
             self.announce(id, "", "removed", None, None, None);

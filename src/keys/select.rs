@@ -117,7 +117,7 @@ impl Pool {
                 }
                 let mut usable: Vec<&Arc<KeyEntry>> =
                     keys.list.iter().filter(|e| consider(e)).collect();
-                usable.sort_by_key(|e| (e.in_flight(), e.requests()));
+                usable.sort_by_key(usage);
                 for e in usable {
                     if let Some(lease) = self.try_lease(e, cap, now) {
                         return Ok(lease);

@@ -119,6 +119,7 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Vec<u8>>, full: Arc<Notify>
     }
 }
 
+/// Prunes old log records and buckets once an hour, in small transactions.
 pub async fn retention_loop(
     store: Store,
     log_days: u32,

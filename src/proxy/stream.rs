@@ -327,14 +327,18 @@ impl Relay {
             return Some(unit);
         };
         let events = sse_events(&unit);
-        if !events.iter().any(|e| hide(&unit[e.clone()])) {
+        let shown: Vec<_> = events
+            .iter()
+            .filter(|e| !hide(&unit[(*e).clone()]))
+            .collect();
+        if shown.len() == events.len() {
             self.sent(&unit);
             return Some(unit);
         }
         self.seen(&unit);
         let mut kept = BytesMut::new();
-        for e in events.into_iter().filter(|e| !hide(&unit[e.clone()])) {
-            kept.extend_from_slice(&unit[e]);
+        for e in shown {
+            kept.extend_from_slice(&unit[e.clone()]);
         }
         let kept = kept.freeze();
         if kept.is_empty() {
@@ -445,11 +449,11 @@ fn sse_boundary(buf: &[u8]) -> Option<usize> {
 
 /// The end of the last complete SSE event in `buf`, if any.
 fn sse_last_boundary(buf: &[u8]) -> Option<usize> {
-    let mut end = None;
-    while let Some(n) = sse_boundary(&buf[end.unwrap_or(0)..]) {
-        end = Some(end.unwrap_or(0) + n);
+    let mut end = 0;
+    while let Some(n) = sse_boundary(&buf[end..]) {
+        end += n;
     }
-    end
+    (end > 0).then_some(end)
 }
 
 /// The byte ranges of the whole SSE events in `unit`.
