@@ -13,7 +13,7 @@
 
 mod record;
 
-pub use crate::store::{AttemptRecord, LogRecord};
+pub use crate::store::{AttemptRecord, LogRecord, PackedLog};
 pub use record::Trace;
 
 use crate::events::{Event, Hub};
@@ -31,8 +31,8 @@ const QUEUE: usize = 16_384;
 #[derive(Clone)]
 pub struct LogSink {
     /// `None` when the log is off (`logs.enabled = false`): metrics and the feed still run.
-    /// Records packed with postcard (see [`LogSink::record`]).
-    tx: Option<mpsc::Sender<Vec<u8>>>,
+    /// Records packed on the serving thread (see [`LogSink::record`]).
+    tx: Option<mpsc::Sender<PackedLog>>,
     /// Wakes the writer early when a full batch is waiting.
     full: Arc<Notify>,
     hub: Hub,
@@ -71,8 +71,9 @@ impl LogSink {
         }
         if let Some(tx) = &self.tx {
             // The record crosses threads as one compact buffer: its strings are freed here,
-            // on the thread that made them, not by the writer (cheaper for the allocator).
-            let packed = postcard::to_allocvec(&rec).expect("log records always serialise");
+            // on the thread that made them (cheaper for the allocator), and the store keeps
+            // the buffer as it is.
+            let packed = PackedLog::pack(&rec);
             drop(rec);
             if tx.try_send(packed).is_err() {
                 let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -84,7 +85,7 @@ impl LogSink {
     }
 }
 
-async fn writer(store: Store, mut rx: mpsc::Receiver<Vec<u8>>, full: Arc<Notify>) {
+async fn writer(store: Store, mut rx: mpsc::Receiver<PackedLog>, full: Arc<Notify>) {
     let mut tick = tokio::time::interval(FLUSH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -96,10 +97,7 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Vec<u8>>, full: Arc<Notify>
         let mut batch = Vec::new();
         loop {
             match rx.try_recv() {
-                Ok(packed) => match postcard::from_bytes::<LogRecord>(&packed) {
-                    Ok(rec) => batch.push(rec),
-                    Err(e) => tracing::error!(error = %e, "a queued log record did not unpack"),
-                },
+                Ok(packed) => batch.push(packed),
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => {
                     closed = true;
@@ -147,8 +145,8 @@ pub async fn retention_loop(
     }
 }
 
-async fn save(store: &Store, batch: Vec<LogRecord>) {
-    let batch: Arc<[LogRecord]> = batch.into();
+async fn save(store: &Store, batch: Vec<PackedLog>) {
+    let batch: Arc<[PackedLog]> = batch.into();
     let mut delay = Duration::from_millis(200);
     for attempt in 1..=5 {
         match store.append_logs(batch.clone()).await {

@@ -54,7 +54,10 @@ async fn stats_million_records() {
                 }
             })
             .collect();
-        store.append_logs(records).await.unwrap();
+        store
+            .append_logs(crate::store::pack_all(&records))
+            .await
+            .unwrap();
     }
     let fill = started.elapsed();
     let tz = jiff::tz::TimeZone::get("America/New_York").unwrap();

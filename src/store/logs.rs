@@ -119,10 +119,73 @@ pub struct Bucket {
     pub latency_hist: [u64; 12],
 }
 
+/// How log records are packed, for the writer and in the redb file: a tag byte, then the
+/// record in postcard (compact and positional: changing `LogRecord` means a new tag, with
+/// a decoder kept for this one).
+pub const LOG_POSTCARD_V1: u8 = 1;
+
+/// A log record packed on the thread that built it. The writer and the stores read what
+/// they need through [`PackedLog::head`] without unpacking its strings, and redb keeps
+/// these very bytes.
+#[derive(Debug, Clone)]
+pub struct PackedLog(Vec<u8>);
+
+impl PackedLog {
+    pub fn pack(rec: &LogRecord) -> Self {
+        // Room for a typical record, so packing does not grow the buffer step by step.
+        let mut out = Vec::with_capacity(320);
+        out.push(LOG_POSTCARD_V1);
+        Self(postcard::to_extend(rec, out).expect("log records always serialise"))
+    }
+
+    /// Tag byte and postcard, as redb stores it.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The fields that place the record and feed its statistics bucket, borrowed.
+    pub fn head(&self) -> Option<LogHead<'_>> {
+        postcard::from_bytes(self.0.get(1..)?).ok()
+    }
+
+    pub fn unpack(&self) -> Option<LogRecord> {
+        postcard::from_bytes(self.0.get(1..)?).ok()
+    }
+}
+
+/// Packs records one by one (for `migrate` and tests; the log writer gets them packed).
+pub fn pack_all(records: &[LogRecord]) -> Vec<PackedLog> {
+    records.iter().map(PackedLog::pack).collect()
+}
+
+/// The leading fields of a packed [`LogRecord`], in its field order (postcard is
+/// positional; the unit test `packed_head_reads_the_record` holds the two together).
+#[derive(Debug, Deserialize)]
+pub struct LogHead<'a> {
+    pub request_id: &'a str,
+    pub time: i64,
+    #[serde(borrow)]
+    pub user: Option<&'a str>,
+    _route: &'a str,
+    pub model: &'a str,
+    _stream: bool,
+    _status: u16,
+    pub outcome: LogOutcome,
+    pub latency_ms: f64,
+    _ttfb_ms: Option<f64>,
+    pub tokens: Tokens,
+    #[serde(borrow)]
+    pub key_id: Option<&'a str>,
+}
+
 impl Bucket {
     pub fn add(&mut self, rec: &LogRecord) {
+        self.count(rec.outcome, &rec.tokens, rec.latency_ms);
+    }
+
+    pub fn count(&mut self, outcome: LogOutcome, tokens: &Tokens, latency_ms: f64) {
         self.requests += 1;
-        match rec.outcome {
+        match outcome {
             LogOutcome::Ok => self.ok += 1,
             LogOutcome::ClientError => self.client_error += 1,
             LogOutcome::UpstreamError => self.upstream_error += 1,
@@ -130,15 +193,15 @@ impl Bucket {
             LogOutcome::Truncated => self.truncated += 1,
             LogOutcome::Cancelled => self.cancelled += 1,
         }
-        self.prompt_tokens += rec.tokens.prompt;
-        self.candidates_tokens += rec.tokens.candidates;
-        self.thoughts_tokens += rec.tokens.thoughts;
-        self.cached_tokens += rec.tokens.cached;
-        self.total_tokens += rec.tokens.total;
-        self.latency_ms_sum += rec.latency_ms;
+        self.prompt_tokens += tokens.prompt;
+        self.candidates_tokens += tokens.candidates;
+        self.thoughts_tokens += tokens.thoughts;
+        self.cached_tokens += tokens.cached;
+        self.total_tokens += tokens.total;
+        self.latency_ms_sum += latency_ms;
         let slot = LATENCY_BOUNDS_MS
             .iter()
-            .position(|b| rec.latency_ms <= *b)
+            .position(|b| latency_ms <= *b)
             .unwrap_or(LATENCY_BOUNDS_MS.len());
         self.latency_hist[slot] += 1;
     }
@@ -269,19 +332,35 @@ impl Bucket {
     }
 }
 
+/// The heads of a batch; a record that does not unpack (never expected: it was packed
+/// by this build moments ago) is left out of the store with an error logged.
+pub fn heads(records: &[PackedLog]) -> Vec<LogHead<'_>> {
+    let heads: Vec<_> = records.iter().filter_map(PackedLog::head).collect();
+    if heads.len() < records.len() {
+        tracing::error!(
+            skipped = records.len() - heads.len(),
+            "log records that did not unpack were skipped"
+        );
+    }
+    heads
+}
+
 /// The bucket updates a batch of records makes.
-pub fn buckets_of(records: &[LogRecord]) -> Vec<(BucketKey, Bucket)> {
+pub fn buckets_of(heads: &[LogHead<'_>]) -> Vec<(BucketKey, Bucket)> {
     // Grouped on borrowed names: owned keys are made once per bucket, not per record.
     type Borrowed<'a> = (i64, &'a str, &'a str, &'a str);
     let mut deltas: std::collections::BTreeMap<Borrowed<'_>, Bucket> = Default::default();
-    for rec in records {
+    for h in heads {
         let key = (
-            rec.time.div_euclid(HOUR_MS) * HOUR_MS,
-            rec.user.as_deref().unwrap_or_default(),
-            rec.key_id.as_deref().unwrap_or_default(),
-            rec.model.as_str(),
+            h.time.div_euclid(HOUR_MS) * HOUR_MS,
+            h.user.unwrap_or_default(),
+            h.key_id.unwrap_or_default(),
+            h.model,
         );
-        deltas.entry(key).or_default().add(rec);
+        deltas
+            .entry(key)
+            .or_default()
+            .count(h.outcome, &h.tokens, h.latency_ms);
     }
     deltas
         .into_iter()
@@ -324,11 +403,15 @@ pub fn parse_stats_key(s: &str) -> Option<BucketKey> {
 /// order.
 pub fn new_request_id(time: i64) -> String {
     const LOW_48: u64 = (1 << 48) - 1;
-    format!(
-        "{:012x}{:012x}",
-        time.max(0) as u64 & LOW_48,
-        rand::random::<u64>() & LOW_48
-    )
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = [0u8; 24];
+    let halves = [time.max(0) as u64 & LOW_48, rand::random::<u64>() & LOW_48];
+    for (out, half) in id.chunks_exact_mut(12).zip(halves) {
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = HEX[(half >> (44 - 4 * i) & 0xf) as usize];
+        }
+    }
+    String::from_utf8(id.to_vec()).expect("hex digits are ASCII")
 }
 
 /// The arrival time a request id made by [`new_request_id`] starts with. Ids of other
@@ -342,5 +425,13 @@ pub fn time_in_request_id(id: &str) -> Option<i64> {
 
 /// The log's sort key: time, then request id, so ranges are time ranges.
 pub fn log_key(time: i64, request_id: &str) -> String {
-    format!("{:016x}{}", time.max(0), request_id)
+    let mut key = String::with_capacity(16 + request_id.len());
+    push_log_key(&mut key, time, request_id);
+    key
+}
+
+/// [`log_key`] into a buffer the caller reuses.
+pub fn push_log_key(out: &mut String, time: i64, request_id: &str) {
+    use std::fmt::Write;
+    write!(out, "{:016x}{request_id}", time.max(0)).expect("writing to a String");
 }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 pub use self::logs::{
     AttemptRecord, Bucket, BucketKey, HOUR_MS, LATENCY_BOUNDS_MS, LogOutcome, LogQuery, LogRecord,
-    new_request_id,
+    PackedLog, new_request_id, pack_all,
 };
 pub use self::redb::RedbStore;
 pub use self::redis::{Change, RedisStore};
@@ -255,7 +255,7 @@ impl Store {
     /// Copies log records and buckets in as they are (for `migrate`).
     pub async fn import(
         &self,
-        records: impl Into<Arc<[LogRecord]>>,
+        records: impl Into<Arc<[PackedLog]>>,
         buckets: Vec<(BucketKey, Bucket)>,
     ) -> Result<(), StoreError> {
         let records = records.into();
@@ -266,7 +266,7 @@ impl Store {
     /// Shared, so a failed write can be retried without copying the batch.
     pub async fn append_logs(
         &self,
-        records: impl Into<Arc<[LogRecord]>>,
+        records: impl Into<Arc<[PackedLog]>>,
     ) -> Result<(), StoreError> {
         let records = records.into();
         each!(self, s => s.append_logs(records).await)

@@ -4,7 +4,8 @@
 
 use super::StoreError;
 use super::logs::{
-    Bucket, BucketKey, LogQuery, LogRecord, log_key, parse_stats_key, stats_key, time_in_request_id,
+    Bucket, BucketKey, LOG_POSTCARD_V1, LogQuery, LogRecord, PackedLog, log_key, parse_stats_key,
+    push_log_key, stats_key, time_in_request_id,
 };
 use super::redb::{RedbStore, backend, decode};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
@@ -16,15 +17,8 @@ pub(super) const LOGS: TableDefinition<&str, &[u8]> = TableDefinition::new("logs
 pub(super) const LOG_IDS: TableDefinition<&str, &str> = TableDefinition::new("log_ids");
 pub(super) const STATS: TableDefinition<&str, &[u8]> = TableDefinition::new("stats");
 
-/// Log records are a tag byte then postcard (compact and positional: changing
-/// `LogRecord` means a new tag, with a decoder kept for this one). Records written as
-/// JSON by earlier versions start with `{` and are still read.
-const LOG_POSTCARD_V1: u8 = 1;
-
-fn encode_log(rec: &LogRecord) -> Vec<u8> {
-    postcard::to_extend(rec, vec![LOG_POSTCARD_V1]).expect("log records always serialise")
-}
-
+/// Log records are stored as [`PackedLog`] makes them (a tag byte then postcard). Records
+/// written as JSON by earlier versions start with `{` and are still read.
 fn decode_log(key: &str, bytes: &[u8]) -> Result<LogRecord, StoreError> {
     match bytes.split_first() {
         Some((&LOG_POSTCARD_V1, rest)) => postcard::from_bytes(rest)
@@ -40,8 +34,8 @@ const PRUNE_CHUNK: usize = 5_000;
 
 impl RedbStore {
     /// Appends records and adds them to their buckets, in one transaction.
-    pub async fn append_logs(&self, records: Arc<[LogRecord]>) -> Result<(), StoreError> {
-        let buckets = super::logs::buckets_of(&records);
+    pub async fn append_logs(&self, records: Arc<[PackedLog]>) -> Result<(), StoreError> {
+        let buckets = super::logs::buckets_of(&super::logs::heads(&records));
         self.import(records, buckets).await
     }
 
@@ -49,7 +43,7 @@ impl RedbStore {
     /// records are not counted again.
     pub async fn import(
         &self,
-        records: Arc<[LogRecord]>,
+        records: Arc<[PackedLog]>,
         buckets: Vec<(BucketKey, Bucket)>,
     ) -> Result<(), StoreError> {
         let db = self.db();
@@ -59,13 +53,14 @@ impl RedbStore {
                 let mut logs = txn.open_table(LOGS).map_err(backend)?;
                 let mut ids = txn.open_table(LOG_IDS).map_err(backend)?;
                 let mut stats = txn.open_table(STATS).map_err(backend)?;
+                let mut key = String::with_capacity(48);
                 for rec in records.iter() {
-                    let key = log_key(rec.time, &rec.request_id);
-                    logs.insert(key.as_str(), encode_log(rec).as_slice())
-                        .map_err(backend)?;
-                    if time_in_request_id(&rec.request_id) != Some(rec.time) {
-                        ids.insert(rec.request_id.as_str(), key.as_str())
-                            .map_err(backend)?;
+                    let Some(head) = rec.head() else { continue };
+                    key.clear();
+                    push_log_key(&mut key, head.time, head.request_id);
+                    logs.insert(key.as_str(), rec.as_bytes()).map_err(backend)?;
+                    if time_in_request_id(head.request_id) != Some(head.time) {
+                        ids.insert(head.request_id, key.as_str()).map_err(backend)?;
                     }
                 }
                 for (k, b) in &buckets {

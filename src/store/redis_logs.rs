@@ -4,7 +4,9 @@
 //! `P:buckets`.
 
 use super::StoreError;
-use super::logs::{Bucket, BucketKey, LogQuery, LogRecord, log_key, parse_stats_key, stats_key};
+use super::logs::{
+    Bucket, BucketKey, LogQuery, LogRecord, PackedLog, log_key, parse_stats_key, stats_key,
+};
 use super::redis::{RedisStore, cmd, decode, err, json};
 use fred::prelude::*;
 use std::collections::HashMap;
@@ -16,26 +18,27 @@ const PRUNE_CHUNK: i64 = 2_000;
 
 impl RedisStore {
     /// Appends records and adds them to their buckets (HINCRBY: instances add up).
-    pub async fn append_logs(&self, records: Arc<[LogRecord]>) -> Result<(), StoreError> {
-        let buckets = super::logs::buckets_of(&records);
+    pub async fn append_logs(&self, records: Arc<[PackedLog]>) -> Result<(), StoreError> {
+        let buckets = super::logs::buckets_of(&super::logs::heads(&records));
         self.import(records, buckets).await
     }
 
     /// Copies records and buckets in as they are (for `migrate`).
     pub async fn import(
         &self,
-        records: Arc<[LogRecord]>,
+        records: Arc<[PackedLog]>,
         buckets: Vec<(BucketKey, Bucket)>,
     ) -> Result<(), StoreError> {
         let pipe = self.client.pipeline();
-        for rec in records.iter() {
+        // Redis keeps records as JSON (readable with redis-cli, as earlier versions wrote).
+        for rec in records.iter().filter_map(PackedLog::unpack) {
             let member = log_key(rec.time, &rec.request_id);
             let _: () = pipe
                 .zadd(self.k("logs"), None, None, false, false, (0.0, member))
                 .await
                 .map_err(err)?;
             let _: () = pipe
-                .hset(self.k("log"), (rec.request_id.as_str(), json(rec)))
+                .hset(self.k("log"), (rec.request_id.as_str(), json(&rec)))
                 .await
                 .map_err(err)?;
         }

@@ -342,9 +342,9 @@ async fn log_is_newest_first_filtered_and_paged(store: &Store) {
 
     let log = sample_log();
     // Appended in three batches, not in time order.
-    store.append_logs(log[6..].to_vec()).await.unwrap();
-    store.append_logs(log[..3].to_vec()).await.unwrap();
-    store.append_logs(log[3..6].to_vec()).await.unwrap();
+    store.append_logs(pack_all(&log[6..])).await.unwrap();
+    store.append_logs(pack_all(&log[..3])).await.unwrap();
+    store.append_logs(pack_all(&log[3..6])).await.unwrap();
 
     let (all, next) = store.query_logs(q(100)).await.unwrap();
     assert_eq!(
@@ -465,7 +465,7 @@ async fn log_is_newest_first_filtered_and_paged(store: &Store) {
 
 async fn get_log_finds_a_record_by_id(store: &Store) {
     let log = sample_log();
-    store.append_logs(log.clone()).await.unwrap();
+    store.append_logs(pack_all(&log)).await.unwrap();
     for r in &log {
         assert_eq!(
             store.get_log(&r.request_id).await.unwrap().as_ref(),
@@ -483,7 +483,7 @@ async fn get_log_finds_time_prefixed_and_older_ids_until_pruned(store: &Store) {
         r.request_id = new_request_id(r.time);
     }
     log[1].request_id = new_request_id(log[1].time + 1);
-    store.append_logs(log.clone()).await.unwrap();
+    store.append_logs(pack_all(&log)).await.unwrap();
     for r in &log {
         assert_eq!(
             store.get_log(&r.request_id).await.unwrap().as_ref(),
@@ -506,7 +506,7 @@ async fn stats_buckets_are_the_sum_of_the_log(store: &Store) {
     assert!(store.stats_range(0, i64::MAX).await.unwrap().is_empty());
     let log = sample_log();
     for r in &log {
-        store.append_logs(vec![r.clone()]).await.unwrap();
+        store.append_logs(vec![PackedLog::pack(r)]).await.unwrap();
     }
     // Another batch adds to the same buckets.
     let mut extra = log_rec(
@@ -523,7 +523,7 @@ async fn stats_buckets_are_the_sum_of_the_log(store: &Store) {
     extra.latency_ms = 99_999.0;
     let mut all = log.clone();
     all.push(extra.clone());
-    store.append_logs(vec![extra]).await.unwrap();
+    store.append_logs(pack_all(&[extra])).await.unwrap();
 
     let expect = expected_buckets(&all);
     assert_eq!(expect.len(), 9, "the sample spreads over 9 buckets");
@@ -553,7 +553,7 @@ async fn stats_buckets_are_the_sum_of_the_log(store: &Store) {
 
 async fn prune_removes_only_old_logs_and_buckets(store: &Store) {
     let log = sample_log();
-    store.append_logs(log.clone()).await.unwrap();
+    store.append_logs(pack_all(&log)).await.unwrap();
     // Logs before the third hour go; buckets before the second hour go.
     let (logs_before, stats_before) = (T0 + 2 * HOUR_MS, T0 + HOUR_MS);
     let expect_buckets: Vec<_> = expected_buckets(&log)
@@ -579,7 +579,7 @@ async fn prune_removes_only_old_logs_and_buckets(store: &Store) {
 async fn import_copies_records_and_buckets_as_they_are(store: &Store) {
     let log = sample_log();
     let b = expected_buckets(&log);
-    store.import(log.clone(), Vec::new()).await.unwrap();
+    store.import(pack_all(&log), Vec::new()).await.unwrap();
     assert!(
         store.stats_range(0, i64::MAX).await.unwrap().is_empty(),
         "imported records are not counted"
@@ -607,7 +607,7 @@ async fn fill(store: &Store) {
         ])
         .await
         .unwrap();
-    store.append_logs(sample_log()).await.unwrap();
+    store.append_logs(pack_all(&sample_log())).await.unwrap();
 }
 
 async fn assert_filled(store: &Store) {
@@ -704,7 +704,7 @@ async fn redb_reads_log_records_written_as_json_by_older_versions() {
         }
     }
     txn.commit().unwrap();
-    store.append_logs(new.to_vec()).await.unwrap();
+    store.append_logs(pack_all(&new)).await.unwrap();
 
     assert_eq!(all_pages(&store, q(3)).await, newest_first(&log, |_| true));
     for r in &log {
@@ -713,4 +713,39 @@ async fn redb_reads_log_records_written_as_json_by_older_versions() {
             Some(r)
         );
     }
+}
+
+/// The writer and the stores read a packed record's placing and bucket fields without
+/// unpacking it; those must be the record's own, with and without a user and key.
+#[test]
+fn packed_head_reads_the_record() {
+    let mut log = sample_log();
+    log[0].ttfb_ms = Some(3.5);
+    log[0].tokens.thoughts = 7;
+    assert!(log.iter().any(|r| r.user.is_none()));
+    for rec in &log {
+        let packed = super::PackedLog::pack(rec);
+        let h = packed.head().expect("a packed record has a head");
+        assert_eq!(h.request_id, rec.request_id);
+        assert_eq!(h.time, rec.time);
+        assert_eq!(h.user, rec.user.as_deref());
+        assert_eq!(h.model, rec.model);
+        assert_eq!(h.outcome, rec.outcome);
+        assert_eq!(h.latency_ms, rec.latency_ms);
+        assert_eq!(h.tokens, rec.tokens);
+        assert_eq!(h.key_id, rec.key_id.as_deref());
+        assert_eq!(packed.unpack().as_ref(), Some(rec));
+    }
+}
+
+#[test]
+fn request_ids_are_24_hex_digits_starting_with_their_time() {
+    let t = 0x0123_4567_89ab;
+    let a = new_request_id(t);
+    let b = new_request_id(t);
+    assert_eq!(a.len(), 24);
+    assert!(a.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{a}");
+    assert!(a.starts_with("0123456789ab"), "{a}");
+    assert_eq!(super::logs::time_in_request_id(&a), Some(t));
+    assert_ne!(a, b, "the random half differs");
 }
