@@ -112,7 +112,8 @@ pub async fn migrate(config: &Config, from: &str, to: &str) -> anyhow::Result<()
     loop {
         let (page, next) = src.query_logs(q.clone()).await?;
         records += page.len();
-        dst.import(crate::store::pack_all(&page), Vec::new()).await?;
+        dst.import(crate::store::pack_all(&page), Vec::new())
+            .await?;
         match next {
             Some(c) => q.cursor = Some(c),
             None => break,

@@ -12,7 +12,7 @@ use crate::logs::Trace;
 use crate::proxy;
 use crate::router::{GeminiCall, OpenAiCall, Route, RouteError};
 use crate::ui;
-use http::{HeaderValue, Request, Response, header};
+use http::{HeaderName, HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -114,7 +114,8 @@ async fn handle(
     let mut trace = Trace::new(crate::store::new_request_id(now), now);
     let mut resp = dispatch(&state, req, &path, peer.ip(), role, &mut trace).await;
     if let Ok(v) = HeaderValue::from_str(&trace.request_id) {
-        resp.headers_mut().insert("x-request-id", v);
+        resp.headers_mut()
+            .insert(HeaderName::from_static("x-request-id"), v);
     }
     let status = resp.status().as_u16();
     // Its own target, so `log_level = "info,access=off"` silences just this line.

@@ -13,7 +13,7 @@
 use crate::config::UpstreamConfig;
 use anyhow::Context;
 use bytes::Bytes;
-use http::{Request, Response, Uri};
+use http::{HeaderValue, Request, Response, Uri, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
@@ -38,6 +38,8 @@ enum Client {
 /// One client per serving thread, plus one for every other thread (index 0).
 pub struct Upstream {
     clients: Vec<Client>,
+    /// `Host` values for the configured base URLs, made once instead of per request.
+    hosts: Vec<(http::uri::Authority, HeaderValue)>,
 }
 
 thread_local! {
@@ -64,7 +66,14 @@ impl Upstream {
         let clients = (0..=workers)
             .map(|_| Client::new(cfg, tls.clone()))
             .collect::<anyhow::Result<_>>()?;
-        Ok(Self { clients })
+        let hosts = [cfg.base_url.clone(), cfg.openai_base()]
+            .iter()
+            .filter_map(|base| {
+                let uri: Uri = base.parse().ok()?;
+                Some((uri.authority()?.clone(), host_value(&uri)?))
+            })
+            .collect();
+        Ok(Self { clients, hosts })
     }
 
     fn client(&self) -> &Client {
@@ -75,9 +84,19 @@ impl Upstream {
     /// Sends one request and waits for the response head, at most `timeout`.
     pub async fn send(
         &self,
-        req: Request<Full<Bytes>>,
+        mut req: Request<Full<Bytes>>,
         timeout: Duration,
     ) -> Result<Response<Incoming>, SendError> {
+        // The same value hyper's client would make, without formatting it per request.
+        if let Some((_, host)) = self
+            .hosts
+            .iter()
+            .find(|(a, _)| Some(a) == req.uri().authority())
+        {
+            req.headers_mut()
+                .entry(header::HOST)
+                .or_insert_with(|| host.clone());
+        }
         let fut = async {
             match self.client() {
                 Client::Direct(c) => c.request(req).await,
@@ -145,6 +164,21 @@ impl Client {
     }
 }
 
+/// The `Host` header hyper's client would send for `uri`: the host, with the port when it
+/// is not the scheme's default.
+fn host_value(uri: &Uri) -> Option<HeaderValue> {
+    let host = uri.host()?;
+    let default_port = match uri.scheme_str() {
+        Some("https") => Some(443),
+        Some("http") => Some(80),
+        _ => None,
+    };
+    match uri.port_u16() {
+        Some(port) if Some(port) != default_port => format!("{host}:{port}").parse().ok(),
+        _ => host.parse().ok(),
+    }
+}
+
 /// The error and its causes in one line. hyper's errors name hosts, never credentials;
 /// the request URI (which never carries a key) is not included.
 fn describe(e: &(dyn std::error::Error + 'static)) -> String {
@@ -156,4 +190,23 @@ fn describe(e: &(dyn std::error::Error + 'static)) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_value;
+
+    #[test]
+    fn host_header_names_the_port_only_when_it_is_not_the_default() {
+        let host = |u: &str| host_value(&u.parse().unwrap()).unwrap();
+        assert_eq!(
+            host("https://generativelanguage.googleapis.com/v1beta"),
+            "generativelanguage.googleapis.com"
+        );
+        assert_eq!(host("https://example.com:443/"), "example.com");
+        assert_eq!(host("http://example.com:80"), "example.com");
+        assert_eq!(host("http://127.0.0.1:8123/x"), "127.0.0.1:8123");
+        assert_eq!(host("https://[::1]:8443"), "[::1]:8443");
+        assert_eq!(host("http://example.com:443"), "example.com:443");
+    }
 }

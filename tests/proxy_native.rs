@@ -741,6 +741,12 @@ async fn client_key_never_reaches_upstream() {
             "x-goog-api-key {k:?} is not a pool key on {t}"
         );
         assert!(!t.contains("AIzaFAKE"), "pool key in upstream URL {t}");
+        let hosts: Vec<_> = r.headers.get_all("host").iter().collect();
+        assert_eq!(
+            hosts,
+            [up.addr.to_string().as_str()],
+            "one Host header naming the upstream on {t}"
+        );
     }
     for r in up.requests_to(STREAM) {
         assert_eq!(

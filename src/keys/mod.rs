@@ -53,6 +53,8 @@ pub enum KeyStatus {
 pub struct KeyEntry {
     pub id: String,
     pub key: Secret,
+    /// The key as an `x-goog-api-key` value (marked sensitive), made once.
+    pub goog_header: Option<http::HeaderValue>,
     pub brief: String,
     pub created_at: i64,
     state: Mutex<EntryState>,
@@ -73,8 +75,15 @@ struct EntryState {
 
 impl KeyEntry {
     fn new(rec: KeyRecord) -> Self {
+        let goog_header = http::HeaderValue::from_str(rec.key.expose())
+            .ok()
+            .map(|mut v| {
+                v.set_sensitive(true);
+                v
+            });
         Self {
             brief: fingerprint(rec.key.expose()),
+            goog_header,
             id: rec.id,
             key: rec.key,
             created_at: rec.created_at,

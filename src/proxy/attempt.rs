@@ -275,15 +275,22 @@ fn build_request(plan: &Plan, key: &KeyEntry) -> Request<Full<Bytes>> {
     let mut req = Request::new(Full::new(plan.body.clone()));
     *req.method_mut() = plan.method.clone();
     *req.uri_mut() = plan.uri.clone();
+    // Room for the key and `Host` (added by `upstream`), so neither grows the map.
     let h = req.headers_mut();
-    h.clone_from(&plan.headers);
-    let secret = key.key.expose();
+    h.reserve(plan.headers.len() + 2);
+    for (name, value) in &plan.headers {
+        h.append(name.clone(), value.clone());
+    }
     let value = match plan.key_in {
-        KeyIn::GoogHeader => HeaderValue::from_str(secret),
-        KeyIn::Bearer => HeaderValue::from_str(&format!("Bearer {secret}")),
+        KeyIn::GoogHeader => key.goog_header.clone(),
+        KeyIn::Bearer => HeaderValue::from_str(&format!("Bearer {}", key.key.expose()))
+            .ok()
+            .map(|mut v| {
+                v.set_sensitive(true);
+                v
+            }),
     };
-    if let Ok(mut v) = value {
-        v.set_sensitive(true);
+    if let Some(v) = value {
         let name = match plan.key_in {
             KeyIn::GoogHeader => header::HeaderName::from_static("x-goog-api-key"),
             KeyIn::Bearer => header::AUTHORIZATION,

@@ -135,7 +135,7 @@ pub async fn read_body(
 
 /// Copies the forwardable client headers.
 pub fn forward_headers(from: &HeaderMap, names: &[&'static str]) -> HeaderMap {
-    let mut out = HeaderMap::new();
+    let mut out = HeaderMap::with_capacity(names.len());
     for name in names {
         if let Some(v) = from.get(*name) {
             out.insert(HeaderName::from_static(name), v.clone());

@@ -704,7 +704,7 @@ async fn redb_reads_log_records_written_as_json_by_older_versions() {
         }
     }
     txn.commit().unwrap();
-    store.append_logs(pack_all(&new)).await.unwrap();
+    store.append_logs(pack_all(new)).await.unwrap();
 
     assert_eq!(all_pages(&store, q(3)).await, newest_first(&log, |_| true));
     for r in &log {
@@ -744,7 +744,11 @@ fn request_ids_are_24_hex_digits_starting_with_their_time() {
     let a = new_request_id(t);
     let b = new_request_id(t);
     assert_eq!(a.len(), 24);
-    assert!(a.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{a}");
+    assert!(
+        a.bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+        "{a}"
+    );
     assert!(a.starts_with("0123456789ab"), "{a}");
     assert_eq!(super::logs::time_in_request_id(&a), Some(t));
     assert_ne!(a, b, "the random half differs");
