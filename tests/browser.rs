@@ -2,7 +2,8 @@
 //! real daemon and a fake Gemini upstream: login, bulk-adding keys, a hostile key note that
 //! must stay text, creating a user key and using its secret, the request log and the live
 //! feed, the Chinese translation, logout and the return after a session ends. It also
-//! writes the screenshots in docs/screenshots/ (each page, desktop and phone, light and dark).
+//! takes screenshots of each page (desktop and phone, light and dark): into cargo's
+//! scratch directory, or into docs/screenshots/ when run with `UPDATE_SCREENSHOTS=1`.
 //!
 //! Needs /usr/bin/chromium and /usr/bin/chromedriver (Debian's `chromium chromium-driver`);
 //! without them the tests fail with a message saying so.
@@ -72,8 +73,14 @@ async fn proxied_request(d: &Daemon, secret: &str) {
     );
 }
 
+/// The README's screenshots are only rewritten on request, so a test run leaves the
+/// checkout as it was.
 fn screenshot_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots")
+    if std::env::var_os("UPDATE_SCREENSHOTS").is_some() {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots")
+    } else {
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots")
+    }
 }
 
 /// Every page at desktop and phone width, light and dark.
