@@ -439,6 +439,73 @@ async fn a_client_leaving_mid_stream_releases_its_slots_and_the_upstream_at_once
     }
 }
 
+/// A daemon on `up` whose stream idle timeout is 1 s.
+async fn daemon_with_idle_timeout_1s(up: &FaultUpstream) -> Daemon {
+    let cfg = Config::with_url(&up.url())
+        .keys(common::keys(1))
+        .admin_password(PASSWORD);
+    // stream_idle_timeout lives in [upstream], which the harness writes itself.
+    let text = cfg.to_toml().replace(
+        "allow_plain_http = true\n",
+        "allow_plain_http = true\nstream_idle_timeout = \"1s\"\n",
+    );
+    daemon_with_toml(&text).await
+}
+
+/// The stream idle timeout counts from the upstream's last byte, not from the start: an
+/// answer trickling in 7-byte pieces 25 ms apart (seconds in all) arrives whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_slower_than_the_idle_timeout_in_total_but_never_silent_arrives_whole() {
+    let up = FaultUpstream::start(
+        1,
+        Profile::always(Fault::Trickle(Duration::from_millis(25))),
+    )
+    .await;
+    let d = daemon_with_idle_timeout_1s(&up).await;
+    let url = d.url(&format!(
+        "{}?alt=sse",
+        model_path(FLASH, "streamGenerateContent")
+    ));
+    let started = Instant::now();
+    let r = client::post_stream(&url, &user_auth(), GENERATE_BODY)
+        .await
+        .read_to_end()
+        .await;
+    assert!(
+        started.elapsed() > Duration::from_secs(1),
+        "the trickle must outlast the idle timeout for this test to mean anything"
+    );
+    assert_eq!(r.status, 200);
+    let events = common::sse_json_events(&r.body);
+    assert_eq!(events.len(), 3, "{}", r.text());
+    assert!(
+        events.iter().all(|e| e.get("error").is_none()),
+        "{}",
+        r.text()
+    );
+}
+
+/// A stream that sends one event and then falls silent is ended after the idle timeout,
+/// with that event and then an error event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_falls_silent_mid_answer_ends_with_an_error_event() {
+    let up = FaultUpstream::start(1, Profile::always(Fault::Stall(1))).await;
+    let d = daemon_with_idle_timeout_1s(&up).await;
+    let url = d.url(&format!(
+        "{}?alt=sse",
+        model_path(FLASH, "streamGenerateContent")
+    ));
+    let r = client::post_stream(&url, &user_auth(), GENERATE_BODY)
+        .await
+        .read_to_end()
+        .await;
+    assert_eq!(r.status, 200);
+    let events = common::sse_json_events(&r.body);
+    assert_eq!(events.len(), 2, "{}", r.text());
+    assert!(events[0].get("candidates").is_some(), "{}", r.text());
+    assert_eq!(events[1]["error"]["status"], "UNAVAILABLE", "{}", r.text());
+}
+
 // ---------------------------------------------------------------- broken non-stream answers
 
 /// The upstream sends a 200 head for a `generateContent`, then falls silent. The client

@@ -193,7 +193,7 @@ fn sse_data(event: &[u8]) -> Option<&[u8]> {
 }
 
 fn memchr_contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(hay, needle).is_some()
 }
 
 /// An upstream error in OpenAI's shape, keeping Google's status. Google's compatible

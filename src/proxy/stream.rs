@@ -81,7 +81,12 @@ pub struct Relay {
     primed: std::collections::VecDeque<Bytes>,
     done: bool,
     idle: Duration,
+    /// Fires `idle` after the last frame. Not re-armed per frame (that costs a timer
+    /// update each time): when it fires early, it is moved to `last_frame + idle`.
     sleep: Pin<Box<Sleep>>,
+    last_frame: Instant,
+    /// Bytes at the front of `buf` known to hold no event boundary (SSE).
+    scanned: usize,
     finish: Finish,
     on_finish: Vec<OnFinish>,
     /// The last event that mentioned usage (streams) or the answer's tail (non-stream).
@@ -107,6 +112,8 @@ impl Relay {
             done: false,
             idle,
             sleep: Box::pin(tokio::time::sleep(idle)),
+            last_frame: Instant::now(),
+            scanned: 0,
             finish: Finish::default(),
             on_finish: Vec::new(),
             usage_unit: Bytes::new(),
@@ -176,8 +183,7 @@ impl Relay {
             match Pin::new(&mut self.upstream).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     self.yielded = false;
-                    let deadline = Instant::now() + self.idle;
-                    self.sleep.as_mut().reset(deadline);
+                    self.last_frame = Instant::now();
                     if let Ok(data) = frame.into_data() {
                         if self.format == Format::Passthrough {
                             return Poll::Ready(Step::Unit(data));
@@ -206,8 +212,12 @@ impl Relay {
                     if let Some(unit) = self.take_unit() {
                         return Poll::Ready(Step::Unit(unit));
                     }
-                    if self.sleep.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Step::Cut("upstream went silent".to_owned()));
+                    while self.sleep.as_mut().poll(cx).is_ready() {
+                        let deadline = self.last_frame + self.idle;
+                        if deadline <= Instant::now() {
+                            return Poll::Ready(Step::Cut("upstream went silent".to_owned()));
+                        }
+                        self.sleep.as_mut().reset(deadline);
                     }
                     return Poll::Pending;
                 }
@@ -220,7 +230,17 @@ impl Relay {
     fn take_unit(&mut self) -> Option<Bytes> {
         let end = match self.format {
             Format::Passthrough => return None,
-            Format::Sse => sse_last_boundary(&self.buf)?,
+            Format::Sse => match sse_last_boundary(&self.buf, self.scanned) {
+                Some(end) => {
+                    self.scanned = 0;
+                    end
+                }
+                None => {
+                    // A boundary may end in bytes yet to come: look at the last two again.
+                    self.scanned = self.buf.len().saturating_sub(2);
+                    return None;
+                }
+            },
             Format::JsonArray => {
                 let end = self.json.scan(&self.buf)?;
                 self.json.consumed(end);
@@ -302,7 +322,7 @@ impl Relay {
                 let old = self.tail.pop_front().expect("non-empty");
                 self.tail_len -= old.len();
             }
-        } else if unit.windows(6).any(|w| w == b"\"usage") {
+        } else if memchr::memmem::find(unit, b"\"usage").is_some() {
             self.usage_unit = unit.clone();
         }
     }
@@ -447,13 +467,16 @@ fn sse_boundary(buf: &[u8]) -> Option<usize> {
     None
 }
 
-/// The end of the last complete SSE event in `buf`, if any.
-fn sse_last_boundary(buf: &[u8]) -> Option<usize> {
-    let mut end = 0;
-    while let Some(n) = sse_boundary(&buf[end..]) {
-        end += n;
-    }
-    (end > 0).then_some(end)
+/// The end of the last complete SSE event in `buf` (a blank line: `\n\n` or `\n\r\n`),
+/// if any, searching back from the end to `from` (bytes before it have none).
+fn sse_last_boundary(buf: &[u8], from: usize) -> Option<usize> {
+    memchr::memrchr_iter(b'\n', &buf[from..])
+        .map(|i| from + i)
+        .find(|&i| {
+            (i >= 1 && buf[i - 1] == b'\n')
+                || (i >= 2 && buf[i - 1] == b'\r' && buf[i - 2] == b'\n')
+        })
+        .map(|i| i + 1)
 }
 
 /// The byte ranges of the whole SSE events in `unit`.
@@ -529,10 +552,17 @@ mod tests {
         assert_eq!(sse_boundary(b"data: 1\n\ndata: 2\n\n"), Some(9));
         assert_eq!(sse_boundary(b"data: {\"a\":1}\r\n"), None);
         assert_eq!(
-            sse_last_boundary(b"data: 1\r\n\r\ndata: 2\n\ndata: 3"),
+            sse_last_boundary(b"data: 1\r\n\r\ndata: 2\n\ndata: 3", 0),
             Some(20)
         );
-        assert_eq!(sse_last_boundary(b"data: 3"), None);
+        assert_eq!(sse_last_boundary(b"data: 1\r\n\r\ndata: 2", 0), Some(11));
+        assert_eq!(sse_last_boundary(b"data: 1\r\n\r\n", 0), Some(11));
+        // A boundary split across reads is found once its last byte comes.
+        assert_eq!(sse_last_boundary(b"data: 1\r\n\r", 0), None);
+        assert_eq!(sse_last_boundary(b"data: 1\r\n\r\n", 8), Some(11));
+        assert_eq!(sse_last_boundary(b"data: 1\n\n", 7), Some(9));
+        assert_eq!(sse_last_boundary(b"\n", 0), None);
+        assert_eq!(sse_last_boundary(b"data: 3", 0), None);
         assert_eq!(
             sse_events(b"data: 1\r\n\r\ndata: 2\n\n"),
             vec![0..11, 11..20]
