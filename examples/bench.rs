@@ -92,6 +92,16 @@ struct Bench {
     sse_ratio: Option<f64>,
     /// Largest daemon peak RSS of any wrk scenario, with the scenario.
     max_rss: (u64, String),
+    /// The generateContent c=64 scenario (10 keys, logs on).
+    gen64: Option<WrkScenario>,
+    /// Setups compared with [`Bench::paired`].
+    comparisons: Vec<Target>,
+}
+
+/// One setup against another (see [`Bench::paired`]): ratios other / base.
+struct Paired {
+    cpu: f64,
+    rps: f64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -130,6 +140,8 @@ fn main() -> anyhow::Result<()> {
         c1_delta: None,
         sse_ratio: None,
         max_rss: (0, String::new()),
+        gen64: None,
+        comparisons: Vec::new(),
     };
     bench.header(busy);
     bench.run_all()?;
@@ -208,8 +220,7 @@ impl Bench {
             ),
             chat(64),
         ];
-        let mut gen64 = None;
-        self.with_daemon(main, &cases, &mut gen64)?;
+        self.with_daemon(main, &cases)?;
         let nolog = native(
             "nolog64",
             "generateContent, 64 connections",
@@ -220,8 +231,7 @@ impl Bench {
             keys: 10,
             logs: false,
         };
-        let mut nolog64 = None;
-        self.with_daemon(logs_off, &[nolog], &mut nolog64)?;
+        self.with_daemon(logs_off, &[nolog])?;
         let big = native(
             "keys10k",
             "generateContent, 64 connections",
@@ -232,8 +242,7 @@ impl Bench {
             keys: 10_000,
             logs: true,
         };
-        let mut keys10k = None;
-        self.with_daemon(many, &[big], &mut keys10k)?;
+        self.with_daemon(many, &[big])?;
         // Without the log, what is left of 10,000 keys is the request path itself.
         let big_nolog = native(
             "keys10knolog",
@@ -245,22 +254,59 @@ impl Bench {
             keys: 10_000,
             logs: false,
         };
-        let mut keys10k_nolog = None;
-        self.with_daemon(many_nolog, &[big_nolog], &mut keys10k_nolog)?;
+        self.with_daemon(many_nolog, &[big_nolog])?;
         if self.wants("slow") {
             self.slow_streams(main)?;
         }
-        self.summarise(gen64, nolog64, keys10k, keys10k_nolog);
+        // The comparisons between setups, each from runs taken in turn (see `paired`).
+        let few_log = main;
+        let (few_nolog, many_log, many_nolog) = (logs_off, many, many_nolog);
+        let comparisons = [
+            (
+                "nolog64",
+                "gen64",
+                few_nolog,
+                few_log,
+                "request log costs < 10 % (c=64, log on vs off: daemon CPU/req; req/s)",
+                true,
+            ),
+            (
+                "nolog64",
+                "keys10knolog",
+                few_nolog,
+                many_nolog,
+                "selection flat in pool size (10,000 vs 10 keys, log off: daemon CPU/req; req/s)",
+                true,
+            ),
+            (
+                "gen64",
+                "keys10k",
+                few_log,
+                many_log,
+                "10,000 vs 10 keys with the request log on (more statistics buckets per batch)",
+                false,
+            ),
+        ];
+        for (base_id, other_id, base, other, what, judged) in comparisons {
+            if self.wants(base_id) && self.wants(other_id) {
+                let p = self.paired(base, other)?;
+                self.comparisons.push(Target {
+                    what,
+                    measured: format!(
+                        "{:+.1} % CPU; {:.1} % req/s",
+                        (p.cpu - 1.0) * 100.0,
+                        p.rps * 100.0
+                    ),
+                    met: judged.then_some(p.cpu <= 1.10),
+                });
+            }
+        }
+        self.summarise();
         Ok(())
     }
 
-    /// Runs `cases` against one fresh daemon; `keep` gets the c=64 generateContent result.
-    fn with_daemon(
-        &mut self,
-        setup: DaemonSetup,
-        cases: &[WrkCase],
-        keep: &mut Option<WrkScenario>,
-    ) -> anyhow::Result<()> {
+    /// Runs `cases` against one fresh daemon.
+    fn with_daemon(&mut self, setup: DaemonSetup, cases: &[WrkCase]) -> anyhow::Result<()> {
         let cases: Vec<&WrkCase> = cases.iter().filter(|c| self.wants(c.id)).collect();
         if cases.is_empty() {
             return Ok(());
@@ -281,8 +327,8 @@ impl Bench {
             if case.id == "stream32" {
                 self.sse_ratio = Some(scenario.ratio());
             }
-            if ["gen64", "nolog64", "keys10k", "keys10knolog"].contains(&case.id) {
-                *keep = Some(scenario);
+            if case.id == "gen64" {
+                self.gen64 = Some(scenario);
             }
             if matches!(case.id, "gen64" | "nolog64") && self.args.perf {
                 let title = format!("{} — {}", case.title, setup.label());
@@ -440,15 +486,57 @@ impl Bench {
         Ok(())
     }
 
-    fn summarise(
-        &mut self,
-        gen64: Option<WrkScenario>,
-        nolog: Option<WrkScenario>,
-        keys10k: Option<WrkScenario>,
-        keys10k_nolog: Option<WrkScenario>,
-    ) {
+    /// Daemon CPU per request of `other` relative to `base` (and req/s), generateContent
+    /// c=64 on two daemons started side by side and loaded in turn (base, other; other,
+    /// base; …): between scenarios minutes apart the machine drifts by more than the
+    /// differences these comparisons are after. Medians of the per-round ratios.
+    fn paired(&mut self, base: DaemonSetup, other: DaemonSetup) -> anyhow::Result<Paired> {
+        eprintln!("paired: {} vs {}", other.label(), base.label());
+        let case = native("paired", "", "generateContent", 64);
+        let start = |setup: DaemonSetup, side: &str| {
+            let name = format!("paired-{side}-{}-keys-logs-{}", setup.keys, setup.logs);
+            let dir = self.dir.path().join(name);
+            procs::start_daemon(&self.daemon_bin, &dir, self.upstream.addr, setup)
+        };
+        let (a, b) = (start(base, "base")?, start(other, "other")?);
+        for d in [&a, &b] {
+            load::wrk(&self.script, d.addr, &case.proxied, 64, 1)?;
+        }
+        let run = |d: &Proc| -> anyhow::Result<(f64, f64)> {
+            let cpu = d.cpu();
+            let r = load::wrk(&self.script, d.addr, &case.proxied, 64, self.args.duration)?;
+            let us = (d.cpu() - cpu).as_secs_f64() / r.requests.max(1) as f64 * 1e6;
+            Ok((us, r.rps()))
+        };
+        let (mut cpu, mut rps) = (Vec::new(), Vec::new());
+        for round in 0..self.args.rounds {
+            let (x, y) = if round % 2 == 0 {
+                let x = run(&a)?;
+                (x, run(&b)?)
+            } else {
+                let y = run(&b)?;
+                (run(&a)?, y)
+            };
+            eprintln!(
+                "  round {}: {:.1} µs vs {:.1} µs per request, {:.0} vs {:.0} req/s",
+                round + 1,
+                y.0,
+                x.0,
+                y.1,
+                x.1
+            );
+            cpu.push(y.0 / x.0);
+            rps.push(y.1 / x.1);
+        }
+        Ok(Paired {
+            cpu: report::median(cpu),
+            rps: report::median(rps),
+        })
+    }
+
+    fn summarise(&mut self) {
         let mut t = Vec::new();
-        if let Some(g) = &gen64 {
+        if let Some(g) = &self.gen64 {
             t.push(Target {
                 what: "proxied ≥ 40 % of direct req/s, generateContent c=64",
                 measured: format!("{:.1} %", g.ratio() * 100.0),
@@ -474,51 +562,7 @@ impl Bench {
                 met: Some(delta <= 100.0),
             });
         }
-        // Across daemons the direct side drifts with the machine, so these two compare the
-        // daemon's own CPU per request; throughput is shown beside it.
-        if let (Some(g), Some(n)) = (&gen64, &nolog) {
-            let (on, off) = (g.daemon_us_per_req(), n.daemon_us_per_req());
-            let rps = WrkScenario::rps(&g.proxied) / WrkScenario::rps(&n.proxied);
-            t.push(Target {
-                what: "request log costs < 10 % (c=64, log on vs off: daemon CPU/req; req/s)",
-                measured: format!(
-                    "{:+.1} % CPU; {:.1} % req/s",
-                    (on / off - 1.0) * 100.0,
-                    rps * 100.0
-                ),
-                met: Some(on / off <= 1.10),
-            });
-        }
-        let pairs = [
-            (
-                &nolog,
-                &keys10k_nolog,
-                "selection flat in pool size (10,000 vs 10 keys, log off: daemon CPU/req; req/s)",
-                true,
-            ),
-            (
-                &gen64,
-                &keys10k,
-                "10,000 vs 10 keys with the request log on (more statistics buckets per batch)",
-                false,
-            ),
-        ];
-        for (few, many, what, judged) in pairs {
-            let (Some(g), Some(k)) = (few, many) else {
-                continue;
-            };
-            let (small, big) = (g.daemon_us_per_req(), k.daemon_us_per_req());
-            let rps = WrkScenario::rps(&k.proxied) / WrkScenario::rps(&g.proxied);
-            t.push(Target {
-                what,
-                measured: format!(
-                    "{:+.1} % CPU; {:.1} % req/s",
-                    (big / small - 1.0) * 100.0,
-                    rps * 100.0
-                ),
-                met: judged.then_some(big / small <= 1.10),
-            });
-        }
+        t.append(&mut self.comparisons);
         if self.max_rss.0 > 0 {
             t.push(Target {
                 what: "largest daemon peak RSS of a scenario (SPEC 0: a 512 MB VPS is normal)",

@@ -332,10 +332,13 @@ impl Bucket {
     }
 }
 
-/// The heads of a batch; a record that does not unpack (never expected: it was packed
-/// by this build moments ago) is left out of the store with an error logged.
-pub fn heads(records: &[PackedLog]) -> Vec<LogHead<'_>> {
-    let heads: Vec<_> = records.iter().filter_map(PackedLog::head).collect();
+/// Each record of a batch with its head; a record that does not unpack (never expected:
+/// it was packed by this build moments ago) is left out of the store with an error logged.
+pub fn heads(records: &[PackedLog]) -> Vec<(&PackedLog, LogHead<'_>)> {
+    let heads: Vec<_> = records
+        .iter()
+        .filter_map(|r| Some((r, r.head()?)))
+        .collect();
     if heads.len() < records.len() {
         tracing::error!(
             skipped = records.len() - heads.len(),
@@ -346,11 +349,11 @@ pub fn heads(records: &[PackedLog]) -> Vec<LogHead<'_>> {
 }
 
 /// The bucket updates a batch of records makes.
-pub fn buckets_of(heads: &[LogHead<'_>]) -> Vec<(BucketKey, Bucket)> {
+pub fn buckets_of(heads: &[(&PackedLog, LogHead<'_>)]) -> Vec<(BucketKey, Bucket)> {
     // Grouped on borrowed names: owned keys are made once per bucket, not per record.
     type Borrowed<'a> = (i64, &'a str, &'a str, &'a str);
     let mut deltas: std::collections::BTreeMap<Borrowed<'_>, Bucket> = Default::default();
-    for h in heads {
+    for (_, h) in heads {
         let key = (
             h.time.div_euclid(HOUR_MS) * HOUR_MS,
             h.user.unwrap_or_default(),

@@ -35,8 +35,7 @@ const PRUNE_CHUNK: usize = 5_000;
 impl RedbStore {
     /// Appends records and adds them to their buckets, in one transaction.
     pub async fn append_logs(&self, records: Arc<[PackedLog]>) -> Result<(), StoreError> {
-        let buckets = super::logs::buckets_of(&super::logs::heads(&records));
-        self.import(records, buckets).await
+        self.write_logs(records, None).await
     }
 
     /// Copies records and buckets in as they are (for `migrate`): buckets are merged,
@@ -46,16 +45,27 @@ impl RedbStore {
         records: Arc<[PackedLog]>,
         buckets: Vec<(BucketKey, Bucket)>,
     ) -> Result<(), StoreError> {
+        self.write_logs(records, Some(buckets)).await
+    }
+
+    /// Writes `records` and merges `buckets` (by default: the records' own) in one
+    /// transaction. Each record's head is read once, for its key and its bucket.
+    async fn write_logs(
+        &self,
+        records: Arc<[PackedLog]>,
+        buckets: Option<Vec<(BucketKey, Bucket)>>,
+    ) -> Result<(), StoreError> {
         let db = self.db();
         tokio::task::spawn_blocking(move || {
+            let heads = super::logs::heads(&records);
+            let buckets = buckets.unwrap_or_else(|| super::logs::buckets_of(&heads));
             let txn = db.begin_write().map_err(backend)?;
             {
                 let mut logs = txn.open_table(LOGS).map_err(backend)?;
                 let mut ids = txn.open_table(LOG_IDS).map_err(backend)?;
                 let mut stats = txn.open_table(STATS).map_err(backend)?;
                 let mut key = String::with_capacity(48);
-                for rec in records.iter() {
-                    let Some(head) = rec.head() else { continue };
+                for (rec, head) in &heads {
                     key.clear();
                     push_log_key(&mut key, head.time, head.request_id);
                     logs.insert(key.as_str(), rec.as_bytes()).map_err(backend)?;
