@@ -439,10 +439,10 @@ async fn a_client_leaving_mid_stream_releases_its_slots_and_the_upstream_at_once
     }
 }
 
-/// A daemon on `up` whose stream idle timeout is 1 s.
-async fn daemon_with_idle_timeout_1s(up: &FaultUpstream) -> Daemon {
+/// A daemon on `up` with `keys` pool keys and a stream idle timeout of 1 s.
+async fn daemon_with_idle_timeout_1s(up: &FaultUpstream, keys: usize) -> Daemon {
     let cfg = Config::with_url(&up.url())
-        .keys(common::keys(1))
+        .keys(common::keys(keys))
         .admin_password(PASSWORD);
     // stream_idle_timeout lives in [upstream], which the harness writes itself.
     let text = cfg.to_toml().replace(
@@ -461,7 +461,7 @@ async fn a_stream_slower_than_the_idle_timeout_in_total_but_never_silent_arrives
         Profile::always(Fault::Trickle(Duration::from_millis(25))),
     )
     .await;
-    let d = daemon_with_idle_timeout_1s(&up).await;
+    let d = daemon_with_idle_timeout_1s(&up, 1).await;
     let url = d.url(&format!(
         "{}?alt=sse",
         model_path(FLASH, "streamGenerateContent")
@@ -490,7 +490,7 @@ async fn a_stream_slower_than_the_idle_timeout_in_total_but_never_silent_arrives
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_that_falls_silent_mid_answer_ends_with_an_error_event() {
     let up = FaultUpstream::start(1, Profile::always(Fault::Stall(1))).await;
-    let d = daemon_with_idle_timeout_1s(&up).await;
+    let d = daemon_with_idle_timeout_1s(&up, 1).await;
     let url = d.url(&format!(
         "{}?alt=sse",
         model_path(FLASH, "streamGenerateContent")
@@ -513,17 +513,7 @@ async fn a_stream_that_falls_silent_mid_answer_ends_with_an_error_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_stream_answer_that_stalls_after_its_headers_is_not_a_clean_empty_200() {
     let up = FaultUpstream::start(2, Profile::always(Fault::Stall(0))).await;
-    let cfg = Config::with_url(&up.url())
-        .keys(common::keys(2))
-        .admin_password(PASSWORD);
-    // stream_idle_timeout lives in [upstream], which the harness writes itself: restate
-    // the whole table through a config written by hand instead.
-    let mut text = cfg.to_toml();
-    text = text.replace(
-        "allow_plain_http = true\n",
-        "allow_plain_http = true\nstream_idle_timeout = \"1s\"\n",
-    );
-    let d = daemon_with_toml(&text).await;
+    let d = daemon_with_idle_timeout_1s(&up, 2).await;
     let r = client::post(
         &d.url(&model_path(FLASH, "generateContent")),
         &user_auth(),
