@@ -1,6 +1,6 @@
 //! A benchmark, not a test: how long choosing a key takes for pools of 10 to 10,000 keys
-//! (acquire and release, one thread). Round-robin must stay flat; least-used sorts the
-//! usable keys and is shown for comparison.
+//! (acquire and release, one thread). Both strategies must stay flat: round-robin stops at
+//! the first usable key, least-used compares a window of at most 64 keys.
 //! Run: `cargo test --profile harness --bin gemini-balance selection_cost -- --ignored --nocapture`
 
 use super::*;

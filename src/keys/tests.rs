@@ -189,6 +189,30 @@ fn least_used_prefers_the_idle_key() {
     assert_ne!(a.entry.id, b.entry.id, "busy key avoided");
 }
 
+/// Beyond the 64-key window, least-used still takes an idle key while there is one
+/// anywhere in the pool: 1,000 held leases on 1,000 keys are 1,000 different keys, and a
+/// busy key is never chosen over an idle one.
+#[test]
+fn least_used_in_a_big_pool_takes_every_idle_key_before_doubling_up() {
+    let cfg = PoolConfig {
+        strategy: Strategy::LeastUsed,
+        ..PoolConfig::default()
+    };
+    let (pool, _rx) = pool_with(1000, cfg);
+    let leases: Vec<_> = (0..1000)
+        .map(|_| pool.acquire("m", T0, &[]).unwrap())
+        .collect();
+    let ids: std::collections::HashSet<_> = leases.iter().map(|l| l.entry.id.clone()).collect();
+    assert_eq!(ids.len(), 1000);
+    drop(leases);
+    // All idle again: the request counts now break the tie, so the next 1,000 picks are
+    // again spread one per key.
+    let again: std::collections::HashSet<_> = (0..1000)
+        .map(|_| pool.acquire("m", T0, &[]).unwrap().entry.id.clone())
+        .collect();
+    assert_eq!(again.len(), 1000);
+}
+
 #[test]
 fn adding_a_known_key_is_idempotent_and_changes_are_announced() {
     let (pool, mut rx) = pool_with(2, PoolConfig::default());
