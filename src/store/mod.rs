@@ -268,8 +268,30 @@ impl Store {
         &self,
         records: impl Into<Arc<[PackedLog]>>,
     ) -> Result<(), StoreError> {
-        let records = records.into();
-        each!(self, s => s.append_logs(records).await)
+        self.append_logs_when(records.into(), LogCommit::Durable)
+            .await
+    }
+
+    /// [`Store::append_logs`], durable at once or only with the next durable commit
+    /// (redb skips the `fdatasync`; a crash before that loses the batch). Redis writes
+    /// are the same either way.
+    pub async fn append_logs_when(
+        &self,
+        records: Arc<[PackedLog]>,
+        commit: LogCommit,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Redb(s) => s.append_logs(records, commit == LogCommit::Durable).await,
+            Store::Redis(s) => s.append_logs(records).await,
+        }
+    }
+
+    /// Makes log batches written with [`LogCommit::Deferred`] durable.
+    pub async fn sync_logs(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Redb(s) => s.sync_logs().await,
+            Store::Redis(_) => Ok(()),
+        }
     }
 
     /// Reads the log newest first; the second value is the cursor for the next page.
@@ -299,6 +321,13 @@ impl Store {
     ) -> Result<(u64, u64), StoreError> {
         each!(self, s => s.prune(logs_before, stats_before).await)
     }
+}
+
+/// When a log batch must be on disk (see [`Store::append_logs_when`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogCommit {
+    Durable,
+    Deferred,
 }
 
 /// Separates key id and model in composite keys; neither can contain it.

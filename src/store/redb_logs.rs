@@ -33,9 +33,19 @@ const SCAN_LIMIT: usize = 100_000;
 const PRUNE_CHUNK: usize = 5_000;
 
 impl RedbStore {
-    /// Appends records and adds them to their buckets, in one transaction.
-    pub async fn append_logs(&self, records: Arc<[PackedLog]>) -> Result<(), StoreError> {
-        self.write_logs(records, None).await
+    /// Appends records and adds them to their buckets, in one transaction; durable when
+    /// it returns, or with the next durable commit (`durable = false`: no `fdatasync`).
+    pub async fn append_logs(
+        &self,
+        records: Arc<[PackedLog]>,
+        durable: bool,
+    ) -> Result<(), StoreError> {
+        self.write_logs(records, None, durable).await
+    }
+
+    /// Makes every earlier commit durable (an empty durable commit).
+    pub async fn sync_logs(&self) -> Result<(), StoreError> {
+        self.write_logs(Arc::new([]), Some(Vec::new()), true).await
     }
 
     /// Copies records and buckets in as they are (for `migrate`): buckets are merged,
@@ -45,7 +55,7 @@ impl RedbStore {
         records: Arc<[PackedLog]>,
         buckets: Vec<(BucketKey, Bucket)>,
     ) -> Result<(), StoreError> {
-        self.write_logs(records, Some(buckets)).await
+        self.write_logs(records, Some(buckets), true).await
     }
 
     /// Writes `records` and merges `buckets` (by default: the records' own) in one
@@ -54,12 +64,17 @@ impl RedbStore {
         &self,
         records: Arc<[PackedLog]>,
         buckets: Option<Vec<(BucketKey, Bucket)>>,
+        durable: bool,
     ) -> Result<(), StoreError> {
         let db = self.db();
         tokio::task::spawn_blocking(move || {
             let heads = super::logs::heads(&records);
             let buckets = buckets.unwrap_or_else(|| super::logs::buckets_of(&heads));
-            let txn = db.begin_write().map_err(backend)?;
+            let mut txn = db.begin_write().map_err(backend)?;
+            if !durable {
+                txn.set_durability(redb::Durability::None)
+                    .map_err(backend)?;
+            }
             {
                 let mut logs = txn.open_table(LOGS).map_err(backend)?;
                 let mut ids = txn.open_table(LOG_IDS).map_err(backend)?;

@@ -680,6 +680,35 @@ async fn redis_unreachable_is_a_clear_error() {
     assert!(!text.contains("pw-marker"), "{text}");
 }
 
+/// Log batches committed without waiting for the disk are readable at once, and the next
+/// durable commit (here an explicit flush) keeps them across a reopen.
+#[tokio::test]
+async fn redb_deferred_log_batches_are_kept_by_the_next_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = sample_log();
+    let (first, second) = log.split_at(4);
+    {
+        let store = Store::open_redb(dir.path()).await.unwrap();
+        store
+            .append_logs_when(pack_all(first).into(), super::LogCommit::Deferred)
+            .await
+            .unwrap();
+        store
+            .append_logs_when(pack_all(second).into(), super::LogCommit::Deferred)
+            .await
+            .unwrap();
+        assert_eq!(all_pages(&store, q(3)).await, newest_first(&log, |_| true));
+        store.sync_logs().await.unwrap();
+    }
+    let store = Store::open_redb(dir.path()).await.unwrap();
+    assert_eq!(all_pages(&store, q(3)).await, newest_first(&log, |_| true));
+    assert_eq!(
+        buckets(&store, 0, i64::MAX).await,
+        expected_buckets(&log),
+        "statistics kept with their records"
+    );
+}
+
 /// A store written by an earlier version keeps its log readable: JSON values and an id
 /// index row per record, next to records written now.
 #[tokio::test]
