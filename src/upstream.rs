@@ -38,7 +38,7 @@ enum Client {
 /// One client per serving thread, plus one for every other thread (index 0).
 pub struct Upstream {
     clients: Vec<Client>,
-    /// `Host` values for the configured base URLs, made once instead of per request.
+    /// `Host` values for the plain-http base URLs, made once instead of per request.
     hosts: Vec<(http::uri::Authority, HeaderValue)>,
 }
 
@@ -66,10 +66,16 @@ impl Upstream {
         let clients = (0..=workers)
             .map(|_| Client::new(cfg, tls.clone()))
             .collect::<anyhow::Result<_>>()?;
+        // Only plain-http bases: their connections are always HTTP/1, where hyper's client
+        // would add this `Host` itself. Over https an HTTP/2 connection sends `:authority`
+        // and no `Host`, and that is left to hyper.
         let hosts = [cfg.base_url.clone(), cfg.openai_base()]
             .iter()
             .filter_map(|base| {
                 let uri: Uri = base.parse().ok()?;
+                if uri.scheme_str() != Some("http") {
+                    return None;
+                }
                 Some((uri.authority()?.clone(), host_value(&uri)?))
             })
             .collect();
