@@ -177,13 +177,17 @@ fn excluded_keys_are_skipped_and_empty_pool_says_so() {
     );
 }
 
-#[test]
-fn least_used_prefers_the_idle_key() {
+fn least_used_pool(keys: usize) -> (Pool, mpsc::UnboundedReceiver<Msg>) {
     let cfg = PoolConfig {
         strategy: Strategy::LeastUsed,
         ..PoolConfig::default()
     };
-    let (pool, _rx) = pool_with(2, cfg);
+    pool_with(keys, cfg)
+}
+
+#[test]
+fn least_used_prefers_the_idle_key() {
+    let (pool, _rx) = least_used_pool(2);
     let a = pool.acquire("m", T0, &[]).unwrap();
     let b = pool.acquire("m", T0, &[]).unwrap();
     assert_ne!(a.entry.id, b.entry.id, "busy key avoided");
@@ -194,11 +198,7 @@ fn least_used_prefers_the_idle_key() {
 /// busy key is never chosen over an idle one.
 #[test]
 fn least_used_in_a_big_pool_takes_every_idle_key_before_doubling_up() {
-    let cfg = PoolConfig {
-        strategy: Strategy::LeastUsed,
-        ..PoolConfig::default()
-    };
-    let (pool, _rx) = pool_with(1000, cfg);
+    let (pool, _rx) = least_used_pool(1000);
     let leases: Vec<_> = (0..1000)
         .map(|_| pool.acquire("m", T0, &[]).unwrap())
         .collect();
