@@ -221,40 +221,27 @@ impl Bench {
             chat(64),
         ];
         self.with_daemon(main, &cases)?;
-        let nolog = native(
-            "nolog64",
-            "generateContent, 64 connections",
-            "generateContent",
-            64,
-        );
         let logs_off = DaemonSetup {
             keys: 10,
             logs: false,
         };
-        self.with_daemon(logs_off, &[nolog])?;
-        let big = native(
-            "keys10k",
-            "generateContent, 64 connections",
-            "generateContent",
-            64,
-        );
         let many = DaemonSetup {
             keys: 10_000,
             logs: true,
         };
-        self.with_daemon(many, &[big])?;
         // Without the log, what is left of 10,000 keys is the request path itself.
-        let big_nolog = native(
-            "keys10knolog",
-            "generateContent, 64 connections",
-            "generateContent",
-            64,
-        );
         let many_nolog = DaemonSetup {
             keys: 10_000,
             logs: false,
         };
-        self.with_daemon(many_nolog, &[big_nolog])?;
+        for (id, setup) in [
+            ("nolog64", logs_off),
+            ("keys10k", many),
+            ("keys10knolog", many_nolog),
+        ] {
+            let case = native(id, "generateContent, 64 connections", "generateContent", 64);
+            self.with_daemon(setup, &[case])?;
+        }
         if self.wants("slow") {
             self.slow_streams(main)?;
         }
