@@ -12,6 +12,7 @@ use crate::limits::Limits;
 use crate::logs::LogSink;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
+use crate::spread::Spread;
 use crate::store::{Change, Store, Write};
 use crate::upstream::Upstream;
 use crate::users::{self, Users};
@@ -35,6 +36,8 @@ pub struct AppState {
     pub hub: Hub,
     pub logs: LogSink,
     pub metrics: Arc<Metrics>,
+    /// Open client connections per serving thread (see `spread`).
+    pub spread: Spread,
 }
 
 impl AppState {
@@ -97,6 +100,7 @@ impl AppState {
             Store::Redis(r) => Limits::shared((**r).clone()),
             Store::Redb(_) => Limits::default(),
         });
+        let spread = Spread::new(config.server.worker_count());
         let state = Arc::new(Self {
             config,
             store,
@@ -110,6 +114,7 @@ impl AppState {
             persister,
             hub,
             logs,
+            spread,
             metrics,
         });
         Ok((

@@ -68,7 +68,7 @@ fn spawn_worker(
             upstream::set_worker(n);
             runtime.block_on(async move {
                 match TcpListener::from_std(listener) {
-                    Ok(l) => server::serve(l, state, role, slots, stop).await,
+                    Ok(l) => server::serve(l, state, role, slots, stop, Some(n - 1)).await,
                     Err(e) => tracing::error!(error = %e, "serving thread could not listen"),
                 }
             });
@@ -131,7 +131,7 @@ pub async fn run(
     drop(listener);
     tracing::debug!(workers, "serving threads started");
     if let Some(admin) = admin {
-        server::serve(admin, state.clone(), Role::Admin, slots, stop.clone()).await;
+        server::serve(admin, state.clone(), Role::Admin, slots, stop.clone(), None).await;
     }
     for rx in drained {
         let _ = rx.await;

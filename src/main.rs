@@ -21,6 +21,7 @@ mod proxy;
 mod router;
 mod secret;
 mod server;
+mod spread;
 mod stats;
 mod store;
 mod ui;

@@ -117,7 +117,8 @@ impl Metrics {
         self.lock().log_dropped = n;
     }
 
-    pub fn render(&self, pool: &Pool, hub: &Hub, now: i64) -> String {
+    /// The exposition text; `open` is the open client connections per serving thread.
+    pub fn render(&self, pool: &Pool, hub: &Hub, open: &[usize], now: i64) -> String {
         let m = self.lock();
         let mut out = String::with_capacity(4096);
         let label = |s: &str| {
@@ -191,6 +192,14 @@ impl Metrics {
         for (s, n) in states {
             let _ = writeln!(out, "gemini_balance_keys{{state=\"{s}\"}} {n}");
         }
+        out.push_str("# HELP gemini_balance_open_connections Open client connections per serving thread.\n# TYPE gemini_balance_open_connections gauge\n");
+        for (i, n) in open.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "gemini_balance_open_connections{{thread=\"{}\"}} {n}",
+                i + 1
+            );
+        }
         out
     }
 }
@@ -262,7 +271,7 @@ mod tests {
         let (tx, _rx) = crate::keys::persist::channel();
         let hub = Hub::default();
         let pool = Pool::new(Default::default(), &Snapshot::default(), tx, hub.clone());
-        let text = metrics.render(&pool, &hub, 0);
+        let text = metrics.render(&pool, &hub, &[3, 4], 0);
         let line = |prefix: &str| {
             text.lines()
                 .find(|l| l.starts_with(prefix))
@@ -282,5 +291,6 @@ mod tests {
             .count();
         assert_eq!(labelled, MAX_MODELS + 1);
         assert!(line("gemini_balance_retries_total ").ends_with(&format!(" {}", MAX_MODELS + 7)));
+        assert!(line("gemini_balance_open_connections{thread=\"2\"}").ends_with(" 4"));
     }
 }

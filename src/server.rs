@@ -11,6 +11,7 @@ use crate::keys::unix_ms;
 use crate::logs::Trace;
 use crate::proxy;
 use crate::router::{GeminiCall, OpenAiCall, Route, RouteError};
+use crate::spread::Handoff;
 use crate::ui;
 use http::{HeaderName, HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
@@ -19,9 +20,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// Which routes a listener serves.
@@ -36,13 +38,16 @@ pub enum Role {
 }
 
 /// Serves `listener` until `shutdown`, then drains. Several serving threads may accept on
-/// the same socket; `slots` (`max_connections`) is shared by all of them.
+/// the same socket; `slots` (`max_connections`) is shared by all of them. A serving
+/// thread passes its `lane` (0-based): it then takes connections other threads hand it
+/// and hands some of its own on, so open connections stay even (see `spread`).
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     role: Role,
     slots: Arc<Semaphore>,
     shutdown: CancellationToken,
+    lane: Option<usize>,
 ) {
     let cfg = &state.config.server;
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -53,15 +58,35 @@ pub async fn serve(
         .max_buf_size(64 * 1024);
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
+    let mut inbox = lane.and_then(|n| state.spread.take_inbox(n));
     loop {
-        let permit = tokio::select! {
+        let (tcp, peer, permit) = tokio::select! {
             _ = shutdown.cancelled() => break,
-            p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
-        };
-        let (tcp, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
+            Some(handed) = async {
+                match inbox.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => match TcpStream::from_std(handed.tcp) {
+                Ok(tcp) => (tcp, handed.peer, handed.permit),
+                Err(e) => {
+                    tracing::warn!(error = %e, "taking over a connection failed");
+                    if let Some(n) = lane {
+                        state.spread.closed(n);
+                    }
+                    continue;
+                }
+            },
+            (permit, accepted) = accept(&listener, &slots) => match accepted {
+                Ok((tcp, peer)) => match lane.map(|me| (me, state.spread.place(me))) {
+                    Some((me, to)) if to != me => {
+                        match hand_over(&state, (me, to), tcp, peer, permit) {
+                            Some(back) => back,
+                            None => continue,
+                        }
+                    }
+                    _ => (tcp, peer, permit),
+                },
                 Err(e) => {
                     // Out of descriptors and the like: back off briefly instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -78,7 +103,9 @@ pub async fn serve(
         });
         let (builder, watcher) = (builder.clone(), graceful.watcher());
         let first_byte = cfg.header_read_timeout;
+        let counted = lane.map(|n| Counted(state.clone(), n));
         tokio::spawn(async move {
+            let _counted = counted;
             // hyper's header timer starts with the first byte; a client that connects and
             // says nothing would hold its slot for ever.
             let mut probe = [0u8; 1];
@@ -102,10 +129,58 @@ pub async fn serve(
     }
 }
 
+/// A `max_connections` slot, then a connection.
+async fn accept(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+) -> (
+    OwnedSemaphorePermit,
+    std::io::Result<(TcpStream, SocketAddr)>,
+) {
+    let permit = slots.clone().acquire_owned().await;
+    let permit = permit.expect("semaphore never closed");
+    (permit, listener.accept().await)
+}
+
+/// Gives a connection lane `me` accepted to the thread serving lane `to` (already counted
+/// there). Answers the connection back, counted on `me`, when that thread no longer takes
+/// any.
+fn hand_over(
+    state: &AppState,
+    (me, to): (usize, usize),
+    tcp: TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+    let tcp = match tcp.into_std() {
+        Ok(tcp) => tcp,
+        Err(e) => {
+            tracing::warn!(error = %e, "handing over a connection failed");
+            state.spread.closed(to);
+            return None;
+        }
+    };
+    let handed = Handoff { tcp, peer, permit };
+    let back = state.spread.hand_to(to, handed).err()?;
+    state.spread.closed(to);
+    let tcp = TcpStream::from_std(back.tcp).ok()?;
+    state.spread.opened(me);
+    Some((tcp, back.peer, back.permit))
+}
+
+/// One open connection on a serving thread's lane, while it lives.
+struct Counted(Arc<AppState>, usize);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.spread.closed(self.1);
+    }
+}
+
 async fn handle(
     state: Arc<AppState>,
     req: Request<Incoming>,
-    peer: std::net::SocketAddr,
+    peer: SocketAddr,
     role: Role,
 ) -> Response<Body> {
     let now = unix_ms();
@@ -248,7 +323,10 @@ fn metrics(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
             return resp;
         }
     }
-    let text = state.metrics.render(&state.pool, &state.hub, unix_ms());
+    let open = state.spread.open_per_lane();
+    let text = state
+        .metrics
+        .render(&state.pool, &state.hub, &open, unix_ms());
     let mut resp = Response::new(Body::full(text));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

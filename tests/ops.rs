@@ -2,7 +2,8 @@
 //! refused before they are read, a full connection table queues instead of crashing, no path
 //! reaches the file system, SIGTERM drains streams, `admin_listen` splits the routes, no
 //! secret reaches a log or a response it does not belong in, `check-config` explains
-//! without echoing secrets, the systemd unit verifies, SIGHUP reloads the log level.
+//! without echoing secrets, the systemd unit verifies, SIGHUP reloads the log level,
+//! keep-alive connections are spread evenly over the serving threads.
 
 mod common;
 
@@ -1101,4 +1102,64 @@ async fn sighup_reloads_the_log_level() {
     )
     .await;
     assert_eq!(r.status, 200, "after SIGHUP: {}", r.text());
+}
+
+/// Open client connections per serving thread, from `/metrics` (a connection of its own,
+/// closed after the answer).
+async fn open_connections(addr: SocketAddr) -> Vec<u64> {
+    let r = raw_get(addr, "/metrics").await;
+    assert_eq!(r.status, 200, "GET /metrics: {}", r.text());
+    r.text()
+        .lines()
+        .filter(|l| l.starts_with("gemini_balance_open_connections{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().expect("a count"))
+        .collect()
+}
+
+/// Polls `/metrics` until `done` holds for the per-thread counts (connections closed by a
+/// client are counted out once the daemon sees them end).
+async fn open_connections_until(addr: SocketAddr, done: impl Fn(&[u64]) -> bool) -> Vec<u64> {
+    let deadline = Instant::now() + client::TIMEOUT;
+    loop {
+        let open = open_connections(addr).await;
+        if done(&open) {
+            return open;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "open connections per thread never settled: {open:?}"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+// 11. Keep-alive connections are spread evenly over the serving threads, however the
+// accepts fall, and closed ones are counted out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_connections_are_spread_evenly_over_serving_threads() {
+    let up = Upstream::start(ok_upstream()).await;
+    let d = Daemon::start(&Config::new(&up).extra("[server]\nworkers = 3")).await;
+    let mut held = Vec::new();
+    for _ in 0..12 {
+        let mut s = TcpStream::connect(d.addr).await.expect("connect");
+        let req = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", d.addr);
+        s.write_all(req.as_bytes()).await.expect("write");
+        assert_eq!(read_response(&mut s).await.status, 200);
+        held.push(s);
+    }
+    // The twelve held connections plus the one asking (start-up's own are gone once the
+    // sum is 13).
+    let open = open_connections_until(d.addr, |o| o.iter().sum::<u64>() == 13).await;
+    assert_eq!(open.len(), 3, "one count per serving thread: {open:?}");
+    let (min, max) = (open.iter().min().unwrap(), open.iter().max().unwrap());
+    assert!(max - min <= 1, "connections not spread evenly: {open:?}");
+
+    // Every held connection still works where it was placed.
+    for s in &mut held {
+        let req = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", d.addr);
+        s.write_all(req.as_bytes()).await.expect("write");
+        assert_eq!(read_response(s).await.status, 200);
+    }
+    drop(held);
+    open_connections_until(d.addr, |o| o.iter().sum::<u64>() == 1).await;
 }
