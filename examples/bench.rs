@@ -17,6 +17,8 @@ mod load;
 mod procs;
 #[path = "bench_support/profile.rs"]
 mod profile;
+#[path = "bench_support/relay.rs"]
+mod relay;
 #[path = "bench_support/report.rs"]
 mod report;
 #[path = "bench_support/upstream.rs"]
@@ -48,7 +50,7 @@ struct Args {
     #[arg(long, default_value_t = 1000)]
     streams: usize,
     /// Only these scenarios (comma-separated): gen1, gen64, stream32, chat64, nolog64,
-    /// keys10k, keys10knolog, slow.
+    /// keys10k, keys10knolog, slow, floor64.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// The daemon binary (default: `gemini-balance` beside this example's target directory).
@@ -76,6 +78,13 @@ enum Sub {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
     },
+    /// Run only the byte relay to `--to` (the floor scenario; prints `listening on ADDR`).
+    Relay {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+        #[arg(long)]
+        to: std::net::SocketAddr,
+    },
 }
 
 struct Bench {
@@ -94,6 +103,8 @@ struct Bench {
     max_rss: (u64, String),
     /// The generateContent c=64 scenario (10 keys, logs on).
     gen64: Option<WrkScenario>,
+    /// The same load through the byte relay instead of the daemon: proxied / direct.
+    floor: Option<f64>,
     /// Setups compared with [`Bench::paired`].
     comparisons: Vec<Target>,
 }
@@ -112,8 +123,10 @@ fn main() -> anyhow::Result<()> {
     if let Some(n) = args.workers {
         procs::WORKERS.set(n).expect("set once");
     }
-    if let Some(Sub::Upstream { listen }) = &args.command {
-        return upstream::run(listen);
+    match &args.command {
+        Some(Sub::Upstream { listen }) => return upstream::run(listen),
+        Some(Sub::Relay { listen, to }) => return relay::run(listen, *to),
+        None => {}
     }
     if args.quick {
         args.rounds = 1;
@@ -141,6 +154,7 @@ fn main() -> anyhow::Result<()> {
         sse_ratio: None,
         max_rss: (0, String::new()),
         gen64: None,
+        floor: None,
         comparisons: Vec::new(),
     };
     bench.header(busy);
@@ -245,6 +259,9 @@ impl Bench {
         if self.wants("slow") {
             self.slow_streams(main)?;
         }
+        if self.wants("floor64") {
+            self.floor()?;
+        }
         // The comparisons between setups, each from runs taken in turn (see `paired`).
         let few_log = main;
         let (few_nolog, many_log, many_nolog) = (logs_off, many, many_nolog);
@@ -303,7 +320,7 @@ impl Bench {
         let dir = self.dir.path().join(name);
         let daemon = procs::start_daemon(&self.daemon_bin, &dir, self.upstream.addr, setup)?;
         for case in cases {
-            let scenario = self.wrk_case(&daemon, case, setup)?;
+            let scenario = self.wrk_case(&daemon, case, &setup.label())?;
             self.out += &scenario.table();
             if scenario.daemon_peak > self.max_rss.0 {
                 self.max_rss = (scenario.daemon_peak, scenario.title.clone());
@@ -325,19 +342,21 @@ impl Bench {
         Ok(())
     }
 
+    /// Direct and proxied rounds of `case`; `daemon` is whatever serves the proxied side,
+    /// `label` says how it is set up.
     fn wrk_case(
         &mut self,
         daemon: &Proc,
         case: &WrkCase,
-        setup: DaemonSetup,
+        label: &str,
     ) -> anyhow::Result<WrkScenario> {
-        eprintln!("scenario {}: {} ({})", case.id, case.title, setup.label());
+        eprintln!("scenario {}: {} ({label})", case.id, case.title);
         let (script, secs, c) = (&self.script, self.args.duration, case.connections);
         // Warm both paths (connection pools, allocator) without recording.
         load::wrk(script, self.upstream.addr, &case.direct, c, 1)?;
         load::wrk(script, daemon.addr, &case.proxied, c, 1)?;
         let mut s = WrkScenario {
-            title: format!("{} — {}", case.title, setup.label()),
+            title: format!("{} — {label}", case.title),
             ..Default::default()
         };
         daemon.reset_peak();
@@ -376,6 +395,26 @@ impl Bench {
         s.daemon_peak = daemon.rss().1;
         s.upstream_peak = self.upstream.rss().1;
         Ok(s)
+    }
+
+    /// generateContent c=64 through the byte relay instead of the daemon: the share of
+    /// direct throughput a proxy that does nothing but copy bytes reaches here.
+    fn floor(&mut self) -> anyhow::Result<()> {
+        eprintln!("starting the byte relay");
+        let relay = procs::start_relay(self.upstream.addr)?;
+        let mut case = native(
+            "floor64",
+            "generateContent, 64 connections",
+            "generateContent",
+            64,
+        );
+        // The relay passes the request on as it is: the client sends what direct sends.
+        case.proxied = case.direct.clone();
+        let label = "TCP byte relay (no HTTP) in place of the daemon";
+        let scenario = self.wrk_case(&relay, &case, label)?;
+        self.out += &scenario.table();
+        self.floor = Some(scenario.ratio());
+        Ok(())
     }
 
     fn slow_streams(&mut self, setup: DaemonSetup) -> anyhow::Result<()> {
@@ -535,6 +574,20 @@ impl Bench {
                 measured: format!("{:.1} µs", g.daemon_us_per_req()),
                 met: Some(g.daemon_us_per_req() <= 60.0),
             });
+        }
+        if let Some(floor) = self.floor {
+            t.push(Target {
+                what: "the floor: a TCP byte relay's share of direct req/s, generateContent c=64 (the most any proxy process reaches here)",
+                measured: format!("{:.1} %", floor * 100.0),
+                met: None,
+            });
+            if let Some(g) = &self.gen64 {
+                t.push(Target {
+                    what: "the daemon's req/s as a share of the byte relay's (ratio to direct ÷ the floor's), generateContent c=64",
+                    measured: format!("{:.1} %", g.ratio() / floor * 100.0),
+                    met: None,
+                });
+            }
         }
         if let Some(r) = self.sse_ratio.take() {
             t.push(Target {

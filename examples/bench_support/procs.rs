@@ -1,4 +1,4 @@
-//! The processes a benchmark run owns — the fake upstream and the daemon — and what is read
+//! The processes a benchmark run owns — the fake upstream, the daemon, the byte relay — and what is read
 //! about them from `/proc` (CPU time, resident memory). Children are killed when dropped.
 //! Nothing here measures load; it only starts, watches and stops processes.
 
@@ -94,19 +94,29 @@ fn clock_ticks() -> f64 {
 
 /// Starts this executable as the fake upstream and waits for its address.
 pub fn start_upstream() -> anyhow::Result<Proc> {
+    start_self(&["upstream"], "the fake upstream")
+}
+
+/// Starts this executable as the byte relay to `to` (the floor) and waits for its address.
+pub fn start_relay(to: SocketAddr) -> anyhow::Result<Proc> {
+    start_self(&["relay", "--to", &to.to_string()], "the byte relay")
+}
+
+/// Runs this executable with `args` and reads its `listening on ADDR` line.
+fn start_self(args: &[&str], what: &str) -> anyhow::Result<Proc> {
     let exe = std::env::current_exe()?;
     let mut child = Command::new(exe)
-        .arg("upstream")
+        .args(args)
         .stdout(Stdio::piped())
         .spawn()
-        .context("starting the fake upstream")?;
+        .with_context(|| format!("starting {what}"))?;
     let mut lines = BufReader::new(child.stdout.take().expect("piped"));
     let mut line = String::new();
     lines.read_line(&mut line)?;
     let addr = line
         .trim()
         .strip_prefix("listening on ")
-        .with_context(|| format!("fake upstream said {line:?}"))?
+        .with_context(|| format!("{what} said {line:?}"))?
         .parse()?;
     Ok(Proc { child, addr })
 }
