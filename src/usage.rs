@@ -2,8 +2,9 @@
 //! OpenAI's `usage`. Only the usage object is parsed, found from the end of the bytes,
 //! so the cost does not depend on the size of the answer; no text is ever kept.
 
+use memchr::memmem::FinderRev;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use std::sync::LazyLock;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tokens {
@@ -16,9 +17,9 @@ pub struct Tokens {
 
 /// The last usage block in `bytes`, if there is one.
 pub fn parse(bytes: &[u8]) -> Option<Tokens> {
-    let (at, gemini) = match rfind(bytes, b"\"usageMetadata\"") {
-        Some(at) => (at + 15, true),
-        None => (rfind(bytes, b"\"usage\"")? + 7, false),
+    let (at, gemini) = match GEMINI_KEY.rfind(bytes) {
+        Some(at) => (at + GEMINI_KEY.needle().len(), true),
+        None => (OPENAI_KEY.rfind(bytes)? + OPENAI_KEY.needle().len(), false),
     };
     let rest = &bytes[at..];
     let colon = rest.iter().position(|&b| b == b':')?;
@@ -85,13 +86,70 @@ struct Count(u64);
 
 impl<'de> Deserialize<'de> for Count {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(Count(Value::deserialize(d)?.as_u64().unwrap_or(0)))
+        d.deserialize_any(CountVisitor)
     }
 }
 
-fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    memchr::memmem::rfind(hay, needle)
+/// Reads the number where it stands; anything else is skipped (never built) as 0.
+struct CountVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CountVisitor {
+    type Value = Count;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a token count")
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Count, E> {
+        Ok(Count(n))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Count, E> {
+        Ok(Count(u64::try_from(n).unwrap_or(0)))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Count, E> {
+        Ok(Count(0))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Count, E> {
+        Ok(Count(0))
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Count, E> {
+        Ok(Count(0))
+    }
+
+    fn visit_unit<E>(self) -> Result<Count, E> {
+        Ok(Count(0))
+    }
+
+    fn visit_none<E>(self) -> Result<Count, E> {
+        Ok(Count(0))
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Count, D::Error> {
+        d.deserialize_any(self)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Count, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Count(0))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Count, A::Error> {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(Count(0))
+    }
 }
+
+/// The two keys searched for, with their finders built once.
+static GEMINI_KEY: LazyLock<FinderRev<'static>> =
+    LazyLock::new(|| FinderRev::new(b"\"usageMetadata\""));
+static OPENAI_KEY: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\"usage\""));
 
 #[cfg(test)]
 mod tests {
@@ -132,7 +190,8 @@ mod tests {
     #[test]
     fn odd_counts_are_zero_and_other_fields_are_skipped() {
         let body = br#"{"usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":null,
-          "promptTokensDetails":[{"modality":"TEXT","tokenCount":3}],"totalTokenCount":4.5}}"#;
+          "promptTokensDetails":[{"modality":"TEXT","tokenCount":3}],"totalTokenCount":4.5,
+          "thoughtsTokenCount":-2,"cachedContentTokenCount":{"n":[1,{"m":2}]}}}"#;
         assert_eq!(
             parse(body),
             Some(Tokens {
