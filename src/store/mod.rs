@@ -25,8 +25,12 @@ pub use self::logs::{
 pub use self::redb::RedbStore;
 pub use self::redis::{Change, RedisStore};
 
-/// The on-disk format this binary writes. Older stores are migrated on open.
+/// The format this binary writes to Redis. Older stores are migrated on open.
 pub const FORMAT_VERSION: u32 = 1;
+/// The redb file's format. 2: request log records are stored in batches (`log_batches`,
+/// see `redb_logs`); a version-1 file keeps its records as they are and is read as before.
+/// A binary that knows only an older version refuses the file instead of misreading it.
+pub const REDB_FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

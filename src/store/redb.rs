@@ -2,13 +2,15 @@
 //! async thread waits on disk. Records are JSON values in four tables; a format version in
 //! `meta` lets a newer binary migrate an older file on open.
 
-use super::{FORMAT_VERSION, KeyRecord, ModelState, SEP, Snapshot, StoreError, UserRecord, Write};
+use super::{
+    KeyRecord, ModelState, REDB_FORMAT_VERSION, SEP, Snapshot, StoreError, UserRecord, Write,
+};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 const MODEL_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("model_state");
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
@@ -60,7 +62,7 @@ impl RedbStore {
         Ok(store)
     }
 
-    /// Creates the tables and brings the file to [`FORMAT_VERSION`].
+    /// Creates the tables and brings the file to [`REDB_FORMAT_VERSION`].
     fn migrate(&self) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(backend)?;
         {
@@ -75,15 +77,16 @@ impl RedbStore {
                 None => None,
             };
             match found {
-                Some(v) if v > FORMAT_VERSION => {
+                Some(v) if v > REDB_FORMAT_VERSION => {
                     return Err(StoreError::TooNew {
                         found: v,
-                        known: FORMAT_VERSION,
+                        known: REDB_FORMAT_VERSION,
                     });
                 }
-                // Version 1 is the first format; later versions add their steps here.
+                // Version 1 → 2 adds the `log_batches` table (created below); version-1
+                // log rows stay as they are. Later versions add their steps here.
                 Some(_) | None => {
-                    meta.insert(VERSION_KEY, FORMAT_VERSION.to_le_bytes().as_slice())
+                    meta.insert(VERSION_KEY, REDB_FORMAT_VERSION.to_le_bytes().as_slice())
                         .map_err(backend)?;
                 }
             }
@@ -93,6 +96,8 @@ impl RedbStore {
             txn.open_table(super::redb_logs::LOGS).map_err(backend)?;
             txn.open_table(super::redb_logs::LOG_IDS).map_err(backend)?;
             txn.open_table(super::redb_logs::STATS).map_err(backend)?;
+            txn.open_table(super::redb_logs::LOG_BATCHES)
+                .map_err(backend)?;
         }
         txn.commit().map_err(backend)
     }
@@ -291,7 +296,7 @@ mod tests {
         store
             .apply(vec![Write::PutMeta(
                 VERSION_KEY.into(),
-                (FORMAT_VERSION + 1).to_le_bytes().to_vec(),
+                (REDB_FORMAT_VERSION + 1).to_le_bytes().to_vec(),
             )])
             .await
             .unwrap();

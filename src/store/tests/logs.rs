@@ -287,30 +287,44 @@ async fn redb_deferred_log_batches_are_kept_by_the_next_flush() {
     );
 }
 
-/// A store written by an earlier version keeps its log readable: JSON values and an id
-/// index row per record, next to records written now.
+/// A store written by earlier versions keeps its log readable: records stored inline as
+/// JSON (with an id index row each) or as packed postcard (version 1 files), next to
+/// records written now, in batches; the file is marked with the current version.
 #[tokio::test]
-async fn redb_reads_log_records_written_as_json_by_older_versions() {
+async fn redb_reads_log_records_written_by_older_versions() {
+    use crate::store::redb_logs::{LOG_IDS, LOGS};
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_redb(dir.path()).await.unwrap();
-    let Store::Redb(redb) = &store else {
-        unreachable!("opened redb")
-    };
     let log = sample_log();
-    let (old, new) = log.split_at(5);
-    let db = redb.db();
-    let txn = db.begin_write().unwrap();
+    let (json, rest) = log.split_at(3);
+    let (inline, new) = rest.split_at(3);
     {
-        let mut logs = txn.open_table(crate::store::redb_logs::LOGS).unwrap();
-        let mut ids = txn.open_table(crate::store::redb_logs::LOG_IDS).unwrap();
-        for r in old {
-            let key = crate::store::logs::log_key(r.time, &r.request_id);
-            let json = serde_json::to_vec(r).unwrap();
-            logs.insert(key.as_str(), json.as_slice()).unwrap();
-            ids.insert(r.request_id.as_str(), key.as_str()).unwrap();
+        let store = Store::open_redb(dir.path()).await.unwrap();
+        let Store::Redb(redb) = &store else {
+            unreachable!("opened redb")
+        };
+        let db = redb.db();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut logs = txn.open_table(LOGS).unwrap();
+            let mut ids = txn.open_table(LOG_IDS).unwrap();
+            for r in json {
+                let key = crate::store::logs::log_key(r.time, &r.request_id);
+                let json = serde_json::to_vec(r).unwrap();
+                logs.insert(key.as_str(), json.as_slice()).unwrap();
+                ids.insert(r.request_id.as_str(), key.as_str()).unwrap();
+            }
+            for (r, packed) in inline.iter().zip(pack_all(inline)) {
+                let key = crate::store::logs::log_key(r.time, &r.request_id);
+                logs.insert(key.as_str(), packed.as_bytes()).unwrap();
+                ids.insert(r.request_id.as_str(), key.as_str()).unwrap();
+            }
+            let mut meta = txn.open_table(crate::store::redb::META).unwrap();
+            meta.insert("format_version", 1u32.to_le_bytes().as_slice())
+                .unwrap();
         }
+        txn.commit().unwrap();
     }
-    txn.commit().unwrap();
+    let store = Store::open_redb(dir.path()).await.unwrap();
     store.append_logs(pack_all(new)).await.unwrap();
 
     assert_eq!(all_pages(&store, q(3)).await, newest_first(&log, |_| true));
@@ -320,6 +334,67 @@ async fn redb_reads_log_records_written_as_json_by_older_versions() {
             Some(r)
         );
     }
+    let Store::Redb(redb) = &store else {
+        unreachable!("opened redb")
+    };
+    let db = redb.db();
+    let txn = ::redb::ReadableDatabase::begin_read(&*db).unwrap();
+    let meta = txn.open_table(crate::store::redb::META).unwrap();
+    let version = ::redb::ReadableTable::get(&meta, "format_version")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        version.value(),
+        crate::store::REDB_FORMAT_VERSION.to_le_bytes().as_slice()
+    );
+}
+
+/// Batches in the redb file (how many), for the tests that watch them go.
+fn redb_batches(store: &Store) -> u64 {
+    let Store::Redb(redb) = store else {
+        unreachable!("opened redb")
+    };
+    let db = redb.db();
+    let txn = ::redb::ReadableDatabase::begin_read(&*db).unwrap();
+    let batches = txn
+        .open_table(crate::store::redb_logs::LOG_BATCHES)
+        .unwrap();
+    ::redb::ReadableTableMetadata::len(&batches).unwrap()
+}
+
+/// Pruning frees a batch once every record in it is old, and not before: a batch with
+/// one recent record keeps serving it.
+#[tokio::test]
+async fn redb_prune_frees_batches_once_all_their_records_are_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_redb(dir.path()).await.unwrap();
+    let log = sample_log();
+    let cut = T0 + 2 * HOUR_MS;
+    let old: Vec<_> = log.iter().filter(|r| r.time < cut).cloned().collect();
+    let recent: Vec<_> = log.iter().filter(|r| r.time >= cut).cloned().collect();
+    assert!(
+        old.len() >= 2 && !recent.is_empty(),
+        "the sample spans the cut"
+    );
+    // Batch 1: old records only. Batch 2: an old record with the recent ones.
+    store.append_logs(pack_all(&old[1..])).await.unwrap();
+    let mut mixed = vec![old[0].clone()];
+    mixed.extend(recent.iter().cloned());
+    store.append_logs(pack_all(&mixed)).await.unwrap();
+    assert_eq!(redb_batches(&store), 2);
+
+    let (logs, _) = store.prune(cut, 0).await.unwrap();
+    assert_eq!(logs, old.len() as u64);
+    assert_eq!(redb_batches(&store), 1, "only the all-old batch went");
+    assert_eq!(
+        all_pages(&store, q(2)).await,
+        newest_first(&recent, |_| true)
+    );
+    assert_eq!(store.get_log(&old[0].request_id).await.unwrap(), None);
+
+    store.prune(i64::MAX, 0).await.unwrap();
+    assert_eq!(redb_batches(&store), 0);
+    assert!(all_pages(&store, q(2)).await.is_empty());
 }
 
 /// The writer and the stores read a packed record's placing and bucket fields without
