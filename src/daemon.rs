@@ -66,14 +66,17 @@ fn spawn_worker(
         .name(format!("serve-{n}"))
         .spawn(move || {
             upstream::set_worker(n);
+            logs::chunk_on_this_thread();
             runtime.block_on(async move {
                 match TcpListener::from_std(listener) {
                     Ok(l) => server::serve(l, state, role, slots, stop, Some(n - 1)).await,
                     Err(e) => tracing::error!(error = %e, "serving thread could not listen"),
                 }
             });
-            // Connections still open after the grace period end with the runtime.
+            // Connections still open after the grace period end with the runtime; the
+            // records they leave go to the writer with the rest of this thread's.
             drop(runtime);
+            logs::flush_this_thread();
             let _ = done.send(());
         })
         .context("starting a serving thread")?;

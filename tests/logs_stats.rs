@@ -640,3 +640,23 @@ async fn the_live_feed_announces_requests_finished_after_subscribing() {
     assert_eq!(e["outcome"], "ok", "{e}");
     assert_eq!(e["status"], 200, "{e}");
 }
+
+// Records of requests that finished just before a graceful stop are kept: the serving
+// threads hand over the records they were still collecting, and the writer commits them
+// before the process exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_finished_just_before_sigterm_survive_the_restart() {
+    let up = Upstream::start(|_| Reply::generate_ok("hi")).await;
+    let mut d = Daemon::start(&config(&up)).await;
+    let mut ids = BTreeSet::new();
+    for _ in 0..5 {
+        let r = generate(&d, USER_KEY, FLASH).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        ids.insert(request_id(&r));
+    }
+    d.restart().await;
+    let token = login(&d).await;
+    let (logged, _) = log_page(&d, &token, "limit=100").await;
+    let logged: BTreeSet<String> = logged.into_iter().collect();
+    assert_eq!(logged, ids, "every request before SIGTERM is in the log");
+}

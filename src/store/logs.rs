@@ -124,27 +124,62 @@ pub struct Bucket {
 /// a decoder kept for this one).
 pub const LOG_POSTCARD_V1: u8 = 1;
 
-/// A log record packed on the thread that built it. The writer and the stores read what
-/// they need through [`PackedLog::head`] without unpacking its strings, and redb keeps
-/// these very bytes.
-#[derive(Debug, Clone)]
-pub struct PackedLog(Vec<u8>);
+/// Log records packed on the thread that built them, one after another (each a tag byte
+/// then postcard): a serving thread fills one and hands it to the log writer whole, so
+/// records cross threads (and are freed there) a chunk at a time. The writer and the
+/// stores read what they need through [`PackedRecord::head`] without unpacking strings,
+/// and redb keeps these very bytes.
+#[derive(Debug, Clone, Default)]
+pub struct PackedLogs {
+    bytes: Vec<u8>,
+    /// Where each record ends in `bytes`.
+    ends: Vec<u32>,
+}
 
-impl PackedLog {
-    pub fn pack(rec: &LogRecord) -> Self {
-        // Room for a typical record, so packing does not grow the buffer step by step.
-        let mut out = Vec::with_capacity(320);
-        out.push(LOG_POSTCARD_V1);
-        Self(postcard::to_extend(rec, out).expect("log records always serialise"))
+impl PackedLogs {
+    /// Room for `records` typical records, so packing does not grow the buffer step by step.
+    pub fn with_capacity(records: usize) -> Self {
+        Self {
+            bytes: Vec::with_capacity(records * 320),
+            ends: Vec::with_capacity(records),
+        }
     }
 
+    pub fn push(&mut self, rec: &LogRecord) {
+        let mut bytes = std::mem::take(&mut self.bytes);
+        bytes.push(LOG_POSTCARD_V1);
+        self.bytes = postcard::to_extend(rec, bytes).expect("log records always serialise");
+        self.ends.push(self.bytes.len() as u32);
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn records(&self) -> impl Iterator<Item = PackedRecord<'_>> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(&self.ends)
+            .map(|(start, &end)| PackedRecord(&self.bytes[start as usize..end as usize]))
+    }
+}
+
+/// One record of a [`PackedLogs`].
+#[derive(Debug, Clone, Copy)]
+pub struct PackedRecord<'a>(&'a [u8]);
+
+impl<'a> PackedRecord<'a> {
     /// Tag byte and postcard, as redb stores it.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.0
     }
 
     /// The fields that place the record and feed its statistics bucket, borrowed.
-    pub fn head(&self) -> Option<LogHead<'_>> {
+    pub fn head(&self) -> Option<LogHead<'a>> {
         postcard::from_bytes(self.0.get(1..)?).ok()
     }
 
@@ -153,9 +188,12 @@ impl PackedLog {
     }
 }
 
-/// Packs records one by one (for `migrate` and tests; the log writer gets them packed).
-pub fn pack_all(records: &[LogRecord]) -> Vec<PackedLog> {
-    records.iter().map(PackedLog::pack).collect()
+/// Packs records into one chunk (for `migrate` and tests; the log writer gets chunks the
+/// serving threads packed).
+pub fn pack_all(records: &[LogRecord]) -> Vec<PackedLogs> {
+    let mut chunk = PackedLogs::with_capacity(records.len());
+    records.iter().for_each(|r| chunk.push(r));
+    vec![chunk]
 }
 
 /// The leading fields of a packed [`LogRecord`], in its field order (postcard is
@@ -334,14 +372,18 @@ impl Bucket {
 
 /// Each record of a batch with its head; a record that does not unpack (never expected:
 /// it was packed by this build moments ago) is left out of the store with an error logged.
-pub fn heads(records: &[PackedLog]) -> Vec<(&PackedLog, LogHead<'_>)> {
-    let heads: Vec<_> = records
-        .iter()
-        .filter_map(|r| Some((r, r.head()?)))
-        .collect();
-    if heads.len() < records.len() {
+pub fn heads(chunks: &[PackedLogs]) -> Vec<(PackedRecord<'_>, LogHead<'_>)> {
+    let total: usize = chunks.iter().map(PackedLogs::len).sum();
+    let mut heads = Vec::with_capacity(total);
+    heads.extend(
+        chunks
+            .iter()
+            .flat_map(PackedLogs::records)
+            .filter_map(|r| Some((r, r.head()?))),
+    );
+    if heads.len() < total {
         tracing::error!(
-            skipped = records.len() - heads.len(),
+            skipped = total - heads.len(),
             "log records that did not unpack were skipped"
         );
     }
@@ -349,7 +391,7 @@ pub fn heads(records: &[PackedLog]) -> Vec<(&PackedLog, LogHead<'_>)> {
 }
 
 /// The bucket updates a batch of records makes.
-pub fn buckets_of(heads: &[(&PackedLog, LogHead<'_>)]) -> Vec<(BucketKey, Bucket)> {
+pub fn buckets_of(heads: &[(PackedRecord<'_>, LogHead<'_>)]) -> Vec<(BucketKey, Bucket)> {
     // Grouped on borrowed names: owned keys are made once per bucket, not per record.
     type Borrowed<'a> = (i64, &'a str, &'a str, &'a str);
     let mut deltas: std::collections::BTreeMap<Borrowed<'_>, Bucket> = Default::default();

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 pub use self::logs::{
     AttemptRecord, Bucket, BucketKey, HOUR_MS, LATENCY_BOUNDS_MS, LogOutcome, LogQuery, LogRecord,
-    PackedLog, new_request_id, pack_all,
+    PackedLogs, new_request_id, pack_all,
 };
 pub use self::redb::RedbStore;
 pub use self::redis::{Change, RedisStore};
@@ -259,7 +259,7 @@ impl Store {
     /// Copies log records and buckets in as they are (for `migrate`).
     pub async fn import(
         &self,
-        records: impl Into<Arc<[PackedLog]>>,
+        records: impl Into<Arc<[PackedLogs]>>,
         buckets: Vec<(BucketKey, Bucket)>,
     ) -> Result<(), StoreError> {
         let records = records.into();
@@ -270,7 +270,7 @@ impl Store {
     /// Shared, so a failed write can be retried without copying the batch.
     pub async fn append_logs(
         &self,
-        records: impl Into<Arc<[PackedLog]>>,
+        records: impl Into<Arc<[PackedLogs]>>,
     ) -> Result<(), StoreError> {
         self.append_logs_when(records.into(), LogCommit::Durable)
             .await
@@ -281,7 +281,7 @@ impl Store {
     /// are the same either way.
     pub async fn append_logs_when(
         &self,
-        records: Arc<[PackedLog]>,
+        records: Arc<[PackedLogs]>,
         commit: LogCommit,
     ) -> Result<(), StoreError> {
         match self {

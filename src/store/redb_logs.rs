@@ -11,7 +11,7 @@
 
 use super::StoreError;
 use super::logs::{
-    Bucket, BucketKey, LOG_POSTCARD_V1, LogQuery, LogRecord, PackedLog, log_key, parse_stats_key,
+    Bucket, BucketKey, LOG_POSTCARD_V1, LogQuery, LogRecord, PackedLogs, log_key, parse_stats_key,
     push_log_key, stats_key, time_in_request_id,
 };
 use super::redb::{RedbStore, backend, decode};
@@ -91,7 +91,7 @@ impl Reader {
     }
 }
 
-/// Log records are stored as [`PackedLog`] makes them (a tag byte then postcard). Records
+/// Log records are stored as [`PackedLogs`] packs them (a tag byte then postcard). Records
 /// written as JSON by earlier versions start with `{` and are still read.
 fn decode_log(key: &str, bytes: &[u8]) -> Result<LogRecord, StoreError> {
     match bytes.split_first() {
@@ -113,7 +113,7 @@ impl RedbStore {
     /// it returns, or with the next durable commit (`durable = false`: no `fdatasync`).
     pub async fn append_logs(
         &self,
-        records: Arc<[PackedLog]>,
+        records: Arc<[PackedLogs]>,
         durable: bool,
     ) -> Result<(), StoreError> {
         self.write_logs(records, None, durable).await
@@ -128,7 +128,7 @@ impl RedbStore {
     /// records are not counted again.
     pub async fn import(
         &self,
-        records: Arc<[PackedLog]>,
+        records: Arc<[PackedLogs]>,
         buckets: Vec<(BucketKey, Bucket)>,
     ) -> Result<(), StoreError> {
         self.write_logs(records, Some(buckets), true).await
@@ -138,7 +138,7 @@ impl RedbStore {
     /// transaction. Each record's head is read once, for its key and its bucket.
     async fn write_logs(
         &self,
-        records: Arc<[PackedLog]>,
+        records: Arc<[PackedLogs]>,
         buckets: Option<Vec<(BucketKey, Bucket)>>,
         durable: bool,
     ) -> Result<(), StoreError> {

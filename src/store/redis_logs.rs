@@ -5,7 +5,7 @@
 
 use super::StoreError;
 use super::logs::{
-    Bucket, BucketKey, LogQuery, LogRecord, PackedLog, log_key, parse_stats_key, stats_key,
+    Bucket, BucketKey, LogQuery, LogRecord, PackedLogs, log_key, parse_stats_key, stats_key,
 };
 use super::redis::{RedisStore, cmd, decode, err, json};
 use fred::prelude::*;
@@ -18,7 +18,7 @@ const PRUNE_CHUNK: i64 = 2_000;
 
 impl RedisStore {
     /// Appends records and adds them to their buckets (HINCRBY: instances add up).
-    pub async fn append_logs(&self, records: Arc<[PackedLog]>) -> Result<(), StoreError> {
+    pub async fn append_logs(&self, records: Arc<[PackedLogs]>) -> Result<(), StoreError> {
         let buckets = super::logs::buckets_of(&super::logs::heads(&records));
         self.import(records, buckets).await
     }
@@ -26,12 +26,16 @@ impl RedisStore {
     /// Copies records and buckets in as they are (for `migrate`).
     pub async fn import(
         &self,
-        records: Arc<[PackedLog]>,
+        records: Arc<[PackedLogs]>,
         buckets: Vec<(BucketKey, Bucket)>,
     ) -> Result<(), StoreError> {
         let pipe = self.client.pipeline();
         // Redis keeps records as JSON (readable with redis-cli, as earlier versions wrote).
-        for rec in records.iter().filter_map(PackedLog::unpack) {
+        for rec in records
+            .iter()
+            .flat_map(PackedLogs::records)
+            .filter_map(|r| r.unpack())
+        {
             let member = log_key(rec.time, &rec.request_id);
             let _: () = pipe
                 .zadd(self.k("logs"), None, None, false, false, (0.0, member))

@@ -174,7 +174,10 @@ pub(super) async fn stats_buckets_are_the_sum_of_the_log(store: &Store) {
     assert!(store.stats_range(0, i64::MAX).await.unwrap().is_empty());
     let log = sample_log();
     for r in &log {
-        store.append_logs(vec![PackedLog::pack(r)]).await.unwrap();
+        store
+            .append_logs(pack_all(std::slice::from_ref(r)))
+            .await
+            .unwrap();
     }
     // Another batch adds to the same buckets.
     let mut extra = log_rec(
@@ -313,7 +316,8 @@ async fn redb_reads_log_records_written_by_older_versions() {
                 logs.insert(key.as_str(), json.as_slice()).unwrap();
                 ids.insert(r.request_id.as_str(), key.as_str()).unwrap();
             }
-            for (r, packed) in inline.iter().zip(pack_all(inline)) {
+            let chunks = pack_all(inline);
+            for (r, packed) in inline.iter().zip(chunks[0].records()) {
                 let key = crate::store::logs::log_key(r.time, &r.request_id);
                 logs.insert(key.as_str(), packed.as_bytes()).unwrap();
                 ids.insert(r.request_id.as_str(), key.as_str()).unwrap();
@@ -398,15 +402,17 @@ async fn redb_prune_frees_batches_once_all_their_records_are_old() {
 }
 
 /// The writer and the stores read a packed record's placing and bucket fields without
-/// unpacking it; those must be the record's own, with and without a user and key.
+/// unpacking it; those must be the record's own, with and without a user and key, for
+/// every record of a chunk.
 #[test]
 fn packed_head_reads_the_record() {
     let mut log = sample_log();
     log[0].ttfb_ms = Some(3.5);
     log[0].tokens.thoughts = 7;
     assert!(log.iter().any(|r| r.user.is_none()));
-    for rec in &log {
-        let packed = crate::store::PackedLog::pack(rec);
+    let chunks = pack_all(&log);
+    assert_eq!(chunks[0].len(), log.len());
+    for (rec, packed) in log.iter().zip(chunks[0].records()) {
         let h = packed.head().expect("a packed record has a head");
         assert_eq!(h.request_id, rec.request_id);
         assert_eq!(h.time, rec.time);
