@@ -86,6 +86,9 @@ pub struct UpstreamConfig {
     pub openai_base_url: Option<String>,
     pub proxy: Option<Secret>,
     pub allow_plain_http: bool,
+    /// PEM file of CA certificates trusted for the upstream in addition to the bundled
+    /// web-pki roots (a TLS-inspecting egress proxy, a private test upstream).
+    pub extra_ca_file: Option<std::path::PathBuf>,
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// Time allowed for the upstream's response headers on one attempt.
@@ -103,6 +106,7 @@ impl Default for UpstreamConfig {
             openai_base_url: None,
             proxy: None,
             allow_plain_http: false,
+            extra_ca_file: None,
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(300),
             stream_idle_timeout: Duration::from_secs(300),
@@ -336,6 +340,9 @@ impl Config {
             }
             p.parse::<http::Uri>()
                 .map_err(|_| anyhow::anyhow!("upstream.proxy is not a valid URL"))?;
+        }
+        if let Some(path) = &self.upstream.extra_ca_file {
+            crate::upstream::extra_roots(path)?;
         }
         if self.pool.max_attempts == 0 {
             bail!("pool.max_attempts must be at least 1");

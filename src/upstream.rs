@@ -21,7 +21,10 @@ use hyper_util::client::legacy::Client as Hyper;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::proxy::{SocksV5, Tunnel};
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use std::cell::Cell;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,7 +65,7 @@ pub enum SendError {
 impl Upstream {
     /// Clients for `workers` serving threads and one more for everything else.
     pub fn new(cfg: &UpstreamConfig, workers: usize) -> anyhow::Result<Self> {
-        let tls = Arc::new(tls_config()?);
+        let tls = Arc::new(tls_config(cfg.extra_ca_file.as_deref())?);
         let clients = (0..=workers)
             .map(|_| Client::new(cfg, tls.clone()))
             .collect::<anyhow::Result<_>>()?;
@@ -118,18 +121,41 @@ impl Upstream {
     }
 }
 
-fn tls_config() -> anyhow::Result<rustls::ClientConfig> {
+/// rustls with the bundled web-pki roots, plus the CAs of `extra_ca` when set.
+fn tls_config(extra_ca: Option<&Path>) -> anyhow::Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = extra_ca {
+        for cert in extra_roots(path)? {
+            roots
+                .add(cert)
+                .with_context(|| format!("upstream.extra_ca_file {}", path.display()))?;
+        }
+    }
     Ok(
         rustls::ClientConfig::builder_with_provider(
             rustls::crypto::ring::default_provider().into(),
         )
         .with_safe_default_protocol_versions()
         .context("TLS setup")?
-        .with_root_certificates(rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        })
+        .with_root_certificates(roots)
         .with_no_client_auth(),
     )
+}
+
+/// The certificates of a PEM file (`upstream.extra_ca_file`); an error when it cannot be
+/// read, holds something that is not PEM, or holds no certificate.
+pub fn extra_roots(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let what = || format!("upstream.extra_ca_file {}", path.display());
+    let pem = std::fs::read(path).with_context(what)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("{}: not a PEM certificate file ({e})", what()))?;
+    if certs.is_empty() {
+        anyhow::bail!("{}: no certificate in it", what());
+    }
+    Ok(certs)
 }
 
 impl Client {

@@ -40,6 +40,8 @@ pub struct Config {
     pub admin_password: Option<String>,
     /// Raw TOML appended at the end of the file (start it with a table header).
     pub extra: String,
+    /// Raw TOML lines added to the `[upstream]` table.
+    pub upstream_extra: String,
 }
 
 impl Config {
@@ -56,6 +58,7 @@ impl Config {
             pool: vec![("queue_wait".into(), "\"0s\"".into())],
             admin_password: None,
             extra: String::new(),
+            upstream_extra: String::new(),
         }
     }
 
@@ -81,6 +84,13 @@ impl Config {
         self
     }
 
+    /// Adds a raw TOML line (`name = value`) to the `[upstream]` table.
+    pub fn upstream(mut self, line: &str) -> Config {
+        self.upstream_extra.push_str(line);
+        self.upstream_extra.push('\n');
+        self
+    }
+
     pub fn extra(mut self, toml: &str) -> Config {
         self.extra.push_str(toml);
         self.extra.push('\n');
@@ -94,8 +104,9 @@ impl Config {
             t += &format!("[admin]\npassword = {}\n\n", q(p));
         }
         t += &format!(
-            "[upstream]\nbase_url = {}\nallow_plain_http = true\n\n",
-            q(&self.upstream_url)
+            "[upstream]\nbase_url = {}\nallow_plain_http = true\n{}\n",
+            q(&self.upstream_url),
+            self.upstream_extra
         );
         t += "[pool]\n";
         for (k, v) in &self.pool {

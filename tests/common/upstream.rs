@@ -27,6 +27,8 @@ use tokio::task::JoinHandle;
 /// One request as the fake upstream received it.
 #[derive(Clone, Debug)]
 pub struct Recorded {
+    /// HTTP/1.1 or HTTP/2.0, as the connection spoke it.
+    pub version: http::Version,
     pub method: String,
     pub path: String,
     pub query: Option<String>,
@@ -425,6 +427,32 @@ pub fn chunk_with_finish(text: &str, finish: Option<&str>) -> Value {
 }
 
 type Handler = Arc<dyn Fn(&Recorded) -> Reply + Send + Sync>;
+
+/// The test CA that issued the fake upstream's TLS certificate.
+pub fn test_ca_path() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls/ca.pem")
+}
+
+fn tls_acceptor(alpn: &[&str]) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let certs = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .expect("server.pem")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("server.pem certificates");
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).expect("server.key");
+    let mut config = rustls::ServerConfig::builder_with_provider(
+        rustls::crypto::ring::default_provider().into(),
+    )
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("server certificate");
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
 type UpBody = BoxBody<Bytes, io::Error>;
 
 struct Shared {
@@ -434,12 +462,29 @@ struct Shared {
 
 pub struct Upstream {
     pub addr: SocketAddr,
+    scheme: &'static str,
     shared: Arc<Shared>,
     task: JoinHandle<()>,
 }
 
 impl Upstream {
     pub async fn start(handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> Upstream {
+        Self::serve(handler, None).await
+    }
+
+    /// The same over TLS with the test certificate for 127.0.0.1 (`tests/fixtures/tls`,
+    /// issued by `ca.pem`), offering the ALPN protocols in `alpn` (e.g. `h2`, `http/1.1`).
+    pub async fn start_tls(
+        handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+        alpn: &[&str],
+    ) -> Upstream {
+        Self::serve(handler, Some(tls_acceptor(alpn))).await
+    }
+
+    async fn serve(
+        handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind fake upstream");
@@ -449,25 +494,41 @@ impl Upstream {
             handler: RwLock::new(Arc::new(handler)),
         });
         let s = shared.clone();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let s = s.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| handle(req, s.clone()));
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                        Some(tls) => {
+                            let Ok(stream) = tls.accept(stream).await else {
+                                return;
+                            };
+                            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                    }
                 });
             }
         });
-        Upstream { addr, shared, task }
+        Upstream {
+            addr,
+            scheme,
+            shared,
+            task,
+        }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     pub fn set_handler(&self, handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) {
@@ -518,6 +579,7 @@ async fn handle(req: Request<Incoming>, s: Arc<Shared>) -> Result<Response<UpBod
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map_err(io::Error::other)?.to_bytes();
     let rec = Recorded {
+        version: parts.version,
         method: parts.method.to_string(),
         path: parts.uri.path().to_string(),
         query: parts.uri.query().map(str::to_string),
