@@ -2,10 +2,10 @@
 //! binary works on any VPS), HTTP/2 where the server offers it, keep-alive pooling, a
 //! connect timeout, and an optional HTTP CONNECT or SOCKS5 egress proxy.
 //!
-//! Each serving thread (see `daemon`) has its own client and so its own connection pool:
-//! a request, its upstream connection and that connection's task stay on one thread, with
-//! no cross-thread hand-off per request. Threads that do not serve (start-up, the key
-//! checker) share one more client.
+//! Each serving thread (see `daemon`) has its own connection pool (`pool`): a request, its
+//! upstream connection and that connection's task stay on one thread, with no
+//! cross-thread hand-off per request. Threads that do not serve (start-up, the key
+//! checker) share one more pool.
 //!
 //! It sends requests and returns response heads; retry, classification and relaying
 //! belong to `proxy`.
@@ -13,35 +13,26 @@
 use crate::config::UpstreamConfig;
 use anyhow::Context;
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, Uri, header};
+use http::{HeaderValue, Request, Response, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client as Hyper;
+use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::proxy::{SocksV5, Tunnel};
-use hyper_util::rt::TokioExecutor;
+use pool::{Connector, Pool};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use std::cell::Cell;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-type Direct = Hyper<HttpsConnector<HttpConnector>, Full<Bytes>>;
-type ViaTunnel = Hyper<HttpsConnector<Tunnel<HttpConnector>>, Full<Bytes>>;
-type ViaSocks = Hyper<HttpsConnector<SocksV5<HttpConnector>>, Full<Bytes>>;
+mod pool;
 
-enum Client {
-    Direct(Direct),
-    Tunnel(ViaTunnel),
-    Socks(ViaSocks),
-}
-
-/// One client per serving thread, plus one for every other thread (index 0).
+/// One pool per serving thread, plus one for every other thread (index 0).
 pub struct Upstream {
-    clients: Vec<Client>,
-    /// `Host` values for the plain-http base URLs, made once instead of per request.
+    connector: Connector,
+    pools: Vec<Pool>,
+    /// `Host` values for the base URLs (HTTP/1.1 requests carry one), made once.
     hosts: Vec<(http::uri::Authority, HeaderValue)>,
 }
 
@@ -65,57 +56,50 @@ pub enum SendError {
 impl Upstream {
     /// Clients for `workers` serving threads and one more for everything else.
     pub fn new(cfg: &UpstreamConfig, workers: usize) -> anyhow::Result<Self> {
-        let tls = Arc::new(tls_config(cfg.extra_ca_file.as_deref())?);
-        let clients = (0..=workers)
-            .map(|_| Client::new(cfg, tls.clone()))
-            .collect::<anyhow::Result<_>>()?;
-        // Only plain-http bases: their connections are always HTTP/1, where hyper's client
-        // would add this `Host` itself. Over https an HTTP/2 connection sends `:authority`
-        // and no `Host`, and that is left to hyper.
+        let tls = tls_config(cfg.extra_ca_file.as_deref())?;
+        let connector = connector(cfg, tls)?;
+        let pools = (0..=workers).map(|_| Pool::default()).collect();
         let hosts = [cfg.base_url.clone(), cfg.openai_base()]
             .iter()
             .filter_map(|base| {
                 let uri: Uri = base.parse().ok()?;
-                if uri.scheme_str() != Some("http") {
-                    return None;
-                }
                 Some((uri.authority()?.clone(), host_value(&uri)?))
             })
             .collect();
-        Ok(Self { clients, hosts })
+        Ok(Self {
+            connector,
+            pools,
+            hosts,
+        })
     }
 
-    fn client(&self) -> &Client {
+    fn pool(&self) -> &Pool {
         let n = WORKER.with(Cell::get);
-        &self.clients[n.min(self.clients.len() - 1)]
+        &self.pools[n.min(self.pools.len() - 1)]
     }
 
     /// Sends one request and waits for the response head, at most `timeout`.
     pub async fn send(
         &self,
-        mut req: Request<Full<Bytes>>,
+        req: Request<Full<Bytes>>,
         timeout: Duration,
     ) -> Result<Response<Incoming>, SendError> {
-        // The same value hyper's client would make, without formatting it per request.
-        if let Some((_, host)) = self
+        let made;
+        let host = match self
             .hosts
             .iter()
             .find(|(a, _)| Some(a) == req.uri().authority())
         {
-            req.headers_mut()
-                .entry(header::HOST)
-                .or_insert_with(|| host.clone());
-        }
-        let fut = async {
-            match self.client() {
-                Client::Direct(c) => c.request(req).await,
-                Client::Tunnel(c) => c.request(req).await,
-                Client::Socks(c) => c.request(req).await,
+            Some((_, host)) => Some(host),
+            None => {
+                made = host_value(req.uri());
+                made.as_ref()
             }
         };
+        let fut = self.pool().send(&self.connector, req, host);
         match tokio::time::timeout(timeout, fut).await {
             Err(_) => Err(SendError::Timeout),
-            Ok(Err(e)) => Err(SendError::Failed(describe(&e))),
+            Ok(Err(e)) => Err(SendError::Failed(describe(&*e))),
             Ok(Ok(resp)) => Ok(resp),
         }
     }
@@ -158,45 +142,41 @@ pub fn extra_roots(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> 
     Ok(certs)
 }
 
-impl Client {
-    fn new(cfg: &UpstreamConfig, tls: Arc<rustls::ClientConfig>) -> anyhow::Result<Self> {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(cfg.connect_timeout));
-        http.set_nodelay(true);
-        http.set_keepalive(Some(Duration::from_secs(60)));
-        let https = HttpsConnectorBuilder::new()
-            .with_tls_config((*tls).clone())
-            .https_or_http()
-            .enable_http1()
-            .enable_http2();
-        let mut builder = Hyper::builder(TokioExecutor::new());
-        builder
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256);
-        let Some(proxy) = &cfg.proxy else {
-            return Ok(Self::Direct(builder.build(https.wrap_connector(http))));
-        };
-        let proxy_uri: Uri = proxy
-            .expose()
-            .parse()
-            .map_err(|_| anyhow::anyhow!("upstream.proxy is not a valid URL"))?;
-        match proxy_uri.scheme_str() {
-            Some("http") => {
-                let tunnel = Tunnel::new(proxy_uri, http);
-                Ok(Self::Tunnel(builder.build(https.wrap_connector(tunnel))))
-            }
-            Some("socks5") | Some("socks5h") => {
-                let remote_dns = proxy_uri.scheme_str() == Some("socks5h");
-                let socks = SocksV5::new(proxy_uri, http).local_dns(!remote_dns);
-                Ok(Self::Socks(builder.build(https.wrap_connector(socks))))
-            }
-            _ => anyhow::bail!("upstream.proxy must be http://, socks5:// or socks5h://"),
+/// Connections straight to the upstream or through `upstream.proxy`; TLS for https with
+/// ALPN `h2` and `http/1.1`, plain TCP for http.
+fn connector(cfg: &UpstreamConfig, tls: rustls::ClientConfig) -> anyhow::Result<Connector> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(cfg.connect_timeout));
+    http.set_nodelay(true);
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let https = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2();
+    let Some(proxy) = &cfg.proxy else {
+        return Ok(Connector::Direct(https.wrap_connector(http)));
+    };
+    let proxy_uri: Uri = proxy
+        .expose()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("upstream.proxy is not a valid URL"))?;
+    match proxy_uri.scheme_str() {
+        Some("http") => {
+            let tunnel = Tunnel::new(proxy_uri, http);
+            Ok(Connector::Tunnel(https.wrap_connector(tunnel)))
         }
+        Some("socks5") | Some("socks5h") => {
+            let remote_dns = proxy_uri.scheme_str() == Some("socks5h");
+            let socks = SocksV5::new(proxy_uri, http).local_dns(!remote_dns);
+            Ok(Connector::Socks(https.wrap_connector(socks)))
+        }
+        _ => anyhow::bail!("upstream.proxy must be http://, socks5:// or socks5h://"),
     }
 }
 
-/// The `Host` header hyper's client would send for `uri`: the host, with the port when it
+/// The `Host` header for `uri`: the host, with the port when it
 /// is not the scheme's default.
 fn host_value(uri: &Uri) -> Option<HeaderValue> {
     let host = uri.host()?;
