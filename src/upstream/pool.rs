@@ -103,7 +103,20 @@ impl Pool {
         loop {
             if let Some(mut h2) = self.http2(&scheme, &authority) {
                 *req.uri_mut() = uri.clone();
-                return Ok(h2.send_request(req).await?);
+                match h2.try_send_request(req).await {
+                    Ok(resp) => return Ok(resp),
+                    // The connection went away before the request was sent on it (a
+                    // GOAWAY between our check and the send): once more, on a new one.
+                    Err(mut e) => match e.take_message() {
+                        Some(back) if !fresh_only => {
+                            self.with_host(&scheme, &authority, |h| h.http2 = None);
+                            req = back;
+                            fresh_only = true;
+                            continue;
+                        }
+                        _ => return Err(e.into_error().into()),
+                    },
+                }
             }
             let idle = if fresh_only {
                 None
