@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use common::client;
 use common::{
     Config, Daemon, GENERATE_BODY, Reply, StreamReply, USER_KEY, Upstream,
-    assert_google_error_value, chunk, chunk_text, model_path, sse_json_events, user_auth,
+    assert_google_error_value, check_config, chunk, chunk_text, model_path, sse_json_events,
+    user_auth,
 };
 use http::Method;
 use serde_json::{Value, json};
@@ -924,24 +925,6 @@ async fn secrets_never_appear_in_logs_or_foreign_responses() {
         "log lines with a secret marker:\n{}",
         leaked.join("\n")
     );
-}
-
-fn check_config(path: &std::path::Path) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_gemini-balance"))
-        .arg("check-config")
-        .arg("--config")
-        .arg(path)
-        .env_remove("RUST_LOG")
-        .env_remove("GEMINI_BALANCE_ADMIN_PASSWORD")
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run check-config");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text)
 }
 
 // 8a. check-config accepts the example and names an unknown key with its line.

@@ -25,14 +25,6 @@ async fn generate(d: &Daemon, model: &str) -> Response {
     .await
 }
 
-fn ok_or_stream(r: &Recorded) -> Reply {
-    if r.is_stream() {
-        StreamReply::sse(vec![chunk("one"), chunk("two")]).into()
-    } else {
-        Reply::generate_ok("hello")
-    }
-}
-
 // 1
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_spreads_requests_over_keys() {

@@ -22,14 +22,6 @@ async fn generate(d: &Daemon) -> Response {
     .await
 }
 
-fn ok_or_stream(r: &Recorded) -> Reply {
-    if r.is_stream() {
-        StreamReply::sse(vec![chunk("one"), chunk("two")]).into()
-    } else {
-        Reply::generate_ok("hello")
-    }
-}
-
 fn trusting(up: &Upstream) -> Config {
     let ca = serde_json::to_string(test_ca_path().to_str().unwrap()).unwrap();
     Config::new(up).upstream(&format!("extra_ca_file = {ca}"))
@@ -120,20 +112,8 @@ fn check_config_names_an_unusable_ca_file() {
         let config = dir.path().join("gemini-balance.toml");
         let ca = serde_json::to_string(file.to_str().unwrap()).unwrap();
         std::fs::write(&config, format!("[upstream]\nextra_ca_file = {ca}\n")).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gemini-balance"))
-            .arg("check-config")
-            .arg("--config")
-            .arg(&config)
-            .env_remove("RUST_LOG")
-            .env_remove("GEMINI_BALANCE_ADMIN_PASSWORD")
-            .output()
-            .expect("run check-config");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_ne!(out.status.code(), Some(0), "{file:?} accepted: {text}");
+        let (code, text) = check_config(&config);
+        assert_ne!(code, Some(0), "{file:?} accepted: {text}");
         assert!(text.contains("upstream.extra_ca_file"), "{text}");
         assert!(text.contains(why), "{why:?} missing from: {text}");
     }

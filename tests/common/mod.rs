@@ -27,6 +27,34 @@ pub fn model_path(model: &str, method: &str) -> String {
     format!("/v1beta/models/{model}:{method}")
 }
 
+/// Runs `gemini-balance check-config --config path`: exit code and all it printed.
+pub fn check_config(path: &std::path::Path) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gemini-balance"))
+        .arg("check-config")
+        .arg("--config")
+        .arg(path)
+        .env_remove("RUST_LOG")
+        .env_remove("GEMINI_BALANCE_ADMIN_PASSWORD")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run check-config");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+/// The fake upstream's plain answer: two SSE events for a stream, else `generate_ok`.
+pub fn ok_or_stream(r: &Recorded) -> Reply {
+    if r.is_stream() {
+        StreamReply::sse(vec![chunk("one"), chunk("two")]).into()
+    } else {
+        Reply::generate_ok("hello")
+    }
+}
+
 /// Headers authenticating as alice with `x-goog-api-key`.
 pub fn user_auth() -> [(&'static str, &'static str); 1] {
     [("x-goog-api-key", USER_KEY)]
