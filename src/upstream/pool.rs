@@ -6,7 +6,9 @@
 //! thread keeps its own list per upstream host: an HTTP/1.1 connection is taken when it is
 //! ready for a request and put back as soon as the request is handed to it (it is ready
 //! again once the answer has been read); an HTTP/2 connection (when the upstream offers
-//! it in ALPN) is shared by all of the thread's requests.
+//! it in ALPN) is shared by all of the thread's requests. Requests that find no
+//! connection each open one (at start-up several may open HTTP/2 connections at once;
+//! the last one made is kept).
 
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -102,7 +104,9 @@ impl Pool {
         let mut fresh_only = false;
         loop {
             if let Some(mut h2) = self.http2(&scheme, &authority) {
+                // HTTP/2 names the host in `:authority`, taken from the absolute URI.
                 *req.uri_mut() = uri.clone();
+                req.headers_mut().remove(header::HOST);
                 match h2.try_send_request(req).await {
                     Ok(resp) => return Ok(resp),
                     // The connection went away before the request was sent on it (a
