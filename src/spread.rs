@@ -77,8 +77,8 @@ impl Spread {
         self.lanes[lane].inbox.send(conn).map_err(|e| e.0)
     }
 
-    /// Counts a connection on `lane` (for one served where it was accepted, without
-    /// [`Spread::place`]: a thread outside the spread).
+    /// Counts a connection on `lane` (one handed back to the thread that accepted it, when
+    /// the lane [`Spread::place`] chose no longer takes connections).
     pub fn opened(&self, lane: usize) {
         if let Some(l) = self.lanes.get(lane) {
             l.open.fetch_add(1, Ordering::Relaxed);

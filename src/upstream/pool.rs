@@ -27,8 +27,10 @@ use tokio::time::{Duration, Instant};
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Stream = MaybeHttpsStream<TokioIo<TcpStream>>;
 
-/// An idle connection is closed after this long (NAT and load balancers drop quiet
-/// connections without telling anyone).
+/// A kept connection is closed rather than reused once this long has passed since its
+/// last request began (NAT and load balancers drop quiet connections without telling
+/// anyone; after a long stream this drops a connection that is still good, which only
+/// costs a new one).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Most HTTP/1.1 connections kept per host and thread.
 const MAX_HTTP1: usize = 256;
@@ -64,13 +66,16 @@ impl Connector {
 
 struct Idle {
     sender: http1::SendRequest<Full<Bytes>>,
+    /// When its last request was handed over.
     since: Instant,
 }
 
+/// Which upstream a connection goes to.
+type Key = (Scheme, Authority);
+
 /// One host's connections on one thread.
 struct Host {
-    scheme: Scheme,
-    authority: Authority,
+    key: Key,
     http1: Vec<Idle>,
     http2: Option<http2::SendRequest<Full<Bytes>>>,
 }
@@ -97,13 +102,13 @@ impl Pool {
         host: Option<&HeaderValue>,
     ) -> Result<Response<Incoming>, BoxError> {
         let uri = req.uri().clone();
-        let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned())
-        else {
-            return Err("the upstream URI has no scheme or host".into());
+        let key = match (uri.scheme(), uri.authority()) {
+            (Some(scheme), Some(authority)) => (scheme.clone(), authority.clone()),
+            _ => return Err("the upstream URI has no scheme or host".into()),
         };
         let mut fresh_only = false;
         loop {
-            if let Some(mut h2) = self.http2(&scheme, &authority) {
+            if let Some(mut h2) = self.http2(&key) {
                 // HTTP/2 names the host in `:authority`, taken from the absolute URI.
                 *req.uri_mut() = uri.clone();
                 req.headers_mut().remove(header::HOST);
@@ -113,7 +118,7 @@ impl Pool {
                     // GOAWAY between our check and the send): once more, on a new one.
                     Err(mut e) => match e.take_message() {
                         Some(back) if !fresh_only => {
-                            self.with_host(&scheme, &authority, |h| h.http2 = None);
+                            self.with_host(&key, |h| h.http2 = None);
                             req = back;
                             fresh_only = true;
                             continue;
@@ -125,11 +130,11 @@ impl Pool {
             let idle = if fresh_only {
                 None
             } else {
-                self.take_http1(&scheme, &authority)
+                self.take_http1(&key)
             };
             let mut sender = match idle {
                 Some(sender) => sender,
-                None => match self.connect(connector, &scheme, &authority).await? {
+                None => match self.connect(connector, &key).await? {
                     Fresh::Http2 => continue,
                     Fresh::Http1(sender) => {
                         fresh_only = true;
@@ -139,7 +144,7 @@ impl Pool {
             };
             to_origin_form(&mut req, &uri, host);
             let answer = sender.try_send_request(req);
-            self.put_http1(&scheme, &authority, sender);
+            self.put_http1(&key, sender);
             match answer.await {
                 Ok(resp) => return Ok(resp),
                 // The connection closed before the request went out (a pooled one the
@@ -155,22 +160,13 @@ impl Pool {
         }
     }
 
-    fn with_host<T>(
-        &self,
-        scheme: &Scheme,
-        authority: &Authority,
-        f: impl FnOnce(&mut Host) -> T,
-    ) -> T {
+    fn with_host<T>(&self, key: &Key, f: impl FnOnce(&mut Host) -> T) -> T {
         let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
-        let at = match hosts
-            .iter()
-            .position(|h| h.authority == *authority && h.scheme == *scheme)
-        {
+        let at = match hosts.iter().position(|h| h.key == *key) {
             Some(at) => at,
             None => {
                 hosts.push(Host {
-                    scheme: scheme.clone(),
-                    authority: authority.clone(),
+                    key: key.clone(),
                     http1: Vec::new(),
                     http2: None,
                 });
@@ -180,12 +176,8 @@ impl Pool {
         f(&mut hosts[at])
     }
 
-    fn http2(
-        &self,
-        scheme: &Scheme,
-        authority: &Authority,
-    ) -> Option<http2::SendRequest<Full<Bytes>>> {
-        self.with_host(scheme, authority, |h| {
+    fn http2(&self, key: &Key) -> Option<http2::SendRequest<Full<Bytes>>> {
+        self.with_host(key, |h| {
             if h.http2.as_ref().is_some_and(http2::SendRequest::is_closed) {
                 h.http2 = None;
             }
@@ -193,13 +185,9 @@ impl Pool {
         })
     }
 
-    /// An HTTP/1.1 connection ready for a request, dropping closed and long-idle ones.
-    fn take_http1(
-        &self,
-        scheme: &Scheme,
-        authority: &Authority,
-    ) -> Option<http1::SendRequest<Full<Bytes>>> {
-        self.with_host(scheme, authority, |h| {
+    /// An HTTP/1.1 connection ready for a request, dropping closed and long-kept ones.
+    fn take_http1(&self, key: &Key) -> Option<http1::SendRequest<Full<Bytes>>> {
+        self.with_host(key, |h| {
             while let Some(at) = h.http1.iter().rposition(|i| i.sender.is_ready()) {
                 let idle = h.http1.swap_remove(at);
                 if idle.since.elapsed() < IDLE_TIMEOUT {
@@ -212,13 +200,8 @@ impl Pool {
     }
 
     /// Puts a connection back; it is taken again once it is ready.
-    fn put_http1(
-        &self,
-        scheme: &Scheme,
-        authority: &Authority,
-        sender: http1::SendRequest<Full<Bytes>>,
-    ) {
-        self.with_host(scheme, authority, |h| {
+    fn put_http1(&self, key: &Key, sender: http1::SendRequest<Full<Bytes>>) {
+        self.with_host(key, |h| {
             if h.http1.len() >= MAX_HTTP1 {
                 h.http1.retain(|i| !i.sender.is_closed());
             }
@@ -232,15 +215,10 @@ impl Pool {
     }
 
     /// A new connection: HTTP/2 (kept as the host's shared one) when ALPN chose it.
-    async fn connect(
-        &self,
-        connector: &Connector,
-        scheme: &Scheme,
-        authority: &Authority,
-    ) -> Result<Fresh, BoxError> {
+    async fn connect(&self, connector: &Connector, key: &Key) -> Result<Fresh, BoxError> {
         let base = Uri::builder()
-            .scheme(scheme.clone())
-            .authority(authority.clone())
+            .scheme(key.0.clone())
+            .authority(key.1.clone())
             .path_and_query("/")
             .build()?;
         let io = connector.connect(base).await?;
@@ -252,7 +230,7 @@ impl Pool {
             tokio::spawn(async move {
                 let _ = conn.await;
             });
-            self.with_host(scheme, authority, |h| h.http2 = Some(sender));
+            self.with_host(key, |h| h.http2 = Some(sender));
             return Ok(Fresh::Http2);
         }
         let (sender, conn) = http1::handshake(io).await?;
