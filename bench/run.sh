@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the daemon and the benchmark harness (release, same target dir) and runs the
 # benchmark. Arguments go to the harness: --quick, --rounds N, --duration SECS,
-# --only gen1,gen64,stream32,chat64,nolog64,keys10k,slow, --perf. Tables go to stdout.
+# --only gen1,gen64,stream32,chat64,nolog64,keys10k,keys10knolog,slow,floor64, --perf. Tables go to stdout.
 #   bench/run.sh | tee bench/last-run.md
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -215,3 +215,24 @@ mod tests {
         assert_eq!(parse(b"\"usage\": [1"), None);
     }
 }
+
+/// A benchmark, not a test: one parse of a typical `generateContent` answer.
+/// Run: `cargo test --profile harness --bin gemini-balance usage_parse_cost -- --ignored --nocapture`
+#[cfg(test)]
+mod bench {
+    #[test]
+    #[ignore = "benchmark: run explicitly"]
+    fn usage_parse_cost() {
+        let body = br#"{"candidates":[{"content":{"parts":[{"text":"hello"}],"role":"model"},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":1,"totalTokenCount":4,"promptTokensDetails":[{"modality":"TEXT","tokenCount":3}]},"modelVersion":"gemini-2.5-flash","responseId":"abc"}"#;
+        let rounds = 1_000_000;
+        let started = std::time::Instant::now();
+        let mut total = 0;
+        for _ in 0..rounds {
+            total += super::parse(std::hint::black_box(body))
+                .expect("usage")
+                .total;
+        }
+        assert_eq!(total, 4 * rounds);
+        println!("{:?} per parse", started.elapsed() / rounds as u32);
+    }
+}
