@@ -144,7 +144,7 @@ impl Limits {
                 _ => return Err(refusal("concurrent requests", now)),
             }
             let mut map = self.lock();
-            let u = map.entry(user.id.clone()).or_default();
+            let u = usage_of(&mut map, &user.id);
             u.roll(now);
             u.in_flight += 1;
             u.requests_today += 1;
@@ -160,7 +160,7 @@ impl Limits {
 
     fn admit_local(self: &Arc<Self>, user: &UserRecord, now: i64) -> Result<Permit, ApiError> {
         let mut map = self.lock();
-        let u = map.entry(user.id.clone()).or_default();
+        let u = usage_of(&mut map, &user.id);
         u.roll(now);
         let until = |t: i64| Duration::from_millis((t - now).max(0) as u64);
         if user.daily_tokens.is_some_and(|b| u.tokens_today >= b) {
@@ -217,6 +217,14 @@ fn refusal(what: &'static str, now: i64) -> ApiError {
 }
 
 /// A user's admitted request; releases its concurrency slot on drop.
+/// The user's counters, made on first use (the id is copied only then, not per request).
+fn usage_of<'a>(map: &'a mut HashMap<String, Usage>, id: &str) -> &'a mut Usage {
+    if !map.contains_key(id) {
+        map.insert(id.to_owned(), Usage::default());
+    }
+    map.get_mut(id).expect("inserted above")
+}
+
 pub struct Permit {
     limits: Arc<Limits>,
     user: String,

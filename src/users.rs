@@ -19,6 +19,16 @@ pub fn hash_key(key: &str) -> String {
     hex(&Sha256::digest(key.as_bytes()))
 }
 
+/// [`hash_key`] written into `out` (no allocation on the per-request check).
+fn hash_key_in<'a>(key: &str, out: &'a mut [u8; 64]) -> &'a str {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, b) in out.chunks_exact_mut(2).zip(Sha256::digest(key.as_bytes())) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 15)];
+    }
+    std::str::from_utf8(out).expect("hex digits")
+}
+
 fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
@@ -94,7 +104,7 @@ impl Users {
         let user = self
             .by_hash
             .load()
-            .get(&hash_key(key))
+            .get(hash_key_in(key, &mut [0; 64]))
             .cloned()
             .ok_or(AuthError::Unknown)?;
         if !user.enabled {
@@ -134,6 +144,7 @@ mod tests {
             hash_key("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+        assert_eq!(hash_key_in("abc", &mut [0; 64]), hash_key("abc"));
     }
 
     #[test]

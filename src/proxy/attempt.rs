@@ -42,14 +42,15 @@ async fn attempts(state: &Arc<AppState>, plan: &Plan, trace: &mut Trace) -> Resp
     let pool = &state.pool;
     let max = (pool.config().max_attempts as usize).min(pool.len()).max(1);
     let queue_until = Instant::now() + pool.config().queue_wait;
+    // Keys already tried, to skip on the next attempt (filled only when there is one).
     let mut tried: Vec<Arc<KeyEntry>> = Vec::new();
     let mut last: Option<Failure> = None;
-    while tried.len() < max {
+    for _ in 0..max {
         let lease = match acquire(state, &plan.model, &tried, queue_until).await {
             Ok(lease) => lease,
             Err(no) => return give_up(state, plan, last, Some(no), trace),
         };
-        tried.push(lease.entry.clone());
+        let entry = lease.entry.clone();
         let started = Instant::now();
         let (key_id, brief) = (lease.entry.id.clone(), lease.entry.brief.clone());
         let result = try_key(state, plan, lease).await;
@@ -73,6 +74,7 @@ async fn attempts(state: &Arc<AppState>, plan: &Plan, trace: &mut Trace) -> Resp
             Ok(resp) => return resp,
             Err(f) => last = Some(f),
         }
+        tried.push(entry);
     }
     give_up(state, plan, last, None, trace)
 }

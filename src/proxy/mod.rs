@@ -16,8 +16,8 @@ use crate::logs::Trace;
 use crate::router::GeminiCall;
 use crate::store::UserRecord;
 use crate::users::AuthError;
-use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, header};
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, Method, Request, Uri, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use std::sync::Arc;
@@ -124,37 +124,67 @@ pub async fn read_body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::BodyTooLarge(limit));
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::BodyTooLarge(limit)),
-        Err(_) => Err(ApiError::BadRequest(
-            "The request body could not be read.".into(),
-        )),
+    // By hand rather than `collect()`: a body that comes in one piece (the usual case)
+    // is kept as it is, with no list of pieces and no copy.
+    let mut body = Limited::new(body, limit);
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(ApiError::BodyTooLarge(limit));
+            }
+            Err(_) => {
+                return Err(ApiError::BadRequest(
+                    "The request body could not be read.".into(),
+                ));
+            }
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        match (&mut joined, first.take()) {
+            (Some(all), _) => all.extend_from_slice(&data),
+            (None, None) => first = Some(data),
+            (None, Some(one)) => {
+                let mut all = BytesMut::with_capacity(one.len() + data.len());
+                all.extend_from_slice(&one);
+                all.extend_from_slice(&data);
+                joined = Some(all);
+            }
+        }
     }
+    Ok(match joined {
+        Some(all) => all.freeze(),
+        None => first.unwrap_or_default(),
+    })
 }
 
 /// Copies the forwardable client headers.
 pub fn forward_headers(from: &HeaderMap, names: &[&'static str]) -> HeaderMap {
-    let mut out = HeaderMap::with_capacity(names.len());
-    for name in names {
-        if let Some(v) = from.get(*name) {
-            out.insert(HeaderName::from_static(name), v.clone());
+    // One pass over what the client sent (a handful of headers) instead of a hashed
+    // look-up per name; room for the pool key and `Host`, added per attempt.
+    let mut out = HeaderMap::with_capacity(names.len() + 2);
+    for (name, v) in from {
+        if names.contains(&name.as_str()) && !out.contains_key(name) {
+            out.insert(name.clone(), v.clone());
         }
     }
     out
 }
 
 /// Builds the upstream URI from a base URL, a path and an optional query.
-pub fn upstream_uri(base: &str, path: &str, query: Option<&str>) -> Result<Uri, ApiError> {
-    let mut s = String::with_capacity(base.len() + path.len() + 64);
-    s.push_str(base.trim_end_matches('/'));
-    s.push_str(path);
-    if let Some(q) = query {
-        s.push('?');
-        s.push_str(q);
-    }
-    s.parse()
-        .map_err(|_| ApiError::BadRequest("The request path or query is not valid.".into()))
+pub fn upstream_uri(
+    state: &AppState,
+    base: &str,
+    path: &str,
+    query: Option<&str>,
+) -> Result<Uri, ApiError> {
+    state
+        .upstream
+        .uri(base, path, query)
+        .ok_or_else(|| ApiError::BadRequest("The request path or query is not valid.".into()))
 }
 
 /// The native Gemini routes.
@@ -180,7 +210,12 @@ pub async fn gemini(
     let path = parts.uri.path();
     let body = read_body(body, &parts.headers, state.config.server.max_body_bytes).await?;
     let query = query_without_key(&parts.uri);
-    let uri = upstream_uri(&state.config.upstream.base_url, path, query.as_deref())?;
+    let uri = upstream_uri(
+        state,
+        &state.config.upstream.base_url,
+        path,
+        query.as_deref(),
+    )?;
     let mut headers = forward_headers(&parts.headers, FORWARDED);
     if call == GeminiCall::Stream && !headers.contains_key(header::ACCEPT) {
         headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));

@@ -43,7 +43,7 @@ pub async fn handle(
         (OpenAiCall::Models, None) => "/models".to_owned(),
         (OpenAiCall::Models, Some(m)) => format!("/models/{m}"),
     };
-    let uri = upstream_uri(&base, &tail, None)?;
+    let uri = upstream_uri(state, &base, &tail, None)?;
     let headers = forward_headers(&parts.headers, FORWARDED);
     let edited = if parts.method == Method::POST {
         let raw = read_body(body, &parts.headers, state.config.server.max_body_bytes).await?;

@@ -92,6 +92,8 @@ pub struct Relay {
     /// The last event that mentioned usage (streams) or the answer's tail (non-stream).
     usage_unit: Bytes,
     tail: std::collections::VecDeque<Bytes>,
+    /// The newest unit of the tail, apart: a one-piece answer needs no list.
+    tail_last: Option<Bytes>,
     tail_len: usize,
     /// Events the client must not see (the usage-only chunk it did not ask for).
     hide: Option<fn(&[u8]) -> bool>,
@@ -118,6 +120,7 @@ impl Relay {
             on_finish: Vec::new(),
             usage_unit: Bytes::new(),
             tail: std::collections::VecDeque::new(),
+            tail_last: None,
             tail_len: 0,
             hide: None,
         }
@@ -296,12 +299,13 @@ impl Relay {
             return;
         }
         self.finish.tokens = if self.format == Format::Passthrough {
-            match self.tail.len() {
-                0 => None,
-                1 => usage::parse(&self.tail[0]),
-                _ => {
+            match (&self.tail_last, self.tail.is_empty()) {
+                (None, _) => None,
+                (Some(last), true) => usage::parse(last),
+                (Some(last), false) => {
                     let mut tail = Vec::with_capacity(self.tail_len);
                     self.tail.iter().for_each(|b| tail.extend_from_slice(b));
+                    tail.extend_from_slice(last);
                     usage::parse(&tail)
                 }
             }
@@ -316,10 +320,14 @@ impl Relay {
     /// Notes a unit on its way out (or held back): size, and where usage may be.
     fn seen(&mut self, unit: &Bytes) {
         if self.format == Format::Passthrough {
-            self.tail.push_back(unit.clone());
+            if let Some(previous) = self.tail_last.replace(unit.clone()) {
+                self.tail.push_back(previous);
+            }
             self.tail_len += unit.len();
-            while self.tail_len > TAIL_LIMIT && self.tail.len() > 1 {
-                let old = self.tail.pop_front().expect("non-empty");
+            while self.tail_len > TAIL_LIMIT {
+                let Some(old) = self.tail.pop_front() else {
+                    break;
+                };
                 self.tail_len -= old.len();
             }
         } else if memchr::memmem::find(unit, b"\"usage").is_some() {

@@ -34,6 +34,17 @@ pub struct Upstream {
     pools: Vec<Pool>,
     /// `Host` values for the base URLs (HTTP/1.1 requests carry one), made once.
     hosts: Vec<(http::uri::Authority, HeaderValue)>,
+    /// The base URLs parsed once: request URIs share their scheme and host bytes, so the
+    /// pool finds a request's connections by pointer instead of comparing names.
+    bases: Vec<Base>,
+}
+
+struct Base {
+    url: String,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    /// The base URL's own path, without a trailing `/` (usually empty).
+    prefix: String,
 }
 
 thread_local! {
@@ -66,11 +77,54 @@ impl Upstream {
                 Some((uri.authority()?.clone(), host_value(&uri)?))
             })
             .collect();
+        let bases = [cfg.base_url.clone(), cfg.openai_base()]
+            .into_iter()
+            .filter_map(|url| {
+                let uri: Uri = url.parse().ok()?;
+                Some(Base {
+                    scheme: uri.scheme()?.clone(),
+                    authority: uri.authority()?.clone(),
+                    prefix: uri.path().trim_end_matches('/').to_owned(),
+                    url,
+                })
+            })
+            .collect();
         Ok(Self {
             connector,
             pools,
             hosts,
+            bases,
         })
+    }
+
+    /// `base` (a base URL) joined with `path` and `query`; `None` when that is no URI.
+    pub fn uri(&self, base: &str, path: &str, query: Option<&str>) -> Option<Uri> {
+        let Some(b) = self.bases.iter().find(|b| b.url == base) else {
+            let mut s = String::with_capacity(base.len() + path.len() + 64);
+            s.push_str(base.trim_end_matches('/'));
+            s.push_str(path);
+            if let Some(q) = query {
+                s.push('?');
+                s.push_str(q);
+            }
+            return s.parse().ok();
+        };
+        let mut pq = String::with_capacity(b.prefix.len() + path.len() + 64);
+        pq.push_str(&b.prefix);
+        pq.push_str(path);
+        if let Some(q) = query {
+            pq.push('?');
+            pq.push_str(q);
+        }
+        if !pq.starts_with('/') {
+            return None;
+        }
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(b.scheme.clone());
+        parts.authority = Some(b.authority.clone());
+        parts.path_and_query =
+            Some(http::uri::PathAndQuery::from_maybe_shared(Bytes::from(pq)).ok()?);
+        Uri::from_parts(parts).ok()
     }
 
     fn pool(&self) -> &Pool {
@@ -85,11 +139,11 @@ impl Upstream {
         timeout: Duration,
     ) -> Result<Response<Incoming>, SendError> {
         let made;
-        let host = match self
-            .hosts
-            .iter()
-            .find(|(a, _)| Some(a) == req.uri().authority())
-        {
+        let host = match self.hosts.iter().find(|(a, _)| {
+            req.uri()
+                .authority()
+                .is_some_and(|b| std::ptr::eq(a.as_str(), b.as_str()) || a == b)
+        }) {
             Some((_, host)) => Some(host),
             None => {
                 made = host_value(req.uri());
@@ -220,5 +274,41 @@ mod tests {
         assert_eq!(host("http://127.0.0.1:8123/x"), "127.0.0.1:8123");
         assert_eq!(host("https://[::1]:8443"), "[::1]:8443");
         assert_eq!(host("http://example.com:443"), "example.com:443");
+    }
+
+    #[test]
+    fn request_uris_join_the_base_url_path_and_query() {
+        let cfg = crate::config::UpstreamConfig {
+            base_url: "https://example.com/prefix/".to_owned(),
+            ..Default::default()
+        };
+        let up = super::Upstream::new(&cfg, 1).unwrap();
+        let uri =
+            |base: &str, path: &str, q: Option<&str>| up.uri(base, path, q).map(|u| u.to_string());
+        let base = cfg.base_url.as_str();
+        assert_eq!(
+            uri(base, "/v1beta/models/m:generateContent", Some("alt=sse")).as_deref(),
+            Some("https://example.com/prefix/v1beta/models/m:generateContent?alt=sse")
+        );
+        let openai = cfg.openai_base();
+        assert_eq!(
+            uri(&openai, "/chat/completions", None).as_deref(),
+            Some("https://example.com/prefix/v1beta/openai/chat/completions")
+        );
+        // A base URL the client was not built with is parsed as it comes.
+        assert_eq!(
+            uri("http://other.test:8080/", "/x", Some("a=1")).as_deref(),
+            Some("http://other.test:8080/x?a=1")
+        );
+        // Known bases share the parsed host (the pool finds connections by it).
+        let a = up.uri(base, "/a", None).unwrap();
+        let b = up.uri(base, "/b", None).unwrap();
+        assert!(std::ptr::eq(
+            a.authority().unwrap().as_str(),
+            b.authority().unwrap().as_str()
+        ));
+        // What cannot be a path is refused, not sent.
+        assert_eq!(uri(base, "/a b", None), None);
+        assert_eq!(uri(base, "/a\n", None), None);
     }
 }
