@@ -7,10 +7,10 @@
 //!
 //! Non-stream answers pass through frame by frame, untouched.
 
+use crate::upstream::UpBody;
 use crate::usage::{self, Tokens};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body as _, Frame};
-use hyper::body::Incoming;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -67,7 +67,7 @@ enum Step {
 }
 
 pub struct Relay {
-    upstream: Incoming,
+    upstream: UpBody,
     format: Format,
     style: ErrorStyle,
     buf: BytesMut,
@@ -100,7 +100,7 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub fn new(upstream: Incoming, format: Format, style: ErrorStyle, idle: Duration) -> Self {
+    pub fn new(upstream: UpBody, format: Format, style: ErrorStyle, idle: Duration) -> Self {
         Self {
             upstream,
             format,
@@ -200,7 +200,7 @@ impl Relay {
                     }
                 }
                 Poll::Ready(Some(Err(e))) => match self.format {
-                    Format::Passthrough => return Poll::Ready(Step::Failed(e.into())),
+                    Format::Passthrough => return Poll::Ready(Step::Failed(e)),
                     _ => self.cut = Some(format!("upstream connection failed: {e}")),
                 },
                 Poll::Ready(None) => self.upstream_done = true,

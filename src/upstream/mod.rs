@@ -26,6 +26,7 @@ use std::cell::Cell;
 use std::path::Path;
 use std::time::Duration;
 
+mod h1;
 mod pool;
 
 /// One pool per serving thread, plus one for every other thread (index 0).
@@ -54,6 +55,49 @@ thread_local! {
 /// Marks the current thread as serving thread `n` (1-based): its requests use client `n`.
 pub fn set_worker(n: usize) {
     WORKER.with(|w| w.set(n));
+}
+
+/// An upstream answer's body: read by this crate's HTTP/1.1 client, or hyper's HTTP/2.
+pub enum UpBody {
+    H1(h1::Body),
+    H2(Incoming),
+}
+
+impl From<Incoming> for UpBody {
+    fn from(body: Incoming) -> Self {
+        Self::H2(body)
+    }
+}
+
+impl http_body::Body for UpBody {
+    type Data = Bytes;
+    type Error = pool::BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            Self::H1(b) => std::pin::Pin::new(b).poll_frame(cx),
+            Self::H2(b) => std::pin::Pin::new(b)
+                .poll_frame(cx)
+                .map_err(|e| Box::new(e) as pool::BoxError),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::H1(b) => b.is_end_stream(),
+            Self::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            Self::H1(b) => b.size_hint(),
+            Self::H2(b) => b.size_hint(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,7 +181,7 @@ impl Upstream {
         &self,
         req: Request<Full<Bytes>>,
         timeout: Duration,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<Response<UpBody>, SendError> {
         let made;
         let host = match self.hosts.iter().find(|(a, _)| {
             req.uri()

@@ -1,36 +1,32 @@
-//! A serving thread's upstream connections, driven with hyper's connection-level client.
+//! A serving thread's upstream connections.
 //!
-//! hyper-util's pooled client costs about 2 µs a request on top of the connection itself
-//! (a pool behind a lock and a hashed key, a boxed send future, and a task spawned per
-//! request to give the connection back once the answer is read). Here each serving
-//! thread keeps its own list per upstream host: an HTTP/1.1 connection is taken when it is
-//! ready for a request and put back as soon as the request is handed to it (it is ready
-//! again once the answer has been read); an HTTP/2 connection (when the upstream offers
-//! it in ALPN) is shared by all of the thread's requests. Requests that find no
-//! connection each open one (at start-up several may open HTTP/2 connections at once;
-//! the last one made is kept).
+//! Each serving thread keeps its own connections per upstream host. HTTP/1.1 connections
+//! (`h1`) are driven inside the request's task: one is taken for a request and comes back
+//! when its answer has been read to the end; requests that find none open one. When the
+//! upstream offers HTTP/2 in ALPN, one hyper HTTP/2 connection is shared by all of the
+//! thread's requests (at start-up several requests may each open one; the last one made
+//! is kept).
 
+use super::UpBody;
+use super::h1::{self, Conn};
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, Uri, header};
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::proxy::{SocksV5, Tunnel};
 use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio::net::TcpStream;
 use tokio::time::{Duration, Instant};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type Stream = MaybeHttpsStream<TokioIo<TcpStream>>;
+pub type Stream = MaybeHttpsStream<TokioIo<TcpStream>>;
 
-/// A kept connection is closed rather than reused once this long has passed since its
-/// last request began (NAT and load balancers drop quiet connections without telling
-/// anyone; after a long stream this drops a connection that is still good, which only
-/// costs a new one).
+/// A kept connection is closed rather than reused once it has been idle this long (NAT
+/// and load balancers drop quiet connections without telling anyone).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Most HTTP/1.1 connections kept per host and thread.
 const MAX_HTTP1: usize = 256;
@@ -65,8 +61,8 @@ impl Connector {
 }
 
 struct Idle {
-    sender: http1::SendRequest<Full<Bytes>>,
-    /// When its last request was handed over.
+    conn: Conn,
+    /// When it came back.
     since: Instant,
 }
 
@@ -80,15 +76,43 @@ struct Host {
     http2: Option<http2::SendRequest<Full<Bytes>>>,
 }
 
+type Hosts = Arc<Mutex<Vec<Host>>>;
+
 /// The connections of one serving thread (the lock is only ever taken by that thread,
 /// except for the shared pool of the threads that do not serve).
 #[derive(Default)]
 pub struct Pool {
-    hosts: Mutex<Vec<Host>>,
+    hosts: Hosts,
+}
+
+/// Where an HTTP/1.1 connection goes back to once its answer has been read.
+pub struct Home {
+    hosts: Hosts,
+    at: usize,
+}
+
+impl Home {
+    pub fn put_back(self, conn: Conn) {
+        let mut hosts = lock(&self.hosts);
+        let idle = &mut hosts[self.at].http1;
+        if idle.len() >= MAX_HTTP1 {
+            idle.retain(|i| i.since.elapsed() < IDLE_TIMEOUT);
+        }
+        if idle.len() < MAX_HTTP1 {
+            idle.push(Idle {
+                conn,
+                since: Instant::now(),
+            });
+        }
+    }
+}
+
+fn lock(hosts: &Hosts) -> std::sync::MutexGuard<'_, Vec<Host>> {
+    hosts.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 enum Fresh {
-    Http1(http1::SendRequest<Full<Bytes>>),
+    Http1(Conn),
     Http2,
 }
 
@@ -100,7 +124,7 @@ impl Pool {
         connector: &Connector,
         mut req: Request<Full<Bytes>>,
         host: Option<&HeaderValue>,
-    ) -> Result<Response<Incoming>, BoxError> {
+    ) -> Result<Response<UpBody>, BoxError> {
         let uri = req.uri().clone();
         let key = match (uri.scheme(), uri.authority()) {
             (Some(scheme), Some(authority)) => (scheme.clone(), authority.clone()),
@@ -113,12 +137,12 @@ impl Pool {
                 *req.uri_mut() = uri.clone();
                 req.headers_mut().remove(header::HOST);
                 match h2.try_send_request(req).await {
-                    Ok(resp) => return Ok(resp),
+                    Ok(resp) => return Ok(resp.map(UpBody::H2)),
                     // The connection went away before the request was sent on it (a
                     // GOAWAY between our check and the send): once more, on a new one.
                     Err(mut e) => match e.take_message() {
                         Some(back) if !fresh_only => {
-                            self.with_host(&key, |h| h.http2 = None);
+                            self.with_host(&key, |_, h| h.http2 = None);
                             req = back;
                             fresh_only = true;
                             continue;
@@ -132,36 +156,29 @@ impl Pool {
             } else {
                 self.take_http1(&key)
             };
-            let mut sender = match idle {
-                Some(sender) => sender,
+            let (conn, reused) = match idle {
+                Some(conn) => (conn, true),
                 None => match self.connect(connector, &key).await? {
                     Fresh::Http2 => continue,
-                    Fresh::Http1(sender) => {
-                        fresh_only = true;
-                        sender
-                    }
+                    Fresh::Http1(conn) => (conn, false),
                 },
             };
             to_origin_form(&mut req, &uri, host);
-            let answer = sender.try_send_request(req);
-            self.put_http1(&key, sender);
-            match answer.await {
-                Ok(resp) => return Ok(resp),
-                // The connection closed before the request went out (a pooled one the
-                // upstream had let go): once more, on a new connection.
-                Err(mut e) => match e.take_message() {
-                    Some(back) if !fresh_only => {
-                        req = back;
-                        fresh_only = true;
-                    }
-                    _ => return Err(e.into_error().into()),
-                },
+            let home = Home {
+                hosts: self.hosts.clone(),
+                at: self.with_host(&key, |at, _| at),
+            };
+            match conn.send(&req, reused, home).await {
+                Ok(resp) => return Ok(resp.map(UpBody::H1)),
+                // A kept connection the upstream had let go: once more, on a new one.
+                Err(h1::Failed { retry: true, .. }) if !fresh_only => fresh_only = true,
+                Err(failed) => return Err(failed.error),
             }
         }
     }
 
-    fn with_host<T>(&self, key: &Key, f: impl FnOnce(&mut Host) -> T) -> T {
-        let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+    fn with_host<T>(&self, key: &Key, f: impl FnOnce(usize, &mut Host) -> T) -> T {
+        let mut hosts = lock(&self.hosts);
         let at = match hosts.iter().position(|h| same_host(&h.key, key)) {
             Some(at) => at,
             None => {
@@ -173,11 +190,11 @@ impl Pool {
                 hosts.len() - 1
             }
         };
-        f(&mut hosts[at])
+        f(at, &mut hosts[at])
     }
 
     fn http2(&self, key: &Key) -> Option<http2::SendRequest<Full<Bytes>>> {
-        self.with_host(key, |h| {
+        self.with_host(key, |_, h| {
             if h.http2.as_ref().is_some_and(http2::SendRequest::is_closed) {
                 h.http2 = None;
             }
@@ -185,32 +202,15 @@ impl Pool {
         })
     }
 
-    /// An HTTP/1.1 connection ready for a request, dropping closed and long-kept ones.
-    fn take_http1(&self, key: &Key) -> Option<http1::SendRequest<Full<Bytes>>> {
-        self.with_host(key, |h| {
-            while let Some(at) = h.http1.iter().rposition(|i| i.sender.is_ready()) {
-                let idle = h.http1.swap_remove(at);
-                if idle.since.elapsed() < IDLE_TIMEOUT {
-                    return Some(idle.sender);
+    /// The most recently used HTTP/1.1 connection still good, dropping stale ones.
+    fn take_http1(&self, key: &Key) -> Option<Conn> {
+        self.with_host(key, |_, h| {
+            while let Some(mut idle) = h.http1.pop() {
+                if idle.since.elapsed() < IDLE_TIMEOUT && !idle.conn.is_stale() {
+                    return Some(idle.conn);
                 }
             }
-            h.http1.retain(|i| !i.sender.is_closed());
             None
-        })
-    }
-
-    /// Puts a connection back; it is taken again once it is ready.
-    fn put_http1(&self, key: &Key, sender: http1::SendRequest<Full<Bytes>>) {
-        self.with_host(key, |h| {
-            if h.http1.len() >= MAX_HTTP1 {
-                h.http1.retain(|i| !i.sender.is_closed());
-            }
-            if h.http1.len() < MAX_HTTP1 {
-                h.http1.push(Idle {
-                    sender,
-                    since: Instant::now(),
-                });
-            }
         })
     }
 
@@ -230,14 +230,10 @@ impl Pool {
             tokio::spawn(async move {
                 let _ = conn.await;
             });
-            self.with_host(key, |h| h.http2 = Some(sender));
+            self.with_host(key, |_, h| h.http2 = Some(sender));
             return Ok(Fresh::Http2);
         }
-        let (sender, conn) = http1::handshake(io).await?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(Fresh::Http1(sender))
+        Ok(Fresh::Http1(Conn::new(io)))
     }
 }
 
@@ -258,5 +254,34 @@ fn to_origin_form(req: &mut Request<Full<Bytes>>, uri: &Uri, host: Option<&Heade
         req.headers_mut()
             .entry(header::HOST)
             .or_insert_with(|| host.clone());
+    }
+}
+
+/// A pool of one host for tests of `h1`: where its connections go back, and the pool.
+#[cfg(test)]
+pub(super) fn test_home() -> (Home, TestPool) {
+    let key: Key = (Scheme::HTTP, Authority::from_static("upstream.test"));
+    let hosts: Hosts = Arc::new(Mutex::new(vec![Host {
+        key,
+        http1: Vec::new(),
+        http2: None,
+    }]));
+    (
+        Home {
+            hosts: hosts.clone(),
+            at: 0,
+        },
+        TestPool(hosts),
+    )
+}
+
+#[cfg(test)]
+pub(super) struct TestPool(Hosts);
+
+#[cfg(test)]
+impl TestPool {
+    /// How many connections wait in it.
+    pub(super) fn idle(&self) -> usize {
+        lock(&self.0)[0].http1.len()
     }
 }
