@@ -205,9 +205,11 @@ impl Relay {
                 },
                 Poll::Ready(None) => self.upstream_done = true,
                 Poll::Pending => {
-                    // The client connection hands over one decoded chunk per turn: give it
-                    // one turn to pass on what it already read before writing what we have.
-                    if !self.yielded && !self.buf.is_empty() {
+                    // An HTTP/2 answer arrives through its connection's task: give that
+                    // one turn to pass on what it already read before writing what we
+                    // have. (HTTP/1.1 bodies are read right here: Pending means nothing
+                    // more has come in.)
+                    if !self.yielded && !self.buf.is_empty() && self.upstream.is_h2() {
                         self.yielded = true;
                         cx.waker().wake_by_ref();
                         return Poll::Pending;

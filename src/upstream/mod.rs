@@ -63,6 +63,13 @@ pub enum UpBody {
     H2(Incoming),
 }
 
+impl UpBody {
+    /// Read by hyper's HTTP/2 connection task (not by the caller's own task).
+    pub fn is_h2(&self) -> bool {
+        matches!(self, Self::H2(_))
+    }
+}
+
 impl From<Incoming> for UpBody {
     fn from(body: Incoming) -> Self {
         Self::H2(body)

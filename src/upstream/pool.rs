@@ -151,11 +151,7 @@ impl Pool {
                     },
                 }
             }
-            let idle = if fresh_only {
-                None
-            } else {
-                self.take_http1(&key)
-            };
+            let (at, idle) = self.take_http1(&key, fresh_only);
             let (conn, reused) = match idle {
                 Some(conn) => (conn, true),
                 None => match self.connect(connector, &key).await? {
@@ -166,7 +162,7 @@ impl Pool {
             to_origin_form(&mut req, &uri, host);
             let home = Home {
                 hosts: self.hosts.clone(),
-                at: self.with_host(&key, |at, _| at),
+                at,
             };
             match conn.send(&req, reused, home).await {
                 Ok(resp) => return Ok(resp.map(UpBody::H1)),
@@ -202,15 +198,19 @@ impl Pool {
         })
     }
 
-    /// The most recently used HTTP/1.1 connection still good, dropping stale ones.
-    fn take_http1(&self, key: &Key) -> Option<Conn> {
-        self.with_host(key, |_, h| {
+    /// Where the host's connections are kept, and (unless `fresh_only`) the most recently
+    /// used HTTP/1.1 connection still good, dropping stale ones.
+    fn take_http1(&self, key: &Key, fresh_only: bool) -> (usize, Option<Conn>) {
+        self.with_host(key, |at, h| {
+            if fresh_only {
+                return (at, None);
+            }
             while let Some(mut idle) = h.http1.pop() {
                 if idle.since.elapsed() < IDLE_TIMEOUT && !idle.conn.is_stale() {
-                    return Some(idle.conn);
+                    return (at, Some(idle.conn));
                 }
             }
-            None
+            (at, None)
         })
     }
 
