@@ -35,7 +35,11 @@ pub async fn check(state: &AppState, entry: &KeyEntry) -> Verdict {
     v.set_sensitive(true);
     req.headers_mut().insert("x-goog-api-key", v);
     let timeout = state.config.upstream.request_timeout;
-    let Ok(resp) = state.upstream.send(req, timeout).await else {
+    let Ok(resp) = state
+        .upstream
+        .send(req, tokio::time::Instant::now() + timeout)
+        .await
+    else {
         return Verdict::Unknown;
     };
     let status = resp.status().as_u16();

@@ -31,29 +31,36 @@ enum Failure {
 }
 
 pub async fn execute(state: &Arc<AppState>, plan: Plan, trace: &mut Trace) -> Response<Body> {
-    let deadline = Instant::now() + state.config.pool.request_deadline;
-    match tokio::time::timeout_at(deadline, attempts(state, &plan, trace)).await {
+    // One clock reading for the deadline, the queue limit and the first attempt's start.
+    let start = Instant::now();
+    let deadline = start + state.config.pool.request_deadline;
+    match tokio::time::timeout_at(deadline, attempts(state, &plan, trace, start)).await {
         Ok(resp) => resp,
         Err(_) => ApiError::Deadline.into_response(plan.shape),
     }
 }
 
-async fn attempts(state: &Arc<AppState>, plan: &Plan, trace: &mut Trace) -> Response<Body> {
+async fn attempts(
+    state: &Arc<AppState>,
+    plan: &Plan,
+    trace: &mut Trace,
+    start: Instant,
+) -> Response<Body> {
     let pool = &state.pool;
     let max = (pool.config().max_attempts as usize).min(pool.len()).max(1);
-    let queue_until = Instant::now() + pool.config().queue_wait;
+    let queue_until = start + pool.config().queue_wait;
     // Keys already tried, to skip on the next attempt (filled only when there is one).
     let mut tried: Vec<Arc<KeyEntry>> = Vec::new();
     let mut last: Option<Failure> = None;
-    for _ in 0..max {
+    for n in 0..max {
         let lease = match acquire(state, &plan.model, &tried, queue_until).await {
             Ok(lease) => lease,
             Err(no) => return give_up(state, plan, last, Some(no), trace),
         };
         let entry = lease.entry.clone();
-        let started = Instant::now();
+        let started = if n == 0 { start } else { Instant::now() };
         let (key_id, brief) = (lease.entry.id.clone(), lease.entry.brief.clone());
-        let result = try_key(state, plan, lease).await;
+        let result = try_key(state, plan, lease, started).await;
         let (outcome, status, error) = match &result {
             Ok(resp) if resp.status().is_success() => ("ok", Some(resp.status().as_u16()), None),
             Ok(resp) => ("client_error", Some(resp.status().as_u16()), None),
@@ -84,11 +91,16 @@ async fn try_key(
     state: &Arc<AppState>,
     plan: &Plan,
     lease: Lease,
+    started: Instant,
 ) -> Result<Response<Body>, Failure> {
     let pool = &state.pool;
     let cfg = &state.config.upstream;
     let req = build_request(plan, &lease.entry);
-    let resp = match state.upstream.send(req, cfg.request_timeout).await {
+    let resp = match state
+        .upstream
+        .send(req, started + cfg.request_timeout)
+        .await
+    {
         Ok(resp) => resp,
         Err(e) => {
             let reason = e.to_string();

@@ -94,12 +94,14 @@ pub fn query_without_key(uri: &Uri) -> Option<String> {
     (!kept.is_empty()).then(|| kept.join("&"))
 }
 
+/// `now_ms`: when the request arrived (Unix ms).
 pub fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     uri: &Uri,
+    now_ms: i64,
 ) -> Result<Arc<UserRecord>, ApiError> {
-    let now = crate::keys::unix_ms() / 1000;
+    let now = now_ms / 1000;
     state
         .users
         .authenticate(client_key(headers, uri), now)
@@ -199,14 +201,9 @@ pub async fn gemini(
     trace.route = Some(call.name());
     trace.model = model.clone();
     trace.stream = call == GeminiCall::Stream;
-    let user = authenticate(state, &parts.headers, &parts.uri)?;
+    let user = authenticate(state, &parts.headers, &parts.uri, trace.time)?;
     trace.user = Some(user.name.clone());
-    let permit = Arc::new(
-        state
-            .limits
-            .admit(&user, &model, crate::keys::unix_ms())
-            .await?,
-    );
+    let permit = Arc::new(state.limits.admit(&user, &model, trace.time).await?);
     let path = parts.uri.path();
     let body = read_body(body, &parts.headers, state.config.server.max_body_bytes).await?;
     let query = query_without_key(&parts.uri);

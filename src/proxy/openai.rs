@@ -33,7 +33,7 @@ pub async fn handle(
 ) -> Result<Response<Body>, ApiError> {
     let (parts, body) = req.into_parts();
     trace.route = Some(call.name());
-    let user = authenticate(state, &parts.headers, &parts.uri)?;
+    let user = authenticate(state, &parts.headers, &parts.uri, trace.time)?;
     trace.user = Some(user.name.clone());
     let base = state.config.upstream.openai_base();
     let tail = match (call, &model_path) {
@@ -57,12 +57,7 @@ pub async fn handle(
     };
     trace.model = model.clone();
     trace.stream = edited.as_ref().is_some_and(|e| e.stream);
-    let permit = Arc::new(
-        state
-            .limits
-            .admit(&user, &model, crate::keys::unix_ms())
-            .await?,
-    );
+    let permit = Arc::new(state.limits.admit(&user, &model, trace.time).await?);
     let mut plan = Plan {
         shape: Shape::OpenAi,
         style: ErrorStyle::OpenAi,

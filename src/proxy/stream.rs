@@ -101,6 +101,7 @@ pub struct Relay {
 
 impl Relay {
     pub fn new(upstream: UpBody, format: Format, style: ErrorStyle, idle: Duration) -> Self {
+        let now = Instant::now();
         Self {
             upstream,
             format,
@@ -113,8 +114,8 @@ impl Relay {
             primed: std::collections::VecDeque::new(),
             done: false,
             idle,
-            sleep: Box::pin(tokio::time::sleep(idle)),
-            last_frame: Instant::now(),
+            sleep: Box::pin(tokio::time::sleep_until(now + idle)),
+            last_frame: now,
             scanned: 0,
             finish: Finish::default(),
             on_finish: Vec::new(),
@@ -344,7 +345,8 @@ impl Relay {
 
     fn counted(&mut self, unit: &Bytes) {
         if self.finish.first_byte.is_none() {
-            self.finish.first_byte = Some(Instant::now());
+            // When the frame holding it came in (read just now, or while priming).
+            self.finish.first_byte = Some(self.last_frame);
         }
         self.finish.bytes += unit.len() as u64;
     }

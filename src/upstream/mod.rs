@@ -183,11 +183,11 @@ impl Upstream {
         &self.pools[n.min(self.pools.len() - 1)]
     }
 
-    /// Sends one request and waits for the response head, at most `timeout`.
+    /// Sends one request and waits for the response head, until `deadline` at most.
     pub async fn send(
         &self,
         req: Request<Full<Bytes>>,
-        timeout: Duration,
+        deadline: tokio::time::Instant,
     ) -> Result<Response<UpBody>, SendError> {
         let made;
         let host = match self.hosts.iter().find(|(a, _)| {
@@ -202,7 +202,7 @@ impl Upstream {
             }
         };
         let fut = self.pool().send(&self.connector, req, host);
-        match tokio::time::timeout(timeout, fut).await {
+        match tokio::time::timeout_at(deadline, fut).await {
             Err(_) => Err(SendError::Timeout),
             Ok(Err(e)) => Err(SendError::Failed(describe(&*e))),
             Ok(Ok(resp)) => Ok(resp),
