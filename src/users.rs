@@ -9,7 +9,7 @@ use crate::secret::Secret;
 use crate::store::UserRecord;
 use arc_swap::ArcSwap;
 use rand::Rng;
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -19,15 +19,60 @@ pub fn hash_key(key: &str) -> String {
     hex(&Sha256::digest(key.as_bytes()))
 }
 
-/// [`hash_key`] written into `out` (no allocation on the per-request check).
-fn hash_key_in<'a>(key: &str, out: &'a mut [u8; 64]) -> &'a str {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (pair, b) in out.chunks_exact_mut(2).zip(Sha256::digest(key.as_bytes())) {
-        pair[0] = DIGITS[usize::from(b >> 4)];
-        pair[1] = DIGITS[usize::from(b & 15)];
+/// A key's SHA-256, the form the per-request look-up uses (no hex, no allocation).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct KeyDigest([u8; 32]);
+
+impl KeyDigest {
+    fn of(key: &str) -> Self {
+        Self(Sha256::digest(key.as_bytes()).into())
     }
-    std::str::from_utf8(out).expect("hex digits")
+
+    /// From a stored hex hash; `None` when it is not one (it can match no key).
+    fn from_hex(hex: &str) -> Option<Self> {
+        let hex = hex.as_bytes();
+        if hex.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (b, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+            let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+            *b = digit(pair[0])? << 4 | digit(pair[1])?;
+        }
+        Some(Self(out))
+    }
 }
+
+impl std::hash::Hash for KeyDigest {
+    /// A digest is already uniformly spread: its first bytes are the hash.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&self.0[..8]);
+        state.write_u64(u64::from_le_bytes(first));
+    }
+}
+
+/// Passes a [`KeyDigest`]'s own bits through (SipHash over 32 random bytes buys nothing).
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl std::hash::Hasher for DigestHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type ByHash = HashMap<KeyDigest, Arc<UserRecord>, std::hash::BuildHasherDefault<DigestHasher>>;
 
 fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -68,7 +113,7 @@ pub enum AuthError {
 
 #[derive(Default)]
 pub struct Users {
-    by_hash: ArcSwap<HashMap<String, Arc<UserRecord>>>,
+    by_hash: ArcSwap<ByHash>,
 }
 
 impl Users {
@@ -81,7 +126,7 @@ impl Users {
     pub fn replace(&self, records: &[UserRecord]) {
         let map = records
             .iter()
-            .map(|r| (r.key_hash.clone(), Arc::new(r.clone())))
+            .filter_map(|r| Some((KeyDigest::from_hex(&r.key_hash)?, Arc::new(r.clone()))))
             .collect();
         self.by_hash.store(Arc::new(map));
     }
@@ -104,7 +149,7 @@ impl Users {
         let user = self
             .by_hash
             .load()
-            .get(hash_key_in(key, &mut [0; 64]))
+            .get(&KeyDigest::of(key))
             .cloned()
             .ok_or(AuthError::Unknown)?;
         if !user.enabled {
@@ -144,7 +189,10 @@ mod tests {
             hash_key("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-        assert_eq!(hash_key_in("abc", &mut [0; 64]), hash_key("abc"));
+        let digest = KeyDigest::from_hex(&hash_key("abc")).unwrap();
+        assert!(digest == KeyDigest::of("abc"));
+        assert!(KeyDigest::from_hex("ba78").is_none());
+        assert!(KeyDigest::from_hex(&"g".repeat(64)).is_none());
     }
 
     #[test]
