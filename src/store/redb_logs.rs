@@ -144,7 +144,12 @@ impl RedbStore {
     ) -> Result<(), StoreError> {
         let db = self.db();
         tokio::task::spawn_blocking(move || {
-            let heads = super::logs::heads(&records);
+            let mut heads = super::logs::heads(&records);
+            // In key order: the chunks of several serving threads interleave in time, and
+            // inserts that only ever append to the last leaf move nothing within pages.
+            heads.sort_unstable_by(|(_, a), (_, b)| {
+                (a.time, a.request_id).cmp(&(b.time, b.request_id))
+            });
             let buckets = buckets.unwrap_or_else(|| super::logs::buckets_of(&heads));
             let mut txn = db.begin_write().map_err(backend)?;
             if !durable {
