@@ -197,17 +197,19 @@ impl Conn {
         };
         // Names and values are slices of the head's bytes (no copy each).
         let base = self.buf.as_ptr() as usize;
-        let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-        let count = parsed.headers.len();
-        for (span, h) in spans.iter_mut().zip(parsed.headers.iter()) {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            *span = (name, h.name.len(), value, h.value.len());
-        }
-        let spans = &spans[..count];
+        let spans: Vec<(usize, usize, usize, usize)> = parsed
+            .headers
+            .iter()
+            .map(|h| {
+                let name = h.name.as_ptr() as usize - base;
+                let value = h.value.as_ptr() as usize - base;
+                (name, h.name.len(), value, h.value.len())
+            })
+            .collect();
+        let count = spans.len();
         let head = self.buf.split_to(len).freeze();
         let mut headers = HeaderMap::with_capacity(count);
-        for &(name, name_len, value, value_len) in spans {
+        for (name, name_len, value, value_len) in spans {
             let name = HeaderName::from_bytes(&head[name..name + name_len])
                 .map_err(|_| "the upstream sent an invalid header name")?;
             let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
@@ -280,7 +282,7 @@ fn encode_head(
     let carries_body = len > 0 || matches!(*method, Method::POST | Method::PUT | Method::PATCH);
     if carries_body {
         out.extend_from_slice(b"content-length: ");
-        let _ = std::io::Write::write_fmt(out, format_args!("{len}"));
+        out.extend_from_slice(len.to_string().as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
