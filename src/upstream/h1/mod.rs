@@ -118,6 +118,9 @@ impl Conn {
             });
         }
         let no_body = req.method() == Method::HEAD;
+        // Whether any of the answer came (an interim head included): only a kept
+        // connection that failed before that may be tried again.
+        let mut received = false;
         loop {
             match self.parse_head(no_body) {
                 Ok(Some(Head::Final(resp, framing, keep_alive))) => {
@@ -133,15 +136,14 @@ impl Conn {
                     });
                 }
             }
-            let got_any = !self.buf.is_empty();
             match self.read_more().await {
                 Ok(0) => {
                     return Err(Failed {
                         error: "the upstream closed the connection before answering".into(),
-                        retry: reused && !got_any,
+                        retry: reused && !received,
                     });
                 }
-                Ok(_) => {}
+                Ok(_) => received = true,
                 Err(e) => {
                     let reset = matches!(
                         e.kind(),
@@ -149,7 +151,7 @@ impl Conn {
                     );
                     return Err(Failed {
                         error: Box::new(e),
-                        retry: reused && !got_any && reset,
+                        retry: reused && !received && reset,
                     });
                 }
             }

@@ -221,3 +221,26 @@ async fn a_connection_the_upstream_closed_is_stale() {
         assert!(waited < 100_000, "the close was never seen");
     }
 }
+
+/// Whether a failed request may go again on a new connection.
+async fn retry_after(answer: Vec<&'static [u8]>, reused: bool) -> bool {
+    let (conn, server) = scripted(answer, true).await;
+    let (home, _pool) = test_home();
+    let failed = conn.send(&post("{}"), reused, home).await.err().unwrap();
+    server.abort();
+    failed.retry
+}
+
+#[tokio::test]
+async fn only_a_kept_connection_closed_before_any_answer_is_tried_again() {
+    assert!(retry_after(vec![], true).await, "closed unanswered, kept");
+    assert!(!retry_after(vec![], false).await, "closed unanswered, new");
+    assert!(
+        !retry_after(vec![b"HTTP/1.1 100 Continue\r\n\r\n"], true).await,
+        "an interim answer came: the upstream has the request"
+    );
+    assert!(
+        !retry_after(vec![b"HTTP/1.1 200 OK\r\ncontent-le"], true).await,
+        "half a head came"
+    );
+}
