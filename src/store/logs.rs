@@ -173,6 +173,11 @@ impl PackedLogs {
 pub struct PackedRecord<'a>(&'a [u8]);
 
 impl<'a> PackedRecord<'a> {
+    /// A record as [`PackedLogs`] packed it (a tag byte then postcard), e.g. read back.
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Self(bytes)
+    }
+
     /// Tag byte and postcard, as redb stores it.
     pub fn as_bytes(&self) -> &'a [u8] {
         self.0

@@ -8,6 +8,7 @@
 mod logs;
 mod redb;
 mod redb_logs;
+mod redb_runs;
 mod redis;
 mod redis_logs;
 #[cfg(test)]
@@ -27,10 +28,11 @@ pub use self::redis::{Change, RedisStore};
 
 /// The format this binary writes to Redis. Older stores are migrated on open.
 pub const FORMAT_VERSION: u32 = 1;
-/// The redb file's format. 2: request log records are stored in batches (`log_batches`,
-/// see `redb_logs`); a version-1 file keeps its records as they are and is read as before.
+/// The redb file's format. 2: request log records are stored in batches (`log_batches`)
+/// with an index row each; 3: in runs without a row per record (`log_runs`, see
+/// `redb_logs`). Files of earlier versions keep their records as they are, read as before.
 /// A binary that knows only an older version refuses the file instead of misreading it.
-pub const REDB_FORMAT_VERSION: u32 = 2;
+pub const REDB_FORMAT_VERSION: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

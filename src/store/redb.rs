@@ -83,8 +83,9 @@ impl RedbStore {
                         known: REDB_FORMAT_VERSION,
                     });
                 }
-                // Version 1 → 2 adds the `log_batches` table (created below); version-1
-                // log rows stay as they are. Later versions add their steps here.
+                // Version 1 → 2 adds the `log_batches` table, 2 → 3 the `log_runs` and
+                // `log_run_meta` tables (created below); older log rows stay as they are.
+                // Later versions add their steps here.
                 Some(_) | None => {
                     meta.insert(VERSION_KEY, REDB_FORMAT_VERSION.to_le_bytes().as_slice())
                         .map_err(backend)?;
@@ -97,6 +98,10 @@ impl RedbStore {
             txn.open_table(super::redb_logs::LOG_IDS).map_err(backend)?;
             txn.open_table(super::redb_logs::STATS).map_err(backend)?;
             txn.open_table(super::redb_logs::LOG_BATCHES)
+                .map_err(backend)?;
+            txn.open_table(super::redb_runs::LOG_RUNS)
+                .map_err(backend)?;
+            txn.open_table(super::redb_runs::LOG_RUN_META)
                 .map_err(backend)?;
         }
         txn.commit().map_err(backend)

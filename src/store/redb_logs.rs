@@ -2,19 +2,25 @@
 //! bucket updates it causes commit in one transaction, so statistics always equal the
 //! sum of the log that was kept.
 //!
-//! A batch's records are stored one after another as one value in `log_batches`; the
-//! `logs` table keeps, per record, its sort key (arrival time, request id) and where the
-//! record lies in its batch. So the per-record index rows stay small (a B-tree leaf holds
-//! about four times as many as with the records inline: fewer pages split, allocated and
-//! written per batch), and reads find records in the same order as before. Records that
-//! earlier versions stored inline (postcard or JSON) are still read.
+//! Records are kept in runs (format 3): a batch's records in key order (arrival time,
+//! request id), one after another as one value in `log_runs`, split so that no run spans
+//! more than [`RUN_SPAN_MS`] of arrival times. A run's key is its newest arrival time;
+//! `log_run_meta` keeps its oldest time and record count. There is no row per record:
+//! a batch costs two inserts however many records it holds. Reads merge the runs that
+//! overlap (the serving threads' batches interleave in time, and a long stream is logged
+//! when it ends): the span bound says which runs can hold a given time.
+//!
+//! Files from earlier versions keep their `logs` rows (one per record: the record inline
+//! in JSON or postcard, or, in format 2, a pointer into `log_batches`); reads merge those
+//! rows with the runs, and pruning removes them as before.
 
 use super::StoreError;
 use super::logs::{
     Bucket, BucketKey, LOG_POSTCARD_V1, LogQuery, LogRecord, PackedLogs, log_key, parse_stats_key,
-    push_log_key, stats_key, time_in_request_id,
+    stats_key, time_in_request_id,
 };
 use super::redb::{RedbStore, backend, decode};
+use super::redb_runs::{self as runs, LOG_RUN_META, LOG_RUNS, Meta, RUN_SPAN_MS, Run, run_key};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use std::sync::Arc;
 
@@ -23,18 +29,18 @@ pub(super) const LOGS: TableDefinition<&str, &[u8]> = TableDefinition::new("logs
 /// from before that format, or imported ones); the others are found without it.
 pub(super) const LOG_IDS: TableDefinition<&str, &str> = TableDefinition::new("log_ids");
 pub(super) const STATS: TableDefinition<&str, &[u8]> = TableDefinition::new("stats");
-/// Batch key → the batch's packed records, one after another. The key is the newest
-/// arrival time in the batch (Unix ms) shifted left by [`SEQ_BITS`], plus a sequence
-/// number for batches whose newest record arrived in the same millisecond.
+/// Format 2: batch key → the batch's packed records, one after another, each pointed to
+/// by a `logs` row. The key is the newest arrival time in the batch (Unix ms) shifted
+/// left by `SEQ_BITS`, plus a sequence number. Read and pruned, no longer written.
 pub(super) const LOG_BATCHES: TableDefinition<u64, &[u8]> = TableDefinition::new("log_batches");
-const SEQ_BITS: u32 = 12;
 
 /// A `logs` value that points into a batch: this tag, then the batch key (u64), the
 /// record's offset and its length (u32 each), little-endian.
 const LOG_IN_BATCH: u8 = 2;
 const REF_LEN: usize = 1 + 8 + 4 + 4;
 
-fn batch_ref(batch: u64, offset: usize, len: usize) -> [u8; REF_LEN] {
+#[cfg(test)]
+pub(super) fn batch_ref(batch: u64, offset: usize, len: usize) -> [u8; REF_LEN] {
     let mut out = [0u8; REF_LEN];
     out[0] = LOG_IN_BATCH;
     out[1..9].copy_from_slice(&batch.to_le_bytes());
@@ -101,11 +107,45 @@ fn decode_log(key: &str, bytes: &[u8]) -> Result<LogRecord, StoreError> {
     }
 }
 
+/// A log key's arrival time and request id (a key too short for a time sorts first).
+fn split_key(key: &str) -> (i64, &str) {
+    match key.get(..16).and_then(|t| i64::from_str_radix(t, 16).ok()) {
+        Some(time) => (time, &key[16..]),
+        None if key >= "0000000000000000" => (i64::MAX, ""),
+        None => (i64::MIN, key),
+    }
+}
+
+type MetaRange = std::iter::Rev<redb::Range<'static, u64, &'static [u8]>>;
+
+fn next_meta(metas: &mut MetaRange) -> Result<Option<(u64, Meta)>, StoreError> {
+    match metas.next() {
+        Some(row) => {
+            let (k, v) = row.map_err(backend)?;
+            Ok(Some((k.value(), Meta::parse(k.value(), v.value())?)))
+        }
+        None => Ok(None),
+    }
+}
+
+type RowRange = std::iter::Rev<redb::Range<'static, &'static str, &'static [u8]>>;
+
+fn next_row(rows: &mut RowRange) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+    match rows.next() {
+        Some(row) => {
+            let (k, v) = row.map_err(backend)?;
+            Ok(Some((k.value().to_owned(), v.value().to_vec())))
+        }
+        None => Ok(None),
+    }
+}
+
 /// The most records one log query reads before answering with a cursor to go on from.
 const SCAN_LIMIT: usize = 100_000;
 /// Records removed per pruning transaction, so pruning never holds the writer long.
 const PRUNE_CHUNK: usize = 5_000;
-/// Batches removed per pruning transaction (each up to a writer batch of records).
+/// Batches (format 2) or runs removed per pruning transaction (each up to a writer
+/// batch of records).
 const PRUNE_BATCHES: usize = 64;
 
 impl RedbStore {
@@ -145,8 +185,7 @@ impl RedbStore {
         let db = self.db();
         tokio::task::spawn_blocking(move || {
             let mut heads = super::logs::heads(&records);
-            // In key order: the chunks of several serving threads interleave in time, and
-            // inserts that only ever append to the last leaf move nothing within pages.
+            // In key order: runs are read back by merging them in that order.
             heads.sort_unstable_by(|(_, a), (_, b)| {
                 (a.time, a.request_id).cmp(&(b.time, b.request_id))
             });
@@ -157,33 +196,10 @@ impl RedbStore {
                     .map_err(backend)?;
             }
             {
-                let mut logs = txn.open_table(LOGS).map_err(backend)?;
                 let mut ids = txn.open_table(LOG_IDS).map_err(backend)?;
-                let mut batches = txn.open_table(LOG_BATCHES).map_err(backend)?;
-                if !heads.is_empty() {
-                    let newest = heads.iter().map(|(_, h)| h.time).max().unwrap_or(0);
-                    let mut batch = (newest.max(0) as u64) << SEQ_BITS;
-                    while batches.get(batch).map_err(backend)?.is_some() {
-                        batch += 1;
-                    }
-                    let len = heads.iter().map(|(r, _)| r.as_bytes().len()).sum();
-                    let mut value = batches.insert_reserve(batch, len).map_err(backend)?;
-                    let mut key = String::with_capacity(48);
-                    let mut offset = 0;
-                    for (rec, head) in &heads {
-                        let bytes = rec.as_bytes();
-                        value.as_mut()[offset..offset + bytes.len()].copy_from_slice(bytes);
-                        key.clear();
-                        push_log_key(&mut key, head.time, head.request_id);
-                        let reference = batch_ref(batch, offset, bytes.len());
-                        logs.insert(key.as_str(), reference.as_slice())
-                            .map_err(backend)?;
-                        if time_in_request_id(head.request_id) != Some(head.time) {
-                            ids.insert(head.request_id, key.as_str()).map_err(backend)?;
-                        }
-                        offset += bytes.len();
-                    }
-                }
+                let mut runs = txn.open_table(LOG_RUNS).map_err(backend)?;
+                let mut metas = txn.open_table(LOG_RUN_META).map_err(backend)?;
+                runs::write(&mut runs, &mut metas, &mut ids, &heads)?;
                 let mut stats = txn.open_table(STATS).map_err(backend)?;
                 for (k, b) in &buckets {
                     let sk = stats_key(k);
@@ -204,6 +220,8 @@ impl RedbStore {
         .map_err(backend)?
     }
 
+    /// Records matching `q`, newest first: the runs that can hold a record in range,
+    /// merged with older versions' rows, a run read when the merge reaches its newest time.
     pub async fn query_logs(
         &self,
         q: LogQuery,
@@ -213,26 +231,90 @@ impl RedbStore {
             let txn = db.begin_read().map_err(backend)?;
             let logs = txn.open_table(LOGS).map_err(backend)?;
             let mut reader = Reader::new(txn.open_table(LOG_BATCHES).map_err(backend)?);
-            let low = log_key(q.from.unwrap_or(0), "");
+            let run_table = txn.open_table(LOG_RUNS).map_err(backend)?;
+            let metas = txn.open_table(LOG_RUN_META).map_err(backend)?;
+            let from = q.from.unwrap_or(0);
+            let low = log_key(from, "");
             let mut high = q.to.map_or_else(|| "g".to_owned(), |t| log_key(t, ""));
             if let Some(c) = &q.cursor {
                 high = high.min(c.clone());
             }
+            // Every key read is below `high` (a log key) and at or above `low`.
+            let top = split_key(&high);
+            let in_range = |time: i64, id: &str| time >= from && (time, id) < top;
+            let top_time = top.0;
+            let mut metas = metas
+                .range(..run_key(top_time.saturating_add(RUN_SPAN_MS + 1)))
+                .map_err(backend)?
+                .rev();
+            let mut next_run = next_meta(&mut metas)?;
+            let mut legacy = logs
+                .range(low.as_str()..high.as_str())
+                .map_err(backend)?
+                .rev();
+            let mut legacy_top = next_row(&mut legacy)?;
+            let mut open: Vec<Run> = Vec::new();
             let mut out = Vec::new();
             let mut scanned = 0;
             let mut last_key = None;
-            for row in logs
-                .range(low.as_str()..high.as_str())
-                .map_err(backend)?
-                .rev()
-            {
-                let (k, v) = row.map_err(backend)?;
-                scanned += 1;
-                last_key = Some(k.value().to_owned());
-                let Some(rec) = reader.record(k.value(), v.value())? else {
-                    continue;
+            loop {
+                // The newest record open (in a run read or the next older-version row),
+                // and whether it is a run's (which one) or the row.
+                let (newest_time, from_run) = {
+                    let run = open
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, r)| r.entries.last().map(|e| ((e.time, e.id.as_str()), i)))
+                        .max();
+                    let row = legacy_top.as_ref().map(|(k, _)| split_key(k));
+                    match (run, row) {
+                        (Some((k, i)), row) if Some(k) >= row => (Some(k.0), Some(i)),
+                        (_, row) => (row.map(|(t, _)| t), None),
+                    }
                 };
-                if q.matches(&rec) {
+                if let Some((key, meta)) = next_run {
+                    let run_time = runs::key_time(key);
+                    if run_time < from {
+                        next_run = None;
+                        continue;
+                    }
+                    if newest_time.is_none_or(|t| t <= run_time) {
+                        // This run may hold something newer than what is open: read it.
+                        if meta.oldest <= top_time {
+                            if let Some(v) = run_table.get(key).map_err(backend)? {
+                                let run = Run::load(key, v.value(), in_range)?;
+                                if !run.entries.is_empty() {
+                                    open.push(run);
+                                }
+                            }
+                        }
+                        next_run = next_meta(&mut metas)?;
+                        continue;
+                    }
+                }
+                let rec = match from_run {
+                    Some(i) => {
+                        let run = &mut open[i];
+                        let entry = run.entries.pop().expect("a newest entry");
+                        last_key = Some(log_key(entry.time, &entry.id));
+                        let rec = run.record(&entry)?;
+                        if run.entries.is_empty() {
+                            open.swap_remove(i);
+                        }
+                        Some(rec)
+                    }
+                    None => {
+                        let Some((key, value)) = legacy_top.take() else {
+                            break;
+                        };
+                        let rec = reader.record(&key, &value)?;
+                        last_key = Some(key);
+                        legacy_top = next_row(&mut legacy)?;
+                        rec
+                    }
+                };
+                scanned += 1;
+                if let Some(rec) = rec.filter(|r| q.matches(r)) {
                     out.push(rec);
                     if out.len() >= q.limit {
                         break;
@@ -256,10 +338,18 @@ impl RedbStore {
             let txn = db.begin_read().map_err(backend)?;
             let logs = txn.open_table(LOGS).map_err(backend)?;
             let mut reader = Reader::new(txn.open_table(LOG_BATCHES).map_err(backend)?);
+            let run_table = txn.open_table(LOG_RUNS).map_err(backend)?;
+            let metas = txn.open_table(LOG_RUN_META).map_err(backend)?;
+            let mut find = |key: &str| -> Result<Option<LogRecord>, StoreError> {
+                if let Some(v) = logs.get(key).map_err(backend)? {
+                    return reader.record(key, v.value());
+                }
+                let (time, id) = split_key(key);
+                runs::find(&run_table, &metas, time, id)
+            };
             if let Some(time) = time_in_request_id(&id) {
-                let key = log_key(time, &id);
-                if let Some(v) = logs.get(key.as_str()).map_err(backend)? {
-                    return reader.record(&key, v.value());
+                if let Some(rec) = find(&log_key(time, &id))? {
+                    return Ok(Some(rec));
                 }
             }
             let ids = txn.open_table(LOG_IDS).map_err(backend)?;
@@ -267,10 +357,7 @@ impl RedbStore {
                 return Ok(None);
             };
             let key = key.value().to_owned();
-            let Some(v) = logs.get(key.as_str()).map_err(backend)? else {
-                return Ok(None);
-            };
-            reader.record(&key, v.value())
+            find(&key)
         })
         .await
         .map_err(backend)?
@@ -330,9 +417,11 @@ impl RedbStore {
     }
 }
 
-/// One pruning transaction: log rows, then (once no old row is left, so no row points
-/// into a removed batch) the batches whose newest record is old, then buckets. Answers
-/// the rows and buckets removed and whether anything old may be left.
+/// One pruning transaction: older versions' log rows, then (once no old row is left, so
+/// no row points into a removed batch) the batches whose newest record is old, then the
+/// runs whose newest record is old and those that straddle the cut (rewritten without
+/// their old records), then buckets. Answers the records and buckets removed and
+/// whether anything old may be left.
 fn prune_chunk(
     db: &redb::Database,
     logs_before: i64,
@@ -362,9 +451,8 @@ fn prune_chunk(
         let mut batches_left = false;
         if old.len() < PRUNE_CHUNK {
             let mut batches = txn.open_table(LOG_BATCHES).map_err(backend)?;
-            let high = (logs_before.max(0) as u64) << SEQ_BITS;
             let old_batches: Vec<u64> = batches
-                .range(..high)
+                .range(..run_key(logs_before))
                 .map_err(backend)?
                 .take(PRUNE_BATCHES)
                 .map(|r| r.map(|(k, _)| k.value()))
@@ -375,6 +463,7 @@ fn prune_chunk(
             }
             batches_left = old_batches.len() == PRUNE_BATCHES;
         }
+        let (in_runs, runs_left) = prune_runs(&txn, &mut ids, logs_before)?;
         let high = format!("{:016x}", stats_before.max(0));
         let old_stats: Vec<String> = stats
             .range(..high.as_str())
@@ -386,9 +475,92 @@ fn prune_chunk(
         for k in &old_stats {
             stats.remove(k.as_str()).map_err(backend)?;
         }
-        let more = old.len() == PRUNE_CHUNK || old_stats.len() == PRUNE_CHUNK || batches_left;
-        counts = (old.len(), old_stats.len(), more);
+        let more =
+            old.len() == PRUNE_CHUNK || old_stats.len() == PRUNE_CHUNK || batches_left || runs_left;
+        counts = (old.len() + in_runs, old_stats.len(), more);
     }
     txn.commit().map_err(backend)?;
     Ok(counts)
+}
+
+/// Removes the records older than `before` from the runs: whole runs whose newest record
+/// is older (up to [`PRUNE_BATCHES`]), then the runs that straddle `before`, rewritten
+/// with their recent records only. Answers the records removed and whether old runs
+/// are left.
+fn prune_runs(
+    txn: &redb::WriteTransaction,
+    ids: &mut redb::Table<&str, &str>,
+    before: i64,
+) -> Result<(usize, bool), StoreError> {
+    let mut runs = txn.open_table(LOG_RUNS).map_err(backend)?;
+    let mut metas = txn.open_table(LOG_RUN_META).map_err(backend)?;
+    let mut removed = 0;
+    let old: Vec<(u64, Meta)> = metas
+        .range(..run_key(before))
+        .map_err(backend)?
+        .take(PRUNE_BATCHES)
+        .map(|r| {
+            let (k, v) = r.map_err(backend)?;
+            Ok((k.value(), Meta::parse(k.value(), v.value())?))
+        })
+        .collect::<Result<_, StoreError>>()?;
+    for (key, meta) in &old {
+        if meta.has_id_rows() {
+            drop_ids(&runs, ids, *key, |_| true)?;
+        }
+        runs.remove(key).map_err(backend)?;
+        metas.remove(key).map_err(backend)?;
+        removed += meta.count as usize;
+    }
+    if old.len() == PRUNE_BATCHES {
+        return Ok((removed, true));
+    }
+    let straddling: Vec<(u64, Meta)> = metas
+        .range(run_key(before)..run_key(before.saturating_add(RUN_SPAN_MS + 1)))
+        .map_err(backend)?
+        .map(|r| {
+            let (k, v) = r.map_err(backend)?;
+            Ok((k.value(), Meta::parse(k.value(), v.value())?))
+        })
+        .filter(|m| !matches!(m, Ok((_, meta)) if meta.oldest >= before))
+        .collect::<Result<_, StoreError>>()?;
+    for (key, meta) in straddling {
+        if meta.has_id_rows() {
+            drop_ids(&runs, ids, key, |t| t < before)?;
+        }
+        let kept = match runs.get(key).map_err(backend)? {
+            Some(v) => Run::load(key, v.value(), |t, _| t >= before)?,
+            None => continue,
+        };
+        let packed: Vec<_> = kept
+            .packed()
+            .map(|p| Ok((p, p.head().ok_or_else(|| backend("a kept record"))?)))
+            .collect::<Result<_, StoreError>>()?;
+        runs.remove(key).map_err(backend)?;
+        metas.remove(key).map_err(backend)?;
+        removed += meta.count as usize - packed.len();
+        // The kept records' `log_ids` rows are written again as they were.
+        runs::write(&mut runs, &mut metas, ids, &packed)?;
+    }
+    Ok((removed, false))
+}
+
+/// Forgets the `log_ids` rows of the records of run `key` that arrived at a time `gone`
+/// selects.
+fn drop_ids(
+    runs: &redb::Table<u64, &[u8]>,
+    ids: &mut redb::Table<&str, &str>,
+    key: u64,
+    gone: impl Fn(i64) -> bool,
+) -> Result<(), StoreError> {
+    let Some(v) = runs.get(key).map_err(backend)? else {
+        return Ok(());
+    };
+    let run = Run::load(key, v.value(), |t, id| {
+        gone(t) && time_in_request_id(id) != Some(t)
+    })?;
+    for e in &run.entries {
+        ids.remove(e.id.as_str()).map_err(backend)?;
+    }
+    Ok(())
 }

@@ -291,15 +291,17 @@ async fn redb_deferred_log_batches_are_kept_by_the_next_flush() {
 }
 
 /// A store written by earlier versions keeps its log readable: records stored inline as
-/// JSON (with an id index row each) or as packed postcard (version 1 files), next to
-/// records written now, in batches; the file is marked with the current version.
+/// JSON (with an id index row each) or as packed postcard (version 1 files) or in a batch
+/// with an index row each (version 2), next to records written now, in runs; the file is
+/// marked with the current version, and pruning removes the old rows too.
 #[tokio::test]
 async fn redb_reads_log_records_written_by_older_versions() {
-    use crate::store::redb_logs::{LOG_IDS, LOGS};
+    use crate::store::redb_logs::{LOG_BATCHES, LOG_IDS, LOGS, batch_ref};
     let dir = tempfile::tempdir().unwrap();
     let log = sample_log();
     let (json, rest) = log.split_at(3);
-    let (inline, new) = rest.split_at(3);
+    let (inline, rest) = rest.split_at(2);
+    let (batched, new) = rest.split_at(2);
     {
         let store = Store::open_redb(dir.path()).await.unwrap();
         let Store::Redb(redb) = &store else {
@@ -322,8 +324,27 @@ async fn redb_reads_log_records_written_by_older_versions() {
                 logs.insert(key.as_str(), packed.as_bytes()).unwrap();
                 ids.insert(r.request_id.as_str(), key.as_str()).unwrap();
             }
+            let chunks = pack_all(batched);
+            let bytes: Vec<u8> = chunks[0]
+                .records()
+                .flat_map(|p| p.as_bytes().to_vec())
+                .collect();
+            let batch = (batched[1].time as u64) << 12;
+            txn.open_table(LOG_BATCHES)
+                .unwrap()
+                .insert(batch, bytes.as_slice())
+                .unwrap();
+            let mut offset = 0;
+            for (r, packed) in batched.iter().zip(chunks[0].records()) {
+                let key = crate::store::logs::log_key(r.time, &r.request_id);
+                let len = packed.as_bytes().len();
+                logs.insert(key.as_str(), batch_ref(batch, offset, len).as_slice())
+                    .unwrap();
+                ids.insert(r.request_id.as_str(), key.as_str()).unwrap();
+                offset += len;
+            }
             let mut meta = txn.open_table(crate::store::redb::META).unwrap();
-            meta.insert("format_version", 1u32.to_le_bytes().as_slice())
+            meta.insert("format_version", 2u32.to_le_bytes().as_slice())
                 .unwrap();
         }
         txn.commit().unwrap();
@@ -351,54 +372,137 @@ async fn redb_reads_log_records_written_by_older_versions() {
         version.value(),
         crate::store::REDB_FORMAT_VERSION.to_le_bytes().as_slice()
     );
+    drop(version);
+    drop(meta);
+    drop(txn);
+
+    let removed = store.prune(i64::MAX, 0).await.unwrap();
+    assert_eq!(
+        removed.0,
+        log.len() as u64,
+        "every record, in whatever format"
+    );
+    assert!(all_pages(&store, q(3)).await.is_empty());
+    for r in &log {
+        assert_eq!(store.get_log(&r.request_id).await.unwrap(), None);
+    }
 }
 
-/// Batches in the redb file (how many), for the tests that watch them go.
-fn redb_batches(store: &Store) -> u64 {
+/// Runs in the redb file (how many), for the tests that watch them.
+fn redb_runs(store: &Store) -> u64 {
     let Store::Redb(redb) = store else {
         unreachable!("opened redb")
     };
     let db = redb.db();
     let txn = ::redb::ReadableDatabase::begin_read(&*db).unwrap();
-    let batches = txn
-        .open_table(crate::store::redb_logs::LOG_BATCHES)
+    let metas = txn
+        .open_table(crate::store::redb_runs::LOG_RUN_META)
         .unwrap();
-    ::redb::ReadableTableMetadata::len(&batches).unwrap()
+    ::redb::ReadableTableMetadata::len(&metas).unwrap()
 }
 
-/// Pruning frees a batch once every record in it is old, and not before: a batch with
-/// one recent record keeps serving it.
+/// Pruning frees a run once every record in it is old; a run that straddles the cut
+/// keeps serving its recent records and no longer its old ones.
 #[tokio::test]
-async fn redb_prune_frees_batches_once_all_their_records_are_old() {
+async fn redb_prune_frees_old_runs_and_trims_the_one_across_the_cut() {
+    use LogOutcome::Ok;
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_redb(dir.path()).await.unwrap();
-    let log = sample_log();
     let cut = T0 + 2 * HOUR_MS;
-    let old: Vec<_> = log.iter().filter(|r| r.time < cut).cloned().collect();
-    let recent: Vec<_> = log.iter().filter(|r| r.time >= cut).cloned().collect();
-    assert!(
-        old.len() >= 2 && !recent.is_empty(),
-        "the sample spans the cut"
-    );
-    // Batch 1: old records only. Batch 2: an old record with the recent ones.
-    store.append_logs(pack_all(&old[1..])).await.unwrap();
-    let mut mixed = vec![old[0].clone()];
-    mixed.extend(recent.iter().cloned());
-    store.append_logs(pack_all(&mixed)).await.unwrap();
-    assert_eq!(redb_batches(&store), 2);
+    let rec =
+        |id: &str, time: i64| log_rec(id, time, Some("alice"), "k1", "flash", false, 200, Ok, 3);
+    // One run of old records, one across the cut (40 s: within a run's span).
+    let old = vec![rec("a1", cut - 600_000), rec("a2", cut - 570_000)];
+    let across = vec![rec("b1", cut - 30_000), rec("b2", cut + 10_000)];
+    store.append_logs(pack_all(&old)).await.unwrap();
+    store.append_logs(pack_all(&across)).await.unwrap();
+    assert_eq!(redb_runs(&store), 2);
 
     let (logs, _) = store.prune(cut, 0).await.unwrap();
-    assert_eq!(logs, old.len() as u64);
-    assert_eq!(redb_batches(&store), 1, "only the all-old batch went");
+    assert_eq!(logs, 3, "every record older than the cut, and no other");
+    assert_eq!(redb_runs(&store), 1, "the all-old run went");
+    assert_eq!(all_pages(&store, q(2)).await, vec![across[1].clone()]);
+    assert_eq!(store.get_log("b1").await.unwrap(), None);
+    assert_eq!(store.get_log("a1").await.unwrap(), None);
     assert_eq!(
-        all_pages(&store, q(2)).await,
-        newest_first(&recent, |_| true)
+        store.get_log("b2").await.unwrap().as_ref(),
+        Some(&across[1])
     );
-    assert_eq!(store.get_log(&old[0].request_id).await.unwrap(), None);
+    assert_eq!(
+        store.prune(cut, 0).await.unwrap(),
+        (0, 0),
+        "nothing old is left"
+    );
 
     store.prune(i64::MAX, 0).await.unwrap();
-    assert_eq!(redb_batches(&store), 0);
+    assert_eq!(redb_runs(&store), 0);
     assert!(all_pages(&store, q(2)).await.is_empty());
+}
+
+/// Batches that overlap in time (serving threads' chunks, a long stream logged when it
+/// ends, minutes after it arrived) read back as one log in arrival order, in any page
+/// size and time window, and each record is found by its id.
+#[tokio::test]
+async fn redb_runs_that_overlap_in_time_read_back_in_arrival_order() {
+    use LogOutcome::Ok;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_redb(dir.path()).await.unwrap();
+    let s = 1_000;
+    let rec = |time: i64| {
+        log_rec(
+            &new_request_id(time),
+            time,
+            None,
+            "k1",
+            "flash",
+            true,
+            200,
+            Ok,
+            1,
+        )
+    };
+    let first: Vec<_> = [0, 10, 20, 30].iter().map(|t| rec(T0 + t * s)).collect();
+    let second: Vec<_> = [5, 15, 20, 25].iter().map(|t| rec(T0 + t * s)).collect();
+    // A stream that arrived five minutes before the others were logged, and one more.
+    let late: Vec<_> = [-300, 35].iter().map(|t| rec(T0 + t * s)).collect();
+    for batch in [&first, &second, &late] {
+        store.append_logs(pack_all(batch)).await.unwrap();
+    }
+    assert!(
+        redb_runs(&store) >= 4,
+        "the late stream has a run of its own"
+    );
+    let mut log: Vec<_> = [first, second, late].concat();
+    log.sort_by(|a, b| (a.time, &a.request_id).cmp(&(b.time, &b.request_id)));
+    for limit in [1, 2, 3, 100] {
+        assert_eq!(
+            ids(&all_pages(&store, q(limit)).await),
+            ids(&newest_first(&log, |_| true)),
+            "pages of {limit}"
+        );
+    }
+    for (from, to) in [
+        (T0, T0 + 21 * s),
+        (T0 - 400 * s, T0),
+        (T0 + 20 * s, T0 + 20 * s + 1),
+    ] {
+        let window = LogQuery {
+            from: Some(from),
+            to: Some(to),
+            ..q(2)
+        };
+        assert_eq!(
+            ids(&all_pages(&store, window).await),
+            ids(&newest_first(&log, |r| r.time >= from && r.time < to)),
+            "[{from}, {to})"
+        );
+    }
+    for r in &log {
+        assert_eq!(
+            store.get_log(&r.request_id).await.unwrap().as_ref(),
+            Some(r)
+        );
+    }
 }
 
 /// The writer and the stores read a packed record's placing and bucket fields without
