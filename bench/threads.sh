@@ -3,7 +3,7 @@
 # proxied generateContent c=64 run: /proc/PID/task/*/stat utime+stime read twice, 5 s
 # apart, divided by the requests wrk counted. More precise than whole-process ratios for
 # small parts such as the log writer.
-#   bench/threads.sh DAEMON_BINARY [SCENARIO]   (SCENARIO: gen64 (default) or nolog64)
+#   bench/threads.sh DAEMON_BINARY [SCENARIO]   (SCENARIO: gen64 (default), nolog64, keys10k, ...)
 # Needs the harness built: cargo build --profile harness --example bench
 set -euo pipefail
 cd "$(dirname "$0")/.."

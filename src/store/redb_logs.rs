@@ -203,15 +203,22 @@ impl RedbStore {
                 let mut stats = txn.open_table(STATS).map_err(backend)?;
                 for (k, b) in &buckets {
                     let sk = stats_key(k);
-                    let mut bucket: Bucket = match stats.get(sk.as_str()).map_err(backend)? {
-                        Some(v) => Bucket::from_bytes(v.value())
-                            .ok_or_else(|| StoreError::Corrupt(sk.clone(), "bucket".into()))?,
-                        None => Bucket::default(),
+                    // A bucket already there is updated where it lies (one look-up).
+                    let merged = match stats.get_mut(sk.as_str()).map_err(backend)? {
+                        Some(mut kept) => {
+                            let mut bucket = Bucket::from_bytes(kept.value())
+                                .ok_or_else(|| StoreError::Corrupt(sk.clone(), "bucket".into()))?;
+                            bucket.merge(b);
+                            kept.insert(bucket.to_bytes().as_slice()).map_err(backend)?;
+                            true
+                        }
+                        None => false,
                     };
-                    bucket.merge(b);
-                    stats
-                        .insert(sk.as_str(), bucket.to_bytes().as_slice())
-                        .map_err(backend)?;
+                    if !merged {
+                        stats
+                            .insert(sk.as_str(), b.to_bytes().as_slice())
+                            .map_err(backend)?;
+                    }
                 }
             }
             txn.commit().map_err(backend)
