@@ -21,6 +21,9 @@ const CACHE_BYTES: usize = 4 * 1024 * 1024;
 #[derive(Clone)]
 pub struct RedbStore {
     db: Arc<Database>,
+    /// Statistics of log batches committed without waiting for the disk, written with
+    /// the next commit that does (see `redb_logs`).
+    pub(super) waiting: Arc<std::sync::Mutex<super::redb_logs::Waiting>>,
 }
 
 pub(super) fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -57,7 +60,10 @@ impl RedbStore {
             .set_cache_size(CACHE_BYTES)
             .create(&path)
             .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
-        let store = Self { db: Arc::new(db) };
+        let store = Self {
+            db: Arc::new(db),
+            waiting: Arc::default(),
+        };
         store.migrate()?;
         Ok(store)
     }

@@ -10,6 +10,12 @@
 //! overlap (the serving threads' batches interleave in time, and a long stream is logged
 //! when it ends): the span bound says which runs can hold a given time.
 //!
+//! Statistics of a batch committed without waiting for the disk (between the log
+//! writer's ticks) wait in memory and are written with the next durable commit: a crash
+//! loses such batches and their statistics together, readers see statistics up to one
+//! tick behind the log, and a bucket is rewritten once a tick, not once a batch (with
+//! thousands of keys every batch touches thousands of buckets).
+//!
 //! Files from earlier versions keep their `logs` rows (one per record: the record inline
 //! in JSON or postcard, or, in format 2, a pointer into `log_batches`); reads merge those
 //! rows with the runs, and pruning removes them as before.
@@ -107,6 +113,20 @@ fn decode_log(key: &str, bytes: &[u8]) -> Result<LogRecord, StoreError> {
     }
 }
 
+/// Bucket updates of committed batches not yet in the `stats` table.
+pub(super) type Waiting = std::collections::BTreeMap<BucketKey, Bucket>;
+
+fn add_buckets(to: &mut Waiting, buckets: &[(BucketKey, Bucket)]) {
+    for (k, b) in buckets {
+        match to.get_mut(k) {
+            Some(kept) => kept.merge(b),
+            None => {
+                to.insert(k.clone(), b.clone());
+            }
+        }
+    }
+}
+
 /// A log key's arrival time and request id (a key too short for a time sorts first).
 fn split_key(key: &str) -> (i64, &str) {
     match key.get(..16).and_then(|t| i64::from_str_radix(t, 16).ok()) {
@@ -159,9 +179,9 @@ impl RedbStore {
         self.write_logs(records, None, durable).await
     }
 
-    /// Makes every earlier commit durable (an empty durable commit).
+    /// Makes every earlier commit durable, with the statistics waiting for it.
     pub async fn sync_logs(&self) -> Result<(), StoreError> {
-        self.write_logs(Arc::new([]), Some(Vec::new()), true).await
+        self.write_logs(Arc::new([]), None, true).await
     }
 
     /// Copies records and buckets in as they are (for `migrate`): buckets are merged,
@@ -175,7 +195,8 @@ impl RedbStore {
     }
 
     /// Writes `records` and merges `buckets` (by default: the records' own) in one
-    /// transaction. Each record's head is read once, for its key and its bucket.
+    /// transaction, or, when not `durable`, leaves the buckets waiting for the next
+    /// durable commit. Each record's head is read once, for its key and its bucket.
     async fn write_logs(
         &self,
         records: Arc<[PackedLogs]>,
@@ -183,13 +204,25 @@ impl RedbStore {
         durable: bool,
     ) -> Result<(), StoreError> {
         let db = self.db();
+        let waiting = self.waiting.clone();
         tokio::task::spawn_blocking(move || {
+            // One log writer at a time; held until the commit has answered.
+            let mut waiting = waiting.lock().unwrap_or_else(|e| e.into_inner());
             let mut heads = super::logs::heads(&records);
             // In key order: runs are read back by merging them in that order.
             heads.sort_unstable_by(|(_, a), (_, b)| {
                 (a.time, a.request_id).cmp(&(b.time, b.request_id))
             });
-            let buckets = buckets.unwrap_or_else(|| super::logs::buckets_of(&heads));
+            let own = buckets.unwrap_or_else(|| super::logs::buckets_of(&heads));
+            let buckets = if durable && !waiting.is_empty() {
+                let mut all = waiting.clone();
+                add_buckets(&mut all, &own);
+                all.into_iter().collect()
+            } else if durable {
+                own.clone()
+            } else {
+                Vec::new()
+            };
             let mut txn = db.begin_write().map_err(backend)?;
             if !durable {
                 txn.set_durability(redb::Durability::None)
@@ -221,7 +254,13 @@ impl RedbStore {
                     }
                 }
             }
-            txn.commit().map_err(backend)
+            txn.commit().map_err(backend)?;
+            if durable {
+                waiting.clear();
+            } else {
+                add_buckets(&mut waiting, &own);
+            }
+            Ok(())
         })
         .await
         .map_err(backend)?
