@@ -294,6 +294,72 @@ proptest! {
 
 // ------------------------------------------------------------------ usage, pasted keys
 
+/// A usage member's name: one the parser reads (either API's), or another.
+fn usage_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        prop::sample::select(vec![
+            "promptTokenCount",
+            "candidatesTokenCount",
+            "thoughtsTokenCount",
+            "cachedContentTokenCount",
+            "totalTokenCount",
+            "prompt_tokens",
+            "completion_tokens",
+            "total_tokens",
+            "completion_tokens_details",
+            "prompt_tokens_details",
+            "reasoning_tokens",
+            "cached_tokens",
+        ])
+        .prop_map(String::from),
+        "x_[a-zA-Z_]{0,10}",
+    ]
+}
+
+/// Any JSON value a usage member might hold: counts of every shape, nested details.
+fn usage_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        any::<u64>().prop_map(Value::from),
+        (0u64..1000).prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        (-1e6f64..1e6).prop_map(Value::from),
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        "\\PC{0,8}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(3, 16, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+            prop::collection::vec((usage_name(), inner), 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// What a JSON parser makes of a usage object: whole numbers that fit count, anything
+/// else is 0; OpenAI's details are objects with their own count.
+fn usage_by_json(gemini: bool, usage: &Value) -> usage::Tokens {
+    let count = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
+    let inner = |name: &str, field: &str| count(usage.get(name).and_then(|d| d.get(field)));
+    if gemini {
+        usage::Tokens {
+            prompt: count(usage.get("promptTokenCount")),
+            candidates: count(usage.get("candidatesTokenCount")),
+            thoughts: count(usage.get("thoughtsTokenCount")),
+            cached: count(usage.get("cachedContentTokenCount")),
+            total: count(usage.get("totalTokenCount")),
+        }
+    } else {
+        usage::Tokens {
+            prompt: count(usage.get("prompt_tokens")),
+            candidates: count(usage.get("completion_tokens")),
+            thoughts: inner("completion_tokens_details", "reasoning_tokens"),
+            cached: inner("prompt_tokens_details", "cached_tokens"),
+            total: count(usage.get("total_tokens")),
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(cases(1000))]
 
@@ -313,6 +379,27 @@ proptest! {
         let text = format!("data: {first}\r\n\r\ndata: {last}\r\n\r\n");
         let t = usage::parse(text.as_bytes()).expect("usage found");
         prop_assert_eq!((t.prompt, t.candidates, t.total), (a, b, a + b));
+    }
+
+    #[test]
+    fn usage_parse_reads_what_a_json_parser_reads(
+        gemini in any::<bool>(),
+        members in prop::collection::vec((usage_name(), usage_value()), 0..8),
+        spaced in any::<bool>(),
+    ) {
+        let mut usage = serde_json::Map::new();
+        for (name, value) in members {
+            usage.insert(name, value);
+        }
+        let usage = Value::Object(usage);
+        let key = if gemini { "usageMetadata" } else { "usage" };
+        let text = if spaced {
+            serde_json::to_string_pretty(&json!({"candidates": [], key: usage, "id": "x"}))
+        } else {
+            serde_json::to_string(&json!({"candidates": [], key: usage, "id": "x"}))
+        }
+        .unwrap();
+        prop_assert_eq!(usage::parse(text.as_bytes()), Some(usage_by_json(gemini, &usage)));
     }
 
     #[test]

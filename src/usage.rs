@@ -21,128 +21,170 @@ pub fn parse(bytes: &[u8]) -> Option<Tokens> {
         Some(at) => (at + GEMINI_KEY.needle().len(), true),
         None => (OPENAI_KEY.rfind(bytes)? + OPENAI_KEY.needle().len(), false),
     };
-    let rest = &bytes[at..];
-    let colon = rest.iter().position(|&b| b == b':')?;
-    let mut de = serde_json::Deserializer::from_slice(&rest[colon + 1..]);
+    let mut s = Scan { b: bytes, i: at };
+    s.eat(b':')?;
+    let mut t = Tokens::default();
     if gemini {
-        let u = GeminiUsage::deserialize(&mut de).ok()?;
-        Some(Tokens {
-            prompt: u.prompt_token_count.0,
-            candidates: u.candidates_token_count.0,
-            thoughts: u.thoughts_token_count.0,
-            cached: u.cached_content_token_count.0,
-            total: u.total_token_count.0,
-        })
+        s.object(|s, key| {
+            let slot = match key {
+                b"promptTokenCount" => &mut t.prompt,
+                b"candidatesTokenCount" => &mut t.candidates,
+                b"thoughtsTokenCount" => &mut t.thoughts,
+                b"cachedContentTokenCount" => &mut t.cached,
+                b"totalTokenCount" => &mut t.total,
+                _ => return s.skip(),
+            };
+            *slot = s.count()?;
+            Some(())
+        })?;
     } else {
-        let u = OpenAiUsage::deserialize(&mut de).ok()?;
-        Some(Tokens {
-            prompt: u.prompt_tokens.0,
-            candidates: u.completion_tokens.0,
-            thoughts: u
-                .completion_tokens_details
-                .map_or(0, |d| d.reasoning_tokens.0),
-            cached: u.prompt_tokens_details.map_or(0, |d| d.cached_tokens.0),
-            total: u.total_tokens.0,
-        })
+        s.object(|s, key| {
+            let (slot, inner): (&mut u64, &[u8]) = match key {
+                b"prompt_tokens" => (&mut t.prompt, b""),
+                b"completion_tokens" => (&mut t.candidates, b""),
+                b"total_tokens" => (&mut t.total, b""),
+                b"completion_tokens_details" => (&mut t.thoughts, b"reasoning_tokens"),
+                b"prompt_tokens_details" => (&mut t.cached, b"cached_tokens"),
+                _ => return s.skip(),
+            };
+            *slot = if inner.is_empty() {
+                s.count()?
+            } else if s.peek()? == b'{' {
+                let mut n = 0;
+                s.object(|s, key| {
+                    if key == inner {
+                        n = s.count()?;
+                        Some(())
+                    } else {
+                        s.skip()
+                    }
+                })?;
+                n
+            } else {
+                s.skip()?;
+                0
+            };
+            Some(())
+        })?;
     }
+    Some(t)
 }
 
-/// Only the counts are read; every other field is skipped without being built.
-#[derive(Deserialize, Default)]
-#[serde(default, rename_all = "camelCase")]
-struct GeminiUsage {
-    prompt_token_count: Count,
-    candidates_token_count: Count,
-    thoughts_token_count: Count,
-    cached_content_token_count: Count,
-    total_token_count: Count,
+/// Reads JSON where it lies: just enough for a usage object (its members, counts, and
+/// skipping everything else without building it). `None` is malformed input.
+struct Scan<'a> {
+    b: &'a [u8],
+    i: usize,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct OpenAiUsage {
-    prompt_tokens: Count,
-    completion_tokens: Count,
-    total_tokens: Count,
-    completion_tokens_details: Option<ReasoningDetails>,
-    prompt_tokens_details: Option<CachedDetails>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct ReasoningDetails {
-    reasoning_tokens: Count,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct CachedDetails {
-    cached_tokens: Count,
-}
-
-/// A token count; anything that is not a whole number counts as 0.
-#[derive(Default)]
-struct Count(u64);
-
-impl<'de> Deserialize<'de> for Count {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(CountVisitor)
-    }
-}
-
-/// Reads the number where it stands; anything else is skipped (never built) as 0.
-struct CountVisitor;
-
-impl<'de> serde::de::Visitor<'de> for CountVisitor {
-    type Value = Count;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a token count")
+impl<'a> Scan<'a> {
+    /// The next byte that is not white space (the scan stays on it).
+    fn peek(&mut self) -> Option<u8> {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.b.get(self.i) {
+            self.i += 1;
+        }
+        self.b.get(self.i).copied()
     }
 
-    fn visit_u64<E>(self, n: u64) -> Result<Count, E> {
-        Ok(Count(n))
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.peek()? == c).then(|| self.i += 1)
     }
 
-    fn visit_i64<E>(self, n: i64) -> Result<Count, E> {
-        Ok(Count(u64::try_from(n).unwrap_or(0)))
+    /// A string's bytes as written (escapes left as they are).
+    fn string(&mut self) -> Option<&'a [u8]> {
+        self.eat(b'"')?;
+        let start = self.i;
+        loop {
+            let at = self.i + memchr::memchr2(b'"', b'\\', self.b.get(self.i..)?)?;
+            if self.b[at] == b'"' {
+                self.i = at + 1;
+                return Some(&self.b[start..at]);
+            }
+            self.i = at + 2;
+        }
     }
 
-    fn visit_f64<E>(self, _: f64) -> Result<Count, E> {
-        Ok(Count(0))
+    /// An object's members: `member` is given each key and reads its value.
+    fn object(&mut self, mut member: impl FnMut(&mut Self, &[u8]) -> Option<()>) -> Option<()> {
+        self.eat(b'{')?;
+        if self.peek()? == b'}' {
+            self.i += 1;
+            return Some(());
+        }
+        loop {
+            let key = self.string()?;
+            self.eat(b':')?;
+            member(self, key)?;
+            match self.peek()? {
+                b',' => self.i += 1,
+                b'}' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<Count, E> {
-        Ok(Count(0))
+    /// A token count: a whole number that fits, else 0 (negative, fractional, too big,
+    /// or not a number at all, which is skipped).
+    fn count(&mut self) -> Option<u64> {
+        if !self.peek()?.is_ascii_digit() {
+            self.skip()?;
+            return Some(0);
+        }
+        let mut n: Option<u64> = Some(0);
+        while let Some(d) = self.b.get(self.i).filter(|d| d.is_ascii_digit()) {
+            n = n
+                .and_then(|n| n.checked_mul(10))
+                .and_then(|n| n.checked_add(u64::from(d - b'0')));
+            self.i += 1;
+        }
+        if matches!(self.b.get(self.i), Some(b'.' | b'e' | b'E')) {
+            self.skip()?;
+            return Some(0);
+        }
+        Some(n.unwrap_or(0))
     }
 
-    fn visit_str<E>(self, _: &str) -> Result<Count, E> {
-        Ok(Count(0))
-    }
-
-    fn visit_unit<E>(self) -> Result<Count, E> {
-        Ok(Count(0))
-    }
-
-    fn visit_none<E>(self) -> Result<Count, E> {
-        Ok(Count(0))
-    }
-
-    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Count, D::Error> {
-        d.deserialize_any(self)
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Count, A::Error> {
-        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-        Ok(Count(0))
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Count, A::Error> {
-        while map
-            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-            .is_some()
-        {}
-        Ok(Count(0))
+    /// Skips one value of any kind; nesting is counted, not recursed into.
+    fn skip(&mut self) -> Option<()> {
+        let mut depth = 0usize;
+        loop {
+            match self.peek()? {
+                b'"' => {
+                    self.string()?;
+                }
+                b'{' | b'[' => {
+                    self.i += 1;
+                    depth += 1;
+                    continue;
+                }
+                b'}' | b']' if depth > 0 => {
+                    self.i += 1;
+                    depth -= 1;
+                }
+                b',' | b':' if depth > 0 => {
+                    self.i += 1;
+                    continue;
+                }
+                b'}' | b']' | b',' | b':' => return None,
+                _ => {
+                    // A number or a literal: up to the next delimiter.
+                    let len = self.b[self.i..]
+                        .iter()
+                        .position(|c| b" \t\r\n,:{}[]\"".contains(c))
+                        .unwrap_or(self.b.len() - self.i);
+                    if len == 0 {
+                        return None;
+                    }
+                    self.i += len;
+                }
+            }
+            if depth == 0 {
+                return Some(());
+            }
+        }
     }
 }
 
