@@ -51,7 +51,8 @@ impl http_body::Body for Body {
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Self::Relay(_) | Self::Events(_) => SizeHint::default(),
+            Self::Relay(r) => r.size_hint(),
+            Self::Events(_) => SizeHint::default(),
         }
     }
 }

@@ -993,3 +993,38 @@ async fn secrets_never_appear_in_logs() {
         );
     }
 }
+
+/// A non-stream answer the upstream sent in chunks reaches the client whole, with its
+/// length (one piece, no chunk framing), and byte for byte; one too big to hold is
+/// relayed as it comes, still in chunks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_answers_are_sent_with_their_length_unless_too_big_to_hold() {
+    let small = serde_json::to_vec(&up_body_ok()).unwrap();
+    let big = format!("{{\"text\":\"{}\"}}", "x".repeat(300 * 1024)).into_bytes();
+    for body in [small, big] {
+        let parts: Vec<bytes::Bytes> = body
+            .chunks(body.len() / 3 + 1)
+            .map(bytes::Bytes::copy_from_slice)
+            .collect();
+        let up = Upstream::start(move |_| {
+            Reply::Raw(upstream::RawStream {
+                content_type: "application/json; charset=UTF-8".into(),
+                chunks: parts.clone(),
+                gate: None,
+                cut_after: None,
+            })
+        })
+        .await;
+        let d = Daemon::start(&Config::new(&up).keys(keys(1))).await;
+        let r = generate(&d, FLASH).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.body.as_ref(), body.as_slice(), "the answer, unchanged");
+        if body.len() < 256 * 1024 {
+            assert_eq!(r.header("content-length"), Some(body.len().to_string()));
+            assert_eq!(r.header("transfer-encoding"), None);
+        } else {
+            assert_eq!(r.header("content-length"), None, "not held to be measured");
+            assert_eq!(r.header("transfer-encoding").as_deref(), Some("chunked"));
+        }
+    }
+}

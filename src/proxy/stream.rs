@@ -142,6 +142,25 @@ impl Relay {
         self.done && self.primed.is_empty()
     }
 
+    /// The exact length of the answer when priming read all of it (a non-stream answer
+    /// up to [`PRIME_LIMIT`]): hyper then sends it with a `Content-Length` in one piece
+    /// instead of in chunks, whatever framing the upstream chose.
+    pub fn size_hint(&self) -> http_body::SizeHint {
+        if self.format == Format::Passthrough
+            && self.upstream_done
+            && self.hide.is_none()
+            && self.cut.is_none()
+            && !self.done
+            && self.buf.is_empty()
+        {
+            let len: usize = self.primed.iter().map(Bytes::len).sum();
+            if len > 0 {
+                return http_body::SizeHint::with_exact(len as u64);
+            }
+        }
+        http_body::SizeHint::default()
+    }
+
     /// Reads ahead before anything is committed to the client, so a failure there can
     /// still be retried on another key: a stream up to its first whole event, any other
     /// answer whole if it is at most [`PRIME_LIMIT`] bytes. `Err` carries the reason.
@@ -447,6 +466,10 @@ impl http_body::Body for Relay {
 
     fn is_end_stream(&self) -> bool {
         self.is_done()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        Relay::size_hint(self)
     }
 }
 
