@@ -8,7 +8,8 @@
 
 use crate::events::Hub;
 use crate::keys::{KeyStatus, Pool};
-use crate::store::{LATENCY_BOUNDS_MS, LogRecord};
+use crate::logs::RecordRef;
+use crate::store::LATENCY_BOUNDS_MS;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
@@ -79,14 +80,14 @@ impl Metrics {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn observe(&self, rec: &LogRecord) {
-        let route = route_label(&rec.route);
+    pub fn observe(&self, rec: &RecordRef<'_>) {
+        let route = route_label(rec.route);
         let mut m = self.lock();
-        let model = match m.models.get(&rec.model) {
+        let model = match m.models.get(rec.model) {
             Some(label) => label.clone(),
             None if m.models.len() < MAX_MODELS => {
-                let label: Arc<str> = rec.model.as_str().into();
-                m.models.insert(rec.model.clone(), label.clone());
+                let label: Arc<str> = rec.model.into();
+                m.models.insert(rec.model.to_owned(), label.clone());
                 label
             }
             None => m.other.get_or_insert_with(|| "other".into()).clone(),
@@ -234,7 +235,7 @@ fn histogram(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{LogOutcome, Snapshot};
+    use crate::store::{LogOutcome, LogRecord, Snapshot};
     use crate::usage::Tokens;
 
     fn rec(model: &str, total: u64) -> LogRecord {
@@ -263,10 +264,10 @@ mod tests {
     #[test]
     fn counts_by_model_and_folds_client_chosen_names_beyond_the_limit() {
         let metrics = Metrics::default();
-        metrics.observe(&rec("gemini-2.5-flash", 7));
-        metrics.observe(&rec("gemini-2.5-flash", 3));
+        metrics.observe(&(&rec("gemini-2.5-flash", 7)).into());
+        metrics.observe(&(&rec("gemini-2.5-flash", 3)).into());
         for i in 0..MAX_MODELS + 5 {
-            metrics.observe(&rec(&format!("m{i}"), 0));
+            metrics.observe(&(&rec(&format!("m{i}"), 0)).into());
         }
         let (tx, _rx) = crate::keys::persist::channel();
         let hub = Hub::default();

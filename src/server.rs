@@ -203,7 +203,7 @@ async fn handle(
         status,
         latency_ms = trace.started.elapsed().as_secs_f64() * 1000.0,
         user = trace.user.as_deref().unwrap_or("-"),
-        key = trace.attempts.last().map_or("-", |a| a.key.as_str()),
+        key = trace.attempts.last().map_or("-", |a| a.key.brief.as_str()),
         attempts = trace.attempts.len(),
         "request"
     );

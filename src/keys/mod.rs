@@ -74,7 +74,7 @@ struct EntryState {
 }
 
 impl KeyEntry {
-    fn new(rec: KeyRecord) -> Self {
+    pub(crate) fn new(rec: KeyRecord) -> Self {
         let goog_header = http::HeaderValue::from_str(rec.key.expose())
             .ok()
             .map(|mut v| {

@@ -17,8 +17,8 @@
 
 mod record;
 
-pub use crate::store::{AttemptRecord, LogRecord, PackedLogs};
-pub use record::Trace;
+pub use crate::store::PackedLogs;
+pub use record::{Attempt, Finished, RecordRef, Trace};
 
 use crate::events::{Event, Hub};
 use crate::metrics::Metrics;
@@ -134,7 +134,8 @@ impl LogSink {
     /// over when it is full or [`CHUNK_WAIT`] after its first record: records cross
     /// threads, and are freed on the writer's, a chunk at a time. Other threads hand each
     /// record over at once.
-    pub fn record(&self, rec: LogRecord) {
+    pub fn record(&self, finished: Finished) {
+        let rec = finished.view();
         self.metrics.observe(&rec);
         if self.hub.has_subscribers() {
             if let Ok(json) = serde_json::to_string(&rec) {

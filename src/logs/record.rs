@@ -1,11 +1,17 @@
-//! How a log record is assembled from what a request's [`Trace`] collected.
+//! How a log record is assembled from what a request's [`Trace`] collected. The record is
+//! never built as an owned [`LogRecord`] on the request path: [`Finished::view`] lends
+//! the trace's own strings to [`RecordRef`], which serialises exactly as a `LogRecord`
+//! does (the test `a_finished_trace_serialises_as_its_log_record` holds the two together).
 
+use crate::keys::KeyEntry;
 use crate::store::{AttemptRecord, LogOutcome, LogRecord};
 use crate::usage::Tokens;
+use serde::Serialize;
+use serde::ser::SerializeSeq;
+use std::sync::Arc;
 use tokio::time::Instant;
 
 /// What the request path learns about a proxied request as it goes.
-#[derive(Debug)]
 pub struct Trace {
     pub request_id: String,
     pub time: i64,
@@ -15,9 +21,29 @@ pub struct Trace {
     pub model: String,
     pub stream: bool,
     pub user: Option<String>,
-    pub attempts: Vec<AttemptRecord>,
+    pub attempts: Vec<Attempt>,
     /// The request ended because no key was usable (cooling, busy, none left).
     pub no_key: bool,
+}
+
+/// One upstream attempt: which key, what came of it.
+pub struct Attempt {
+    pub key: Arc<KeyEntry>,
+    /// `ok`, `invalid`, `rate_limited`, `transient` or `client_error`.
+    pub outcome: &'static str,
+    pub status: Option<u16>,
+    pub latency_ms: f64,
+    pub error: Option<String>,
+}
+
+/// A trace with how its request ended: the log record, lent out by [`Finished::view`].
+pub struct Finished {
+    trace: Trace,
+    status: u16,
+    outcome: LogOutcome,
+    latency_ms: f64,
+    ttfb_ms: Option<f64>,
+    tokens: Tokens,
 }
 
 impl Trace {
@@ -36,7 +62,7 @@ impl Trace {
     }
 
     /// The record for an answer that is complete as sent (errors, small bodies).
-    pub fn finish_now(self, status: u16) -> LogRecord {
+    pub fn finish_now(self, status: u16) -> Finished {
         let outcome = if status < 400 {
             LogOutcome::Ok
         } else if self.no_key {
@@ -51,8 +77,15 @@ impl Trace {
         } else {
             LogOutcome::ClientError
         };
-        let latency = self.started.elapsed().as_secs_f64() * 1000.0;
-        self.into_record(status, outcome, latency, None, Tokens::default())
+        let latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        Finished {
+            trace: self,
+            status,
+            outcome,
+            latency_ms,
+            ttfb_ms: None,
+            tokens: Tokens::default(),
+        }
     }
 
     /// The record for a relayed answer, once its last byte went (or the client left).
@@ -63,7 +96,7 @@ impl Trace {
         cancelled: bool,
         first_byte: Option<Instant>,
         tokens: Option<Tokens>,
-    ) -> LogRecord {
+    ) -> Finished {
         let outcome = if truncated {
             LogOutcome::Truncated
         } else if cancelled {
@@ -74,36 +107,223 @@ impl Trace {
             LogOutcome::ClientError
         };
         let ms = |i: Instant| i.duration_since(self.started).as_secs_f64() * 1000.0;
-        let latency = self.started.elapsed().as_secs_f64() * 1000.0;
-        let ttfb = first_byte.map(ms);
-        self.into_record(status, outcome, latency, ttfb, tokens.unwrap_or_default())
-    }
-
-    fn into_record(
-        self,
-        status: u16,
-        outcome: LogOutcome,
-        latency_ms: f64,
-        ttfb_ms: Option<f64>,
-        tokens: Tokens,
-    ) -> LogRecord {
-        let last = self.attempts.last();
-        LogRecord {
-            key_id: last.map(|a| a.key_id.clone()),
-            key: last.map(|a| a.key.clone()),
-            request_id: self.request_id,
-            time: self.time,
-            user: self.user,
-            route: self.route.unwrap_or("").to_owned(),
-            model: self.model,
-            stream: self.stream,
+        let latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let ttfb_ms = first_byte.map(ms);
+        Finished {
+            trace: self,
             status,
             outcome,
             latency_ms,
             ttfb_ms,
-            tokens,
-            attempts: self.attempts.len() as u32,
-            attempt_chain: self.attempts,
+            tokens: tokens.unwrap_or_default(),
         }
+    }
+}
+
+impl Finished {
+    pub fn view(&self) -> RecordRef<'_> {
+        let t = &self.trace;
+        let last = t.attempts.last();
+        RecordRef {
+            request_id: &t.request_id,
+            time: t.time,
+            user: t.user.as_deref(),
+            route: t.route.unwrap_or(""),
+            model: &t.model,
+            stream: t.stream,
+            status: self.status,
+            outcome: self.outcome,
+            latency_ms: self.latency_ms,
+            ttfb_ms: self.ttfb_ms,
+            tokens: self.tokens,
+            key_id: last.map(|a| a.key.id.as_str()),
+            key: last.map(|a| a.key.brief.as_str()),
+            attempts: t.attempts.len() as u32,
+            attempt_chain: Chain::Trace(&t.attempts),
+        }
+    }
+
+    /// The owned record (for callers that keep it).
+    #[cfg(test)]
+    pub fn into_record(self) -> LogRecord {
+        let v = self.view();
+        LogRecord {
+            request_id: v.request_id.to_owned(),
+            time: v.time,
+            user: v.user.map(str::to_owned),
+            route: v.route.to_owned(),
+            model: v.model.to_owned(),
+            stream: v.stream,
+            status: v.status,
+            outcome: v.outcome,
+            latency_ms: v.latency_ms,
+            ttfb_ms: v.ttfb_ms,
+            tokens: v.tokens,
+            key_id: v.key_id.map(str::to_owned),
+            key: v.key.map(str::to_owned),
+            attempts: v.attempts,
+            attempt_chain: self
+                .trace
+                .attempts
+                .iter()
+                .map(|a| AttemptRecord {
+                    key_id: a.key.id.clone(),
+                    key: a.key.brief.clone(),
+                    outcome: a.outcome.to_owned(),
+                    status: a.status,
+                    latency_ms: a.latency_ms,
+                    error: a.error.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A log record with borrowed strings: the fields of [`LogRecord`], in its order, so it
+/// serialises (postcard, JSON) to the same bytes.
+#[derive(Serialize)]
+pub struct RecordRef<'a> {
+    pub request_id: &'a str,
+    pub time: i64,
+    pub user: Option<&'a str>,
+    pub route: &'a str,
+    pub model: &'a str,
+    pub stream: bool,
+    pub status: u16,
+    pub outcome: LogOutcome,
+    pub latency_ms: f64,
+    pub ttfb_ms: Option<f64>,
+    pub tokens: Tokens,
+    pub key_id: Option<&'a str>,
+    pub key: Option<&'a str>,
+    pub attempts: u32,
+    pub attempt_chain: Chain<'a>,
+}
+
+impl<'a> From<&'a LogRecord> for RecordRef<'a> {
+    fn from(r: &'a LogRecord) -> Self {
+        Self {
+            request_id: &r.request_id,
+            time: r.time,
+            user: r.user.as_deref(),
+            route: &r.route,
+            model: &r.model,
+            stream: r.stream,
+            status: r.status,
+            outcome: r.outcome,
+            latency_ms: r.latency_ms,
+            ttfb_ms: r.ttfb_ms,
+            tokens: r.tokens,
+            key_id: r.key_id.as_deref(),
+            key: r.key.as_deref(),
+            attempts: r.attempts,
+            attempt_chain: Chain::Stored(&r.attempt_chain),
+        }
+    }
+}
+
+/// A record's attempts, from a trace or from a stored record; serialised as a list of
+/// [`AttemptRecord`]s.
+pub enum Chain<'a> {
+    Trace(&'a [Attempt]),
+    Stored(&'a [AttemptRecord]),
+}
+
+/// [`AttemptRecord`]'s fields, in its order, borrowed.
+#[derive(Serialize)]
+struct AttemptRef<'a> {
+    key_id: &'a str,
+    key: &'a str,
+    outcome: &'a str,
+    status: Option<u16>,
+    latency_ms: f64,
+    error: Option<&'a str>,
+}
+
+impl Serialize for Chain<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Chain::Trace(list) => {
+                let mut seq = s.serialize_seq(Some(list.len()))?;
+                for a in *list {
+                    seq.serialize_element(&AttemptRef {
+                        key_id: &a.key.id,
+                        key: &a.key.brief,
+                        outcome: a.outcome,
+                        status: a.status,
+                        latency_ms: a.latency_ms,
+                        error: a.error.as_deref(),
+                    })?;
+                }
+                seq.end()
+            }
+            Chain::Stored(list) => list.serialize(s),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::PackedLogs;
+
+    fn entry(id: &str, key: &str) -> Arc<KeyEntry> {
+        let rec = crate::store::KeyRecord {
+            id: id.into(),
+            key: crate::secret::Secret::new(key),
+            note: None,
+            disabled: false,
+            invalid: None,
+            created_at: 0,
+        };
+        Arc::new(KeyEntry::new(rec))
+    }
+
+    /// What the writer stores and the live feed shows for a finished request is exactly
+    /// the owned record's serialisation: postcard unpacks to it, JSON equals it.
+    #[test]
+    fn a_finished_trace_serialises_as_its_log_record() {
+        let mut trace = Trace::new("0190abcdef120123456789ab".into(), 1_750_000_000_000);
+        trace.route = Some("generateContent");
+        trace.model = "gemini-2.5-flash".into();
+        trace.user = Some("alice".into());
+        trace.attempts.push(Attempt {
+            key: entry("k1", "AIzaSyFirst-0123456789abcdefghij"),
+            outcome: "rate_limited",
+            status: Some(429),
+            latency_ms: 1.5,
+            error: Some("quota".into()),
+        });
+        trace.attempts.push(Attempt {
+            key: entry("k2", "AIzaSySecond-0123456789abcdefghi"),
+            outcome: "ok",
+            status: Some(200),
+            latency_ms: 2.25,
+            error: None,
+        });
+        let tokens = Tokens {
+            prompt: 3,
+            candidates: 5,
+            thoughts: 0,
+            cached: 1,
+            total: 9,
+        };
+        let finished = trace.finish_relay(200, false, false, None, Some(tokens));
+        let mut packed = PackedLogs::with_capacity(1);
+        packed.push(&finished.view());
+        let json = serde_json::to_value(finished.view()).unwrap();
+        let owned = finished.into_record();
+        assert_eq!(owned.key_id.as_deref(), Some("k2"));
+        assert_eq!(owned.attempt_chain.len(), 2);
+        assert_eq!(owned.tokens, tokens);
+        let unpacked = packed.records().next().unwrap().unpack();
+        assert_eq!(unpacked.as_ref(), Some(&owned));
+        assert_eq!(json, serde_json::to_value(&owned).unwrap());
+        let mut again = PackedLogs::with_capacity(1);
+        again.push(&RecordRef::from(&owned));
+        assert_eq!(
+            again.records().next().unwrap().as_bytes(),
+            packed.records().next().unwrap().as_bytes()
+        );
     }
 }

@@ -11,7 +11,7 @@ use crate::body::Body;
 use crate::error::{ApiError, Shape};
 use crate::keys::classify::{Outcome, classify};
 use crate::keys::{KeyEntry, Lease, NoKey, unix_ms};
-use crate::logs::{AttemptRecord, Trace};
+use crate::logs::{Attempt, Trace};
 use crate::upstream::UpBody;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
@@ -59,7 +59,6 @@ async fn attempts(
         };
         let entry = lease.entry.clone();
         let started = if n == 0 { start } else { Instant::now() };
-        let (key_id, brief) = (lease.entry.id.clone(), lease.entry.brief.clone());
         let result = try_key(state, plan, lease, started).await;
         let (outcome, status, error) = match &result {
             Ok(resp) if resp.status().is_success() => ("ok", Some(resp.status().as_u16()), None),
@@ -69,10 +68,9 @@ async fn attempts(
             }
             Err(Failure::Network(e)) => ("transient", None, Some(e.clone())),
         };
-        trace.attempts.push(AttemptRecord {
-            key_id,
-            key: brief,
-            outcome: outcome.to_owned(),
+        trace.attempts.push(Attempt {
+            key: entry.clone(),
+            outcome,
             status,
             latency_ms: started.elapsed().as_secs_f64() * 1000.0,
             error,

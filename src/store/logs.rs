@@ -145,7 +145,8 @@ impl PackedLogs {
         }
     }
 
-    pub fn push(&mut self, rec: &LogRecord) {
+    /// Packs a [`LogRecord`], or a record that serialises as one (a borrowed view).
+    pub fn push(&mut self, rec: &impl Serialize) {
         let mut bytes = std::mem::take(&mut self.bytes);
         bytes.push(LOG_POSTCARD_V1);
         self.bytes = postcard::to_extend(rec, bytes).expect("log records always serialise");
