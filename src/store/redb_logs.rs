@@ -214,15 +214,6 @@ impl RedbStore {
                 (a.time, a.request_id).cmp(&(b.time, b.request_id))
             });
             let own = buckets.unwrap_or_else(|| super::logs::buckets_of(&heads));
-            let buckets = if durable && !waiting.is_empty() {
-                let mut all = waiting.clone();
-                add_buckets(&mut all, &own);
-                all.into_iter().collect()
-            } else if durable {
-                own.clone()
-            } else {
-                Vec::new()
-            };
             let mut txn = db.begin_write().map_err(backend)?;
             if !durable {
                 txn.set_durability(redb::Durability::None)
@@ -234,7 +225,11 @@ impl RedbStore {
                 let mut metas = txn.open_table(LOG_RUN_META).map_err(backend)?;
                 runs::write(&mut runs, &mut metas, &mut ids, &heads)?;
                 let mut stats = txn.open_table(STATS).map_err(backend)?;
-                for (k, b) in &buckets {
+                // A durable commit writes what waited and this batch's own (a bucket in
+                // both is updated twice); the waiting ones are dropped once it is done.
+                let waited = waiting.iter().filter(|_| durable);
+                let mine = own.iter().map(|(k, b)| (k, b)).filter(|_| durable);
+                for (k, b) in waited.chain(mine) {
                     let sk = stats_key(k);
                     // A bucket already there is updated where it lies (one look-up).
                     let merged = match stats.get_mut(sk.as_str()).map_err(backend)? {

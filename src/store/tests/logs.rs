@@ -262,12 +262,20 @@ pub(super) async fn import_copies_records_and_buckets_as_they_are(store: &Store)
 }
 
 /// Log batches committed without waiting for the disk are readable at once, and the next
-/// durable commit (here an explicit flush) keeps them across a reopen.
+/// durable commit (an explicit flush, or a durable batch) keeps them and their statistics
+/// across a reopen.
 #[tokio::test]
 async fn redb_deferred_log_batches_are_kept_by_the_next_flush() {
     let dir = tempfile::tempdir().unwrap();
     let log = sample_log();
     let (first, second) = log.split_at(4);
+    let again: Vec<LogRecord> = log
+        .iter()
+        .map(|r| LogRecord {
+            request_id: format!("{}-again", r.request_id),
+            ..r.clone()
+        })
+        .collect();
     {
         let store = Store::open_redb(dir.path()).await.unwrap();
         store
@@ -280,12 +288,24 @@ async fn redb_deferred_log_batches_are_kept_by_the_next_flush() {
             .unwrap();
         assert_eq!(all_pages(&store, q(3)).await, newest_first(&log, |_| true));
         store.sync_logs().await.unwrap();
+        assert_eq!(buckets(&store, 0, i64::MAX).await, expected_buckets(&log));
+        // A deferred batch, then a durable one whose buckets overlap it.
+        let (first, second) = again.split_at(4);
+        store
+            .append_logs_when(pack_all(first).into(), crate::store::LogCommit::Deferred)
+            .await
+            .unwrap();
+        store
+            .append_logs_when(pack_all(second).into(), crate::store::LogCommit::Durable)
+            .await
+            .unwrap();
     }
+    let twice: Vec<LogRecord> = log.iter().chain(&again).cloned().collect();
     let store = Store::open_redb(dir.path()).await.unwrap();
-    assert_eq!(all_pages(&store, q(3)).await, newest_first(&log, |_| true));
+    assert_eq!(all_pages(&store, q(3)).await.len(), twice.len());
     assert_eq!(
         buckets(&store, 0, i64::MAX).await,
-        expected_buckets(&log),
+        expected_buckets(&twice),
         "statistics kept with their records"
     );
 }
