@@ -504,7 +504,7 @@ fn prune_chunk(
             }
             batches_left = old_batches.len() == PRUNE_BATCHES;
         }
-        let (in_runs, runs_left) = prune_runs(&txn, &mut ids, logs_before)?;
+        let (in_runs, runs_left) = runs::prune(&txn, &mut ids, logs_before, PRUNE_BATCHES)?;
         let high = format!("{:016x}", stats_before.max(0));
         let old_stats: Vec<String> = stats
             .range(..high.as_str())
@@ -522,86 +522,4 @@ fn prune_chunk(
     }
     txn.commit().map_err(backend)?;
     Ok(counts)
-}
-
-/// Removes the records older than `before` from the runs: whole runs whose newest record
-/// is older (up to [`PRUNE_BATCHES`]), then the runs that straddle `before`, rewritten
-/// with their recent records only. Answers the records removed and whether old runs
-/// are left.
-fn prune_runs(
-    txn: &redb::WriteTransaction,
-    ids: &mut redb::Table<&str, &str>,
-    before: i64,
-) -> Result<(usize, bool), StoreError> {
-    let mut runs = txn.open_table(LOG_RUNS).map_err(backend)?;
-    let mut metas = txn.open_table(LOG_RUN_META).map_err(backend)?;
-    let mut removed = 0;
-    let old: Vec<(u64, Meta)> = metas
-        .range(..run_key(before))
-        .map_err(backend)?
-        .take(PRUNE_BATCHES)
-        .map(|r| {
-            let (k, v) = r.map_err(backend)?;
-            Ok((k.value(), Meta::parse(k.value(), v.value())?))
-        })
-        .collect::<Result<_, StoreError>>()?;
-    for (key, meta) in &old {
-        if meta.has_id_rows() {
-            drop_ids(&runs, ids, *key, |_| true)?;
-        }
-        runs.remove(key).map_err(backend)?;
-        metas.remove(key).map_err(backend)?;
-        removed += meta.count as usize;
-    }
-    if old.len() == PRUNE_BATCHES {
-        return Ok((removed, true));
-    }
-    let straddling: Vec<(u64, Meta)> = metas
-        .range(run_key(before)..run_key(before.saturating_add(RUN_SPAN_MS + 1)))
-        .map_err(backend)?
-        .map(|r| {
-            let (k, v) = r.map_err(backend)?;
-            Ok((k.value(), Meta::parse(k.value(), v.value())?))
-        })
-        .filter(|m| !matches!(m, Ok((_, meta)) if meta.oldest >= before))
-        .collect::<Result<_, StoreError>>()?;
-    for (key, meta) in straddling {
-        if meta.has_id_rows() {
-            drop_ids(&runs, ids, key, |t| t < before)?;
-        }
-        let kept = match runs.get(key).map_err(backend)? {
-            Some(v) => Run::load(key, v.value(), |t, _| t >= before)?,
-            None => continue,
-        };
-        let packed: Vec<_> = kept
-            .packed()
-            .map(|p| Ok((p, p.head().ok_or_else(|| backend("a kept record"))?)))
-            .collect::<Result<_, StoreError>>()?;
-        runs.remove(key).map_err(backend)?;
-        metas.remove(key).map_err(backend)?;
-        removed += meta.count as usize - packed.len();
-        // The kept records' `log_ids` rows are written again as they were.
-        runs::write(&mut runs, &mut metas, ids, &packed)?;
-    }
-    Ok((removed, false))
-}
-
-/// Forgets the `log_ids` rows of the records of run `key` that arrived at a time `gone`
-/// selects.
-fn drop_ids(
-    runs: &redb::Table<u64, &[u8]>,
-    ids: &mut redb::Table<&str, &str>,
-    key: u64,
-    gone: impl Fn(i64) -> bool,
-) -> Result<(), StoreError> {
-    let Some(v) = runs.get(key).map_err(backend)? else {
-        return Ok(());
-    };
-    let run = Run::load(key, v.value(), |t, id| {
-        gone(t) && time_in_request_id(id) != Some(t)
-    })?;
-    for e in &run.entries {
-        ids.remove(e.id.as_str()).map_err(backend)?;
-    }
-    Ok(())
 }
