@@ -9,10 +9,10 @@
 use crate::events::Hub;
 use crate::keys::{KeyStatus, Pool};
 use crate::logs::RecordRef;
-use crate::store::LATENCY_BOUNDS_MS;
+use crate::store::{LATENCY_BOUNDS_MS, LogOutcome};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 const MAX_MODELS: usize = 64;
 
@@ -23,16 +23,46 @@ pub struct Metrics {
 
 #[derive(Default)]
 struct Inner {
-    /// Model labels in use, shared by the maps below (no string copy per request).
-    models: HashMap<String, Arc<str>>,
-    other: Option<Arc<str>>,
-    requests: BTreeMap<(&'static str, Arc<str>, &'static str), u64>,
-    latency: BTreeMap<&'static str, Histogram>,
-    ttfb: BTreeMap<&'static str, Histogram>,
-    tokens: BTreeMap<(Arc<str>, &'static str), u64>,
+    /// Model name → its slot in `slots` (at most [`MAX_MODELS`]).
+    models: HashMap<String, usize>,
+    /// Counters per model label, in arrays indexed by route and outcome: counting a
+    /// request is a look-up and a few additions.
+    slots: Vec<ModelCounts>,
+    /// The slot of `other`, once a model beyond the limit came.
+    other: Option<usize>,
+    latency: [Histogram; N_ROUTES],
+    ttfb: [Histogram; N_ROUTES],
     retries: u64,
     log_dropped: u64,
 }
+
+struct ModelCounts {
+    label: String,
+    requests: [[u64; OUTCOMES.len()]; N_ROUTES],
+    tokens: [u64; TOKEN_KINDS.len()],
+}
+
+impl ModelCounts {
+    fn new(label: &str) -> Self {
+        Self {
+            label: label.to_owned(),
+            requests: [[0; OUTCOMES.len()]; N_ROUTES],
+            tokens: [0; TOKEN_KINDS.len()],
+        }
+    }
+}
+
+/// Outcomes in `LogOutcome`'s order (a counter's index is the outcome's).
+const OUTCOMES: [LogOutcome; 6] = [
+    LogOutcome::Ok,
+    LogOutcome::ClientError,
+    LogOutcome::UpstreamError,
+    LogOutcome::NoKey,
+    LogOutcome::Truncated,
+    LogOutcome::Cancelled,
+];
+
+const TOKEN_KINDS: [&str; 5] = ["prompt", "candidates", "thoughts", "cached", "total"];
 
 #[derive(Default, Clone)]
 struct Histogram {
@@ -53,26 +83,31 @@ impl Histogram {
     }
 }
 
-/// Route names are a closed set; anything else is folded into `other`.
-fn route_label(route: &str) -> &'static str {
-    const ROUTES: &[&str] = &[
-        "generateContent",
-        "streamGenerateContent",
-        "countTokens",
-        "embedContent",
-        "batchEmbedContents",
-        "models.list",
-        "models.get",
-        "chat.completions",
-        "embeddings",
-        "images.generations",
-        "openai.models",
-    ];
+/// Route names are a closed set; anything else is folded into `other` (the last index).
+const ROUTES: [&str; 11] = [
+    "generateContent",
+    "streamGenerateContent",
+    "countTokens",
+    "embedContent",
+    "batchEmbedContents",
+    "models.list",
+    "models.get",
+    "chat.completions",
+    "embeddings",
+    "images.generations",
+    "openai.models",
+];
+const N_ROUTES: usize = ROUTES.len() + 1;
+
+fn route_index(route: &str) -> usize {
     ROUTES
         .iter()
-        .find(|r| **r == route)
-        .copied()
-        .unwrap_or("other")
+        .position(|r| *r == route)
+        .unwrap_or(ROUTES.len())
+}
+
+fn route_name(index: usize) -> &'static str {
+    ROUTES.get(index).copied().unwrap_or("other")
 }
 
 impl Metrics {
@@ -81,35 +116,40 @@ impl Metrics {
     }
 
     pub fn observe(&self, rec: &RecordRef<'_>) {
-        let route = route_label(rec.route);
+        let route = route_index(rec.route);
         let mut m = self.lock();
-        let model = match m.models.get(rec.model) {
-            Some(label) => label.clone(),
+        let slot = match m.models.get(rec.model) {
+            Some(&slot) => slot,
             None if m.models.len() < MAX_MODELS => {
-                let label: Arc<str> = rec.model.into();
-                m.models.insert(rec.model.to_owned(), label.clone());
-                label
+                m.slots.push(ModelCounts::new(rec.model));
+                let slot = m.slots.len() - 1;
+                m.models.insert(rec.model.to_owned(), slot);
+                slot
             }
-            None => m.other.get_or_insert_with(|| "other".into()).clone(),
+            None => match m.other {
+                Some(slot) => slot,
+                None => {
+                    m.slots.push(ModelCounts::new("other"));
+                    let slot = m.slots.len() - 1;
+                    m.other = Some(slot);
+                    slot
+                }
+            },
         };
-        *m.requests
-            .entry((route, model.clone(), rec.outcome.as_str()))
-            .or_default() += 1;
-        m.latency.entry(route).or_default().observe(rec.latency_ms);
-        if let Some(t) = rec.ttfb_ms {
-            m.ttfb.entry(route).or_default().observe(t);
-        }
         let t = &rec.tokens;
-        for (kind, n) in [
-            ("prompt", t.prompt),
-            ("candidates", t.candidates),
-            ("thoughts", t.thoughts),
-            ("cached", t.cached),
-            ("total", t.total),
-        ] {
-            if n > 0 {
-                *m.tokens.entry((model.clone(), kind)).or_default() += n;
-            }
+        let counts = &mut m.slots[slot];
+        counts.requests[route][rec.outcome as usize] += 1;
+        for (sum, n) in
+            counts
+                .tokens
+                .iter_mut()
+                .zip([t.prompt, t.candidates, t.thoughts, t.cached, t.total])
+        {
+            *sum += n;
+        }
+        m.latency[route].observe(rec.latency_ms);
+        if let Some(t) = rec.ttfb_ms {
+            m.ttfb[route].observe(t);
         }
         m.retries += u64::from(rec.attempts.saturating_sub(1));
     }
@@ -128,27 +168,49 @@ impl Metrics {
                 .replace('\n', "\\n")
         };
         out.push_str("# HELP gemini_balance_requests_total Client requests on proxy routes.\n# TYPE gemini_balance_requests_total counter\n");
-        for ((route, model, outcome), n) in &m.requests {
+        // Sorted, and a client's model named like the `other` label counted with it.
+        let mut requests: BTreeMap<(&str, &str, &str), u64> = BTreeMap::new();
+        let mut tokens: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+        for c in &m.slots {
+            for (route, row) in c.requests.iter().enumerate() {
+                for (outcome, &n) in OUTCOMES.iter().zip(row).filter(|(_, n)| **n > 0) {
+                    *requests
+                        .entry((route_name(route), &c.label, outcome.as_str()))
+                        .or_default() += n;
+                }
+            }
+            for (kind, &n) in TOKEN_KINDS.iter().zip(&c.tokens).filter(|(_, n)| **n > 0) {
+                *tokens.entry((&c.label, kind)).or_default() += n;
+            }
+        }
+        for ((route, model, outcome), n) in &requests {
             let _ = writeln!(
                 out,
                 "gemini_balance_requests_total{{route=\"{route}\",model=\"{}\",outcome=\"{outcome}\"}} {n}",
                 label(model)
             );
         }
+        let by_route = |h: &[Histogram; N_ROUTES]| -> BTreeMap<&'static str, Histogram> {
+            h.iter()
+                .enumerate()
+                .filter(|(_, h)| h.count > 0)
+                .map(|(i, h)| (route_name(i), h.clone()))
+                .collect()
+        };
         histogram(
             &mut out,
             "gemini_balance_request_duration_seconds",
             "Time from request to last byte.",
-            &m.latency,
+            &by_route(&m.latency),
         );
         histogram(
             &mut out,
             "gemini_balance_time_to_first_byte_seconds",
             "Time from request to the first byte of a relayed answer.",
-            &m.ttfb,
+            &by_route(&m.ttfb),
         );
         out.push_str("# HELP gemini_balance_tokens_total Tokens reported by the upstream.\n# TYPE gemini_balance_tokens_total counter\n");
-        for ((model, kind), n) in &m.tokens {
+        for ((model, kind), n) in &tokens {
             let _ = writeln!(
                 out,
                 "gemini_balance_tokens_total{{model=\"{}\",kind=\"{kind}\"}} {n}",
@@ -258,6 +320,30 @@ mod tests {
             key: None,
             attempts: 2,
             attempt_chain: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn each_outcome_is_counted_under_its_own_name() {
+        let metrics = Metrics::default();
+        for (i, outcome) in OUTCOMES.into_iter().enumerate() {
+            let mut r = rec("gemini-2.5-flash", 0);
+            r.outcome = outcome;
+            for _ in 0..=i {
+                metrics.observe(&(&r).into());
+            }
+        }
+        let (tx, _rx) = crate::keys::persist::channel();
+        let hub = Hub::default();
+        let pool = Pool::new(Default::default(), &Snapshot::default(), tx, hub.clone());
+        let text = metrics.render(&pool, &hub, &[], 0);
+        for (i, outcome) in OUTCOMES.into_iter().enumerate() {
+            let series = format!(
+                "gemini_balance_requests_total{{route=\"generateContent\",model=\"gemini-2.5-flash\",outcome=\"{}\"}} {}",
+                outcome.as_str(),
+                i + 1
+            );
+            assert!(text.lines().any(|l| l == series), "{series} in\n{text}");
         }
     }
 
