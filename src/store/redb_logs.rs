@@ -1,6 +1,6 @@
-//! The request log and statistics buckets in the redb file. A batch of records and the
-//! bucket updates it causes commit in one transaction, so statistics always equal the
-//! sum of the log that was kept.
+//! The request log and statistics buckets in the redb file. A durable commit holds its
+//! records together with every bucket update not yet written, so after each one the
+//! statistics equal the sum of the log that was kept.
 //!
 //! Records are kept in runs (format 3): a batch's records in key order (arrival time,
 //! request id), one after another as one value in `log_runs`, split so that no run spans
@@ -127,6 +127,26 @@ fn add_buckets(to: &mut Waiting, buckets: &[(BucketKey, Bucket)]) {
     }
 }
 
+/// Adds `b` to the stored bucket `k`; a bucket already there is updated where it lies
+/// (one look-up).
+fn add_to_bucket(
+    stats: &mut redb::Table<&str, &[u8]>,
+    k: &BucketKey,
+    b: &Bucket,
+) -> Result<(), StoreError> {
+    let sk = stats_key(k);
+    if let Some(mut kept) = stats.get_mut(sk.as_str()).map_err(backend)? {
+        let mut bucket = Bucket::from_bytes(kept.value())
+            .ok_or_else(|| StoreError::Corrupt(sk.clone(), "bucket".into()))?;
+        bucket.merge(b);
+        return kept.insert(bucket.to_bytes().as_slice()).map_err(backend);
+    }
+    stats
+        .insert(sk.as_str(), b.to_bytes().as_slice())
+        .map_err(backend)?;
+    Ok(())
+}
+
 /// A log key's arrival time and request id (a key too short for a time sorts first).
 fn split_key(key: &str) -> (i64, &str) {
     match key.get(..16).and_then(|t| i64::from_str_radix(t, 16).ok()) {
@@ -224,28 +244,12 @@ impl RedbStore {
                 let mut runs = txn.open_table(LOG_RUNS).map_err(backend)?;
                 let mut metas = txn.open_table(LOG_RUN_META).map_err(backend)?;
                 runs::write(&mut runs, &mut metas, &mut ids, &heads)?;
-                let mut stats = txn.open_table(STATS).map_err(backend)?;
                 // A durable commit writes what waited and this batch's own (a bucket in
                 // both is updated twice); the waiting ones are dropped once it is done.
-                let waited = waiting.iter().filter(|_| durable);
-                let mine = own.iter().map(|(k, b)| (k, b)).filter(|_| durable);
-                for (k, b) in waited.chain(mine) {
-                    let sk = stats_key(k);
-                    // A bucket already there is updated where it lies (one look-up).
-                    let merged = match stats.get_mut(sk.as_str()).map_err(backend)? {
-                        Some(mut kept) => {
-                            let mut bucket = Bucket::from_bytes(kept.value())
-                                .ok_or_else(|| StoreError::Corrupt(sk.clone(), "bucket".into()))?;
-                            bucket.merge(b);
-                            kept.insert(bucket.to_bytes().as_slice()).map_err(backend)?;
-                            true
-                        }
-                        None => false,
-                    };
-                    if !merged {
-                        stats
-                            .insert(sk.as_str(), b.to_bytes().as_slice())
-                            .map_err(backend)?;
+                if durable {
+                    let mut stats = txn.open_table(STATS).map_err(backend)?;
+                    for (k, b) in waiting.iter().chain(own.iter().map(|(k, b)| (k, b))) {
+                        add_to_bucket(&mut stats, k, b)?;
                     }
                 }
             }

@@ -211,19 +211,16 @@ impl Run {
 }
 
 /// The runs that can hold a record that arrived at `time`, with their keys.
-pub(super) fn runs_holding(
+fn runs_holding(
     metas: &impl ReadableTable<u64, &'static [u8]>,
     time: i64,
 ) -> Result<Vec<u64>, StoreError> {
-    let mut out = Vec::new();
-    let high = run_key(time.saturating_add(RUN_SPAN_MS + 1));
-    for row in metas.range(run_key(time)..high).map_err(backend)? {
-        let (k, v) = row.map_err(backend)?;
-        if Meta::parse(k.value(), v.value())?.oldest <= time {
-            out.push(k.value());
-        }
-    }
-    Ok(out)
+    let keys = run_key(time)..run_key(time.saturating_add(RUN_SPAN_MS + 1));
+    Ok(meta_rows(metas, keys, usize::MAX)?
+        .into_iter()
+        .filter(|(_, m)| m.oldest <= time)
+        .map(|(k, _)| k)
+        .collect())
 }
 
 /// The record `(time, id)` from the runs, if one holds it.
@@ -257,15 +254,7 @@ pub(super) fn prune(
     let mut runs = txn.open_table(LOG_RUNS).map_err(backend)?;
     let mut metas = txn.open_table(LOG_RUN_META).map_err(backend)?;
     let mut removed = 0;
-    let old: Vec<(u64, Meta)> = metas
-        .range(..run_key(before))
-        .map_err(backend)?
-        .take(most)
-        .map(|r| {
-            let (k, v) = r.map_err(backend)?;
-            Ok((k.value(), Meta::parse(k.value(), v.value())?))
-        })
-        .collect::<Result<_, StoreError>>()?;
+    let old = meta_rows(&metas, ..run_key(before), most)?;
     for (key, meta) in &old {
         if meta.has_id_rows() {
             drop_ids(&runs, ids, *key, |_| true)?;
@@ -277,16 +266,9 @@ pub(super) fn prune(
     if old.len() == most {
         return Ok((removed, true));
     }
-    let straddling: Vec<(u64, Meta)> = metas
-        .range(run_key(before)..run_key(before.saturating_add(RUN_SPAN_MS + 1)))
-        .map_err(backend)?
-        .map(|r| {
-            let (k, v) = r.map_err(backend)?;
-            Ok((k.value(), Meta::parse(k.value(), v.value())?))
-        })
-        .filter(|m| !matches!(m, Ok((_, meta)) if meta.oldest >= before))
-        .collect::<Result<_, StoreError>>()?;
-    for (key, meta) in straddling {
+    let near = run_key(before)..run_key(before.saturating_add(RUN_SPAN_MS + 1));
+    let straddling = meta_rows(&metas, near, usize::MAX)?;
+    for (key, meta) in straddling.into_iter().filter(|(_, m)| m.oldest < before) {
         if meta.has_id_rows() {
             drop_ids(&runs, ids, key, |t| t < before)?;
         }
@@ -305,6 +287,23 @@ pub(super) fn prune(
         write(&mut runs, &mut metas, ids, &packed)?;
     }
     Ok((removed, false))
+}
+
+/// Up to `most` meta rows in `keys`, oldest run first.
+fn meta_rows(
+    metas: &impl ReadableTable<u64, &'static [u8]>,
+    keys: impl std::ops::RangeBounds<u64>,
+    most: usize,
+) -> Result<Vec<(u64, Meta)>, StoreError> {
+    metas
+        .range(keys)
+        .map_err(backend)?
+        .take(most)
+        .map(|r| {
+            let (k, v) = r.map_err(backend)?;
+            Ok((k.value(), Meta::parse(k.value(), v.value())?))
+        })
+        .collect()
 }
 
 /// Forgets the `log_ids` rows of the records of run `key` that arrived at a time `gone`
