@@ -12,6 +12,7 @@ mod config;
 mod daemon;
 mod error;
 mod events;
+mod http1;
 mod keys;
 mod limits;
 mod logs;

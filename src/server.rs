@@ -2,11 +2,17 @@
 //! limits, the header read timeout, request ids, the access log line, and graceful
 //! shutdown (stop accepting, let in-flight requests and streams finish within
 //! `shutdown_grace`). Dispatch is one `match` on [`Route`].
+//!
+//! Each connection starts on the plain HTTP/1.1 path of [`http1`]; what that does not
+//! serve (h2c, HTTP/1.0, `HEAD`, chunked or `Expect` uploads, large bodies) is handed to
+//! hyper's HTTP/1 and HTTP/2 server with the bytes read so far, for the rest of the
+//! connection.
 
 use crate::AppState;
 use crate::admin;
-use crate::body::Body;
+use crate::body::{Body, ReqBody};
 use crate::error::{ApiError, Shape};
+use crate::http1;
 use crate::keys::unix_ms;
 use crate::logs::Trace;
 use crate::proxy;
@@ -25,6 +31,7 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Which routes a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,9 +62,10 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(cfg.header_read_timeout)
-        .max_buf_size(64 * 1024);
+        .max_buf_size(http1::BUF_MAX);
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
+    let connections = TaskTracker::new();
     let mut inbox = lane.and_then(|n| state.spread.take_inbox(n));
     loop {
         let (tcp, peer, permit) = tokio::select! {
@@ -96,35 +104,37 @@ pub async fn serve(
             },
         };
         let _ = tcp.set_nodelay(true);
-        let st = state.clone();
-        let svc = service_fn(move |req| {
-            let st = st.clone();
-            async move { Ok::<_, Infallible>(handle(st, req, peer, role).await) }
-        });
-        let (builder, watcher) = (builder.clone(), graceful.watcher());
-        let first_byte = cfg.header_read_timeout;
+        let (st, builder, watcher) = (state.clone(), builder.clone(), graceful.watcher());
+        let (header_timeout, stopping) = (cfg.header_read_timeout, shutdown.clone());
         let counted = lane.map(|n| Counted(state.clone(), n));
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let _counted = counted;
-            // hyper's header timer starts with the first byte; a client that connects and
-            // says nothing would hold its slot for ever.
-            let mut probe = [0u8; 1];
-            if !matches!(
-                tokio::time::timeout(first_byte, tcp.peek(&mut probe)).await,
-                Ok(Ok(1..))
-            ) {
-                return;
+            let fast = http1::serve(tcp, header_timeout, &stopping, |req| {
+                handle(st.clone(), req, peer, role)
+            });
+            // The fast path hands over what it does not serve, with the bytes it read.
+            if let http1::Ended::Hyper(io) = fast.await {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let st = st.clone();
+                    let req = req.map(ReqBody::Hyper);
+                    async move { Ok::<_, Infallible>(handle(st, req, peer, role).await) }
+                });
+                let conn = builder.serve_connection(TokioIo::new(io), svc);
+                let _ = watcher.watch(conn.into_owned()).await;
             }
-            let conn = builder.serve_connection(TokioIo::new(tcp), svc);
-            let _ = watcher.watch(conn.into_owned()).await;
             drop(permit);
         });
     }
     drop(listener);
     let grace = state.config.server.shutdown_grace;
     tracing::info!(?grace, "draining connections");
+    connections.close();
+    let all_closed = async {
+        graceful.shutdown().await;
+        connections.wait().await;
+    };
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = all_closed => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; closing the rest"),
     }
 }
@@ -179,7 +189,7 @@ impl Drop for Counted {
 
 async fn handle(
     state: Arc<AppState>,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     peer: SocketAddr,
     role: Role,
 ) -> Response<Body> {
@@ -235,7 +245,7 @@ fn log_when_done(state: &AppState, trace: Trace, resp: &mut Response<Body>, stat
 
 async fn dispatch(
     state: &Arc<AppState>,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     path: &str,
     peer: std::net::IpAddr,
     role: Role,
@@ -288,7 +298,7 @@ fn serves(role: Role, route: &Route<'_>) -> bool {
 /// `GET /v1/models[/{id}]` is shared: a Bearer caller is an OpenAI client and gets
 /// OpenAI's list shape; a caller using `x-goog-api-key` or `?key=` (google-genai) gets
 /// Gemini's.
-fn wants_openai_models(req: &Request<Incoming>, call: GeminiCall) -> bool {
+fn wants_openai_models(req: &Request<ReqBody>, call: GeminiCall) -> bool {
     matches!(call, GeminiCall::ListModels | GeminiCall::GetModel)
         && req.uri().path().starts_with("/v1/")
         && !req.headers().contains_key("x-goog-api-key")
@@ -315,7 +325,7 @@ fn shape_for_path(path: &str) -> Shape {
     }
 }
 
-fn metrics(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
+fn metrics(state: &AppState, req: &Request<ReqBody>) -> Response<Body> {
     if let Some(token) = &state.config.server.metrics_token {
         if proxy::bearer(req.headers()) != Some(token.expose()) {
             let mut resp = Response::new(Body::full("metrics need the configured bearer token\n"));

@@ -3,12 +3,12 @@
 use super::{json, parse_json, read};
 use crate::AppState;
 use crate::body::Body;
+use crate::body::ReqBody;
 use crate::checker::{self, Verdict};
 use crate::error::ApiError;
 use crate::keys::{KeyEntry, unix_ms};
 use crate::secret::Secret;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -45,7 +45,7 @@ pub fn looks_like_key(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-pub async fn add(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn add(state: &AppState, req: Request<ReqBody>) -> Result<Response<Body>, ApiError> {
     let ctype = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -132,7 +132,7 @@ fn double_option<'de, D: serde::Deserializer<'de>>(
 pub async fn patch(
     state: &AppState,
     id: &str,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
 ) -> Result<Response<Body>, ApiError> {
     let e = entry(state, id)?;
     let p: Patch = parse_json(&read(req).await?)?;
@@ -192,7 +192,7 @@ struct CheckBody {
 /// invalid or suspended keys are retired, valid retired keys come back.
 pub async fn check(
     state: &Arc<AppState>,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
 ) -> Result<Response<Body>, ApiError> {
     let bytes = read(req).await?;
     let body: CheckBody = if bytes.iter().all(u8::is_ascii_whitespace) {

@@ -13,11 +13,11 @@ mod users;
 
 use crate::AppState;
 use crate::body::Body;
+use crate::body::ReqBody;
 use crate::error::{ApiError, Shape};
 use crate::router::AdminRoute;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -27,7 +27,7 @@ const BODY_LIMIT: usize = 8 * 1024 * 1024;
 
 pub async fn handle(
     state: &Arc<AppState>,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     route: AdminRoute<'_>,
     peer: IpAddr,
 ) -> Response<Body> {
@@ -49,7 +49,7 @@ pub async fn handle(
 
 async fn dispatch(
     state: &Arc<AppState>,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     route: AdminRoute<'_>,
 ) -> Result<Response<Body>, ApiError> {
     use AdminRoute as A;
@@ -90,7 +90,7 @@ mod auth_routes {
 
     pub async fn login(
         state: &Arc<AppState>,
-        req: Request<Incoming>,
+        req: Request<ReqBody>,
         peer: IpAddr,
     ) -> Result<Response<Body>, ApiError> {
         let now = (unix_ms() / 1000) as u64;
@@ -135,7 +135,7 @@ mod auth_routes {
 
     pub async fn logout(
         state: &Arc<AppState>,
-        req: Request<Incoming>,
+        req: Request<ReqBody>,
     ) -> Result<Response<Body>, ApiError> {
         let token = crate::proxy::bearer(req.headers())
             .or_else(|| auth::cookie(req.headers(), auth::COOKIE))
@@ -165,7 +165,7 @@ fn is_form(headers: &http::HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
 }
 
-pub(crate) async fn read(req: Request<Incoming>) -> Result<Bytes, ApiError> {
+pub(crate) async fn read(req: Request<ReqBody>) -> Result<Bytes, ApiError> {
     let (parts, body) = req.into_parts();
     crate::proxy::read_body(body, &parts.headers, BODY_LIMIT).await
 }

@@ -4,12 +4,12 @@
 use super::{json, parse_json, read};
 use crate::AppState;
 use crate::body::Body;
+use crate::body::ReqBody;
 use crate::error::ApiError;
 use crate::keys::unix_ms;
 use crate::store::{UserRecord, Write};
 use crate::users;
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize)]
@@ -177,7 +177,7 @@ fn name_taken(records: &[UserRecord], name: &str, except: &str) -> bool {
     records.iter().any(|r| r.name == name && r.id != except)
 }
 
-pub async fn create(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn create(state: &AppState, req: Request<ReqBody>) -> Result<Response<Body>, ApiError> {
     let input: UserInput = parse_json(&read(req).await?)?;
     let name = valid_name(input.name.as_deref().unwrap_or(""))?;
     let _guard = state.admin_lock.lock().await;
@@ -200,7 +200,7 @@ pub async fn create(state: &AppState, req: Request<Incoming>) -> Result<Response
 pub async fn patch(
     state: &AppState,
     id: &str,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
 ) -> Result<Response<Body>, ApiError> {
     let input: UserInput = parse_json(&read(req).await?)?;
     let _guard = state.admin_lock.lock().await;

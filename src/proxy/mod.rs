@@ -10,6 +10,7 @@ pub mod openai;
 pub mod stream;
 
 use crate::AppState;
+use crate::body::ReqBody;
 use crate::error::{ApiError, Shape};
 use crate::limits::Permit;
 use crate::logs::Trace;
@@ -19,7 +20,6 @@ use crate::users::AuthError;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, Request, Uri, header};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use std::sync::Arc;
 use stream::ErrorStyle;
 
@@ -115,7 +115,7 @@ pub fn authenticate(
 
 /// Reads the whole request body, refusing more than `limit` bytes without reading them.
 pub async fn read_body(
-    body: Incoming,
+    body: ReqBody,
     headers: &HeaderMap,
     limit: usize,
 ) -> Result<Bytes, ApiError> {
@@ -192,7 +192,7 @@ pub fn upstream_uri(
 /// The native Gemini routes.
 pub async fn gemini(
     state: &Arc<AppState>,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     call: GeminiCall,
     model: String,
     trace: &mut Trace,

@@ -12,12 +12,12 @@ use super::stream::ErrorStyle;
 use super::{KeyIn, Plan, authenticate, forward_headers, read_body, upstream_uri};
 use crate::AppState;
 use crate::body::Body;
+use crate::body::ReqBody;
 use crate::error::{ApiError, Shape};
 use crate::logs::Trace;
 use crate::router::OpenAiCall;
 use bytes::Bytes;
 use http::{Method, Request, Response};
-use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
@@ -26,7 +26,7 @@ const FORWARDED: &[&str] = &["content-type", "accept", "user-agent"];
 /// The OpenAI routes; `model_path` is the model id of `GET /v1/models/{id}`, if any.
 pub async fn handle(
     state: &Arc<AppState>,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     call: OpenAiCall,
     model_path: Option<String>,
     trace: &mut Trace,
