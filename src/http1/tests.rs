@@ -281,7 +281,10 @@ async fn a_client_that_hangs_up_cancels_its_request() {
     // Pipelined bytes while it waits are not a hang-up.
     c.write_all(b"GET /next HTTP/1.1\r\n").await.unwrap();
     drop(c);
-    rx.await.expect("the waiting handler is dropped");
+    tokio::time::timeout(TIMEOUT, rx)
+        .await
+        .expect("the waiting handler is dropped")
+        .unwrap();
     assert!(matches!(s.ended.await.unwrap(), Ended::Closed));
 }
 
@@ -314,7 +317,10 @@ async fn streamed_answers_are_chunked_frame_by_frame_and_end_when_the_client_goe
     assert_eq!(read_line(&mut c, &mut pending).await, "3");
     assert_eq!(read_line(&mut c, &mut pending).await, "two");
     drop(c);
-    tx.closed().await; // the answer (and with it the receiver) is dropped
+    // The answer (and with it the receiver) is dropped.
+    tokio::time::timeout(TIMEOUT, tx.closed())
+        .await
+        .expect("the stream is dropped when the client goes");
     assert!(matches!(s.ended.await.unwrap(), Ended::Closed));
 }
 
