@@ -66,6 +66,9 @@ pub async fn serve(
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
     let connections = TaskTracker::new();
+    // This thread's connections check and wait on a token of their own: the shared one's
+    // lock would be taken by both serving threads on every request.
+    let stopping = shutdown.child_token();
     let mut inbox = lane.and_then(|n| state.spread.take_inbox(n));
     loop {
         let (tcp, peer, permit) = tokio::select! {
@@ -105,7 +108,7 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let (st, builder, watcher) = (state.clone(), builder.clone(), graceful.watcher());
-        let (header_timeout, stopping) = (cfg.header_read_timeout, shutdown.clone());
+        let (header_timeout, stopping) = (cfg.header_read_timeout, stopping.clone());
         let counted = lane.map(|n| Counted(state.clone(), n));
         connections.spawn(async move {
             let _counted = counted;
