@@ -113,14 +113,14 @@ pub async fn serve(
         connections.spawn(async move {
             let _counted = counted;
             let fast = http1::serve(tcp, header_timeout, &stopping, |req| {
-                handle(st.clone(), req, peer, role)
+                handle(&st, req, peer, role)
             });
             // The fast path hands over what it does not serve, with the bytes it read.
             if let http1::Ended::Hyper(io) = fast.await {
                 let svc = service_fn(move |req: Request<Incoming>| {
                     let st = st.clone();
                     let req = req.map(ReqBody::Hyper);
-                    async move { Ok::<_, Infallible>(handle(st, req, peer, role).await) }
+                    async move { Ok::<_, Infallible>(handle(&st, req, peer, role).await) }
                 });
                 let conn = builder.serve_connection(TokioIo::new(io), svc);
                 let _ = watcher.watch(conn.into_owned()).await;
@@ -191,7 +191,7 @@ impl Drop for Counted {
 }
 
 async fn handle(
-    state: Arc<AppState>,
+    state: &Arc<AppState>,
     req: Request<ReqBody>,
     peer: SocketAddr,
     role: Role,
@@ -200,7 +200,7 @@ async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let mut trace = Trace::new(crate::store::new_request_id(now), now);
-    let mut resp = dispatch(&state, req, &path, peer.ip(), role, &mut trace).await;
+    let mut resp = dispatch(state, req, &path, peer.ip(), role, &mut trace).await;
     if let Ok(v) = HeaderValue::from_str(&trace.request_id) {
         resp.headers_mut()
             .insert(HeaderName::from_static("x-request-id"), v);
@@ -221,19 +221,21 @@ async fn handle(
         "request"
     );
     if trace.route.is_some() {
-        log_when_done(&state, trace, &mut resp, status);
+        log_when_done(state, trace, &mut resp, status);
     }
     resp
 }
 
 /// Writes the request's log record now, or when a relayed answer's last byte has gone.
-fn log_when_done(state: &AppState, trace: Trace, resp: &mut Response<Body>, status: u16) {
+fn log_when_done(state: &Arc<AppState>, trace: Trace, resp: &mut Response<Body>, status: u16) {
     match resp.body_mut() {
         Body::Relay(relay) => {
-            let sink = state.logs.clone();
+            // The state, not a clone of the sink: one reference count shared by the
+            // serving threads is touched instead of the sink's half-dozen.
+            let state = state.clone();
             relay.on_finish(Box::new(move |f| {
                 let truncated = f.truncated.is_some();
-                sink.record(trace.finish_relay(
+                state.logs.record(trace.finish_relay(
                     status,
                     truncated,
                     f.cancelled,
