@@ -149,7 +149,7 @@ impl Pool {
             }
             (None, None) => {}
         }
-        self.freed.notify_waiters();
+        self.freed.notify_all();
     }
 
     /// Makes the whole pool match a snapshot of the shared store.
@@ -178,7 +178,7 @@ impl Pool {
         self.mark(Dirty::Key(entry.id.clone()));
         let change = if disabled { "disabled" } else { "enabled" };
         self.announce(&entry.id, &entry.brief, change, None, None, None);
-        self.freed.notify_waiters();
+        self.freed.notify_all();
     }
 
     pub fn set_note(&self, entry: &KeyEntry, note: Option<String>) {
@@ -197,7 +197,7 @@ impl Pool {
         for m in models {
             self.mark(Dirty::Model(entry.id.clone(), m));
         }
-        self.freed.notify_waiters();
+        self.freed.notify_all();
     }
 
     pub fn reset_all(&self) -> usize {

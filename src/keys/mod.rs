@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
 pub use select::{Lease, NoKey};
 
@@ -174,7 +174,7 @@ pub struct Pool {
     cursor: AtomicUsize,
     cfg: PoolConfig,
     /// Woken when a lease ends or a key comes back, for requests queueing for a key.
-    freed: Arc<Notify>,
+    freed: Arc<select::Freed>,
     dirty: mpsc::UnboundedSender<Msg>,
     hub: Hub,
 }
@@ -201,7 +201,7 @@ impl Pool {
             keys: ArcSwap::from_pointee(keys),
             cursor: AtomicUsize::new(0),
             cfg,
-            freed: Arc::new(Notify::new()),
+            freed: Arc::default(),
             dirty,
             hub,
         }
@@ -264,7 +264,7 @@ impl Pool {
                 None,
             );
         }
-        self.freed.notify_waiters();
+        self.freed.notify_all();
         added
     }
 
@@ -354,7 +354,7 @@ impl Pool {
         if was_invalid {
             self.mark(Dirty::Key(entry.id.clone()));
             self.announce(&entry.id, &entry.brief, "revived", None, None, None);
-            self.freed.notify_waiters();
+            self.freed.notify_all();
         }
     }
 

@@ -12,7 +12,7 @@
 use super::{KeyEntry, KeyStatus, Pool};
 use crate::config::Strategy;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::Notify;
 
@@ -22,7 +22,7 @@ const LEAST_USED_WINDOW: usize = 64;
 /// A key checked out for one upstream attempt; releases its concurrency slot on drop.
 pub struct Lease {
     pub entry: Arc<KeyEntry>,
-    freed: Arc<Notify>,
+    freed: Arc<Freed>,
     /// A slot held elsewhere for this attempt (a shared cap), released with the lease.
     shared: Option<super::shared::SharedSlot>,
 }
@@ -35,8 +35,56 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.entry.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.freed.notify_waiters();
+        self.entry.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.freed.released();
+    }
+}
+
+/// Wakes requests queueing for a key when a lease ends or a key comes back.
+///
+/// A lease's end wakes only when some request is queueing: the common case (nobody
+/// waits) then costs a load instead of the `Notify`'s lock, which the serving threads
+/// would otherwise take in turn on every request. The queueing side counts itself in
+/// ([`Freed::queue`]) *before* it registers and looks at the pool again, and the
+/// releasing side gives its slot back *before* it reads the count (both sequentially
+/// consistent): so either the release sees the queuer and wakes it, or the queuer's
+/// look sees the slot.
+#[derive(Default)]
+pub struct Freed {
+    notify: Notify,
+    queueing: AtomicUsize,
+}
+
+impl Freed {
+    /// A key came back or was added: wake every queueing request.
+    pub fn notify_all(&self) {
+        self.notify.notify_waiters();
+    }
+
+    /// A lease ended (its slot already given back).
+    fn released(&self) {
+        if self.queueing.load(Ordering::SeqCst) > 0 {
+            self.notify.notify_waiters();
+        }
+    }
+
+    /// Counts the caller in as queueing until the guard drops. Take it before
+    /// registering for [`Freed::notified`] and looking at the pool again.
+    pub fn queue(&self) -> Queueing<'_> {
+        self.queueing.fetch_add(1, Ordering::SeqCst);
+        Queueing(self)
+    }
+
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
+    }
+}
+
+pub struct Queueing<'a>(&'a Freed);
+
+impl Drop for Queueing<'_> {
+    fn drop(&mut self) {
+        self.0.queueing.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -157,7 +205,7 @@ impl Pool {
     fn try_lease(&self, e: &Arc<KeyEntry>, cap: u32, now: i64) -> Option<Lease> {
         let taken = e
             .in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (cap == 0 || n < cap).then_some(n + 1)
             });
         taken.ok()?;
@@ -169,9 +217,9 @@ impl Pool {
         })
     }
 
-    /// Notified when a lease ends or a key is added or revived. Register interest
-    /// (`Notified::enable`) *before* re-checking the pool, so no wake-up is lost.
-    pub fn freed(&self) -> Arc<Notify> {
-        self.freed.clone()
+    /// Notified when a lease ends or a key is added or revived, for requests that
+    /// queue (see [`Freed`]).
+    pub fn freed(&self) -> &Freed {
+        &self.freed
     }
 }

@@ -160,6 +160,38 @@ fn concurrency_cap_is_held_until_the_lease_drops() {
 }
 
 #[test]
+fn a_queueing_request_is_woken_when_a_lease_ends_and_only_then() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let cfg = PoolConfig {
+        max_concurrent_per_key: 1,
+        ..PoolConfig::default()
+    };
+    let (pool, _rx) = pool_with(1, cfg);
+    let mut cx = Context::from_waker(Waker::noop());
+    let lease = pool.acquire("m", T0, &[]).unwrap();
+    // The queueing side: counted in, registered, then it looks again and finds none.
+    let queueing = pool.freed().queue();
+    let mut woken = std::pin::pin!(pool.freed().notified());
+    woken.as_mut().enable();
+    assert!(pool.acquire("m", T0, &[]).is_err());
+    assert_eq!(woken.as_mut().poll(&mut cx), Poll::Pending);
+    drop(lease);
+    assert_eq!(woken.as_mut().poll(&mut cx), Poll::Ready(()));
+    let again = pool.acquire("m", T0, &[]).unwrap();
+    drop(queueing);
+
+    // Nobody queueing: a release wakes nothing (a registration made later stays asleep
+    // until the next release or key change).
+    let mut later = std::pin::pin!(pool.freed().notified());
+    later.as_mut().enable();
+    drop(again);
+    assert_eq!(later.as_mut().poll(&mut cx), Poll::Pending);
+    pool.freed().notify_all();
+    assert_eq!(later.as_mut().poll(&mut cx), Poll::Ready(()));
+}
+
+#[test]
 fn excluded_keys_are_skipped_and_empty_pool_says_so() {
     let (pool, _rx) = pool_with(2, PoolConfig::default());
     let first = pool.acquire("m", T0, &[]).unwrap();

@@ -177,10 +177,15 @@ async fn acquire(
     // Keys another instance has at their shared cap: skipped until the next wait.
     let mut full_elsewhere: Vec<Arc<KeyEntry>> = Vec::new();
     let mut last_try = false;
+    // The first look registers nothing (the usual case: a key is free); after it the
+    // request counts as queueing and registers before every look, so no release is missed.
+    let mut queueing = None;
     loop {
         let notified = freed.notified();
         tokio::pin!(notified);
-        notified.as_mut().enable();
+        if queueing.is_some() {
+            notified.as_mut().enable();
+        }
         let now = unix_ms();
         let exclude: std::borrow::Cow<'_, [Arc<KeyEntry>]> = if full_elsewhere.is_empty() {
             tried.into()
@@ -212,6 +217,10 @@ async fn acquire(
                 no
             }
         };
+        if queueing.is_none() {
+            queueing = Some(freed.queue());
+            continue;
+        }
         if last_try {
             return Err(no);
         }
