@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
@@ -35,6 +36,9 @@ pub enum Event {
 pub struct Hub {
     tx: broadcast::Sender<Event>,
     key_counts: Arc<Mutex<BTreeMap<&'static str, u64>>>,
+    /// Live subscriptions, kept beside the channel's own count: that one is read under
+    /// the channel's lock, which every request would take in turn to ask.
+    subscribers: Arc<AtomicUsize>,
 }
 
 impl Default for Hub {
@@ -42,7 +46,26 @@ impl Default for Hub {
         Self {
             tx: broadcast::channel(CAPACITY).0,
             key_counts: Arc::default(),
+            subscribers: Arc::default(),
         }
+    }
+}
+
+/// A feed client's receiver; counted in [`Hub::has_subscribers`] until dropped.
+pub struct Subscription {
+    rx: broadcast::Receiver<Event>,
+    count: Arc<AtomicUsize>,
+}
+
+impl Subscription {
+    pub async fn recv(&mut self) -> Result<Event, broadcast::error::RecvError> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -67,11 +90,35 @@ impl Hub {
             .clone()
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.tx.subscribe()
+    pub fn subscribe(&self) -> Subscription {
+        self.subscribers.fetch_add(1, Ordering::Relaxed);
+        Subscription {
+            rx: self.tx.subscribe(),
+            count: self.subscribers.clone(),
+        }
     }
 
     pub fn has_subscribers(&self) -> bool {
-        self.tx.receiver_count() > 0
+        self.subscribers.load(Ordering::Relaxed) > 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn requests_are_published_only_while_someone_listens() {
+        let hub = Hub::default();
+        assert!(!hub.has_subscribers());
+        let mut one = hub.subscribe();
+        let two = hub.clone().subscribe();
+        assert!(hub.has_subscribers());
+        hub.publish(Event::Request("{}".into()));
+        assert!(matches!(one.recv().await, Ok(Event::Request(j)) if &*j == "{}"));
+        drop(one);
+        assert!(hub.has_subscribers());
+        drop(two);
+        assert!(!hub.has_subscribers());
     }
 }
