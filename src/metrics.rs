@@ -12,44 +12,96 @@ use crate::logs::RecordRef;
 use crate::store::{LATENCY_BOUNDS_MS, LogOutcome};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 const MAX_MODELS: usize = 64;
 
+/// Counters are kept per serving thread (a shard each, looked up through a thread-local
+/// index) so that counting a request takes no lock another thread takes too; the
+/// exposition adds the shards up. Model labels are numbered once for all shards.
 #[derive(Default)]
 pub struct Metrics {
-    inner: Mutex<Inner>,
+    shards: [Shard; SHARDS],
+    labels: Mutex<Labels>,
+    log_dropped: AtomicU64,
+}
+
+/// Shards; threads take them in turn, so the serving threads get one each.
+const SHARDS: usize = 4;
+
+/// One shard, on cache lines of its own.
+#[derive(Default)]
+#[repr(align(128))]
+struct Shard(Mutex<Counts>);
+
+#[derive(Default)]
+struct Labels {
+    /// Model name → its label's number (at most [`MAX_MODELS`] names).
+    numbers: HashMap<String, usize>,
+    names: Vec<String>,
+    /// The number of `other`, once a model beyond the limit came.
+    other: Option<usize>,
+}
+
+impl Labels {
+    fn number(&mut self, model: &str) -> usize {
+        if let Some(&n) = self.numbers.get(model) {
+            return n;
+        }
+        if self.numbers.len() < MAX_MODELS {
+            self.names.push(model.to_owned());
+            self.numbers.insert(model.to_owned(), self.names.len() - 1);
+            return self.names.len() - 1;
+        }
+        *self.other.get_or_insert_with(|| {
+            self.names.push("other".to_owned());
+            self.names.len() - 1
+        })
+    }
 }
 
 #[derive(Default)]
-struct Inner {
-    /// Model name → its slot in `slots` (at most [`MAX_MODELS`]).
-    models: HashMap<String, usize>,
-    /// Counters per model label, in arrays indexed by route and outcome: counting a
+struct Counts {
+    /// This shard's copy of the label numbers it has seen (bounded like the labels).
+    numbers: HashMap<String, usize>,
+    /// Counters per label number, in arrays indexed by route and outcome: counting a
     /// request is a look-up and a few additions.
     slots: Vec<ModelCounts>,
-    /// The slot of `other`, once a model beyond the limit came.
-    other: Option<usize>,
     latency: [Histogram; N_ROUTES],
     ttfb: [Histogram; N_ROUTES],
     retries: u64,
-    log_dropped: u64,
 }
 
+#[derive(Clone, Default)]
 struct ModelCounts {
-    label: String,
     requests: [[u64; OUTCOMES.len()]; N_ROUTES],
     tokens: [u64; TOKEN_KINDS.len()],
 }
 
 impl ModelCounts {
-    fn new(label: &str) -> Self {
-        Self {
-            label: label.to_owned(),
-            requests: [[0; OUTCOMES.len()]; N_ROUTES],
-            tokens: [0; TOKEN_KINDS.len()],
+    fn add(&mut self, other: &ModelCounts) {
+        for (mine, theirs) in self.requests.iter_mut().zip(&other.requests) {
+            for (a, b) in mine.iter_mut().zip(theirs) {
+                *a += b;
+            }
+        }
+        for (a, b) in self.tokens.iter_mut().zip(&other.tokens) {
+            *a += b;
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn shard_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static MINE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    MINE.with(|n| *n)
 }
 
 /// Outcomes in `LogOutcome`'s order (a counter's index is the outcome's).
@@ -72,6 +124,14 @@ struct Histogram {
 }
 
 impl Histogram {
+    fn add(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.sum_ms += other.sum_ms;
+        self.count += other.count;
+    }
+
     fn observe(&mut self, ms: f64) {
         let slot = LATENCY_BOUNDS_MS
             .iter()
@@ -111,33 +171,24 @@ fn route_name(index: usize) -> &'static str {
 }
 
 impl Metrics {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     pub fn observe(&self, rec: &RecordRef<'_>) {
         let route = route_index(rec.route);
-        let mut m = self.lock();
-        let slot = match m.models.get(rec.model) {
-            Some(&slot) => slot,
-            None if m.models.len() < MAX_MODELS => {
-                m.slots.push(ModelCounts::new(rec.model));
-                let slot = m.slots.len() - 1;
-                m.models.insert(rec.model.to_owned(), slot);
-                slot
-            }
-            None => match m.other {
-                Some(slot) => slot,
-                None => {
-                    m.slots.push(ModelCounts::new("other"));
-                    let slot = m.slots.len() - 1;
-                    m.other = Some(slot);
-                    slot
+        let mut c = lock(&self.shards[shard_index()].0);
+        let slot = match c.numbers.get(rec.model) {
+            Some(&n) => n,
+            None => {
+                let n = lock(&self.labels).number(rec.model);
+                if c.numbers.len() < 2 * MAX_MODELS {
+                    c.numbers.insert(rec.model.to_owned(), n);
                 }
-            },
+                n
+            }
         };
+        if c.slots.len() <= slot {
+            c.slots.resize_with(slot + 1, ModelCounts::default);
+        }
         let t = &rec.tokens;
-        let counts = &mut m.slots[slot];
+        let counts = &mut c.slots[slot];
         counts.requests[route][rec.outcome as usize] += 1;
         for (sum, n) in
             counts
@@ -147,20 +198,43 @@ impl Metrics {
         {
             *sum += n;
         }
-        m.latency[route].observe(rec.latency_ms);
+        c.latency[route].observe(rec.latency_ms);
         if let Some(t) = rec.ttfb_ms {
-            m.ttfb[route].observe(t);
+            c.ttfb[route].observe(t);
         }
-        m.retries += u64::from(rec.attempts.saturating_sub(1));
+        c.retries += u64::from(rec.attempts.saturating_sub(1));
     }
 
     pub fn set_log_dropped(&self, n: u64) {
-        self.lock().log_dropped = n;
+        self.log_dropped.store(n, Ordering::Relaxed);
+    }
+
+    /// The shards added up, with the label names.
+    fn total(&self) -> (Vec<String>, Counts) {
+        let names = lock(&self.labels).names.clone();
+        let mut all = Counts {
+            slots: vec![ModelCounts::default(); names.len()],
+            ..Counts::default()
+        };
+        for shard in &self.shards {
+            let c = lock(&shard.0);
+            for (sum, counts) in all.slots.iter_mut().zip(&c.slots) {
+                sum.add(counts);
+            }
+            for (sum, h) in all.latency.iter_mut().zip(&c.latency) {
+                sum.add(h);
+            }
+            for (sum, h) in all.ttfb.iter_mut().zip(&c.ttfb) {
+                sum.add(h);
+            }
+            all.retries += c.retries;
+        }
+        (names, all)
     }
 
     /// The exposition text; `open` is the open client connections per serving thread.
     pub fn render(&self, pool: &Pool, hub: &Hub, open: &[usize], now: i64) -> String {
-        let m = self.lock();
+        let (names, m) = self.total();
         let mut out = String::with_capacity(4096);
         let label = |s: &str| {
             s.replace('\\', "\\\\")
@@ -171,16 +245,16 @@ impl Metrics {
         // Sorted, and a client's model named like the `other` label counted with it.
         let mut requests: BTreeMap<(&str, &str, &str), u64> = BTreeMap::new();
         let mut tokens: BTreeMap<(&str, &str), u64> = BTreeMap::new();
-        for c in &m.slots {
+        for (label, c) in names.iter().zip(&m.slots) {
             for (route, row) in c.requests.iter().enumerate() {
                 for (outcome, &n) in OUTCOMES.iter().zip(row).filter(|(_, n)| **n > 0) {
                     *requests
-                        .entry((route_name(route), &c.label, outcome.as_str()))
+                        .entry((route_name(route), label, outcome.as_str()))
                         .or_default() += n;
                 }
             }
             for (kind, &n) in TOKEN_KINDS.iter().zip(&c.tokens).filter(|(_, n)| **n > 0) {
-                *tokens.entry((&c.label, kind)).or_default() += n;
+                *tokens.entry((label, kind)).or_default() += n;
             }
         }
         for ((route, model, outcome), n) in &requests {
@@ -232,9 +306,8 @@ impl Metrics {
         let _ = writeln!(
             out,
             "# HELP gemini_balance_log_records_dropped_total Log records dropped because the writer fell behind.\n# TYPE gemini_balance_log_records_dropped_total counter\ngemini_balance_log_records_dropped_total {}",
-            m.log_dropped
+            self.log_dropped.load(Ordering::Relaxed)
         );
-        drop(m);
         let mut states: BTreeMap<&str, u64> = [
             ("active", 0),
             ("cooling", 0),
@@ -345,6 +418,52 @@ mod tests {
             );
             assert!(text.lines().any(|l| l == series), "{series} in\n{text}");
         }
+    }
+
+    #[test]
+    fn counts_from_several_threads_add_up_and_share_the_label_limit() {
+        let metrics = Metrics::default();
+        std::thread::scope(|s| {
+            for t in 0..6 {
+                let metrics = &metrics;
+                s.spawn(move || {
+                    for _ in 0..=t {
+                        metrics.observe(&(&rec("gemini-2.5-flash", 1)).into());
+                    }
+                    // Each thread brings its own client-chosen names, 20 each.
+                    for i in 0..20 {
+                        metrics.observe(&(&rec(&format!("t{t}-m{i}"), 0)).into());
+                    }
+                });
+            }
+        });
+        let (tx, _rx) = crate::keys::persist::channel();
+        let hub = Hub::default();
+        let pool = Pool::new(Default::default(), &Snapshot::default(), tx, hub.clone());
+        let text = metrics.render(&pool, &hub, &[], 0);
+        let value = |prefix: &str| -> u64 {
+            let line = text.lines().find(|l| l.starts_with(prefix)).unwrap();
+            line.rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        // 1 + 2 + ... + 6 requests and tokens for flash, from six threads.
+        let flash = "gemini_balance_requests_total{route=\"generateContent\",model=\"gemini-2.5-flash\",outcome=\"ok\"}";
+        assert_eq!(value(flash), 21);
+        assert_eq!(
+            value("gemini_balance_tokens_total{model=\"gemini-2.5-flash\",kind=\"total\"}"),
+            21
+        );
+        assert_eq!(
+            value("gemini_balance_request_duration_seconds_count{route=\"generateContent\"}"),
+            141
+        );
+        // 121 names in all; 64 labels, the rest counted as other.
+        let labelled = text
+            .lines()
+            .filter(|l| l.starts_with("gemini_balance_requests_total{"))
+            .count();
+        assert_eq!(labelled, MAX_MODELS + 1);
+        let other = "gemini_balance_requests_total{route=\"generateContent\",model=\"other\",outcome=\"ok\"}";
+        assert_eq!(value(other), 121 - MAX_MODELS as u64);
     }
 
     #[test]
