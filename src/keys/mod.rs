@@ -21,7 +21,7 @@ use classify::Outcome;
 use persist::{Dirty, Msg};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
@@ -58,6 +58,10 @@ pub struct KeyEntry {
     pub brief: String,
     pub created_at: i64,
     state: Mutex<EntryState>,
+    /// The state is plain: enabled, valid, no per-model state. Set whenever the state's
+    /// lock is let go ([`EntryGuard`]); lets selection and success reports, the common
+    /// case, skip the lock the serving threads would otherwise take in turn.
+    plain: AtomicBool,
     in_flight: AtomicU32,
     requests: AtomicU64,
     /// Requests since the last daily reset, and when the current day ends (Unix ms).
@@ -71,6 +75,40 @@ struct EntryState {
     disabled: bool,
     invalid: Option<Invalid>,
     models: HashMap<String, ModelState>,
+}
+
+impl EntryState {
+    fn plain(&self) -> bool {
+        !self.disabled && self.invalid.is_none() && self.models.is_empty()
+    }
+}
+
+/// The locked state of a key; records whether it is plain when let go.
+struct EntryGuard<'a> {
+    state: std::sync::MutexGuard<'a, EntryState>,
+    plain: &'a AtomicBool,
+}
+
+impl std::ops::Deref for EntryGuard<'_> {
+    type Target = EntryState;
+    fn deref(&self) -> &EntryState {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for EntryGuard<'_> {
+    fn deref_mut(&mut self) -> &mut EntryState {
+        &mut self.state
+    }
+}
+
+impl Drop for EntryGuard<'_> {
+    fn drop(&mut self) {
+        let plain = self.state.plain();
+        if self.plain.load(Ordering::Relaxed) != plain {
+            self.plain.store(plain, Ordering::Release);
+        }
+    }
 }
 
 impl KeyEntry {
@@ -87,6 +125,7 @@ impl KeyEntry {
             id: rec.id,
             key: rec.key,
             created_at: rec.created_at,
+            plain: AtomicBool::new(!rec.disabled && rec.invalid.is_none()),
             state: Mutex::new(EntryState {
                 note: rec.note,
                 disabled: rec.disabled,
@@ -111,9 +150,17 @@ impl KeyEntry {
         self.today.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, EntryState> {
+    fn lock(&self) -> EntryGuard<'_> {
         // A panic while holding this lock leaves plain data behind; keep serving.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        EntryGuard {
+            state: self.state.lock().unwrap_or_else(|e| e.into_inner()),
+            plain: &self.plain,
+        }
+    }
+
+    /// Enabled, valid, and no model cooling or remembered (read without the lock).
+    fn is_plain(&self) -> bool {
+        self.plain.load(Ordering::Acquire)
     }
 
     pub fn record(&self) -> KeyRecord {
@@ -134,6 +181,9 @@ impl KeyEntry {
 
     /// The key's status for `model` at `now`, and when a cooling key comes back.
     pub fn status(&self, model: &str, now: i64) -> (KeyStatus, i64) {
+        if self.is_plain() {
+            return (KeyStatus::Active, 0);
+        }
         let s = self.lock();
         if s.disabled {
             return (KeyStatus::Disabled, 0);
@@ -270,6 +320,9 @@ impl Pool {
 
     /// Applies what an upstream answer means for (key, model).
     pub fn report(&self, entry: &KeyEntry, model: &str, outcome: &Outcome, now: i64) {
+        if matches!(outcome, Outcome::Success | Outcome::ClientError) && entry.is_plain() {
+            return; // no state to clear
+        }
         let mut s = entry.lock();
         match outcome {
             Outcome::Success => {

@@ -56,6 +56,36 @@ fn rate_limit_cools_only_that_model_for_retry_delay_plus_margin() {
 }
 
 #[test]
+fn state_changes_reach_selection_and_a_success_clears_a_models_state() {
+    let (pool, _rx) = pool_with(1, PoolConfig::default());
+    let e = pool.entries()[0].clone();
+    let cool = Outcome::RateLimited {
+        retry_after: Some(Duration::from_secs(30)),
+        daily: false,
+        reason: "q".into(),
+    };
+    pool.report(&e, "pro", &Outcome::Success, T0);
+    pool.report(&e, "pro", &cool, T0);
+    assert_eq!(e.status("pro", T0).0, KeyStatus::Cooling);
+    assert_eq!(e.status("flash", T0).0, KeyStatus::Active);
+    let later = T0 + 60_000;
+    assert!(pick(&pool, "pro", later).is_ok());
+    pool.report(&e, "pro", &Outcome::Success, later);
+    assert!(
+        e.model_state("pro").is_none(),
+        "a success forgets the cooldown"
+    );
+    pool.set_disabled(&e, true);
+    assert_eq!(e.status("flash", later).0, KeyStatus::Disabled);
+    assert!(pick(&pool, "flash", later).is_err());
+    pool.set_disabled(&e, false);
+    assert!(pick(&pool, "flash", later).is_ok());
+    pool.report(&e, "pro", &cool, later);
+    pool.report(&e, "pro", &cool, later);
+    assert_eq!(e.status("pro", later).0, KeyStatus::Cooling);
+}
+
+#[test]
 fn bare_429_backs_off_exponentially_up_to_the_cap() {
     let cfg = PoolConfig {
         cooldown_base: Duration::from_secs(60),
