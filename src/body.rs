@@ -34,7 +34,7 @@ impl http_body::Body for Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
-            Self::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Self::Full(b) => whole_frame(b),
             Self::Relay(r) => Pin::new(r.as_mut()).poll_frame(cx),
             Self::Events(rx) => rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
         }
@@ -50,7 +50,7 @@ impl http_body::Body for Body {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Self::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Self::Full(b) => whole_hint(b),
             Self::Relay(r) => r.size_hint(),
             Self::Events(_) => SizeHint::default(),
         }
@@ -79,7 +79,7 @@ impl http_body::Body for ReqBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
-            Self::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Self::Full(b) => whole_frame(b),
             Self::Hyper(b) => Pin::new(b).poll_frame(cx),
         }
     }
@@ -93,8 +93,17 @@ impl http_body::Body for ReqBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Self::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Self::Full(b) => whole_hint(b),
             Self::Hyper(b) => b.size_hint(),
         }
     }
+}
+
+/// A body held whole (`None` once sent, or empty): one frame, then the end.
+fn whole_frame<E>(b: &mut Option<Bytes>) -> Poll<Option<Result<Frame<Bytes>, E>>> {
+    Poll::Ready(b.take().map(|b| Ok(Frame::data(b))))
+}
+
+fn whole_hint(b: &Option<Bytes>) -> SizeHint {
+    SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64))
 }

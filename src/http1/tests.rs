@@ -168,6 +168,17 @@ async fn closed(c: &mut TcpStream) -> bool {
     c.read_to_end(&mut rest).await.is_ok()
 }
 
+/// A server answering `request` (a `/stream` request) with the frames sent on the
+/// returned sender, and the client connection that sent it.
+async fn streaming(request: &[u8]) -> (Server, mpsc::Sender<Bytes>, TcpStream) {
+    let s = server(TIMEOUT).await;
+    let (tx, rx) = mpsc::channel(4);
+    s.seen.lock().unwrap().stream = Some(rx);
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    c.write_all(request).await.unwrap();
+    (s, tx, c)
+}
+
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 #[tokio::test]
@@ -290,13 +301,7 @@ async fn a_client_that_hangs_up_cancels_its_request() {
 
 #[tokio::test]
 async fn streamed_answers_are_chunked_frame_by_frame_and_end_when_the_client_goes() {
-    let s = server(TIMEOUT).await;
-    let (tx, rx) = mpsc::channel(4);
-    s.seen.lock().unwrap().stream = Some(rx);
-    let mut c = TcpStream::connect(s.addr).await.unwrap();
-    c.write_all(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let (s, tx, mut c) = streaming(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n").await;
     tx.send(Bytes::from_static(b"data: 1\r\n\r\n"))
         .await
         .unwrap();
@@ -326,13 +331,7 @@ async fn streamed_answers_are_chunked_frame_by_frame_and_end_when_the_client_goe
 
 #[tokio::test]
 async fn a_finished_stream_ends_with_the_last_chunk_and_the_connection_is_kept() {
-    let s = server(TIMEOUT).await;
-    let (tx, rx) = mpsc::channel(4);
-    s.seen.lock().unwrap().stream = Some(rx);
-    let mut c = TcpStream::connect(s.addr).await.unwrap();
-    c.write_all(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let (_s, tx, mut c) = streaming(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n").await;
     tx.send(Bytes::from_static(b"a")).await.unwrap();
     tx.send(Bytes::from_static(b"bc")).await.unwrap();
     drop(tx);
@@ -379,13 +378,8 @@ async fn shutdown_closes_idle_connections_and_says_close_on_the_last_answer() {
     assert!(closed(&mut c).await);
     assert!(matches!(s.ended.await.unwrap(), Ended::Closed));
 
-    let s = server(TIMEOUT).await;
-    let (tx, rx) = mpsc::channel(1);
-    s.seen.lock().unwrap().stream = Some(rx);
-    let mut c = TcpStream::connect(s.addr).await.unwrap();
-    c.write_all(b"POST /stream HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
-        .await
-        .unwrap();
+    let request = b"POST /stream HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n";
+    let (s, tx, mut c) = streaming(request).await;
     tx.send(Bytes::from_static(b"x")).await.unwrap();
     let mut pending = Vec::new();
     read_some(&mut c, &mut pending).await;
