@@ -13,6 +13,7 @@ use crate::store::RedisStore;
 use crate::store::UserRecord;
 use fred::prelude::*;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wildmatch::WildMatch;
@@ -153,6 +154,7 @@ impl Limits {
                 limits: self.clone(),
                 user: user.id.clone(),
                 shared_slot: user.max_concurrent.is_some(),
+                tokens: AtomicU64::new(0),
             });
         }
         self.admit_local(user, now)
@@ -188,6 +190,7 @@ impl Limits {
             limits: self.clone(),
             user: user.id.clone(),
             shared_slot: false,
+            tokens: AtomicU64::new(0),
         })
     }
 
@@ -230,13 +233,14 @@ pub struct Permit {
     user: String,
     /// Holds a slot in the shared in-flight counter.
     shared_slot: bool,
+    /// Tokens the request used, counted into the user's day when the permit goes (with
+    /// the slot's release, under the same lock: the answer's end drops the permit).
+    tokens: AtomicU64,
 }
 
 impl Permit {
     pub fn add_tokens(&self, n: u64) {
-        if let Some(u) = self.limits.lock().get_mut(&self.user) {
-            u.tokens_today += n;
-        }
+        self.tokens.fetch_add(n, Ordering::Relaxed);
         if let (Some(shared), true) = (&self.limits.shared, n > 0) {
             let key = shared.key(
                 &self.user,
@@ -256,6 +260,7 @@ impl Drop for Permit {
     fn drop(&mut self) {
         if let Some(u) = self.limits.lock().get_mut(&self.user) {
             u.in_flight = u.in_flight.saturating_sub(1);
+            u.tokens_today += *self.tokens.get_mut();
         }
         if let (Some(shared), true) = (&self.limits.shared, self.shared_slot) {
             let key = shared.key(&self.user, "inflight");
