@@ -40,7 +40,8 @@ pub use rewind::Rewound;
 /// The most the fast path holds of one request (head and body), and of bytes read ahead
 /// while answering; hyper's buffer limit is the same.
 pub const BUF_MAX: usize = 64 * 1024;
-/// A body frame larger than this is written on its own instead of copied behind the head.
+/// A body frame larger than this is written on its own instead of copied behind the head,
+/// and frames that are ready together are written once they reach it.
 const COPY_MAX: usize = 16 * 1024;
 const READ_CHUNK: usize = 8 * 1024;
 
@@ -128,6 +129,8 @@ where
         if !respond(&mut tcp, &mut out, &mut buf, resp, close).await {
             return Ended::Closed;
         }
+        // An idle kept connection holds no more than a small answer's worth.
+        out.shrink_to(4096);
         deadline = Instant::now() + header_timeout;
     }
 }
@@ -268,6 +271,13 @@ async fn respond<B: Body<Data = Bytes>>(
                     out.extend_from_slice(b"\r\n");
                 }
                 ended = body.is_end_stream();
+                // A body whose frames are all ready at once is not gathered whole.
+                if !ended && out.len() >= COPY_MAX {
+                    if tcp.write_all(out).await.is_err() {
+                        return false;
+                    }
+                    out.clear();
+                }
             }
         }
     }

@@ -352,6 +352,21 @@ async fn a_finished_stream_ends_with_the_last_chunk_and_the_connection_is_kept()
 }
 
 #[tokio::test]
+async fn a_long_stream_of_ready_frames_arrives_whole_and_in_order() {
+    let (_s, tx, mut c) = streaming(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let frames: Vec<Bytes> = (0..200u8).map(|i| Bytes::from(vec![i; 1000])).collect();
+    let sent = frames.concat();
+    tokio::spawn(async move {
+        for f in frames {
+            tx.send(f).await.unwrap();
+        }
+    });
+    let (code, _, body) = read_answer(&mut c, &mut Vec::new()).await;
+    assert_eq!(code, 200);
+    assert!(body == sent, "{} bytes of {}", body.len(), sent.len());
+}
+
+#[tokio::test]
 async fn connection_close_is_honoured_and_said() {
     let s = server(TIMEOUT).await;
     let mut c = TcpStream::connect(s.addr).await.unwrap();
