@@ -162,10 +162,14 @@ async fn read_line(c: &mut TcpStream, pending: &mut Vec<u8>) -> String {
     }
 }
 
-/// Reads to the end of the stream: true if the server closed the connection.
+/// Reads to the end of the stream: true if the server closed the connection (false, not a
+/// hang, when it keeps it open).
 async fn closed(c: &mut TcpStream) -> bool {
     let mut rest = Vec::new();
-    c.read_to_end(&mut rest).await.is_ok()
+    matches!(
+        tokio::time::timeout(TIMEOUT * 2, c.read_to_end(&mut rest)).await,
+        Ok(Ok(_))
+    )
 }
 
 /// A server answering `request` (a `/stream` request) with the frames sent on the
