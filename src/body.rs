@@ -1,7 +1,7 @@
 //! The one response body type. Small answers are `Full`; upstream answers are relayed as
 //! they arrive (`Upstream` untouched, `Relay` re-framed for streams) and never collected.
 
-use crate::proxy::stream::{BoxError, Relay};
+use crate::relay::{BoxError, Relay};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use std::pin::Pin;

@@ -4,12 +4,12 @@
 //! anywhere). Each runs a fixed number of cases as an ordinary `cargo test`.
 //!
 //! The relay is driven through its public face (`Relay` over a real hyper `Incoming` fed
-//! from an in-memory pipe); `sse_boundary` and `JsonScan` are private to `proxy::stream`.
+//! from an in-memory pipe); `sse_boundary` and `JsonScan` are private to `relay`.
 
 use crate::admin::keys::extract_keys;
 use crate::config::Config;
 use crate::keys::classify::{Outcome, classify};
-use crate::proxy::stream::{ErrorStyle, Format, Relay};
+use crate::relay::{ErrorStyle, Format, Relay};
 use crate::router::{Route, RouteError};
 use crate::usage;
 use bytes::Bytes;

@@ -19,6 +19,7 @@ mod logs;
 mod metrics;
 mod offline;
 mod proxy;
+mod relay;
 mod router;
 mod secret;
 mod server;

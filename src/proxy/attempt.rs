@@ -4,7 +4,6 @@
 //! When no key is usable the request may queue for `queue_wait` for one to come back;
 //! otherwise it gets 429 with `Retry-After` (keys cooling or busy) or 503 (none usable).
 
-use super::stream::{Format, Relay};
 use super::{KeyIn, Plan};
 use crate::AppState;
 use crate::body::Body;
@@ -12,6 +11,7 @@ use crate::error::{ApiError, Shape};
 use crate::keys::classify::{Outcome, classify};
 use crate::keys::{KeyEntry, Lease, NoKey, unix_ms};
 use crate::logs::{Attempt, Trace};
+use crate::relay::{Format, Relay};
 use crate::upstream::UpBody;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};

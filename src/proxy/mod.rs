@@ -7,13 +7,13 @@
 
 mod attempt;
 pub mod openai;
-pub mod stream;
 
 use crate::AppState;
 use crate::body::ReqBody;
 use crate::error::{ApiError, Shape};
 use crate::limits::Permit;
 use crate::logs::Trace;
+use crate::relay::ErrorStyle;
 use crate::router::GeminiCall;
 use crate::store::UserRecord;
 use crate::users::AuthError;
@@ -21,7 +21,6 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, Request, Uri, header};
 use http_body_util::{BodyExt, Limited};
 use std::sync::Arc;
-use stream::ErrorStyle;
 
 pub use attempt::execute;
 

@@ -8,13 +8,13 @@
 //! `stream_options.include_usage` (for token accounting) — when the client did not ask,
 //! the usage-only chunk is held back from it.
 
-use super::stream::ErrorStyle;
 use super::{KeyIn, Plan, authenticate, forward_headers, read_body, upstream_uri};
 use crate::AppState;
 use crate::body::Body;
 use crate::body::ReqBody;
 use crate::error::{ApiError, Shape};
 use crate::logs::Trace;
+use crate::relay::ErrorStyle;
 use crate::router::OpenAiCall;
 use bytes::Bytes;
 use http::{Method, Request, Response};
