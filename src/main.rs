@@ -19,6 +19,7 @@ mod logs;
 mod metrics;
 mod offline;
 mod proxy;
+mod record;
 mod relay;
 mod router;
 mod secret;

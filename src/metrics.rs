@@ -8,8 +8,8 @@
 
 use crate::events::Hub;
 use crate::keys::{KeyStatus, Pool};
-use crate::logs::RecordRef;
-use crate::store::{LATENCY_BOUNDS_MS, LogOutcome};
+use crate::record::{LogOutcome, RecordRef};
+use crate::store::LATENCY_BOUNDS_MS;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -370,7 +370,8 @@ fn histogram(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{LogOutcome, LogRecord, Snapshot};
+    use crate::record::{LogOutcome, LogRecord};
+    use crate::store::Snapshot;
     use crate::usage::Tokens;
 
     fn rec(model: &str, total: u64) -> LogRecord {

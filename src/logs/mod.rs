@@ -15,10 +15,10 @@
 //! record over never wakes the writer (it is a push onto a queue), which keeps the
 //! request path free of cross-thread wake-ups.
 
-mod record;
+mod trace;
 
 pub use crate::store::PackedLogs;
-pub use record::{Attempt, Finished, RecordRef, Trace};
+pub use trace::{Attempt, Finished, Trace};
 
 use crate::events::{Event, Hub};
 use crate::metrics::Metrics;

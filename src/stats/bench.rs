@@ -4,7 +4,8 @@
 //! (set STATS_BENCH_RECORDS for another count).
 
 use super::*;
-use crate::store::{LogOutcome, LogRecord, Store};
+use crate::record::{LogOutcome, LogRecord};
+use crate::store::Store;
 use crate::usage::Tokens;
 use std::time::Instant;
 

@@ -1,5 +1,5 @@
 use super::*;
-use crate::store::{LogOutcome, LogRecord};
+use crate::record::{LogOutcome, LogRecord};
 use crate::usage::Tokens;
 
 fn ms(s: &str) -> i64 {

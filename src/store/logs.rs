@@ -1,79 +1,10 @@
-//! The request log's records and the statistics buckets they feed: plain data the
-//! store keeps, with the arithmetic of adding a record to a bucket. Building records
-//! belongs to `logs`, reading buckets to `stats`.
+//! How the store keeps the request log: records packed for the writer and the file, and
+//! the statistics buckets they feed, with the arithmetic of adding a record to a bucket.
+//! Building records belongs to `logs`, reading buckets to `stats`.
 
+use crate::record::{LogOutcome, LogRecord};
 use crate::usage::Tokens;
 use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LogOutcome {
-    Ok,
-    ClientError,
-    UpstreamError,
-    NoKey,
-    Truncated,
-    Cancelled,
-}
-
-impl LogOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ok => "ok",
-            Self::ClientError => "client_error",
-            Self::UpstreamError => "upstream_error",
-            Self::NoKey => "no_key",
-            Self::Truncated => "truncated",
-            Self::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::Ok,
-            Self::ClientError,
-            Self::UpstreamError,
-            Self::NoKey,
-            Self::Truncated,
-            Self::Cancelled,
-        ]
-        .into_iter()
-        .find(|o| o.as_str() == s)
-    }
-}
-
-/// One upstream attempt: which key, what came of it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct AttemptRecord {
-    pub key_id: String,
-    pub key: String,
-    /// `ok`, `invalid`, `rate_limited`, `transient` or `client_error`.
-    pub outcome: String,
-    pub status: Option<u16>,
-    pub latency_ms: f64,
-    pub error: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct LogRecord {
-    pub request_id: String,
-    /// When the request arrived, Unix ms.
-    pub time: i64,
-    pub user: Option<String>,
-    pub route: String,
-    pub model: String,
-    pub stream: bool,
-    pub status: u16,
-    pub outcome: LogOutcome,
-    pub latency_ms: f64,
-    pub ttfb_ms: Option<f64>,
-    pub tokens: Tokens,
-    /// The key that served the answer (or the last one tried).
-    pub key_id: Option<String>,
-    pub key: Option<String>,
-    pub attempts: u32,
-    pub attempt_chain: Vec<AttemptRecord>,
-}
 
 pub const HOUR_MS: i64 = 3_600_000;
 

@@ -14,14 +14,14 @@ mod redis_logs;
 #[cfg(test)]
 mod tests;
 
+use crate::record::LogRecord;
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
 
 pub use self::logs::{
-    AttemptRecord, Bucket, BucketKey, HOUR_MS, LATENCY_BOUNDS_MS, LogOutcome, LogQuery, LogRecord,
-    PackedLogs, new_request_id, pack_all,
+    Bucket, BucketKey, HOUR_MS, LATENCY_BOUNDS_MS, LogQuery, PackedLogs, new_request_id, pack_all,
 };
 pub use self::redb::RedbStore;
 pub use self::redis::{Change, RedisStore};

@@ -22,11 +22,12 @@
 
 use super::StoreError;
 use super::logs::{
-    Bucket, BucketKey, LOG_POSTCARD_V1, LogQuery, LogRecord, PackedLogs, log_key, parse_stats_key,
-    stats_key, time_in_request_id,
+    Bucket, BucketKey, LOG_POSTCARD_V1, LogQuery, PackedLogs, log_key, parse_stats_key, stats_key,
+    time_in_request_id,
 };
 use super::redb::{RedbStore, backend, decode};
 use super::redb_runs::{self as runs, LOG_RUN_META, LOG_RUNS, Meta, RUN_SPAN_MS, Run, run_key};
+use crate::record::LogRecord;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use std::sync::Arc;
 

@@ -9,8 +9,9 @@
 //! little-endian, so look-ups and pruning choose runs without reading them.
 
 use super::StoreError;
-use super::logs::{LogHead, LogRecord, PackedRecord, time_in_request_id};
+use super::logs::{LogHead, PackedRecord, time_in_request_id};
 use super::redb::backend;
+use crate::record::LogRecord;
 use redb::{ReadableTable, TableDefinition};
 
 pub(super) const LOG_RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("log_runs");

@@ -4,10 +4,9 @@
 //! `P:buckets`.
 
 use super::StoreError;
-use super::logs::{
-    Bucket, BucketKey, LogQuery, LogRecord, PackedLogs, log_key, parse_stats_key, stats_key,
-};
+use super::logs::{Bucket, BucketKey, LogQuery, PackedLogs, log_key, parse_stats_key, stats_key};
 use super::redis::{RedisStore, cmd, decode, err, json};
+use crate::record::LogRecord;
 use fred::prelude::*;
 use std::collections::HashMap;
 use std::sync::Arc;

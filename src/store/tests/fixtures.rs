@@ -1,5 +1,6 @@
 //! Records and expectations shared by the store behaviour tests.
 
+use crate::record::*;
 use crate::store::*;
 use crate::usage::Tokens;
 

@@ -3,6 +3,7 @@
 
 use super::super::*;
 use super::fixtures::*;
+use crate::record::*;
 
 pub(super) async fn log_is_newest_first_filtered_and_paged(store: &Store) {
     let (none, next) = store.query_logs(q(10)).await.unwrap();

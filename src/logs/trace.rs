@@ -1,13 +1,13 @@
 //! How a log record is assembled from what a request's [`Trace`] collected. The record is
-//! never built as an owned [`LogRecord`] on the request path: [`Finished::view`] lends
+//! never built as an owned [`LogRecord`](crate::record::LogRecord) on the request path: [`Finished::view`] lends
 //! the trace's own strings to [`RecordRef`], which serialises exactly as a `LogRecord`
 //! does (the test `a_finished_trace_serialises_as_its_log_record` holds the two together).
 
 use crate::keys::KeyEntry;
-use crate::store::{AttemptRecord, LogOutcome, LogRecord};
+#[cfg(test)]
+use crate::record::{AttemptRecord, LogRecord};
+use crate::record::{AttemptRef, Attempts, Chain, LogOutcome, RecordRef};
 use crate::usage::Tokens;
-use serde::Serialize;
-use serde::ser::SerializeSeq;
 use std::sync::Arc;
 use tokio::time::Instant;
 
@@ -34,6 +34,24 @@ pub struct Attempt {
     pub status: Option<u16>,
     pub latency_ms: f64,
     pub error: Option<String>,
+}
+
+impl Attempts for Vec<Attempt> {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn attempt(&self, i: usize) -> AttemptRef<'_> {
+        let a = &self[i];
+        AttemptRef {
+            key_id: &a.key.id,
+            key: &a.key.brief,
+            outcome: a.outcome,
+            status: a.status,
+            latency_ms: a.latency_ms,
+            error: a.error.as_deref(),
+        }
+    }
 }
 
 /// A trace with how its request ended: the log record, lent out by [`Finished::view`].
@@ -139,7 +157,7 @@ impl Finished {
             key_id: last.map(|a| a.key.id.as_str()),
             key: last.map(|a| a.key.brief.as_str()),
             attempts: t.attempts.len() as u32,
-            attempt_chain: Chain::Trace(&t.attempts),
+            attempt_chain: Chain::Live(&t.attempts),
         }
     }
 
@@ -175,89 +193,6 @@ impl Finished {
                     error: a.error.clone(),
                 })
                 .collect(),
-        }
-    }
-}
-
-/// A log record with borrowed strings: the fields of [`LogRecord`], in its order, so it
-/// serialises (postcard, JSON) to the same bytes.
-#[derive(Serialize)]
-pub struct RecordRef<'a> {
-    pub request_id: &'a str,
-    pub time: i64,
-    pub user: Option<&'a str>,
-    pub route: &'a str,
-    pub model: &'a str,
-    pub stream: bool,
-    pub status: u16,
-    pub outcome: LogOutcome,
-    pub latency_ms: f64,
-    pub ttfb_ms: Option<f64>,
-    pub tokens: Tokens,
-    pub key_id: Option<&'a str>,
-    pub key: Option<&'a str>,
-    pub attempts: u32,
-    pub attempt_chain: Chain<'a>,
-}
-
-impl<'a> From<&'a LogRecord> for RecordRef<'a> {
-    fn from(r: &'a LogRecord) -> Self {
-        Self {
-            request_id: &r.request_id,
-            time: r.time,
-            user: r.user.as_deref(),
-            route: &r.route,
-            model: &r.model,
-            stream: r.stream,
-            status: r.status,
-            outcome: r.outcome,
-            latency_ms: r.latency_ms,
-            ttfb_ms: r.ttfb_ms,
-            tokens: r.tokens,
-            key_id: r.key_id.as_deref(),
-            key: r.key.as_deref(),
-            attempts: r.attempts,
-            attempt_chain: Chain::Stored(&r.attempt_chain),
-        }
-    }
-}
-
-/// A record's attempts, from a trace or from a stored record; serialised as a list of
-/// [`AttemptRecord`]s.
-pub enum Chain<'a> {
-    Trace(&'a [Attempt]),
-    Stored(&'a [AttemptRecord]),
-}
-
-/// [`AttemptRecord`]'s fields, in its order, borrowed.
-#[derive(Serialize)]
-struct AttemptRef<'a> {
-    key_id: &'a str,
-    key: &'a str,
-    outcome: &'a str,
-    status: Option<u16>,
-    latency_ms: f64,
-    error: Option<&'a str>,
-}
-
-impl Serialize for Chain<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Chain::Trace(list) => {
-                let mut seq = s.serialize_seq(Some(list.len()))?;
-                for a in *list {
-                    seq.serialize_element(&AttemptRef {
-                        key_id: &a.key.id,
-                        key: &a.key.brief,
-                        outcome: a.outcome,
-                        status: a.status,
-                        latency_ms: a.latency_ms,
-                        error: a.error.as_deref(),
-                    })?;
-                }
-                seq.end()
-            }
-            Chain::Stored(list) => list.serialize(s),
         }
     }
 }
