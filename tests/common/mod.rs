@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod faults;
 pub mod raw;
 pub mod redis;
+pub mod resources;
 pub mod upstream;
 
 pub use client::{Response, Stream};

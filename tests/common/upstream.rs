@@ -110,6 +110,12 @@ pub enum Reply {
     Stream(StreamReply),
     /// Drop the connection before any response header is written.
     Reset,
+    /// A complete body with the given status and headers (and no others).
+    WithHeaders {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Bytes,
+    },
     /// A 200 answer streamed as the given raw chunks (e.g. OpenAI-style SSE ending with
     /// `data: [DONE]`), with the same gate / cut controls as [`StreamReply`].
     Raw(RawStream),
@@ -594,6 +600,19 @@ async fn handle(req: Request<Incoming>, s: Arc<Shared>) -> Result<Response<UpBod
             .header("content-type", "application/json; charset=UTF-8")
             .body(Full::new(body).map_err(|e: Infallible| match e {}).boxed())
             .unwrap()),
+        Reply::WithHeaders {
+            status,
+            headers,
+            body,
+        } => {
+            let mut resp = Response::builder().status(status);
+            for (name, value) in headers {
+                resp = resp.header(name, value);
+            }
+            Ok(resp
+                .body(Full::new(body).map_err(|e: Infallible| match e {}).boxed())
+                .unwrap())
+        }
         Reply::Stream(s) => Ok(stream_response(s)),
         Reply::Raw(s) => Ok(raw_stream_response(s)),
         Reply::Reset => Err(io::Error::new(
