@@ -5,6 +5,7 @@
 //! Every write is a batch of [`Write`]s applied in one transaction. This module knows
 //! nothing of HTTP or of the pool's in-memory structures; it stores plain records.
 
+pub mod affinity;
 mod logs;
 mod redb;
 mod redb_logs;

@@ -160,7 +160,10 @@ on_both_backends!(
     stats_buckets_are_the_sum_of_the_log,
     prune_removes_only_old_logs_and_buckets,
     import_copies_records_and_buckets_as_they_are,
+    affinity_rows,
 );
+
+use super::affinity::behaviour::affinity_rows;
 
 // ---------------------------------------------------------------- behaviours
 
