@@ -2,7 +2,7 @@
 //! store, then shared as one `Arc`. Start-up also imports the keys and users declared in
 //! the config (idempotently) and starts the background tasks it owns.
 
-use crate::admin::auth::AdminAuth;
+use crate::auth::AdminAuth;
 use crate::config::Config;
 use crate::events::Hub;
 use crate::keys::persist::{self, Persister};

@@ -5,6 +5,7 @@
 
 mod admin;
 mod app;
+mod auth;
 mod body;
 mod checker;
 mod cli;
@@ -120,7 +121,7 @@ fn hash_password() -> anyhow::Result<()> {
         .context("reading the password from standard input")?;
     let password = line.trim_end_matches(['\r', '\n']);
     anyhow::ensure!(!password.is_empty(), "the password is empty");
-    println!("{}", admin::auth::hash_password(password)?);
+    println!("{}", auth::hash_password(password)?);
     Ok(())
 }
 

@@ -5,13 +5,13 @@
 //! This module translates HTTP to pool, user and store operations; it holds no state of
 //! its own beyond the session keys in `auth`.
 
-pub mod auth;
 mod feed;
 pub mod keys;
 mod logs;
 mod users;
 
 use crate::AppState;
+use crate::auth;
 use crate::body::Body;
 use crate::body::ReqBody;
 use crate::error::{ApiError, Shape};
