@@ -342,7 +342,7 @@ impl Config {
                 .map_err(|_| anyhow::anyhow!("upstream.proxy is not a valid URL"))?;
         }
         if let Some(path) = &self.upstream.extra_ca_file {
-            crate::upstream::extra_roots(path)?;
+            crate::pem::certificates(path).context("upstream.extra_ca_file")?;
         }
         if self.pool.max_attempts == 0 {
             bail!("pool.max_attempts must be at least 1");

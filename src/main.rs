@@ -19,6 +19,7 @@ mod limits;
 mod logs;
 mod metrics;
 mod offline;
+mod pem;
 mod proxy;
 mod record;
 mod relay;

@@ -20,8 +20,6 @@ use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::proxy::{SocksV5, Tunnel};
 use pool::{Connector, Pool};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use std::cell::Cell;
 use std::path::Path;
 use std::time::Duration;
@@ -216,10 +214,8 @@ fn tls_config(extra_ca: Option<&Path>) -> anyhow::Result<rustls::ClientConfig> {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
     if let Some(path) = extra_ca {
-        for cert in extra_roots(path)? {
-            roots
-                .add(cert)
-                .with_context(|| format!("upstream.extra_ca_file {}", path.display()))?;
+        for cert in crate::pem::certificates(path).context("upstream.extra_ca_file")? {
+            roots.add(cert).context("upstream.extra_ca_file")?;
         }
     }
     Ok(
@@ -231,20 +227,6 @@ fn tls_config(extra_ca: Option<&Path>) -> anyhow::Result<rustls::ClientConfig> {
         .with_root_certificates(roots)
         .with_no_client_auth(),
     )
-}
-
-/// The certificates of a PEM file (`upstream.extra_ca_file`); an error when it cannot be
-/// read, holds something that is not PEM, or holds no certificate.
-pub fn extra_roots(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let what = || format!("upstream.extra_ca_file {}", path.display());
-    let pem = std::fs::read(path).with_context(what)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("{}: not a PEM certificate file ({e})", what()))?;
-    if certs.is_empty() {
-        anyhow::bail!("{}: no certificate in it", what());
-    }
-    Ok(certs)
 }
 
 /// Connections straight to the upstream or through `upstream.proxy`; TLS for https with
