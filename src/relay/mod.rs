@@ -7,6 +7,7 @@
 //!
 //! Non-stream answers pass through frame by frame, untouched.
 
+use crate::body::BoxError;
 use crate::upstream::UpBody;
 use crate::usage::{self, Tokens};
 use bytes::{Bytes, BytesMut};
@@ -46,8 +47,6 @@ pub struct Finish {
 }
 
 pub type OnFinish = Box<dyn FnOnce(&Finish) + Send + Sync>;
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A non-stream answer up to this size is read whole before it is committed, so a cut
 /// or stall inside it fails over to another key instead of reaching the client.

@@ -76,7 +76,7 @@ impl From<Incoming> for UpBody {
 
 impl http_body::Body for UpBody {
     type Data = Bytes;
-    type Error = pool::BoxError;
+    type Error = crate::body::BoxError;
 
     fn poll_frame(
         self: std::pin::Pin<&mut Self>,
@@ -86,7 +86,7 @@ impl http_body::Body for UpBody {
             Self::H1(b) => std::pin::Pin::new(b).poll_frame(cx),
             Self::H2(b) => std::pin::Pin::new(b)
                 .poll_frame(cx)
-                .map_err(|e| Box::new(e) as pool::BoxError),
+                .map_err(|e| Box::new(e) as crate::body::BoxError),
         }
     }
 

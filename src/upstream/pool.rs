@@ -9,6 +9,7 @@
 
 use super::UpBody;
 use super::h1::{self, Conn};
+use crate::body::BoxError;
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, Uri, header};
@@ -22,7 +23,6 @@ use std::sync::{Arc, Mutex};
 use tokio::net::TcpStream;
 use tokio::time::{Duration, Instant};
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Stream = MaybeHttpsStream<TokioIo<TcpStream>>;
 
 /// A kept connection is closed rather than reused once it has been idle this long (NAT

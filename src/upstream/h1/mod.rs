@@ -25,6 +25,7 @@ pub use body::Body;
 use body::{Framing, framing};
 
 use super::pool::{Home, Stream};
+use crate::body::BoxError;
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
@@ -43,8 +44,6 @@ const MAX_HEADERS: usize = 128;
 const READ_SIZE: usize = 8 * 1024;
 /// Bodies up to this size go out in the same write as the head.
 const COPY_BODY: usize = 16 * 1024;
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// One HTTP/1.1 connection with what has been read from it and not used yet.
 pub struct Conn {
