@@ -6,9 +6,9 @@
 //! The relay is driven through its public face (`Relay` over a real hyper `Incoming` fed
 //! from an in-memory pipe); `sse_boundary` and `JsonScan` are private to `relay`.
 
-use crate::admin::keys::extract_keys;
 use crate::config::Config;
 use crate::keys::classify::{Outcome, classify};
+use crate::keys::format::extract_keys;
 use crate::relay::{ErrorStyle, Format, Relay};
 use crate::router::{Route, RouteError};
 use crate::usage;
@@ -404,8 +404,8 @@ proptest! {
 
     #[test]
     fn extract_keys_finds_every_key_between_any_separators(
-        keys in prop::collection::vec("AIza[A-Za-z0-9_-]{16,39}", 0..20),
-        seps in prop::collection::vec(prop::sample::select(vec![" ", "\n", "\r\n", ",", ";", "\t", "\"", "'", "[", "]", ", "]), 21),
+        keys in prop::collection::vec("AIza[A-Za-z0-9_-]{16,39}|[AI]Q\\.[A-Za-z0-9_-]{8,30}(\\.[A-Za-z0-9_-]{4,20})?", 0..20),
+        seps in prop::collection::vec(prop::sample::select(vec![" ", "\n", "\r\n", ",", ";", "\t", "\"", "'", "[", "]", ", ", ". ", ".\n", "("]), 21),
     ) {
         let mut text = String::new();
         for (i, k) in keys.iter().enumerate() {

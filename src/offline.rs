@@ -2,9 +2,9 @@
 //! `keys export` and `migrate --from --to`. The redb file is locked by a running daemon, so these fail with a
 //! clear error rather than race it.
 
-use crate::admin::keys::{extract_keys, looks_like_key};
 use crate::cli::KeysAction;
 use crate::config::Config;
+use crate::keys::format::{extract_keys, looks_like_key};
 use crate::keys::{key_id, unix_ms};
 use crate::secret::Secret;
 use crate::store::{KeyRecord, Store, Write};
@@ -31,16 +31,21 @@ pub async fn keys(config: &Config, action: KeysAction) -> anyhow::Result<()> {
         KeysAction::Import { file } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            let mut known: HashSet<String> = snapshot.keys.iter().map(|k| k.id.clone()).collect();
+            let known: HashSet<String> = snapshot.keys.iter().map(|k| k.id.clone()).collect();
+            // Counts are of distinct keys: a key twice in the file is counted once.
+            let mut pasted = HashSet::new();
             let (mut present, mut rejected) = (0, 0);
             let mut writes = Vec::new();
             for candidate in extract_keys(&text) {
+                if !pasted.insert(candidate.clone()) {
+                    continue;
+                }
                 if !looks_like_key(&candidate) {
                     rejected += 1;
                     continue;
                 }
                 let id = key_id(&candidate);
-                if !known.insert(id.clone()) {
+                if known.contains(&id) {
                     present += 1;
                     continue;
                 }

@@ -6,6 +6,7 @@ use crate::body::Body;
 use crate::body::ReqBody;
 use crate::checker::{self, Verdict};
 use crate::error::ApiError;
+use crate::keys::format::{extract_keys, looks_like_key};
 use crate::keys::{KeyEntry, unix_ms};
 use crate::secret::Secret;
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -26,23 +27,6 @@ pub fn list(state: &AppState) -> Result<Response<Body>, ApiError> {
 #[serde(deny_unknown_fields)]
 struct AddJson {
     keys: Vec<String>,
-}
-
-/// Splits pasted text into candidate keys: whitespace, commas, semicolons and quotes
-/// separate them; blank pieces are ignored.
-pub fn extract_keys(text: &str) -> Vec<String> {
-    text.split(|c: char| c.is_whitespace() || matches!(c, ',' | ';' | '"' | '\'' | '[' | ']'))
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// A plausible Gemini key: URL-safe characters only, 20 to 128 of them.
-pub fn looks_like_key(s: &str) -> bool {
-    (20..=128).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 pub async fn add(state: &AppState, req: Request<ReqBody>) -> Result<Response<Body>, ApiError> {
@@ -87,6 +71,7 @@ struct Counts {
 }
 
 /// Splits candidates into new keys and counts of those already present or malformed.
+/// Every count is of distinct keys: a key pasted twice is counted once.
 fn sort_candidates(
     state: &AppState,
     candidates: Vec<String>,
@@ -98,9 +83,12 @@ fn sort_candidates(
     let mut seen = HashSet::new();
     let mut fresh = Vec::new();
     for c in candidates {
+        if !seen.insert(c.clone()) {
+            continue;
+        }
         if !looks_like_key(&c) {
             counts.rejected += 1;
-        } else if state.pool.get(&crate::keys::key_id(&c)).is_some() || !seen.insert(c.clone()) {
+        } else if state.pool.get(&crate::keys::key_id(&c)).is_some() {
             counts.present += 1;
         } else {
             fresh.push((Secret::new(c), None));
@@ -264,20 +252,4 @@ pub fn export(state: &AppState) -> Result<Response<Body>, ApiError> {
         HeaderValue::from_static("attachment; filename=\"gemini-keys.txt\""),
     );
     Ok(resp)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn messy_text_yields_trimmed_candidates() {
-        let text = "AIzaSyA_first-key-000000000000000000000,\n\n  AIzaSyB-second-key-11111111111111111111 ;x\r\n\"AIzaSyA_first-key-000000000000000000000\"";
-        let keys = extract_keys(text);
-        assert_eq!(keys.len(), 4);
-        assert_eq!(keys[0], "AIzaSyA_first-key-000000000000000000000");
-        assert!(looks_like_key(&keys[1]));
-        assert!(!looks_like_key(&keys[2]), "too short");
-        assert!(!looks_like_key("AIza<script>alert(1)</script>aaaaaaaaaaaa"));
-    }
 }

@@ -8,6 +8,7 @@
 
 mod admin;
 pub mod classify;
+pub mod format;
 pub mod persist;
 mod select;
 pub mod shared;

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod client;
 pub mod daemon;
 pub mod faults;
+pub mod google;
 pub mod raw;
 pub mod redis;
 pub mod resources;

@@ -1,0 +1,165 @@
+//! The key pool as Google's keys and quotas are: every key format (`AIza…`, `AQ.…`,
+//! `IQ.…`) through the admin API, `keys import` and the config; distinct counts on bulk
+//! add. Black-box: the real binary against the fake upstream.
+
+mod common;
+
+use common::admin::{admin_ok, login};
+use common::*;
+use http::Method;
+use serde_json::{Value, json};
+use std::collections::HashSet;
+
+const PASSWORD: &str = "correct-horse-battery-staple-7";
+const GEN: &str = ":generateContent";
+
+/// A key in the newer dotted form, ending in `tail` (four characters).
+fn dotted(prefix: &str, tag: &str, tail: &str) -> String {
+    let mut k = format!("{prefix}.Ab8RN6L{tag}_x-");
+    while k.len() < 49 {
+        k.push('q');
+    }
+    k + tail
+}
+
+fn classic(tag: &str, tail: &str) -> String {
+    let mut k = format!("AIzaSyTEST{tag}");
+    while k.len() < 35 {
+        k.push('x');
+    }
+    k + tail
+}
+
+fn brief(k: &str) -> String {
+    format!("{}…{}", &k[..4], &k[k.len() - 4..])
+}
+
+async fn list_keys(d: &Daemon, token: &str) -> Vec<Value> {
+    let v = admin_ok(d, Method::GET, "/api/keys", token, None).await;
+    v["keys"].as_array().expect("keys array").clone()
+}
+
+async fn paste(d: &Daemon, token: &str, text: String) -> Value {
+    let auth = format!("Bearer {token}");
+    let r = client::post(
+        &d.url("/api/keys"),
+        &[
+            ("authorization", auth.as_str()),
+            ("content-type", "text/plain"),
+        ],
+        text,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+fn counts(v: &Value) -> (u64, u64, u64) {
+    let n = |f: &str| v[f].as_u64().unwrap_or_else(|| panic!("{f} in {v}"));
+    (n("added"), n("present"), n("rejected"))
+}
+
+async fn generate(d: &Daemon, model: &str) -> Response {
+    client::post(
+        &d.url(&model_path(model, "generateContent")),
+        &user_auth(),
+        GENERATE_BODY,
+    )
+    .await
+}
+
+fn daemon_config(up: &Upstream, keys: Vec<String>) -> Config {
+    Config::new(up).keys(keys).admin_password(PASSWORD)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pasted_dotted_keys_are_added_once_each_shown_briefly_and_used_upstream() {
+    let up = Upstream::start(ok_or_stream).await;
+    let from_config = dotted("IQ", "CONF", "conf");
+    let d = Daemon::start(&daemon_config(&up, vec![from_config.clone()])).await;
+    let token = login(&d, PASSWORD).await;
+    let (aq, iq) = (dotted("AQ", "NEW1", "wxyz"), dotted("IQ", "NEW2", "n2n2"));
+
+    // A dot closing a sentence is not part of the key; a key twice is one key.
+    let text = format!("Keys: {aq}.\n{iq}, {aq}\n{from_config}.\nAIzaShort\n");
+    let v = paste(&d, &token, text).await;
+    assert_eq!(
+        counts(&v),
+        (2, 1, 2),
+        "added AQ+IQ, present the config key, rejected `Keys` and the short one: {v}"
+    );
+
+    let v = admin_ok(
+        &d,
+        Method::POST,
+        "/api/keys",
+        &token,
+        Some(json!({"keys": [classic("JS1", "js1a"), from_config, classic("JS1", "js1a")]})),
+    )
+    .await;
+    assert_eq!(counts(&v), (1, 1, 0), "[new, existing, new]: {v}");
+
+    let list = list_keys(&d, &token).await;
+    let briefs: HashSet<&str> = list.iter().filter_map(|e| e["brief"].as_str()).collect();
+    assert!(briefs.contains("AQ.A…wxyz"), "{briefs:?}");
+    assert!(briefs.contains(brief(&iq).as_str()), "{briefs:?}");
+    assert_eq!(list.len(), 4, "{list:?}");
+
+    for _ in 0..8 {
+        let r = generate(&d, FLASH).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let sent: HashSet<String> = up.keys_to(GEN).into_iter().collect();
+    for k in [&aq, &iq, &dotted("IQ", "CONF", "conf")] {
+        assert!(
+            sent.contains(k.as_str()),
+            "{k} sent upstream whole: {sent:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_import_reads_every_key_form_and_counts_distinct_keys() {
+    let up = Upstream::start(ok_or_stream).await;
+    let have = classic("HAVE", "have");
+    let mut d = Daemon::start(&daemon_config(&up, vec![have.clone()])).await;
+    d.stop().await;
+    let (aq, iq) = (dotted("AQ", "IMP1", "i1i1"), dotted("IQ", "IMP2", "i2i2"));
+    let file = d.config_path().with_file_name("import.txt");
+    std::fs::write(
+        &file,
+        format!("{aq}.\n{iq}\n{aq}\n{have}\n{have}\nnot-a-key\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gemini-balance"))
+        .arg("--config")
+        .arg(d.config_path())
+        .arg("--data-dir")
+        .arg(d.data_dir())
+        .args(["keys", "import"])
+        .arg(&file)
+        .env_remove("RUST_LOG")
+        .env_remove("GEMINI_BALANCE_CONFIG")
+        .output()
+        .expect("run keys import");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("added 2, present 1, rejected 1"),
+        "{stdout}"
+    );
+
+    d.restart().await;
+    let token = login(&d, PASSWORD).await;
+    let list = list_keys(&d, &token).await;
+    let briefs: HashSet<&str> = list.iter().filter_map(|e| e["brief"].as_str()).collect();
+    assert_eq!(list.len(), 3, "{list:?}");
+    assert!(
+        briefs.contains(brief(&aq).as_str()) && briefs.contains(brief(&iq).as_str()),
+        "{briefs:?}"
+    );
+}
