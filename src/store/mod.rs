@@ -7,9 +7,11 @@
 
 pub mod affinity;
 mod logs;
+mod packed;
 mod redb;
 mod redb_logs;
 mod redb_runs;
+mod redb_stats;
 mod redis;
 mod redis_logs;
 #[cfg(test)]
@@ -21,19 +23,16 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
 
-pub use self::logs::{
-    Bucket, BucketKey, HOUR_MS, LATENCY_BOUNDS_MS, LogQuery, PackedLogs, new_request_id, pack_all,
-};
+pub use self::logs::{Bucket, BucketKey, HOUR_MS, LATENCY_BOUNDS_MS, LogQuery, new_request_id};
+pub use self::packed::{PackedLogs, pack_all};
 pub use self::redb::RedbStore;
 pub use self::redis::{Change, RedisStore};
 
-/// The format this binary writes to Redis. Older stores are migrated on open.
+/// The format this binary writes to Redis; a store of a newer one is refused.
 pub const FORMAT_VERSION: u32 = 1;
-/// The redb file's format. 2: request log records are stored in batches (`log_batches`)
-/// with an index row each; 3: in runs without a row per record (`log_runs`, see
-/// `redb_logs`). Files of earlier versions keep their records as they are, read as before.
-/// A binary that knows only an older version refuses the file instead of misreading it.
-pub const REDB_FORMAT_VERSION: u32 = 3;
+/// The redb file's format: the request log in runs (`log_runs`, see `redb_logs`). A file
+/// of another version, older or newer, is refused on open and left as it is.
+pub const REDB_FORMAT_VERSION: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -45,6 +44,16 @@ pub enum StoreError {
         "the store was written by a newer gemini-balance (format {found}, this binary knows {known})"
     )]
     TooNew { found: u32, known: u32 },
+    #[error(
+        "{path} is in store format {found}, written by a development build before gemini-balance 0.1.0; \
+         this binary reads format {known} only and does not convert older files: \
+         move the file aside to start with an empty store"
+    )]
+    TooOld {
+        path: String,
+        found: u32,
+        known: u32,
+    },
 }
 
 /// An upstream Gemini key and its key-level state.

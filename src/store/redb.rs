@@ -1,6 +1,7 @@
 //! The redb back-end: one file in the data dir. Every call runs in `spawn_blocking`, so no
-//! async thread waits on disk. Records are JSON values in four tables; a format version in
-//! `meta` lets a newer binary migrate an older file on open.
+//! async thread waits on disk. Keys, model states and users are JSON values in their own
+//! tables; the request log is in `redb_logs`. The file's format version is in `meta`: a
+//! file of any other version is refused on open, untouched, rather than misread.
 
 use super::{
     KeyRecord, ModelState, REDB_FORMAT_VERSION, SEP, Snapshot, StoreError, UserRecord, Write,
@@ -15,15 +16,24 @@ const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 const MODEL_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("model_state");
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 
-const VERSION_KEY: &str = "format_version";
+pub(super) const VERSION_KEY: &str = "format_version";
 const CACHE_BYTES: usize = 4 * 1024 * 1024;
+
+/// What [`RedbStore::found_format`] read from the file.
+enum Found {
+    /// No tables yet: a file just created.
+    New,
+    Version(u32),
+    /// Tables without a format version.
+    Unmarked,
+}
 
 #[derive(Clone)]
 pub struct RedbStore {
     db: Arc<Database>,
     /// Statistics of log batches committed without waiting for the disk, written with
     /// the next commit that does (see `redb_logs`).
-    pub(super) waiting: Arc<std::sync::Mutex<super::redb_logs::Waiting>>,
+    pub(super) waiting: Arc<std::sync::Mutex<super::redb_stats::Waiting>>,
 }
 
 pub(super) fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -36,6 +46,47 @@ pub(super) fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T,
 
 pub(super) fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("store records always serialise")
+}
+
+/// The file's format, read without writing to it.
+fn found_format(db: &impl ReadableDatabase) -> Result<Found, StoreError> {
+    let txn = db.begin_read().map_err(backend)?;
+    let meta = match txn.open_table(META) {
+        Ok(meta) => meta,
+        Err(redb::TableError::TableDoesNotExist(_)) => {
+            let empty = txn.list_tables().map_err(backend)?.next().is_none();
+            return Ok(if empty { Found::New } else { Found::Unmarked });
+        }
+        Err(e) => return Err(backend(e)),
+    };
+    let Some(v) = meta.get(VERSION_KEY).map_err(backend)? else {
+        return Ok(Found::Unmarked);
+    };
+    let bytes: [u8; 4] = v
+        .value()
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(VERSION_KEY.into(), "not 4 bytes".into()))?;
+    Ok(Found::Version(u32::from_le_bytes(bytes)))
+}
+
+/// Whether the file at `path` is new (to be given its tables); a file of another format
+/// than [`REDB_FORMAT_VERSION`] is an error.
+fn accept(found: Found, path: &std::path::Path) -> Result<bool, StoreError> {
+    let known = REDB_FORMAT_VERSION;
+    match found {
+        Found::New => Ok(true),
+        Found::Version(v) if v == known => Ok(false),
+        Found::Version(found) if found > known => Err(StoreError::TooNew { found, known }),
+        Found::Version(found) => Err(StoreError::TooOld {
+            path: path.display().to_string(),
+            found,
+            known,
+        }),
+        Found::Unmarked => Err(StoreError::Corrupt(
+            path.display().to_string(),
+            "it holds tables but no format version (not a gemini-balance store)".into(),
+        )),
+    }
 }
 
 impl RedbStore {
@@ -54,6 +105,13 @@ impl RedbStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))?;
         }
+        // The format is read first without writing, so a refused file stays as it was. A
+        // file this cannot read (one to recover after a crash) is judged once open.
+        if path.exists() {
+            if let Ok(db) = redb::ReadOnlyDatabase::open(&path) {
+                accept(found_format(&db)?, &path)?;
+            }
+        }
         // redb's default cache is 1 GiB; a small VPS has half that in all. 4 MiB holds the
         // hot pages of the log and bucket trees; queries read the rest from the page cache.
         let db = Database::builder()
@@ -64,51 +122,23 @@ impl RedbStore {
             db: Arc::new(db),
             waiting: Arc::default(),
         };
-        store.migrate()?;
+        if accept(found_format(&*store.db)?, &path)? {
+            store.create_tables()?;
+        }
         Ok(store)
     }
 
-    /// Creates the tables and brings the file to [`REDB_FORMAT_VERSION`].
-    fn migrate(&self) -> Result<(), StoreError> {
+    /// Gives a new file its tables and marks it with [`REDB_FORMAT_VERSION`].
+    fn create_tables(&self) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(backend)?;
         {
             let mut meta = txn.open_table(META).map_err(backend)?;
-            let found = match meta.get(VERSION_KEY).map_err(backend)? {
-                Some(v) => {
-                    let bytes: [u8; 4] = v.value().try_into().map_err(|_| {
-                        StoreError::Corrupt(VERSION_KEY.into(), "not 4 bytes".into())
-                    })?;
-                    Some(u32::from_le_bytes(bytes))
-                }
-                None => None,
-            };
-            match found {
-                Some(v) if v > REDB_FORMAT_VERSION => {
-                    return Err(StoreError::TooNew {
-                        found: v,
-                        known: REDB_FORMAT_VERSION,
-                    });
-                }
-                // Version 1 → 2 adds the `log_batches` table, 2 → 3 the `log_runs` and
-                // `log_run_meta` tables (created below); older log rows stay as they are.
-                // Later versions add their steps here.
-                Some(_) | None => {
-                    meta.insert(VERSION_KEY, REDB_FORMAT_VERSION.to_le_bytes().as_slice())
-                        .map_err(backend)?;
-                }
-            }
+            meta.insert(VERSION_KEY, REDB_FORMAT_VERSION.to_le_bytes().as_slice())
+                .map_err(backend)?;
             txn.open_table(KEYS).map_err(backend)?;
             txn.open_table(MODEL_STATE).map_err(backend)?;
             txn.open_table(USERS).map_err(backend)?;
-            txn.open_table(super::redb_logs::LOGS).map_err(backend)?;
-            txn.open_table(super::redb_logs::LOG_IDS).map_err(backend)?;
-            txn.open_table(super::redb_logs::STATS).map_err(backend)?;
-            txn.open_table(super::redb_logs::LOG_BATCHES)
-                .map_err(backend)?;
-            txn.open_table(super::redb_runs::LOG_RUNS)
-                .map_err(backend)?;
-            txn.open_table(super::redb_runs::LOG_RUN_META)
-                .map_err(backend)?;
+            super::redb_logs::create_tables(&txn)?;
         }
         txn.commit().map_err(backend)
     }
@@ -243,85 +273,5 @@ impl RedbStore {
         })
         .await
         .map_err(backend)?
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::secret::Secret;
-
-    fn key(id: &str) -> KeyRecord {
-        KeyRecord {
-            id: id.into(),
-            key: Secret::new(format!("AIza-{id}")),
-            note: None,
-            disabled: false,
-            invalid: None,
-            created_at: 1,
-        }
-    }
-
-    #[tokio::test]
-    async fn writes_survive_reopen_and_delete_cascades() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.redb");
-        let store = RedbStore::open(path.clone()).await.unwrap();
-        let state = ModelState {
-            cooling_until_ms: 42,
-            ..Default::default()
-        };
-        store
-            .apply(vec![
-                Write::PutKey(key("a")),
-                Write::PutKey(key("b")),
-                Write::PutModelState {
-                    key_id: "a".into(),
-                    model: "m1".into(),
-                    state: state.clone(),
-                },
-                Write::PutModelState {
-                    key_id: "b".into(),
-                    model: "m1".into(),
-                    state: state.clone(),
-                },
-            ])
-            .await
-            .unwrap();
-        store
-            .apply(vec![Write::DeleteKey("a".into())])
-            .await
-            .unwrap();
-        drop(store);
-        let store = RedbStore::open(path).await.unwrap();
-        let snap = store.load().await.unwrap();
-        assert_eq!(snap.keys, vec![key("b")]);
-        assert_eq!(snap.model_states, vec![("b".into(), "m1".into(), state)]);
-    }
-
-    #[tokio::test]
-    async fn newer_format_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.redb");
-        let store = RedbStore::open(path.clone()).await.unwrap();
-        store
-            .apply(vec![Write::PutMeta(
-                VERSION_KEY.into(),
-                (REDB_FORMAT_VERSION + 1).to_le_bytes().to_vec(),
-            )])
-            .await
-            .unwrap();
-        drop(store);
-        let err = RedbStore::open(path).await.err().expect("refused");
-        assert!(matches!(err, StoreError::TooNew { .. }), "{err}");
-    }
-
-    #[tokio::test]
-    async fn garbage_file_is_a_clear_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.redb");
-        std::fs::write(&path, b"this is not a redb file at all, just text").unwrap();
-        let err = RedbStore::open(path).await.err().expect("refused");
-        assert!(err.to_string().contains("opening"), "{err}");
     }
 }

@@ -1,4 +1,4 @@
-//! Runs of log records in the redb file (format 3; see `redb_logs`): how a batch is cut
+//! Runs of log records in the redb file (see `redb_logs`): how a batch is cut
 //! into runs, how a run is laid out, and how one is read back.
 //!
 //! A run's value: the record count (u32), each record's end offset (u32 each), then the
@@ -9,7 +9,8 @@
 //! little-endian, so look-ups and pruning choose runs without reading them.
 
 use super::StoreError;
-use super::logs::{LogHead, PackedRecord, time_in_request_id};
+use super::logs::time_in_request_id;
+use super::packed::{LogHead, PackedRecord};
 use super::redb::backend;
 use crate::record::LogRecord;
 use redb::{ReadableTable, TableDefinition};

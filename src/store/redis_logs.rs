@@ -4,7 +4,8 @@
 //! `P:buckets`.
 
 use super::StoreError;
-use super::logs::{Bucket, BucketKey, LogQuery, PackedLogs, log_key, parse_stats_key, stats_key};
+use super::logs::{Bucket, BucketKey, LogQuery, log_key, parse_stats_key, stats_key};
+use super::packed::PackedLogs;
 use super::redis::{RedisStore, cmd, decode, err, json};
 use crate::record::LogRecord;
 use fred::prelude::*;
@@ -18,7 +19,7 @@ const PRUNE_CHUNK: i64 = 2_000;
 impl RedisStore {
     /// Appends records and adds them to their buckets (HINCRBY: instances add up).
     pub async fn append_logs(&self, records: Arc<[PackedLogs]>) -> Result<(), StoreError> {
-        let buckets = super::logs::buckets_of(&super::logs::heads(&records));
+        let buckets = super::logs::buckets_of(&super::packed::heads(&records));
         self.import(records, buckets).await
     }
 
@@ -29,7 +30,7 @@ impl RedisStore {
         buckets: Vec<(BucketKey, Bucket)>,
     ) -> Result<(), StoreError> {
         let pipe = self.client.pipeline();
-        // Redis keeps records as JSON (readable with redis-cli, as earlier versions wrote).
+        // Redis keeps records as JSON (readable with redis-cli).
         for rec in records
             .iter()
             .flat_map(PackedLogs::records)

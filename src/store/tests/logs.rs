@@ -144,10 +144,10 @@ pub(super) async fn get_log_finds_a_record_by_id(store: &Store) {
     assert_eq!(store.get_log("nope").await.unwrap(), None);
 }
 
-pub(super) async fn get_log_finds_time_prefixed_and_older_ids_until_pruned(store: &Store) {
+pub(super) async fn get_log_finds_time_prefixed_and_other_ids_until_pruned(store: &Store) {
     let mut log = sample_log();
-    // Half the records carry today's ids (time in front), one an id that looks like one
-    // but names another time (as an imported record might), the rest older ids.
+    // Half the records carry the daemon's ids (time in front), one an id that looks like
+    // one but names another time, the rest ids of other shapes (as imported records might).
     for r in log.iter_mut().step_by(2) {
         r.request_id = new_request_id(r.time);
     }
@@ -309,104 +309,6 @@ async fn redb_deferred_log_batches_are_kept_by_the_next_flush() {
         expected_buckets(&twice),
         "statistics kept with their records"
     );
-}
-
-/// A store written by earlier versions keeps its log readable: records stored inline as
-/// JSON (with an id index row each) or as packed postcard (version 1 files) or in a batch
-/// with an index row each (version 2), next to records written now, in runs; the file is
-/// marked with the current version, and pruning removes the old rows too.
-#[tokio::test]
-async fn redb_reads_log_records_written_by_older_versions() {
-    use crate::store::redb_logs::{LOG_BATCHES, LOG_IDS, LOGS, batch_ref};
-    let dir = tempfile::tempdir().unwrap();
-    let log = sample_log();
-    let (json, rest) = log.split_at(3);
-    let (inline, rest) = rest.split_at(2);
-    let (batched, new) = rest.split_at(2);
-    {
-        let store = Store::open_redb(dir.path()).await.unwrap();
-        let Store::Redb(redb) = &store else {
-            unreachable!("opened redb")
-        };
-        let db = redb.db();
-        let txn = db.begin_write().unwrap();
-        {
-            let mut logs = txn.open_table(LOGS).unwrap();
-            let mut ids = txn.open_table(LOG_IDS).unwrap();
-            for r in json {
-                let key = crate::store::logs::log_key(r.time, &r.request_id);
-                let json = serde_json::to_vec(r).unwrap();
-                logs.insert(key.as_str(), json.as_slice()).unwrap();
-                ids.insert(r.request_id.as_str(), key.as_str()).unwrap();
-            }
-            let chunks = pack_all(inline);
-            for (r, packed) in inline.iter().zip(chunks[0].records()) {
-                let key = crate::store::logs::log_key(r.time, &r.request_id);
-                logs.insert(key.as_str(), packed.as_bytes()).unwrap();
-                ids.insert(r.request_id.as_str(), key.as_str()).unwrap();
-            }
-            let chunks = pack_all(batched);
-            let bytes: Vec<u8> = chunks[0]
-                .records()
-                .flat_map(|p| p.as_bytes().to_vec())
-                .collect();
-            let batch = (batched[1].time as u64) << 12;
-            txn.open_table(LOG_BATCHES)
-                .unwrap()
-                .insert(batch, bytes.as_slice())
-                .unwrap();
-            let mut offset = 0;
-            for (r, packed) in batched.iter().zip(chunks[0].records()) {
-                let key = crate::store::logs::log_key(r.time, &r.request_id);
-                let len = packed.as_bytes().len();
-                logs.insert(key.as_str(), batch_ref(batch, offset, len).as_slice())
-                    .unwrap();
-                ids.insert(r.request_id.as_str(), key.as_str()).unwrap();
-                offset += len;
-            }
-            let mut meta = txn.open_table(crate::store::redb::META).unwrap();
-            meta.insert("format_version", 2u32.to_le_bytes().as_slice())
-                .unwrap();
-        }
-        txn.commit().unwrap();
-    }
-    let store = Store::open_redb(dir.path()).await.unwrap();
-    store.append_logs(pack_all(new)).await.unwrap();
-
-    assert_eq!(all_pages(&store, q(3)).await, newest_first(&log, |_| true));
-    for r in &log {
-        assert_eq!(
-            store.get_log(&r.request_id).await.unwrap().as_ref(),
-            Some(r)
-        );
-    }
-    let Store::Redb(redb) = &store else {
-        unreachable!("opened redb")
-    };
-    let db = redb.db();
-    let txn = ::redb::ReadableDatabase::begin_read(&*db).unwrap();
-    let meta = txn.open_table(crate::store::redb::META).unwrap();
-    let version = ::redb::ReadableTable::get(&meta, "format_version")
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        version.value(),
-        crate::store::REDB_FORMAT_VERSION.to_le_bytes().as_slice()
-    );
-    drop(version);
-    drop(meta);
-    drop(txn);
-
-    let removed = store.prune(i64::MAX, 0).await.unwrap();
-    assert_eq!(
-        removed.0,
-        log.len() as u64,
-        "every record, in whatever format"
-    );
-    assert!(all_pages(&store, q(3)).await.is_empty());
-    for r in &log {
-        assert_eq!(store.get_log(&r.request_id).await.unwrap(), None);
-    }
 }
 
 /// Runs in the redb file (how many), for the tests that watch them.

@@ -6,6 +6,7 @@
 use super::*;
 
 mod fixtures;
+mod format;
 mod logs;
 use fixtures::*;
 use logs::*;
@@ -156,7 +157,7 @@ on_both_backends!(
     meta_settings,
     log_is_newest_first_filtered_and_paged,
     get_log_finds_a_record_by_id,
-    get_log_finds_time_prefixed_and_older_ids_until_pruned,
+    get_log_finds_time_prefixed_and_other_ids_until_pruned,
     stats_buckets_are_the_sum_of_the_log,
     prune_removes_only_old_logs_and_buckets,
     import_copies_records_and_buckets_as_they_are,
