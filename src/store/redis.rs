@@ -37,6 +37,13 @@ pub enum Change {
     All,
 }
 
+/// What a batch of writes changed, announced once it is applied.
+#[derive(Default)]
+struct Changed {
+    keys: Vec<String>,
+    users: bool,
+}
+
 pub(super) fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(format!("redis: {e}"))
 }
@@ -107,7 +114,7 @@ impl RedisStore {
             instance: format!("{:016x}", rand::random::<u64>()).into(),
             healthy,
         };
-        store.migrate().await?;
+        store.check_format().await?;
         Ok(store)
     }
 
@@ -119,7 +126,8 @@ impl RedisStore {
         format!("{}:{name}", self.prefix)
     }
 
-    async fn migrate(&self) -> Result<(), StoreError> {
+    /// Marks the store with [`FORMAT_VERSION`]; a store of a newer format is refused.
+    async fn check_format(&self) -> Result<(), StoreError> {
         let meta = self.k("meta");
         let found: Option<String> = self
             .client
@@ -210,65 +218,78 @@ impl RedisStore {
 
     pub async fn apply(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         let trx = self.client.multi();
-        let mut changed_keys = Vec::new();
-        let mut users_changed = false;
+        let mut changed = Changed::default();
         for w in writes {
-            let r: Result<(), Error> = match w {
-                Write::PutKey(rec) => {
-                    changed_keys.push(rec.id.clone());
-                    trx.hset(self.k("keys"), (rec.id.as_str(), json(&rec)))
-                        .await
-                }
-                Write::DeleteKey(id) => {
-                    let a: Result<(), Error> = trx.hdel(self.k("keys"), id.as_str()).await;
-                    changed_keys.push(id.clone());
-                    a.and(trx.del(self.k(&format!("kstate:{id}"))).await)
-                }
-                Write::PutModelState {
-                    key_id,
-                    model,
-                    state,
-                } => {
-                    changed_keys.push(key_id.clone());
-                    trx.hset(
-                        self.k(&format!("kstate:{key_id}")),
-                        (model.as_str(), json(&state)),
-                    )
-                    .await
-                }
-                Write::DeleteModelState { key_id, model } => {
-                    changed_keys.push(key_id.clone());
-                    trx.hdel(self.k(&format!("kstate:{key_id}")), model.as_str())
-                        .await
-                }
-                Write::PutUser(rec) => {
-                    users_changed = true;
-                    trx.hset(self.k("users"), (rec.id.as_str(), json(&rec)))
-                        .await
-                }
-                Write::DeleteUser(id) => {
-                    users_changed = true;
-                    trx.hdel(self.k("users"), id.as_str()).await
-                }
-                Write::PutMeta(name, value) => {
-                    trx.hset(self.k("meta"), (name.as_str(), value.as_slice()))
-                        .await
-                }
-            };
-            r.map_err(err)?;
+            self.queue(&trx, w, &mut changed).await.map_err(err)?;
         }
         let _: () = trx.exec(true).await.map_err(err)?;
-        changed_keys.sort();
-        changed_keys.dedup();
+        self.announce(changed).await
+    }
+
+    /// Queues one write in the transaction and notes what it changes.
+    async fn queue(
+        &self,
+        trx: &fred::clients::Transaction,
+        w: Write,
+        changed: &mut Changed,
+    ) -> Result<(), Error> {
+        match w {
+            Write::PutKey(rec) => {
+                changed.keys.push(rec.id.clone());
+                trx.hset(self.k("keys"), (rec.id.as_str(), json(&rec)))
+                    .await
+            }
+            Write::DeleteKey(id) => {
+                let a: Result<(), Error> = trx.hdel(self.k("keys"), id.as_str()).await;
+                changed.keys.push(id.clone());
+                a.and(trx.del(self.k(&format!("kstate:{id}"))).await)
+            }
+            Write::PutModelState {
+                key_id,
+                model,
+                state,
+            } => {
+                changed.keys.push(key_id.clone());
+                trx.hset(
+                    self.k(&format!("kstate:{key_id}")),
+                    (model.as_str(), json(&state)),
+                )
+                .await
+            }
+            Write::DeleteModelState { key_id, model } => {
+                changed.keys.push(key_id.clone());
+                trx.hdel(self.k(&format!("kstate:{key_id}")), model.as_str())
+                    .await
+            }
+            Write::PutUser(rec) => {
+                changed.users = true;
+                trx.hset(self.k("users"), (rec.id.as_str(), json(&rec)))
+                    .await
+            }
+            Write::DeleteUser(id) => {
+                changed.users = true;
+                trx.hdel(self.k("users"), id.as_str()).await
+            }
+            Write::PutMeta(name, value) => {
+                trx.hset(self.k("meta"), (name.as_str(), value.as_slice()))
+                    .await
+            }
+        }
+    }
+
+    /// Tells other instances which keys, and whether the users, changed.
+    async fn announce(&self, mut changed: Changed) -> Result<(), StoreError> {
+        changed.keys.sort();
+        changed.keys.dedup();
         let channel = self.k("changes");
-        for id in changed_keys {
+        for id in changed.keys {
             let _: () = self
                 .client
                 .publish(&channel, format!("{} key {id}", self.instance))
                 .await
                 .map_err(err)?;
         }
-        if users_changed {
+        if changed.users {
             let _: () = self
                 .client
                 .publish(&channel, format!("{} users", self.instance))
