@@ -4,17 +4,28 @@
 //! file of any other version is refused on open, untouched, rather than misread.
 
 use super::{
-    KeyRecord, ModelState, REDB_FORMAT_VERSION, SEP, Snapshot, StoreError, UserRecord, Write,
+    Bucket, BucketKey, KeyRecord, ModelState, REDB_FORMAT_VERSION, SEP, Snapshot, StoreError,
+    UserRecord, Write,
 };
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+// The file's tables. The log's are laid out in `redb_logs`, `redb_runs` and `redb_stats`.
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 const MODEL_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("model_state");
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+/// Runs of log records, by the newest arrival time in the run.
+pub(super) const LOG_RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("log_runs");
+/// Each run's oldest arrival time, record count and flags, by the run's key.
+pub(super) const LOG_RUN_META: TableDefinition<u64, &[u8]> = TableDefinition::new("log_run_meta");
+/// Request id → log key, only for ids that do not start with their request's time
+/// (imported records); the others are found without it.
+pub(super) const LOG_IDS: TableDefinition<&str, &str> = TableDefinition::new("log_ids");
+/// Statistics buckets, by hour, user, key and model.
+pub(super) const STATS: TableDefinition<&str, &[u8]> = TableDefinition::new("stats");
 
 pub(super) const VERSION_KEY: &str = "format_version";
 const CACHE_BYTES: usize = 4 * 1024 * 1024;
@@ -32,9 +43,12 @@ enum Found {
 pub struct RedbStore {
     db: Arc<Database>,
     /// Statistics of log batches committed without waiting for the disk, written with
-    /// the next commit that does (see `redb_logs`).
-    pub(super) waiting: Arc<std::sync::Mutex<super::redb_stats::Waiting>>,
+    /// the next commit that does (see `redb_stats`).
+    pub(super) waiting: Arc<std::sync::Mutex<Waiting>>,
 }
+
+/// Bucket updates of committed log batches not yet in the `stats` table.
+pub(super) type Waiting = std::collections::BTreeMap<BucketKey, Bucket>;
 
 pub(super) fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
@@ -138,7 +152,10 @@ impl RedbStore {
             txn.open_table(KEYS).map_err(backend)?;
             txn.open_table(MODEL_STATE).map_err(backend)?;
             txn.open_table(USERS).map_err(backend)?;
-            super::redb_logs::create_tables(&txn)?;
+            txn.open_table(LOG_RUNS).map_err(backend)?;
+            txn.open_table(LOG_RUN_META).map_err(backend)?;
+            txn.open_table(LOG_IDS).map_err(backend)?;
+            txn.open_table(STATS).map_err(backend)?;
         }
         txn.commit().map_err(backend)
     }

@@ -12,31 +12,18 @@
 use super::StoreError;
 use super::logs::{Bucket, BucketKey, LogQuery, log_key, time_in_request_id};
 use super::packed::PackedLogs;
-use super::redb::{RedbStore, backend};
-use super::redb_runs::{self as runs, LOG_RUN_META, LOG_RUNS, Meta, RUN_SPAN_MS, Run, run_key};
-use super::redb_stats::{self as stats, STATS};
+use super::redb::{LOG_IDS, LOG_RUN_META, LOG_RUNS, RedbStore, backend};
+use super::redb_runs::{self as runs, Meta, RUN_SPAN_MS, Run, run_key};
+use super::redb_stats as stats;
 use crate::record::LogRecord;
-use redb::{ReadableDatabase, TableDefinition};
+use redb::ReadableDatabase;
 use std::sync::Arc;
-
-/// Request id → log key, only for ids that do not start with their request's time
-/// (imported records); the others are found without it.
-pub(super) const LOG_IDS: TableDefinition<&str, &str> = TableDefinition::new("log_ids");
 
 /// The most records one log query reads before answering with a cursor to go on from.
 const SCAN_LIMIT: usize = 100_000;
 /// Runs removed per pruning transaction (each up to a writer batch of records), so
 /// pruning never holds the writer long.
 const PRUNE_RUNS: usize = 64;
-
-/// Creates the log's tables in a new file.
-pub(super) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
-    txn.open_table(LOG_IDS).map_err(backend)?;
-    txn.open_table(LOG_RUNS).map_err(backend)?;
-    txn.open_table(LOG_RUN_META).map_err(backend)?;
-    txn.open_table(STATS).map_err(backend)?;
-    Ok(())
-}
 
 /// A log key's arrival time and request id (a key too short for a time sorts first).
 fn split_key(key: &str) -> (i64, &str) {

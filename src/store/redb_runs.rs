@@ -11,12 +11,10 @@
 use super::StoreError;
 use super::logs::time_in_request_id;
 use super::packed::{LogHead, PackedRecord};
-use super::redb::backend;
+use super::redb::{LOG_RUN_META, LOG_RUNS, backend};
 use crate::record::LogRecord;
-use redb::{ReadableTable, TableDefinition};
+use redb::ReadableTable;
 
-pub(super) const LOG_RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("log_runs");
-pub(super) const LOG_RUN_META: TableDefinition<u64, &[u8]> = TableDefinition::new("log_run_meta");
 /// Low bits of a run (or batch) key that number runs ending in the same millisecond.
 pub(super) const SEQ_BITS: u32 = 12;
 /// The most arrival time one run covers (newest − oldest): a record is in a run whose

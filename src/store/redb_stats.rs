@@ -8,16 +8,11 @@
 
 use super::StoreError;
 use super::logs::{Bucket, BucketKey, parse_stats_key, stats_key};
-use super::redb::{RedbStore, backend};
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
-
-pub(super) const STATS: TableDefinition<&str, &[u8]> = TableDefinition::new("stats");
+use super::redb::{RedbStore, STATS, Waiting, backend};
+use redb::{ReadableDatabase, ReadableTable};
 
 /// Buckets removed per pruning transaction.
 const PRUNE_BUCKETS: usize = 5_000;
-
-/// Bucket updates of committed batches not yet in the `stats` table.
-pub(super) type Waiting = std::collections::BTreeMap<BucketKey, Bucket>;
 
 /// Keeps a batch's bucket updates for the next durable commit.
 pub(super) fn wait(to: &mut Waiting, buckets: &[(BucketKey, Bucket)]) {

@@ -318,9 +318,7 @@ fn redb_runs(store: &Store) -> u64 {
     };
     let db = redb.db();
     let txn = ::redb::ReadableDatabase::begin_read(&*db).unwrap();
-    let metas = txn
-        .open_table(crate::store::redb_runs::LOG_RUN_META)
-        .unwrap();
+    let metas = txn.open_table(crate::store::redb::LOG_RUN_META).unwrap();
     ::redb::ReadableTableMetadata::len(&metas).unwrap()
 }
 
