@@ -203,7 +203,7 @@ impl AdminAuth {
     /// Whether a request carries a valid admin session and, if it came by cookie and
     /// changes state, also proves it is not a cross-site form (JSON body or custom header).
     pub fn authorize(&self, method: &Method, headers: &HeaderMap) -> Result<(), Denied> {
-        if let Some(token) = crate::proxy::bearer(headers) {
+        if let Some(token) = bearer(headers) {
             return if self.token_ok(token) {
                 Ok(())
             } else {
@@ -240,6 +240,13 @@ fn is_json(headers: &HeaderMap) -> bool {
                 .to_ascii_lowercase()
                 .starts_with("application/json")
         })
+}
+
+/// The token of an `Authorization: Bearer …` header, if the request carries one.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// The value of cookie `name`, if the request carries it.

@@ -311,7 +311,7 @@ fn wants_openai_models(req: &Request<ReqBody>, call: GeminiCall) -> bool {
             .uri()
             .query()
             .is_some_and(|q| q.split('&').any(|p| p.starts_with("key=")))
-        && proxy::bearer(req.headers()).is_some()
+        && crate::auth::bearer(req.headers()).is_some()
 }
 
 fn shape_for_path(path: &str) -> Shape {
@@ -332,7 +332,7 @@ fn shape_for_path(path: &str) -> Shape {
 
 fn metrics(state: &AppState, req: &Request<ReqBody>) -> Response<Body> {
     if let Some(token) = &state.config.server.metrics_token {
-        if proxy::bearer(req.headers()) != Some(token.expose()) {
+        if crate::auth::bearer(req.headers()) != Some(token.expose()) {
             let mut resp = Response::new(Body::full("metrics need the configured bearer token\n"));
             *resp.status_mut() = http::StatusCode::UNAUTHORIZED;
             return resp;

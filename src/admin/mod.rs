@@ -137,7 +137,7 @@ mod auth_routes {
         state: &Arc<AppState>,
         req: Request<ReqBody>,
     ) -> Result<Response<Body>, ApiError> {
-        let token = crate::proxy::bearer(req.headers())
+        let token = auth::bearer(req.headers())
             .or_else(|| auth::cookie(req.headers(), auth::COOKIE))
             .unwrap_or("")
             .to_owned();

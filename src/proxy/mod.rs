@@ -74,13 +74,7 @@ pub fn client_key<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> Option<&'a str> {
             }
         }
     }
-    bearer(headers)
-}
-
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    crate::auth::bearer(headers)
 }
 
 /// The query string without `key=…`, to forward upstream.
