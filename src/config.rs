@@ -192,6 +192,14 @@ pub struct ServerConfig {
     pub workers: usize,
     /// When set, `GET /metrics` needs `Authorization: Bearer <token>`.
     pub metrics_token: Option<Secret>,
+    /// The most a file upload's bytes may be (streamed; `max_body_bytes` does not apply).
+    pub max_upload_bytes: u64,
+    /// The gateway's URL as clients reach it (`https://gw.example.com`), for the upload
+    /// URLs it hands out; unset: from `Host` (or the forwarded headers, when trusted).
+    pub public_url: Option<String>,
+    /// Believe `X-Forwarded-Proto` / `X-Forwarded-Host` (set only behind a proxy that
+    /// sets them).
+    pub trust_forwarded_headers: bool,
 }
 
 impl ServerConfig {
@@ -213,6 +221,9 @@ impl Default for ServerConfig {
             max_connections: 4096,
             workers: 0,
             metrics_token: None,
+            max_upload_bytes: 2 << 30,
+            public_url: None,
+            trust_forwarded_headers: false,
         }
     }
 }
@@ -349,6 +360,14 @@ impl Config {
         }
         if self.pool.cooldown_base > self.pool.cooldown_max {
             bail!("pool.cooldown_base must not exceed pool.cooldown_max");
+        }
+        if let Some(url) = &self.server.public_url {
+            let ok = url.parse::<http::Uri>().is_ok_and(|u| {
+                u.host().is_some() && matches!(u.scheme_str(), Some("http" | "https"))
+            });
+            if !ok {
+                bail!("server.public_url must be an http:// or https:// URL with a host");
+            }
         }
         if self.server.max_body_bytes == 0 {
             bail!("server.max_body_bytes must be positive");

@@ -106,6 +106,10 @@ pub async fn run(
         logs_cfg.stats_retention_days,
         stop.clone(),
     ));
+    let prune = tokio::spawn(crate::affinity::prune_loop(
+        state.store.clone(),
+        stop.clone(),
+    ));
     let slots = Arc::new(Semaphore::new(state.config.server.max_connections));
     let role = if admin.is_some() {
         Role::Proxy
@@ -142,6 +146,7 @@ pub async fn run(
     stop.cancel();
     let _ = revalidate.await;
     let _ = retention.await;
+    let _ = prune.await;
     state.persister.sync().await;
     background.persist.abort();
     // The log writer drains its queue and ends once the last sink (in the state) is gone.

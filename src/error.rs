@@ -66,6 +66,15 @@ pub enum ApiError {
     ModelNotAllowed(String),
     #[error("This API key exceeded its limit: {0}.")]
     UserLimit(&'static str, Duration),
+    /// A resource that does not exist for this user (another user's looks the same).
+    #[error("Requested entity was not found.")]
+    ResourceNotFound,
+    #[error("The request names resources held by different upstream keys: {0} and {1}.")]
+    TwoOwners(String, String),
+    #[error("The upstream key holding {0} is cooling down; retry later.")]
+    OwnerCooling(String, Duration),
+    #[error("The upstream key holding {0} was retired or removed; the resource is gone.")]
+    OwnerGone(String),
 }
 
 impl ApiError {
@@ -86,7 +95,10 @@ impl ApiError {
             Self::LoginThrottled(_) | Self::UserLimit(..) => StatusCode::TOO_MANY_REQUESTS,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::NotFound | Self::ResourceNotFound => StatusCode::NOT_FOUND,
+            Self::TwoOwners(..) => StatusCode::BAD_REQUEST,
+            Self::OwnerCooling(..) => StatusCode::TOO_MANY_REQUESTS,
+            Self::OwnerGone(_) => StatusCode::CONFLICT,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::AllCooling(_) | Self::AllBusy(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::NoKey => StatusCode::SERVICE_UNAVAILABLE,
@@ -105,6 +117,7 @@ impl ApiError {
             StatusCode::SERVICE_UNAVAILABLE | StatusCode::BAD_GATEWAY => "UNAVAILABLE",
             StatusCode::GATEWAY_TIMEOUT => "DEADLINE_EXCEEDED",
             StatusCode::INTERNAL_SERVER_ERROR => "INTERNAL",
+            StatusCode::CONFLICT => "ABORTED",
             _ => "INVALID_ARGUMENT",
         }
     }
@@ -130,7 +143,7 @@ impl ApiError {
     fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::AllCooling(d) | Self::AllBusy(d) | Self::LoginThrottled(d) => Some(*d),
-            Self::UserLimit(_, d) => Some(*d),
+            Self::UserLimit(_, d) | Self::OwnerCooling(_, d) => Some(*d),
             _ => None,
         }
     }

@@ -4,6 +4,7 @@
 //! state, binds, and hands over to [`server::serve`] until a signal asks it to stop.
 
 mod admin;
+mod affinity;
 mod app;
 mod auth;
 mod body;
@@ -18,10 +19,12 @@ mod keys;
 mod limits;
 mod logs;
 mod metrics;
+mod native;
 mod offline;
 mod pem;
 mod proxy;
 mod record;
+mod refs;
 mod relay;
 mod router;
 mod secret;

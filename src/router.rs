@@ -10,6 +10,7 @@
 //! | POST   | `/{v1beta,v1}/models/{model}:batchEmbedContents`         | Gemini BatchEmbed |
 //! | GET    | `/{v1beta,v1}/models`                                    | Gemini ListModels (OpenAI list for Bearer callers on `/v1`) |
 //! | GET    | `/{v1beta,v1}/models/{model}`                            | Gemini GetModel  |
+//! | any    | every other path under `/{v1beta,v1,v1alpha}/` and `/upload/{version}/` | Gemini Native (the table in `native`) |
 //! | POST   | `/v1/chat/completions`, `/v1beta/openai/chat/completions` | OpenAI Chat     |
 //! | POST   | `/v1/embeddings`, `/v1beta/openai/embeddings`            | OpenAI Embeddings |
 //! | POST   | `/v1/images/generations`, `/v1beta/openai/images/generations` | OpenAI Images |
@@ -31,6 +32,7 @@
 //!
 //! Unknown API paths are 404; a known path with the wrong method is 405.
 
+use crate::native::{self, NativeCall};
 use http::Method;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +44,8 @@ pub enum GeminiCall {
     BatchEmbed,
     ListModels,
     GetModel,
+    /// Files, caches, batches, operations, interactions and every method not above.
+    Native(NativeCall),
 }
 
 impl GeminiCall {
@@ -55,6 +59,7 @@ impl GeminiCall {
             Self::BatchEmbed => "batchEmbedContents",
             Self::ListModels => "models.list",
             Self::GetModel => "models.get",
+            Self::Native(n) => n.label,
         }
     }
 }
@@ -138,10 +143,21 @@ impl<'a> Route<'a> {
                 },
                 Method::GET,
             ),
-            [v, "models", name] if is_version(v) => gemini_model_route(name)?,
-            ["v1", rest @ ..] | ["v1beta", "openai", rest @ ..] => openai_route(rest)?,
+            [v, "models", name] if is_version(v) && !is_native(method, name) => {
+                gemini_model_route(name)?
+            }
+            ["v1beta", "openai", rest @ ..] => openai_route(rest).ok_or(RouteError::NotFound)?,
+            ["v1", rest @ ..] if openai_route(rest).is_some() => {
+                openai_route(rest).ok_or(RouteError::NotFound)?
+            }
             ["api", rest @ ..] => return admin_route(method, rest).map(Route::Admin),
-            ["v1beta", ..] => return Err(RouteError::NotFound),
+            [v, rest @ ..] if is_version(v) || *v == "v1alpha" => {
+                return Ok(native_route(native::parse(method, rest, false)));
+            }
+            ["upload", v, rest @ ..] if is_version(v) || *v == "v1alpha" => {
+                return Ok(native_route(native::parse(method, rest, true)));
+            }
+            ["upload", ..] => return Err(RouteError::NotFound),
             _ => (Route::Ui(path), Method::GET),
         };
         let head_ok = allowed == Method::GET && method == Method::HEAD;
@@ -154,6 +170,33 @@ impl<'a> Route<'a> {
 
 fn is_version(v: &str) -> bool {
     v == "v1beta" || v == "v1"
+}
+
+/// `models/{m}:{method}` handled by the native table (not a generation route).
+fn is_native(method: &Method, name: &str) -> bool {
+    let native = native::parse(method, &["models", name], false);
+    native.act != native::Act::Other
+        || name
+            .rsplit_once(':')
+            .is_some_and(|(m, action)| !m.is_empty() && !is_generation(action))
+}
+
+fn is_generation(action: &str) -> bool {
+    matches!(
+        action,
+        "generateContent"
+            | "streamGenerateContent"
+            | "countTokens"
+            | "embedContent"
+            | "batchEmbedContents"
+    )
+}
+
+fn native_route<'a>(call: NativeCall) -> Route<'a> {
+    Route::Gemini {
+        call: GeminiCall::Native(call),
+        model: None,
+    }
 }
 
 fn gemini_model_route(name: &str) -> Result<(Route<'_>, Method), RouteError> {
@@ -231,15 +274,15 @@ fn admin_route<'a>(method: &Method, rest: &[&'a str]) -> Result<AdminRoute<'a>, 
     Ok(route)
 }
 
-fn openai_route<'a>(rest: &[&str]) -> Result<(Route<'a>, Method), RouteError> {
+fn openai_route<'a>(rest: &[&str]) -> Option<(Route<'a>, Method)> {
     let call = match rest {
         ["chat", "completions"] => OpenAiCall::Chat,
         ["embeddings"] => OpenAiCall::Embeddings,
         ["images", "generations"] => OpenAiCall::Images,
-        ["models"] => return Ok((Route::OpenAi(OpenAiCall::Models), Method::GET)),
-        _ => return Err(RouteError::NotFound),
+        ["models"] => return Some((Route::OpenAi(OpenAiCall::Models), Method::GET)),
+        _ => return None,
     };
-    Ok((Route::OpenAi(call), Method::POST))
+    Some((Route::OpenAi(call), Method::POST))
 }
 
 #[cfg(test)]
@@ -307,14 +350,48 @@ mod tests {
             Err(RouteError::MethodNotAllowed)
         );
         assert_eq!(post("/healthz"), Err(RouteError::MethodNotAllowed));
-        assert_eq!(post("/v1beta/models/x:explode"), Err(RouteError::NotFound));
         assert_eq!(
             post("/v1beta/models/:generateContent"),
             Err(RouteError::NotFound)
         );
-        assert_eq!(get("/v1beta/other"), Err(RouteError::NotFound));
+        assert_eq!(get("/v2/models"), Ok(Route::Ui("/v2/models")));
+        assert_eq!(post("/upload/v2/files"), Err(RouteError::NotFound));
         assert_eq!(get("/api/nope"), Err(RouteError::NotFound));
         assert_eq!(get("/api"), Err(RouteError::NotFound));
+    }
+
+    #[test]
+    fn other_native_methods_go_to_the_native_table() {
+        let native = |r: Result<Route<'_>, RouteError>| match r {
+            Ok(Route::Gemini {
+                call: GeminiCall::Native(n),
+                ..
+            }) => n.label,
+            other => panic!("not native: {other:?}"),
+        };
+        assert_eq!(native(post("/v1beta/models/x:explode")), "other");
+        assert_eq!(native(get("/v1beta/other")), "other");
+        assert_eq!(native(get("/v1/files")), "files.list");
+        assert_eq!(native(get("/v1alpha/files/abc")), "files.get");
+        assert_eq!(native(post("/upload/v1beta/files")), "files.upload");
+        assert_eq!(
+            native(post("/v1beta/models/veo-3.0:predictLongRunning")),
+            "models.predictLongRunning"
+        );
+        assert_eq!(
+            native(Route::parse(&Method::DELETE, "/v1beta/cachedContents/c1")),
+            "cachedContents.delete"
+        );
+        assert_eq!(native(post("/v1beta/interactions")), "interactions.create");
+        // Generation routes and their method checks are unchanged.
+        assert_eq!(
+            get("/v1beta/models/x:generateContent"),
+            Err(RouteError::MethodNotAllowed)
+        );
+        assert!(matches!(
+            post("/v1/chat/completions"),
+            Ok(Route::OpenAi(OpenAiCall::Chat))
+        ));
     }
 
     #[test]

@@ -292,7 +292,7 @@ fn reason(o: &Outcome) -> Option<String> {
     }
 }
 
-fn build_request(plan: &Plan, key: &KeyEntry) -> Request<Full<Bytes>> {
+pub(super) fn build_request(plan: &Plan, key: &KeyEntry) -> Request<Full<Bytes>> {
     let mut req = Request::new(Full::new(plan.body.clone()));
     *req.method_mut() = plan.method.clone();
     *req.uri_mut() = plan.uri.clone();
@@ -321,13 +321,13 @@ fn build_request(plan: &Plan, key: &KeyEntry) -> Request<Full<Bytes>> {
     req
 }
 
-fn is_event_stream(h: &HeaderMap) -> bool {
+pub(super) fn is_event_stream(h: &HeaderMap) -> bool {
     h.get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"))
 }
 
-async fn read_error_body(body: UpBody, timeout: Duration) -> Bytes {
+pub(super) async fn read_error_body(body: UpBody, timeout: Duration) -> Bytes {
     let read = Limited::new(body, ERROR_BODY_LIMIT).collect();
     match tokio::time::timeout(timeout, read).await {
         Ok(Ok(c)) => c.to_bytes(),
@@ -337,7 +337,7 @@ async fn read_error_body(body: UpBody, timeout: Duration) -> Bytes {
 
 /// An upstream error relayed as Google sent it: same status, content type and bytes.
 /// On OpenAI routes Google's error is put in OpenAI's shape, keeping the status.
-fn relay_error(
+pub(super) fn relay_error(
     plan: &Plan,
     status: StatusCode,
     headers: &HeaderMap,
@@ -372,7 +372,7 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-fn copy_response_headers(from: &HeaderMap, to: &mut HeaderMap, reframed: bool) {
+pub(super) fn copy_response_headers(from: &HeaderMap, to: &mut HeaderMap, reframed: bool) {
     for (name, value) in from {
         let n = name.as_str();
         if HOP_BY_HOP.contains(&n) || (reframed && n == "content-length") {

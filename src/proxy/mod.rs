@@ -6,7 +6,10 @@
 //! is sent; the pool key goes only in a header, never in a URL.
 
 mod attempt;
+mod lists;
 pub mod openai;
+mod resources;
+mod upload;
 
 use crate::AppState;
 use crate::body::ReqBody;
@@ -190,6 +193,9 @@ pub async fn gemini(
     model: String,
     trace: &mut Trace,
 ) -> Result<http::Response<crate::body::Body>, ApiError> {
+    if let GeminiCall::Native(native) = call {
+        return resources::handle(state, req, native, trace).await;
+    }
     let (parts, body) = req.into_parts();
     trace.route = Some(call.name());
     trace.model = model.clone();
@@ -223,6 +229,11 @@ pub async fn gemini(
         hide_usage: false,
         permit,
     };
+    // A request naming uploaded files, a cache or an interaction goes to their key.
+    let names = crate::refs::references(&plan.body);
+    if !names.is_empty() {
+        return resources::pinned(state, plan, &user, &names, trace).await;
+    }
     Ok(execute(state, plan, trace).await)
 }
 

@@ -137,6 +137,11 @@ impl Relay {
         self.on_finish.push(f);
     }
 
+    /// What priming read, in order: the start of the answer.
+    pub fn primed(&self) -> impl Iterator<Item = &Bytes> {
+        self.primed.iter()
+    }
+
     pub fn is_done(&self) -> bool {
         self.done && self.primed.is_empty()
     }

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 mod h1;
 mod pool;
+mod streaming;
 
 /// One pool per serving thread, plus one for every other thread (index 0).
 pub struct Upstream {

@@ -41,7 +41,7 @@ pub enum Connector {
 }
 
 impl Connector {
-    async fn connect(&self, uri: Uri) -> Result<Stream, BoxError> {
+    pub(super) async fn connect(&self, uri: Uri) -> Result<Stream, BoxError> {
         async fn call<C>(mut c: C, uri: Uri) -> Result<Stream, BoxError>
         where
             C: tower_service::Service<Uri, Response = Stream>,

@@ -1,0 +1,331 @@
+//! The Files API's resumable upload (`/upload/{version}/files`, and uploads into a file
+//! search store). The `start` request is authenticated like any other and goes to the
+//! user's home key (or the store's owner); Google's answer names an upload URL, which is
+//! bound to that key and user in the store (`upload/{id}`) and handed to the client
+//! rewritten to the gateway's own URL — `server.public_url`, else `X-Forwarded-Proto` /
+//! `X-Forwarded-Host` when `server.trust_forwarded_headers` is set, else the request's
+//! `Host` — without any `key=` Google may have echoed into it.
+//!
+//! The byte requests that follow (`upload`, `upload, finalize`, `query`) carry no API key:
+//! the upload id is the credential, as SDKs treat it. Their bodies stream through to
+//! Google as they arrive, never held whole, up to `server.max_upload_bytes`, and are never
+//! retried. The finalizing answer names the file, recorded before it is relayed.
+
+use super::resources::{self, Ran, Sent};
+use super::{FORWARDED, KeyIn, Plan, authenticate, client_key, forward_headers, read_body};
+use crate::AppState;
+use crate::affinity;
+use crate::body::{Body, ReqBody};
+use crate::error::{ApiError, Shape};
+use crate::logs::{Attempt, Trace};
+use crate::native;
+use crate::refs;
+use crate::relay::ErrorStyle;
+use crate::store::UserRecord;
+use crate::store::affinity::ResourceRecord;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, Uri, header};
+use http_body_util::Limited;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+/// Headers of the upload protocol, forwarded both ways.
+const UPLOAD_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "user-agent",
+    "x-goog-api-client",
+    "x-goog-upload-protocol",
+    "x-goog-upload-command",
+    "x-goog-upload-offset",
+    "x-goog-upload-header-content-length",
+    "x-goog-upload-header-content-type",
+    "x-goog-upload-file-name",
+];
+
+const UPLOAD_URL: &str = "x-goog-upload-url";
+
+pub async fn handle(
+    state: &Arc<AppState>,
+    req: Request<ReqBody>,
+    trace: &mut Trace,
+) -> Result<Response<Body>, ApiError> {
+    match query_param(req.uri(), "upload_id") {
+        Some(id) => bytes(state, req, &id, trace).await,
+        None => start(state, req, trace).await,
+    }
+}
+
+fn query_param(uri: &Uri, name: &str) -> Option<String> {
+    form_urlencoded::parse(uri.query()?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+async fn start(
+    state: &Arc<AppState>,
+    req: Request<ReqBody>,
+    trace: &mut Trace,
+) -> Result<Response<Body>, ApiError> {
+    let (parts, body) = req.into_parts();
+    let now = trace.time;
+    let user = authenticate(state, &parts.headers, &parts.uri, now)?;
+    trace.user = Some(user.name.clone());
+    let permit = Arc::new(state.limits.admit(&user, "", now).await?);
+    let body = read_body(body, &parts.headers, state.config.server.max_body_bytes).await?;
+    let segs = resources::native_segments(parts.uri.path());
+    let owner = match native::owner_of(&segs) {
+        Some(name) => Some(affinity::lookup(state, &name, &user, now).await?),
+        None => None,
+    };
+    let home = match owner {
+        None => affinity::home_key(state, &user, now).await,
+        Some(_) => None,
+    };
+    let mut plan = resources::plan(state, &parts, body, String::new(), permit)?;
+    plan.headers = forward_headers(&parts.headers, UPLOAD_HEADERS);
+    plan.headers.remove(header::CONTENT_LENGTH);
+    let (mut answer, relay, entry) =
+        match resources::run(state, &plan, owner.as_ref(), home, true, trace).await? {
+            Ran::Answer(resp) => return Ok(resp),
+            Ran::Success(parts, relay, entry) => (parts, relay, entry),
+        };
+    match answer.headers.get(UPLOAD_URL).and_then(|v| v.to_str().ok()) {
+        Some(google) => {
+            let (google, id) = without_key(google).ok_or_else(|| {
+                ApiError::Unreachable("the upstream's upload URL has no upload id".into())
+            })?;
+            let row = ResourceRecord {
+                name: format!("upload/{id}"),
+                key_id: entry.id.clone(),
+                user_id: user.id.clone(),
+                created_ms: now,
+                expires_ms: now + affinity::retention_ms("upload/"),
+                size: None,
+                upstream: Some(google.to_string()),
+            };
+            affinity::put(&state.store, row).await?;
+            let ours = public_upload_url(state, &parts.headers, &google);
+            match ours.and_then(|u| HeaderValue::from_str(&u).ok()) {
+                Some(v) => answer.headers.insert(UPLOAD_URL, v),
+                None => {
+                    return Err(ApiError::BadRequest(
+                        "The request has no usable Host.".into(),
+                    ));
+                }
+            };
+        }
+        None => {
+            // A multipart (one-request) upload: the answer is the file.
+            let bytes = resources::primed_bytes(&relay);
+            if let Some(name) = refs::first_field(&bytes, "name") {
+                affinity::record(state, &name, &entry.id, &user, now, &bytes).await?;
+            }
+        }
+    }
+    Ok(resources::respond(answer, relay))
+}
+
+/// Google's upload URL without a `key=` parameter, and its upload id.
+fn without_key(url: &str) -> Option<(Uri, String)> {
+    let uri: Uri = url.parse().ok()?;
+    let query = uri.query()?;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && *p != "key" && !p.starts_with("key="))
+        .collect();
+    let id = form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "upload_id")
+        .map(|(_, v)| v.into_owned())?;
+    let pq = format!("{}?{}", uri.path(), kept.join("&"));
+    let mut parts = uri.into_parts();
+    parts.path_and_query = Some(pq.parse().ok()?);
+    Some((Uri::from_parts(parts).ok()?, id))
+}
+
+/// The gateway's own URL for an upload: its public base, then Google's path and query
+/// (without the base URL's own path prefix).
+fn public_upload_url(state: &AppState, headers: &HeaderMap, google: &Uri) -> Option<String> {
+    let cfg = &state.config.server;
+    let base = match &cfg.public_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            let header = |n: &str| {
+                headers
+                    .get(n)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| v.split(',').next().unwrap_or("").trim().to_owned())
+                    .filter(|v| !v.is_empty())
+            };
+            let forwarded = cfg
+                .trust_forwarded_headers
+                .then(|| header("x-forwarded-host"))
+                .flatten();
+            match forwarded {
+                Some(host) => {
+                    let proto = header("x-forwarded-proto").unwrap_or_else(|| "https".into());
+                    format!("{proto}://{host}")
+                }
+                None => format!("http://{}", header("host")?),
+            }
+        }
+    };
+    let prefix = upstream_prefix(state);
+    let pq = google.path_and_query()?.as_str();
+    Some(format!("{base}{}", pq.strip_prefix(&prefix).unwrap_or(pq)))
+}
+
+/// The path of the configured base URL (usually empty).
+fn upstream_prefix(state: &AppState) -> String {
+    let base: Option<Uri> = state.config.upstream.base_url.parse().ok();
+    base.map(|u| u.path().trim_end_matches('/').to_owned())
+        .unwrap_or_default()
+}
+
+/// A byte request of an upload session: found by its upload id alone.
+async fn bytes(
+    state: &Arc<AppState>,
+    req: Request<ReqBody>,
+    id: &str,
+    trace: &mut Trace,
+) -> Result<Response<Body>, ApiError> {
+    let (parts, body) = req.into_parts();
+    let now = trace.time;
+    let row = match state.store.resource(&format!("upload/{id}")).await {
+        Ok(Some(row)) if row.expires_ms > now => row,
+        Ok(_) => return Err(ApiError::ResourceNotFound),
+        Err(e) => return Err(ApiError::Store(e.to_string())),
+    };
+    let user = uploader(state, &row, &parts.headers, &parts.uri, now)?;
+    trace.user = Some(user.name.clone());
+    let permit = Arc::new(state.limits.admit(&user, "", now).await?);
+    let limit = state.config.server.max_upload_bytes;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::BodyTooLarge(limit as usize));
+    }
+    let lease = affinity::owner_lease(state, &row, "", now)?;
+    let entry = lease.entry.clone();
+    let google: Uri = row
+        .upstream
+        .as_deref()
+        .and_then(|u| u.parse().ok())
+        .ok_or(ApiError::ResourceNotFound)?;
+    let pq = google.path_and_query().map_or("/", |p| p.as_str());
+    let prefix = upstream_prefix(state);
+    let pq = pq.strip_prefix(&prefix).unwrap_or(pq);
+    let (path, query) = pq.split_once('?').unwrap_or((pq, ""));
+    let uri = super::upstream_uri(state, &state.config.upstream.base_url, path, Some(query))?;
+    let mut headers = forward_headers(&parts.headers, UPLOAD_HEADERS);
+    if let Some(v) = &entry.goog_header {
+        headers.insert("x-goog-api-key", v.clone());
+    }
+    let mut up = Request::new(Limited::new(body, limit as usize));
+    *up.method_mut() = parts.method.clone();
+    *up.uri_mut() = uri.clone();
+    *up.headers_mut() = headers;
+    let plan = Plan {
+        shape: Shape::Google,
+        style: ErrorStyle::Google,
+        model: String::new(),
+        method: parts.method.clone(),
+        uri,
+        headers: forward_headers(&parts.headers, FORWARDED),
+        body: Bytes::new(),
+        key_in: KeyIn::GoogHeader,
+        stream: false,
+        hide_usage: false,
+        permit,
+    };
+    let started = Instant::now();
+    let deadline = started + state.config.pool.request_deadline;
+    let sent = match state.upstream.send_streaming(up, deadline).await {
+        Ok(resp) => resources::answer(state, &plan, lease, resp).await,
+        Err(e) => resources::failed(state, &plan, &lease, e.to_string()),
+    };
+    let status = match &sent {
+        Sent::Ok(p, _) => Some(p.status.as_u16()),
+        Sent::Refused(r, _) => Some(r.status().as_u16()),
+        Sent::Failed(_) => None,
+    };
+    trace.attempts.push(Attempt {
+        key: entry.clone(),
+        outcome: if matches!(sent, Sent::Ok(..)) {
+            "ok"
+        } else {
+            "client_error"
+        },
+        status,
+        latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+        error: match &sent {
+            Sent::Failed(reason) => Some(reason.clone()),
+            _ => None,
+        },
+    });
+    let (mut answer, relay) = match sent {
+        Sent::Ok(parts, relay) => (parts, relay),
+        Sent::Refused(resp, _) => return Ok(resp),
+        Sent::Failed(reason) => return Err(ApiError::Unreachable(reason)),
+    };
+    answer.headers.remove(UPLOAD_URL);
+    let finalized = answer
+        .headers
+        .get("x-goog-upload-status")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"final"));
+    if finalized {
+        let bytes = resources::primed_bytes(&relay);
+        if let Some(name) = refs::first_field(&bytes, "name") {
+            affinity::record(state, &name, &entry.id, &user, now, &bytes).await?;
+        }
+        let _ = state.store.delete_resource(&row.name).await;
+    }
+    Ok(resources::respond(answer, relay))
+}
+
+/// The user an upload session belongs to; a request that names another user's key (or a
+/// session of a user since disabled) finds nothing.
+fn uploader(
+    state: &AppState,
+    row: &ResourceRecord,
+    headers: &HeaderMap,
+    uri: &Uri,
+    now: i64,
+) -> Result<Arc<UserRecord>, ApiError> {
+    if client_key(headers, uri).is_some() {
+        let user = authenticate(state, headers, uri, now)?;
+        return if user.id == row.user_id {
+            Ok(user)
+        } else {
+            Err(ApiError::ResourceNotFound)
+        };
+    }
+    state
+        .users
+        .all()
+        .into_iter()
+        .find(|u| u.id == row.user_id && u.enabled && u.expires_at.is_none_or(|t| t > now / 1000))
+        .ok_or(ApiError::ResourceNotFound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_echoed_key_leaves_the_upload_url() {
+        let (uri, id) = without_key(
+            "https://generativelanguage.googleapis.com/upload/v1beta/files?key=AIzaSECRET&upload_id=AU-1&upload_protocol=resumable",
+        )
+        .unwrap();
+        assert_eq!(id, "AU-1");
+        assert_eq!(
+            uri.to_string(),
+            "https://generativelanguage.googleapis.com/upload/v1beta/files?upload_id=AU-1&upload_protocol=resumable"
+        );
+        assert!(without_key("https://x/upload/v1beta/files?upload_protocol=resumable").is_none());
+    }
+}
