@@ -1,14 +1,11 @@
 //! The one response body type. Small answers are `Full`; upstream answers are relayed as
 //! they arrive (`Upstream` untouched, `Relay` re-framed for streams) and never collected.
 
-use crate::relay::Relay;
+use crate::relay::{BoxError, Relay};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use std::pin::Pin;
 use std::task::{Context, Poll};
-
-/// The error of a body (and of what a body is read from): any error, boxed.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub enum Body {
     Full(Option<Bytes>),

@@ -4,6 +4,7 @@
 use crate::AppState;
 use crate::keys::KeyEntry;
 use crate::keys::classify::{Outcome, classify};
+use crate::upstream::Lane;
 use bytes::Bytes;
 use http::{HeaderValue, Request};
 use http_body_util::{BodyExt, Full, Limited};
@@ -37,7 +38,7 @@ pub async fn check(state: &AppState, entry: &KeyEntry) -> Verdict {
     let timeout = state.config.upstream.request_timeout;
     let Ok(resp) = state
         .upstream
-        .send(req, tokio::time::Instant::now() + timeout)
+        .send(Lane::SHARED, req, tokio::time::Instant::now() + timeout)
         .await
     else {
         return Verdict::Unknown;

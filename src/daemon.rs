@@ -5,7 +5,7 @@
 
 use crate::config::Config;
 use crate::server::{self, Role};
-use crate::{AppState, app, checker, logs, upstream};
+use crate::{AppState, app, checker, logs};
 use anyhow::Context;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -46,8 +46,9 @@ fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<std::net::TcpL
 }
 
 /// Starts serving thread `n` (1-based): its own single-threaded event loop accepting on
-/// `listener` (shared with the other serving threads) and its own upstream client, so a
-/// request never changes threads. The receiver fires when the thread has drained.
+/// `listener` (shared with the other serving threads) and, through the lane it serves,
+/// its own upstream connections, so a request never changes threads. The receiver fires
+/// when the thread has drained.
 fn spawn_worker(
     n: usize,
     listener: &std::net::TcpListener,
@@ -65,7 +66,6 @@ fn spawn_worker(
     std::thread::Builder::new()
         .name(format!("serve-{n}"))
         .spawn(move || {
-            upstream::set_worker(n);
             logs::chunk_on_this_thread();
             runtime.block_on(async move {
                 match TcpListener::from_std(listener) {

@@ -19,6 +19,7 @@ use crate::proxy;
 use crate::router::{GeminiCall, OpenAiCall, Route, RouteError};
 use crate::spread::Handoff;
 use crate::ui;
+use crate::upstream::Lane;
 use http::{HeaderName, HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -70,6 +71,8 @@ pub async fn serve(
     // lock would be taken by both serving threads on every request.
     let stopping = shutdown.child_token();
     let mut inbox = lane.and_then(|n| state.spread.take_inbox(n));
+    // The thread's own upstream connections, named in each request it serves.
+    let upstream_lane = lane.map_or(Lane::SHARED, Lane::serving);
     loop {
         let (tcp, peer, permit) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -113,14 +116,14 @@ pub async fn serve(
         connections.spawn(async move {
             let _counted = counted;
             let fast = http1::serve(tcp, header_timeout, &stopping, |req| {
-                handle(&st, req, peer, role)
+                handle(&st, req, peer, role, upstream_lane)
             });
             // The fast path hands over what it does not serve, with the bytes it read.
             if let http1::Ended::Hyper(io) = fast.await {
                 let svc = service_fn(move |req: Request<Incoming>| {
                     let st = st.clone();
                     let req = req.map(ReqBody::Hyper);
-                    async move { Ok::<_, Infallible>(handle(&st, req, peer, role).await) }
+                    async move { Ok::<_, Infallible>(handle(&st, req, peer, role, upstream_lane).await) }
                 });
                 let conn = builder.serve_connection(TokioIo::new(io), svc);
                 let _ = watcher.watch(conn.into_owned()).await;
@@ -192,10 +195,12 @@ impl Drop for Counted {
 
 async fn handle(
     state: &Arc<AppState>,
-    req: Request<ReqBody>,
+    mut req: Request<ReqBody>,
     peer: SocketAddr,
     role: Role,
+    upstream: Lane,
 ) -> Response<Body> {
+    req.extensions_mut().insert(upstream);
     let now = unix_ms();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();

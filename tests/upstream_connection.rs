@@ -182,6 +182,41 @@ async fn requests_go_through_the_egress_proxy_and_reuse_its_tunnels() {
     assert!(tunnels.len() < 4, "a tunnel per request: {tunnels:?}");
 }
 
+/// Each serving thread keeps its own HTTP/2 connection to the upstream: requests that
+/// arrive on different threads do not share one, and requests on one thread do. Four
+/// kept-alive client connections are spread over the two serving threads, and each
+/// carries one request after the other; the egress proxy counts the upstream connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_serving_thread_keeps_its_own_http2_connection() {
+    let up = Upstream::start_tls(ok_or_stream, &["h2", "http/1.1"]).await;
+    let (proxy, seen) = connect_proxy().await;
+    let cfg = trusting(&up)
+        .upstream(&format!("proxy = \"http://{proxy}\""))
+        .extra("[server]\nworkers = 2");
+    let d = Daemon::start(&cfg).await;
+    let request = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nx-goog-api-key: {USER_KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{GENERATE_BODY}",
+        model_path(FLASH, "generateContent"),
+        d.addr,
+        GENERATE_BODY.len()
+    );
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(d.addr).await.expect("connect");
+        s.write_all(request.as_bytes()).await.expect("write");
+        let r = common::raw::read_response(&mut s).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        held.push(s);
+    }
+    for s in &mut held {
+        s.write_all(request.as_bytes()).await.expect("write");
+        assert_eq!(common::raw::read_response(s).await.status, 200);
+    }
+    assert_eq!(up.requests().len(), 8);
+    let tunnels = seen.lock().unwrap().len();
+    assert_eq!(tunnels, 2, "one upstream connection per serving thread");
+}
+
 /// An upstream that answers one request per connection and then closes it, without
 /// saying so (no `Connection: close`): the connection the daemon kept is gone when the
 /// next request wants it.

@@ -12,10 +12,10 @@ use crate::keys::classify::{Outcome, classify};
 use crate::keys::{KeyEntry, Lease, NoKey, unix_ms};
 use crate::logs::{Attempt, Trace};
 use crate::relay::{Format, Relay};
-use crate::upstream::UpBody;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -96,7 +96,7 @@ async fn try_key(
     let req = build_request(plan, &lease.entry);
     let resp = match state
         .upstream
-        .send(req, started + cfg.request_timeout)
+        .send(plan.lane, req, started + cfg.request_timeout)
         .await
     {
         Ok(resp) => resp,
@@ -327,7 +327,7 @@ pub(super) fn is_event_stream(h: &HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with("text/event-stream"))
 }
 
-pub(super) async fn read_error_body(body: UpBody, timeout: Duration) -> Bytes {
+pub(super) async fn read_error_body(body: Incoming, timeout: Duration) -> Bytes {
     let read = Limited::new(body, ERROR_BODY_LIMIT).collect();
     match tokio::time::timeout(timeout, read).await {
         Ok(Ok(c)) => c.to_bytes(),

@@ -126,7 +126,7 @@ async fn read_page(
     }
     let started = Instant::now();
     let deadline = started + state.config.upstream.request_timeout;
-    let resp = state.upstream.send(req, deadline).await;
+    let resp = state.upstream.send(plan.lane, req, deadline).await;
     let mut attempt = Attempt {
         key: state.pool.get(&key.id).ok_or(ApiError::NoKey)?,
         outcome: "ok",

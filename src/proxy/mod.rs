@@ -19,6 +19,7 @@ use crate::logs::Trace;
 use crate::relay::ErrorStyle;
 use crate::router::GeminiCall;
 use crate::store::UserRecord;
+use crate::upstream::Lane;
 use crate::users::AuthError;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, Request, Uri, header};
@@ -53,6 +54,8 @@ pub struct Plan {
     pub hide_usage: bool,
     /// The user's admission: held until the answer's last byte, charged its tokens.
     pub permit: Arc<Permit>,
+    /// Whose upstream connections carry it: the serving thread's that took the request.
+    pub lane: Lane,
 }
 
 /// Headers a Gemini client sends that Google uses; everything else stays here.
@@ -228,6 +231,7 @@ pub async fn gemini(
         stream: call == GeminiCall::Stream,
         hide_usage: false,
         permit,
+        lane: Lane::of(&parts.extensions),
     };
     // A request naming uploaded files, a cache or an interaction goes to their key.
     let names = crate::refs::references(&plan.body);

@@ -16,6 +16,7 @@ use crate::error::{ApiError, Shape};
 use crate::logs::Trace;
 use crate::relay::ErrorStyle;
 use crate::router::OpenAiCall;
+use crate::upstream::Lane;
 use bytes::Bytes;
 use http::{Method, Request, Response};
 use serde_json::{Map, Value, json};
@@ -70,6 +71,7 @@ pub async fn handle(
         stream: false,
         hide_usage: false,
         permit,
+        lane: Lane::of(&parts.extensions),
     };
     if let Some(edited) = edited {
         plan.stream = edited.stream;

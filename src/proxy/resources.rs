@@ -25,9 +25,10 @@ use crate::refs;
 use crate::relay::{ErrorStyle, Format, Relay};
 use crate::store::UserRecord;
 use crate::store::affinity::ResourceRecord;
-use crate::upstream::UpBody;
+use crate::upstream::Lane;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, request};
+use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -173,6 +174,7 @@ pub(super) fn plan(
         stream,
         hide_usage: false,
         permit,
+        lane: Lane::of(&parts.extensions),
     })
 }
 
@@ -211,7 +213,7 @@ pub(super) async fn run(
         let started = Instant::now();
         let req = build_request(plan, &entry);
         let deadline = started + state.config.upstream.request_timeout;
-        let sent = match state.upstream.send(req, deadline).await {
+        let sent = match state.upstream.send(plan.lane, req, deadline).await {
             Ok(resp) => answer(state, plan, lease, resp).await,
             Err(e) => failed(state, plan, &lease, e.to_string()),
         };
@@ -281,7 +283,7 @@ pub(super) async fn answer(
     state: &Arc<AppState>,
     plan: &Plan,
     lease: Lease,
-    resp: Response<UpBody>,
+    resp: Response<Incoming>,
 ) -> Sent {
     let cfg = &state.config.upstream;
     let (parts, body) = resp.into_parts();

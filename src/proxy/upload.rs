@@ -23,6 +23,7 @@ use crate::refs;
 use crate::relay::ErrorStyle;
 use crate::store::UserRecord;
 use crate::store::affinity::ResourceRecord;
+use crate::upstream::Lane;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, Uri, header};
 use http_body_util::Limited;
@@ -240,6 +241,7 @@ async fn bytes(
         stream: false,
         hide_usage: false,
         permit,
+        lane: Lane::of(&parts.extensions),
     };
     let started = Instant::now();
     let deadline = started + state.config.pool.request_deadline;

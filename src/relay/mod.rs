@@ -7,11 +7,10 @@
 //!
 //! Non-stream answers pass through frame by frame, untouched.
 
-use crate::body::BoxError;
-use crate::upstream::UpBody;
 use crate::usage::{self, Tokens};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body as _, Frame};
+use hyper::body::Incoming;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -48,6 +47,9 @@ pub struct Finish {
 
 pub type OnFinish = Box<dyn FnOnce(&Finish) + Send + Sync>;
 
+/// The error of a body, and of a connection one is read from: any error, boxed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// A non-stream answer up to this size is read whole before it is committed, so a cut
 /// or stall inside it fails over to another key instead of reaching the client.
 const PRIME_LIMIT: usize = 256 * 1024;
@@ -66,7 +68,7 @@ enum Step {
 }
 
 pub struct Relay {
-    upstream: UpBody,
+    upstream: Incoming,
     format: Format,
     style: ErrorStyle,
     buf: BytesMut,
@@ -99,7 +101,7 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub fn new(upstream: UpBody, format: Format, style: ErrorStyle, idle: Duration) -> Self {
+    pub fn new(upstream: Incoming, format: Format, style: ErrorStyle, idle: Duration) -> Self {
         let now = Instant::now();
         Self {
             upstream,
@@ -224,16 +226,14 @@ impl Relay {
                     }
                 }
                 Poll::Ready(Some(Err(e))) => match self.format {
-                    Format::Passthrough => return Poll::Ready(Step::Failed(e)),
+                    Format::Passthrough => return Poll::Ready(Step::Failed(e.into())),
                     _ => self.cut = Some(format!("upstream connection failed: {e}")),
                 },
                 Poll::Ready(None) => self.upstream_done = true,
                 Poll::Pending => {
-                    // An HTTP/2 answer arrives through its connection's task: give that
-                    // one turn to pass on what it already read before writing what we
-                    // have. (HTTP/1.1 bodies are read right here: Pending means nothing
-                    // more has come in.)
-                    if !self.yielded && !self.buf.is_empty() && self.upstream.is_h2() {
+                    // The answer arrives through its connection's task: give that one
+                    // turn to pass on what it already read before writing what we have.
+                    if !self.yielded && !self.buf.is_empty() {
                         self.yielded = true;
                         cx.waker().wake_by_ref();
                         return Poll::Pending;

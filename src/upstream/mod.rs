@@ -1,41 +1,61 @@
-//! The HTTP client that talks to Google: rustls with bundled web-pki roots (a static
-//! binary works on any VPS), HTTP/2 where the server offers it, keep-alive pooling, a
-//! connect timeout, and an optional HTTP CONNECT or SOCKS5 egress proxy.
+//! The HTTP client that talks to Google: hyper's pooled client over rustls with bundled
+//! web-pki roots (a static binary works on any VPS), HTTP/2 where the server offers it in
+//! ALPN and HTTP/1.1 where it does not, kept connections, a connect timeout, and an
+//! optional HTTP CONNECT or SOCKS5 egress proxy (see `connect`).
 //!
-//! Each serving thread (see `daemon`) has its own connection pool (`pool`): a request, its
-//! upstream connection and that connection's task stay on one thread, with no
-//! cross-thread hand-off per request. Threads that do not serve (start-up, the key
-//! checker) share one more pool.
+//! Each serving thread has its own pool, named by the request's [`Lane`]: a request, its
+//! upstream connection and that connection's task stay on one thread (one HTTP/2
+//! connection per thread and host), with no cross-thread hand-off per request. Work that
+//! no serving thread does (start-up, the key checker) shares one more pool.
 //!
 //! It sends requests and returns response heads; retry, classification and relaying
 //! belong to `proxy`.
 
 use crate::config::UpstreamConfig;
-use anyhow::Context;
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, Uri};
+use connect::Connector;
+use http::{Request, Response, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnectorBuilder;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::connect::proxy::{SocksV5, Tunnel};
-use pool::{Connector, Pool};
-use std::cell::Cell;
-use std::path::Path;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::time::Duration;
 
-mod h1;
-mod pool;
+mod connect;
 mod streaming;
 
-/// One pool per serving thread, plus one for every other thread (index 0).
+/// A kept connection is closed rather than reused once it has been idle this long (NAT
+/// and load balancers drop quiet connections without telling anyone).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Most idle HTTP/1.1 connections kept per host and pool.
+const MAX_IDLE: usize = 256;
+
+/// Which pool a request's connections come from: a serving thread's own, or the shared
+/// one. The server puts it in each request's extensions; `Lane::of` reads it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lane(usize);
+
+impl Lane {
+    /// The pool of work that no serving thread does (start-up, the key checker).
+    pub const SHARED: Self = Self(0);
+
+    /// Serving thread `n` (0-based).
+    pub fn serving(n: usize) -> Self {
+        Self(n + 1)
+    }
+
+    /// The lane a request was given by the server; the shared one when it has none.
+    pub fn of(extensions: &http::Extensions) -> Self {
+        extensions.get().copied().unwrap_or(Self::SHARED)
+    }
+}
+
+/// One pool per serving thread, plus the shared one (index 0).
 pub struct Upstream {
+    /// Also makes the connection of each streamed upload (see `streaming`).
     connector: Connector,
-    pools: Vec<Pool>,
-    /// `Host` values for the base URLs (HTTP/1.1 requests carry one), made once.
-    hosts: Vec<(http::uri::Authority, HeaderValue)>,
-    /// The base URLs parsed once: request URIs share their scheme and host bytes, so the
-    /// pool finds a request's connections by pointer instead of comparing names.
+    pools: Vec<Client<Connector, Full<Bytes>>>,
+    /// The base URLs parsed once: request URIs share their scheme and host.
     bases: Vec<Base>,
 }
 
@@ -47,65 +67,6 @@ struct Base {
     prefix: String,
 }
 
-thread_local! {
-    static WORKER: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Marks the current thread as serving thread `n` (1-based): its requests use client `n`.
-pub fn set_worker(n: usize) {
-    WORKER.with(|w| w.set(n));
-}
-
-/// An upstream answer's body: read by this crate's HTTP/1.1 client, or hyper's HTTP/2.
-pub enum UpBody {
-    H1(h1::Body),
-    H2(Incoming),
-}
-
-impl UpBody {
-    /// Read by hyper's HTTP/2 connection task (not by the caller's own task).
-    pub fn is_h2(&self) -> bool {
-        matches!(self, Self::H2(_))
-    }
-}
-
-impl From<Incoming> for UpBody {
-    fn from(body: Incoming) -> Self {
-        Self::H2(body)
-    }
-}
-
-impl http_body::Body for UpBody {
-    type Data = Bytes;
-    type Error = crate::body::BoxError;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        match self.get_mut() {
-            Self::H1(b) => std::pin::Pin::new(b).poll_frame(cx),
-            Self::H2(b) => std::pin::Pin::new(b)
-                .poll_frame(cx)
-                .map_err(|e| Box::new(e) as crate::body::BoxError),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Self::H1(b) => b.is_end_stream(),
-            Self::H2(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        match self {
-            Self::H1(b) => b.size_hint(),
-            Self::H2(b) => b.size_hint(),
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
     #[error("timed out waiting for the upstream's answer")]
@@ -115,17 +76,17 @@ pub enum SendError {
 }
 
 impl Upstream {
-    /// Clients for `workers` serving threads and one more for everything else.
+    /// Pools for `workers` serving threads and the shared one.
     pub fn new(cfg: &UpstreamConfig, workers: usize) -> anyhow::Result<Self> {
-        let tls = tls_config(cfg.extra_ca_file.as_deref())?;
-        let connector = connector(cfg, tls)?;
-        let pools = (0..=workers).map(|_| Pool::default()).collect();
-        let hosts = [cfg.base_url.clone(), cfg.openai_base()]
-            .iter()
-            .filter_map(|base| {
-                let uri: Uri = base.parse().ok()?;
-                Some((uri.authority()?.clone(), host_value(&uri)?))
-            })
+        let connector = Connector::new(cfg)?;
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .pool_idle_timeout(IDLE_TIMEOUT)
+            .pool_max_idle_per_host(MAX_IDLE)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new());
+        let pools = (0..=workers)
+            .map(|_| builder.build(connector.clone()))
             .collect();
         let bases = [cfg.base_url.clone(), cfg.openai_base()]
             .into_iter()
@@ -142,7 +103,6 @@ impl Upstream {
         Ok(Self {
             connector,
             pools,
-            hosts,
             bases,
         })
     }
@@ -177,96 +137,26 @@ impl Upstream {
         Uri::from_parts(parts).ok()
     }
 
-    fn pool(&self) -> &Pool {
-        let n = WORKER.with(Cell::get);
-        &self.pools[n.min(self.pools.len() - 1)]
-    }
-
-    /// Sends one request and waits for the response head, until `deadline` at most.
+    /// Sends one request (absolute URI) on `lane`'s connections and waits for the response
+    /// head, until `deadline` at most.
     pub async fn send(
         &self,
+        lane: Lane,
         req: Request<Full<Bytes>>,
         deadline: tokio::time::Instant,
-    ) -> Result<Response<UpBody>, SendError> {
-        let made;
-        let host = match self.hosts.iter().find(|(a, _)| {
-            req.uri()
-                .authority()
-                .is_some_and(|b| std::ptr::eq(a.as_str(), b.as_str()) || a == b)
-        }) {
-            Some((_, host)) => Some(host),
-            None => {
-                made = host_value(req.uri());
-                made.as_ref()
-            }
-        };
-        let fut = self.pool().send(&self.connector, req, host);
-        match tokio::time::timeout_at(deadline, fut).await {
+    ) -> Result<Response<Incoming>, SendError> {
+        let pool = &self.pools[lane.0.min(self.pools.len() - 1)];
+        match tokio::time::timeout_at(deadline, pool.request(req)).await {
             Err(_) => Err(SendError::Timeout),
-            Ok(Err(e)) => Err(SendError::Failed(describe(&*e))),
+            Ok(Err(e)) => Err(SendError::Failed(describe(&e))),
             Ok(Ok(resp)) => Ok(resp),
         }
     }
 }
 
-/// rustls with the bundled web-pki roots, plus the CAs of `extra_ca` when set.
-fn tls_config(extra_ca: Option<&Path>) -> anyhow::Result<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    if let Some(path) = extra_ca {
-        for cert in crate::pem::certificates(path).context("upstream.extra_ca_file")? {
-            roots.add(cert).context("upstream.extra_ca_file")?;
-        }
-    }
-    Ok(
-        rustls::ClientConfig::builder_with_provider(
-            rustls::crypto::ring::default_provider().into(),
-        )
-        .with_safe_default_protocol_versions()
-        .context("TLS setup")?
-        .with_root_certificates(roots)
-        .with_no_client_auth(),
-    )
-}
-
-/// Connections straight to the upstream or through `upstream.proxy`; TLS for https with
-/// ALPN `h2` and `http/1.1`, plain TCP for http.
-fn connector(cfg: &UpstreamConfig, tls: rustls::ClientConfig) -> anyhow::Result<Connector> {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(cfg.connect_timeout));
-    http.set_nodelay(true);
-    http.set_keepalive(Some(Duration::from_secs(60)));
-    let https = HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2();
-    let Some(proxy) = &cfg.proxy else {
-        return Ok(Connector::Direct(https.wrap_connector(http)));
-    };
-    let proxy_uri: Uri = proxy
-        .expose()
-        .parse()
-        .map_err(|_| anyhow::anyhow!("upstream.proxy is not a valid URL"))?;
-    match proxy_uri.scheme_str() {
-        Some("http") => {
-            let tunnel = Tunnel::new(proxy_uri, http);
-            Ok(Connector::Tunnel(https.wrap_connector(tunnel)))
-        }
-        Some("socks5") | Some("socks5h") => {
-            let remote_dns = proxy_uri.scheme_str() == Some("socks5h");
-            let socks = SocksV5::new(proxy_uri, http).local_dns(!remote_dns);
-            Ok(Connector::Socks(https.wrap_connector(socks)))
-        }
-        _ => anyhow::bail!("upstream.proxy must be http://, socks5:// or socks5h://"),
-    }
-}
-
-/// The `Host` header for `uri`: the host, with the port when it
-/// is not the scheme's default.
-fn host_value(uri: &Uri) -> Option<HeaderValue> {
+/// The `Host` header for `uri`: the host, with the port when it is not the scheme's
+/// default.
+fn host_value(uri: &Uri) -> Option<http::HeaderValue> {
     let host = uri.host()?;
     let default_port = match uri.scheme_str() {
         Some("https") => Some(443),
@@ -294,22 +184,6 @@ fn describe(e: &(dyn std::error::Error + 'static)) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::host_value;
-
-    #[test]
-    fn host_header_names_the_port_only_when_it_is_not_the_default() {
-        let host = |u: &str| host_value(&u.parse().unwrap()).unwrap();
-        assert_eq!(
-            host("https://generativelanguage.googleapis.com/v1beta"),
-            "generativelanguage.googleapis.com"
-        );
-        assert_eq!(host("https://example.com:443/"), "example.com");
-        assert_eq!(host("http://example.com:80"), "example.com");
-        assert_eq!(host("http://127.0.0.1:8123/x"), "127.0.0.1:8123");
-        assert_eq!(host("https://[::1]:8443"), "[::1]:8443");
-        assert_eq!(host("http://example.com:443"), "example.com:443");
-    }
-
     #[test]
     fn request_uris_join_the_base_url_path_and_query() {
         let cfg = crate::config::UpstreamConfig {
@@ -334,13 +208,6 @@ mod tests {
             uri("http://other.test:8080/", "/x", Some("a=1")).as_deref(),
             Some("http://other.test:8080/x?a=1")
         );
-        // Known bases share the parsed host (the pool finds connections by it).
-        let a = up.uri(base, "/a", None).unwrap();
-        let b = up.uri(base, "/b", None).unwrap();
-        assert!(std::ptr::eq(
-            a.authority().unwrap().as_str(),
-            b.authority().unwrap().as_str()
-        ));
         // What cannot be a path is refused, not sent.
         assert_eq!(uri(base, "/a b", None), None);
         assert_eq!(uri(base, "/a\n", None), None);

@@ -2,8 +2,8 @@
 //! of their own with hyper's client, the body read from the client as the upstream takes
 //! it, never held whole. HTTP/2 when the upstream offers it, HTTP/1.1 otherwise.
 
-use super::{SendError, UpBody, Upstream, describe, host_value};
-use crate::body::BoxError;
+use super::{SendError, Upstream, describe, host_value};
+use crate::relay::BoxError;
 use bytes::Bytes;
 use http::{Request, Response, Uri, header};
 use hyper::client::conn::{http1, http2};
@@ -17,7 +17,7 @@ impl Upstream {
         &self,
         req: Request<B>,
         deadline: tokio::time::Instant,
-    ) -> Result<Response<UpBody>, SendError>
+    ) -> Result<Response<hyper::body::Incoming>, SendError>
     where
         B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
@@ -30,7 +30,10 @@ impl Upstream {
         }
     }
 
-    async fn stream_once<B>(&self, mut req: Request<B>) -> Result<Response<UpBody>, BoxError>
+    async fn stream_once<B>(
+        &self,
+        mut req: Request<B>,
+    ) -> Result<Response<hyper::body::Incoming>, BoxError>
     where
         B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
@@ -55,7 +58,7 @@ impl Upstream {
             });
             req.headers_mut().remove(header::HOST);
             let resp = sender.send_request(req).await?;
-            return Ok(resp.map(UpBody::from));
+            return Ok(resp);
         }
         let (mut sender, conn) = http1::Builder::new().handshake(io).await?;
         tokio::spawn(async move {
@@ -67,6 +70,6 @@ impl Upstream {
         let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
         *req.uri_mut() = path.parse()?;
         let resp = sender.send_request(req).await?;
-        Ok(resp.map(UpBody::from))
+        Ok(resp)
     }
 }
