@@ -209,6 +209,37 @@ async fn a_restart_keeps_the_affinity() {
     assert_eq!(keys_at(&w.up, "/files/"), vec![owner; 3]);
 }
 
+/// Two instances on one Redis are one gateway: a file uploaded through one is routed to
+/// its key by the other, and stays the uploader's.
+#[tokio::test]
+async fn a_second_instance_on_redis_routes_to_the_owner() {
+    let w = world().await;
+    let redis = common::redis::RedisServer::start();
+    let cfg = Config::new(&w.up).keys(keys(3)).user("bob", BOB_KEY);
+    let top = format!("store = {:?}\n", redis.url());
+    let a = Daemon::start_with_top_level(&cfg, &top).await;
+    let b = Daemon::start_with_top_level(&cfg, &top).await;
+    let file = upload(&a, USER_KEY, b"shared through redis").await;
+    let name = file["name"].as_str().unwrap().to_owned();
+    let owner = w.google.owner(&name).unwrap();
+    w.up.clear();
+    for _ in 0..3 {
+        let get = client::get(&b.url(&format!("/v1beta/{name}")), &auth(USER_KEY)).await;
+        assert_eq!(get.status, 200, "{}", get.text());
+        let r = generate(&b, USER_KEY, generate_with(&name)).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let mut used = keys_at(&w.up, "/");
+    used.dedup();
+    assert_eq!(
+        used,
+        std::slice::from_ref(&owner),
+        "instance b used the owner key"
+    );
+    let bob = client::get(&b.url(&format!("/v1beta/{name}")), &auth(BOB_KEY)).await;
+    common::assert_google_error(&bob, 404, "NOT_FOUND");
+}
+
 #[tokio::test]
 async fn caches_batches_videos_and_interactions_reach_their_key() {
     let w = world().await;
