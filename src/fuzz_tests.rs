@@ -169,7 +169,23 @@ fn check_classification(st: u16, body: &[u8]) -> Result<(), TestCaseError> {
             st,
             out
         ),
-        401 | 403 => prop_assert!(matches!(out, Outcome::Invalid { .. }), "{} → {:?}", st, out),
+        401 => prop_assert!(matches!(out, Outcome::Invalid { .. }), "{} → {:?}", st, out),
+        // A 403 retires the key only for a key reason; otherwise it charges nothing or
+        // counts as a transient failure.
+        403 => {
+            let text = String::from_utf8_lossy(body);
+            let key_reason = ["API_KEY_INVALID", "CONSUMER_SUSPENDED"]
+                .iter()
+                .any(|r| text.contains(&format!("\"reason\":\"{r}\"")));
+            prop_assert_eq!(
+                matches!(out, Outcome::Invalid { .. }),
+                key_reason,
+                "{} {} → {:?}",
+                st,
+                text,
+                out
+            )
+        }
         408 | 500 | 502 | 503 | 504 => {
             prop_assert!(
                 matches!(out, Outcome::Transient { .. }),

@@ -163,3 +163,85 @@ async fn keys_import_reads_every_key_form_and_counts_distinct_keys() {
         "{briefs:?}"
     );
 }
+
+/// The body bytes a scripted reply sends.
+fn reply_bytes(reply: Reply) -> Vec<u8> {
+    match reply {
+        Reply::Json { body, .. } => body.to_vec(),
+        _ => panic!("not a complete JSON reply"),
+    }
+}
+
+/// A key that is not retired: serving, no invalid reason.
+fn assert_none_retired(list: &[Value]) {
+    for k in list {
+        assert!(
+            k["invalid_reason"].is_null() && k["state"] != "invalid",
+            "a key was retired: {k}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_403_about_the_request_retires_no_key_and_reaches_the_client_as_sent() {
+    // FLASH needs billing on this tier; PRO answers a 403 that names nothing; the
+    // OpenAI-compatible layer refuses a cache of another project (list-wrapped).
+    let up = Upstream::start(|r| {
+        if r.path.ends_with("/chat/completions") {
+            return Reply::google_list_error(
+                403,
+                "PERMISSION_DENIED",
+                "CachedContent not found (or permission denied)",
+                Value::Null,
+            );
+        }
+        match r.model() {
+            Some(FLASH) => google::billing_required("42"),
+            Some(PRO) => google::caller_denied(),
+            _ => Reply::generate_ok("hello"),
+        }
+    })
+    .await;
+    let d = Daemon::start(&daemon_config(&up, keys(3))).await;
+    let token = login(&d, PASSWORD).await;
+
+    let r = generate(&d, FLASH).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(
+        r.body.to_vec(),
+        reply_bytes(google::billing_required("42")),
+        "Google's 403 as it sent it"
+    );
+    assert_eq!(up.requests().len(), 1, "a billing 403 is not retried");
+
+    // Unplaceable: each key tried once (a transient failure), then Google's answer.
+    up.clear();
+    let r = generate(&d, PRO).await;
+    assert_google_error(&r, 403, "PERMISSION_DENIED");
+    assert_eq!(up.requests().len(), 3, "tried on every key");
+
+    up.clear();
+    let chat = json!({"model": FLASH, "messages": [{"role": "user", "content": "hi"}],
+        "extra_body": {"google": {"cached_content": "cachedContents/of-another-project"}}});
+    let auth = format!("Bearer {USER_KEY}");
+    let r = client::post(
+        &d.url("/v1beta/openai/chat/completions"),
+        &[("authorization", auth.as_str())],
+        chat.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("CachedContent not found"), "{}", r.text());
+    assert_eq!(up.requests().len(), 1, "a cache 403 is not retried");
+
+    let list = list_keys(&d, &token).await;
+    assert_eq!(list.len(), 3);
+    assert_none_retired(&list);
+    up.clear();
+    for _ in 0..3 {
+        let r = generate(&d, "gemini-2.5-flash-lite").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let used: HashSet<String> = up.keys_to(GEN).into_iter().collect();
+    assert_eq!(used.len(), 3, "every key still serves: {used:?}");
+}

@@ -420,3 +420,32 @@ async fn unknown_methods_are_forwarded_and_unknown_prefixes_are_404() {
     let r = client::post(&d.url("/upload/v1beta/files?upload_id=nope"), &[], "x").await;
     common::assert_google_error(&r, 404, "NOT_FOUND");
 }
+
+/// Google refusing a file the gateway knows (its project cannot read it any more): the
+/// client gets Google's 403 as Google sent it, and no key is retired for it.
+#[tokio::test]
+async fn a_403_about_a_file_reaches_the_client_as_sent_and_retires_no_key() {
+    let w = world().await;
+    let d = daemon(&w).await;
+    let file = upload(&d, USER_KEY, b"soon refused").await;
+    let name = file["name"].as_str().unwrap().to_owned();
+    let uri = file["uri"].as_str().unwrap().to_owned();
+    let owner = w.google.owner(&name).expect("Google holds the file");
+    w.google.forget(&name);
+    w.up.clear();
+    let id = name.trim_start_matches("files/");
+    let message =
+        format!("You do not have permission to access the File {id} or it may not exist.");
+    let sent = serde_json::to_string_pretty(
+        &json!({"error": {"code": 403, "message": message, "status": "PERMISSION_DENIED"}}),
+    )
+    .unwrap()
+        + "\n";
+    for _ in 0..3 {
+        let r = generate(&d, USER_KEY, generate_with(&uri)).await;
+        assert_eq!(r.status, 403, "{}", r.text());
+        assert_eq!(r.text(), sent, "Google's body, byte for byte");
+    }
+    assert_eq!(keys_at(&w.up, ":generateContent"), vec![owner; 3]);
+    no_key_retired(&w, &d).await;
+}

@@ -1,17 +1,22 @@
 //! What an upstream answer means for the key that got it: a pure function of the status
-//! and Google's error body (`error.status`, `error.details[].reason`, `QuotaFailure`,
-//! `RetryInfo.retryDelay`). Google's OpenAI-compatible layer wraps the same error in a
-//! list (`[{"error":…}]`); both shapes are read.
+//! and Google's error body ([`ErrorBody`]). No I/O, no clock: the pool decides what a
+//! classification does to the key.
 //!
-//! No I/O, no clock: the pool decides what a classification does to the key.
+//! Only an answer about the key retires it: a 401, or an `ErrorInfo.reason` (or message)
+//! saying the key is invalid, expired, suspended, blocked, leaked or its project lacks the
+//! API. A 403 about what the request asks for — another project's file, cache or tuned
+//! model, a model that needs billing, a location Google refuses — is the client's
+//! business: relayed as Google sent it, charging no key. A 403 that says neither counts
+//! as a transient failure of that (key, model), so a client cannot empty the pool by
+//! sending requests Google refuses.
 
-use serde_json::Value;
+use super::google_error::ErrorBody;
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Success,
-    /// The key itself is bad (invalid, expired, suspended, denied): retire it.
+    /// The key itself is bad (invalid, expired, suspended, blocked): retire it.
     Invalid {
         reason: String,
     },
@@ -21,11 +26,13 @@ pub enum Outcome {
         daily: bool,
         reason: String,
     },
-    /// Server-side or network trouble: count towards the failure streak, try another key.
+    /// Server-side or network trouble, or a refusal nobody can place: count towards the
+    /// failure streak, try another key.
     Transient {
         reason: String,
     },
-    /// The client's own mistake: relay it, charge no key, do not retry.
+    /// The client's own mistake, or a refusal about what it asked for: relay it, charge
+    /// no key, do not retry.
     ClientError,
 }
 
@@ -39,14 +46,34 @@ impl Outcome {
     }
 }
 
-/// Reasons in `ErrorInfo.reason` (or phrases in the message) that mean the key is unusable.
+/// Reasons in `ErrorInfo.reason` that mean the key cannot serve through this gateway.
+/// The `…_BLOCKED` restrictions (referrer, IP, app) are the key's own settings: they
+/// refuse every request the gateway sends with it.
 const KEY_REASONS: &[&str] = &[
     "API_KEY_INVALID",
     "API_KEY_EXPIRED",
     "API_KEY_SERVICE_BLOCKED",
+    "API_KEY_HTTP_REFERRER_BLOCKED",
+    "API_KEY_IP_ADDRESS_BLOCKED",
+    "API_KEY_ANDROID_APP_BLOCKED",
+    "API_KEY_IOS_APP_BLOCKED",
     "CONSUMER_SUSPENDED",
     "SERVICE_DISABLED",
     "ACCESS_TOKEN_EXPIRED",
+];
+
+/// Reasons that are about the request, not the key (the project needs billing for it).
+const REQUEST_REASONS: &[&str] = &["BILLING_DISABLED"];
+
+/// Phrases of messages about what the request names or where it comes from, for bodies
+/// that carry no `ErrorInfo` (Google sends file and cache refusals with a message only).
+const REQUEST_PHRASES: &[&str] = &[
+    "permission to access", // "You do not have permission to access the File x …"
+    "or permission denied", // "CachedContent not found (or permission denied)"
+    "or it may not exist",  // tuned models, files
+    "requires billing",     // "This API method requires billing to be enabled."
+    "enable billing",       // "… not available in your country. Please enable billing"
+    "location is not supported", // "User location is not supported for the API use."
 ];
 
 pub fn classify(status: u16, body: &[u8]) -> Outcome {
@@ -61,24 +88,16 @@ pub fn classify(status: u16, body: &[u8]) -> Outcome {
         .cloned()
         .or_else(|| key_problem_in_message(&err.message));
     match status {
-        429 => {
-            let daily = err.quota_ids.iter().any(|q| q.contains("PerDay"));
-            let reason = err
-                .quota_ids
-                .first()
-                .cloned()
-                .unwrap_or_else(|| or_status(&err.status, "RESOURCE_EXHAUSTED"));
-            Outcome::RateLimited {
-                retry_after: err.retry_delay,
-                daily,
-                reason,
-            }
-        }
+        429 => rate_limited(&err),
         401 => Outcome::Invalid {
             reason: key_reason.unwrap_or_else(|| or_status(&err.status, "UNAUTHENTICATED")),
         },
-        403 => Outcome::Invalid {
-            reason: key_reason.unwrap_or_else(|| or_status(&err.status, "PERMISSION_DENIED")),
+        403 => match key_reason {
+            Some(reason) => Outcome::Invalid { reason },
+            None if about_the_request(&err) => Outcome::ClientError,
+            None => Outcome::Transient {
+                reason: format!("403 {}", or_status(&err.status, "PERMISSION_DENIED")),
+            },
         },
         400 => match key_reason {
             Some(reason) => Outcome::Invalid { reason },
@@ -93,6 +112,33 @@ pub fn classify(status: u16, body: &[u8]) -> Outcome {
     }
 }
 
+fn rate_limited(err: &ErrorBody) -> Outcome {
+    let daily = err.violations.iter().any(|v| v.quota_id.contains("PerDay"));
+    let reason = err
+        .violations
+        .first()
+        .map(|v| v.quota_id.clone())
+        .unwrap_or_else(|| or_status(&err.status, "RESOURCE_EXHAUSTED"));
+    Outcome::RateLimited {
+        retry_after: err.retry_delay,
+        daily,
+        reason,
+    }
+}
+
+/// A refusal about what the request names (a resource, a billed model, a location).
+fn about_the_request(err: &ErrorBody) -> bool {
+    if err
+        .reasons
+        .iter()
+        .any(|r| REQUEST_REASONS.contains(&r.as_str()))
+    {
+        return true;
+    }
+    let m = err.message.to_ascii_lowercase();
+    REQUEST_PHRASES.iter().any(|p| m.contains(p))
+}
+
 fn or_status(status: &str, fallback: &str) -> String {
     if status.is_empty() {
         fallback.to_owned()
@@ -101,71 +147,20 @@ fn or_status(status: &str, fallback: &str) -> String {
     }
 }
 
-/// Google sometimes sends only a message: "API key not valid. Please pass a valid API key."
-/// or "API key expired. Please renew the API key."
+/// Google sometimes sends only a message: "API key not valid. Please pass a valid API key.",
+/// "API key expired. Please renew the API key.", "Your API key was reported as leaked.",
+/// "Permission denied: Consumer 'api_key:…' has been suspended."
 fn key_problem_in_message(message: &str) -> Option<String> {
     let m = message.to_ascii_lowercase();
     if m.contains("api key not valid") || m.contains("api key expired") {
         Some("API_KEY_INVALID".to_owned())
     } else if m.contains("leaked") {
         Some("API_KEY_LEAKED".to_owned())
+    } else if m.contains("consumer") && m.contains("has been suspended") {
+        Some("CONSUMER_SUSPENDED".to_owned())
     } else {
         None
     }
-}
-
-#[derive(Debug, Default)]
-struct ErrorBody {
-    status: String,
-    message: String,
-    reasons: Vec<String>,
-    quota_ids: Vec<String>,
-    retry_delay: Option<Duration>,
-}
-
-impl ErrorBody {
-    fn parse(body: &[u8]) -> Self {
-        let Ok(value) = serde_json::from_slice::<Value>(body) else {
-            return Self::default();
-        };
-        // Native: {"error":{…}}; OpenAI-compatible: [{"error":{…}}].
-        let error = match &value {
-            Value::Array(items) => items.first().and_then(|v| v.get("error")),
-            other => other.get("error"),
-        };
-        let Some(error) = error else {
-            return Self::default();
-        };
-        let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_owned();
-        let mut out = Self {
-            status: text(error.get("status")),
-            message: text(error.get("message")),
-            ..Self::default()
-        };
-        let details = error.get("details").and_then(Value::as_array);
-        for d in details.into_iter().flatten() {
-            if let Some(r) = d.get("reason").and_then(Value::as_str) {
-                out.reasons.push(r.to_owned());
-            }
-            if let Some(delay) = d.get("retryDelay").and_then(Value::as_str) {
-                out.retry_delay = parse_google_duration(delay);
-            }
-            let violations = d.get("violations").and_then(Value::as_array);
-            for v in violations.into_iter().flatten() {
-                if let Some(q) = v.get("quotaId").and_then(Value::as_str) {
-                    out.quota_ids.push(q.to_owned());
-                }
-            }
-        }
-        out
-    }
-}
-
-/// Google's protobuf `Duration` in JSON: `"30s"`, `"1.5s"`, `"0.250s"`.
-fn parse_google_duration(s: &str) -> Option<Duration> {
-    let secs: f64 = s.strip_suffix('s')?.parse().ok()?;
-    // Absurd values (`1e300s`) do not fit a Duration: treat them as absent.
-    Duration::try_from_secs_f64(secs).ok()
 }
 
 #[cfg(test)]
@@ -258,9 +253,64 @@ mod tests {
     }
 
     #[test]
-    fn plain_401_and_403_retire_the_key() {
+    fn a_plain_401_retires_the_key_a_plain_403_is_transient() {
         assert!(matches!(classify(401, b""), Outcome::Invalid { .. }));
-        assert!(matches!(classify(403, b"<html>"), Outcome::Invalid { .. }));
+        let caller = br#"{"error":{"code":403,"message":"The caller does not have permission","status":"PERMISSION_DENIED"}}"#;
+        for body in [&b"<html>"[..], caller] {
+            assert_eq!(
+                classify(403, body),
+                Outcome::Transient {
+                    reason: "403 PERMISSION_DENIED".into()
+                },
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn key_reasons_in_a_403_retire_the_key() {
+        let blocked = r#"{"error":{"code":403,"message":"Requests to this API generativelanguage.googleapis.com method google.ai.generativelanguage.v1beta.GenerativeService.StreamGenerateContent are blocked.","status":"PERMISSION_DENIED","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_SERVICE_BLOCKED","domain":"googleapis.com","metadata":{"consumer":"projects/177838813423","service":"generativelanguage.googleapis.com"}}]}}"#;
+        let disabled = r#"{"error":{"code":403,"message":"Generative Language API has not been used in project 9 before or it is disabled.","status":"PERMISSION_DENIED","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"SERVICE_DISABLED","metadata":{"consumer":"projects/9"}}]}}"#;
+        let leaked = r#"{"error":{"code":403,"message":"Your API key was reported as leaked. Please use another API key.","status":"PERMISSION_DENIED"}}"#;
+        let suspended = r#"{"error":{"code":403,"message":"Permission denied: Consumer 'api_key:AIzaxxxx' has been suspended.","status":"PERMISSION_DENIED"}}"#;
+        let cases = [
+            (blocked, "API_KEY_SERVICE_BLOCKED"),
+            (disabled, "SERVICE_DISABLED"),
+            (leaked, "API_KEY_LEAKED"),
+            (suspended, "CONSUMER_SUSPENDED"),
+        ];
+        for (body, reason) in cases {
+            assert_eq!(
+                classify(403, body.as_bytes()),
+                Outcome::Invalid {
+                    reason: reason.into()
+                },
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_403_about_the_request_is_relayed_and_charges_nothing() {
+        let file = r#"{"error":{"code":403,"message":"You do not have permission to access the File abc123 or it may not exist.","status":"PERMISSION_DENIED"}}"#;
+        let cache = r#"{"error":{"code":403,"message":"CachedContent not found (or permission denied)","status":"PERMISSION_DENIED"}}"#;
+        let tuned = r#"{"error":{"code":403,"message":"You do not have permission to access tuned model tunedModels/t-1 or it may not exist.","status":"PERMISSION_DENIED"}}"#;
+        let billing = r#"{"error":{"code":403,"message":"This API method requires billing to be enabled. Please enable billing on project #42 then retry.","status":"PERMISSION_DENIED","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"BILLING_DISABLED","domain":"googleapis.com","metadata":{"consumer":"projects/42"}}]}}"#;
+        let location = r#"{"error":{"code":403,"message":"User location is not supported for the API use.","status":"PERMISSION_DENIED"}}"#;
+        for body in [file, cache, tuned, billing, location] {
+            assert_eq!(
+                classify(403, body.as_bytes()),
+                Outcome::ClientError,
+                "{body}"
+            );
+            let listed = format!("[{body}]");
+            assert_eq!(
+                classify(403, listed.as_bytes()),
+                Outcome::ClientError,
+                "{listed}"
+            );
+        }
     }
 
     #[test]
@@ -325,16 +375,5 @@ mod tests {
             classify(400, wrapped.as_bytes()),
             Outcome::Invalid { .. }
         ));
-    }
-
-    #[test]
-    fn google_durations() {
-        assert_eq!(
-            parse_google_duration("1.5s"),
-            Some(Duration::from_millis(1500))
-        );
-        assert_eq!(parse_google_duration("x"), None);
-        assert_eq!(parse_google_duration("-1s"), None);
-        assert_eq!(parse_google_duration("1e300s"), None);
     }
 }

@@ -9,6 +9,7 @@
 mod admin;
 pub mod classify;
 pub mod format;
+pub mod google_error;
 pub mod persist;
 mod select;
 pub mod shared;

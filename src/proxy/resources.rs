@@ -327,15 +327,11 @@ pub(super) async fn answer(
 }
 
 /// What an answer on a resource route means for the key: as for generation, except that
-/// a 403 without a key reason is about the resource (another project's, or gone), so it
-/// is the client's business and never retires the key.
+/// a 403 the classifier cannot place is about the resource (another project's, or gone),
+/// so it is the client's business and charges the key nothing.
 pub fn resource_outcome(status: StatusCode, body: &[u8]) -> Outcome {
     match classify(status.as_u16(), body) {
-        Outcome::Invalid { reason }
-            if status == StatusCode::FORBIDDEN && reason == "PERMISSION_DENIED" =>
-        {
-            Outcome::ClientError
-        }
+        Outcome::Transient { .. } if status == StatusCode::FORBIDDEN => Outcome::ClientError,
         other => other,
     }
 }
@@ -373,6 +369,11 @@ mod tests {
         let file = br#"{"error":{"code":403,"message":"You do not have permission to access the File abc or it may not exist.","status":"PERMISSION_DENIED"}}"#;
         assert_eq!(
             resource_outcome(StatusCode::FORBIDDEN, file),
+            Outcome::ClientError
+        );
+        let unplaced = br#"{"error":{"code":403,"message":"The caller does not have permission","status":"PERMISSION_DENIED"}}"#;
+        assert_eq!(
+            resource_outcome(StatusCode::FORBIDDEN, unplaced),
             Outcome::ClientError
         );
         let suspended = br#"{"error":{"code":403,"message":"Permission denied: Consumer has been suspended.","status":"PERMISSION_DENIED","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"CONSUMER_SUSPENDED"}]}}"#;

@@ -111,6 +111,12 @@ impl Google {
         s.objects.get(name).map(|o| o.project.clone())
     }
 
+    /// Drops `name` at Google, as when its project can no longer read it (python-genai
+    /// #1218: a payment was due); the owner then gets Google's 403 for it.
+    pub fn forget(&self, name: &str) {
+        self.state.lock().unwrap().objects.remove(name);
+    }
+
     /// Names of every resource, with their owners.
     pub fn all(&self) -> Vec<(String, String)> {
         let s = self.state.lock().unwrap();
