@@ -4,7 +4,8 @@
 //! log records and by the live-feed hub; nothing here touches the store.
 //!
 //! Model names come from clients, so at most [`MAX_MODELS`] distinct ones get their own
-//! label; the rest are counted as `other`.
+//! label; the rest are counted as `other`. Requests refused before a user key was
+//! accepted are not logged; they are counted here by [`Rejected`] reason alone.
 
 use crate::events::Hub;
 use crate::keys::{KeyStatus, Pool};
@@ -25,6 +26,38 @@ pub struct Metrics {
     shards: [Shard; SHARDS],
     labels: Mutex<Labels>,
     log_dropped: AtomicU64,
+    rejected: [AtomicU64; Rejected::ALL.len()],
+}
+
+/// Why a proxy request was refused before any user was known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejected {
+    MissingKey,
+    UnknownKey,
+    UserDisabled,
+    UserExpired,
+    /// An upload byte request naming no live upload session.
+    UnknownUpload,
+}
+
+impl Rejected {
+    const ALL: [Rejected; 5] = [
+        Self::MissingKey,
+        Self::UnknownKey,
+        Self::UserDisabled,
+        Self::UserExpired,
+        Self::UnknownUpload,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::MissingKey => "missing_key",
+            Self::UnknownKey => "unknown_key",
+            Self::UserDisabled => "user_disabled",
+            Self::UserExpired => "user_expired",
+            Self::UnknownUpload => "unknown_upload",
+        }
+    }
 }
 
 /// Shards; threads take them in turn, so the serving threads get one each.
@@ -226,6 +259,10 @@ impl Metrics {
         c.retries += u64::from(rec.attempts.saturating_sub(1));
     }
 
+    pub fn rejected(&self, why: Rejected) {
+        self.rejected[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn set_log_dropped(&self, n: u64) {
         self.log_dropped.store(n, Ordering::Relaxed);
     }
@@ -329,6 +366,15 @@ impl Metrics {
             "# HELP gemini_balance_log_records_dropped_total Log records dropped because the writer fell behind.\n# TYPE gemini_balance_log_records_dropped_total counter\ngemini_balance_log_records_dropped_total {}",
             self.log_dropped.load(Ordering::Relaxed)
         );
+        out.push_str("# HELP gemini_balance_rejected_total Proxy requests refused before a user key was accepted (not logged).\n# TYPE gemini_balance_rejected_total counter\n");
+        for why in Rejected::ALL {
+            let n = self.rejected[why as usize].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "gemini_balance_rejected_total{{reason=\"{}\"}} {n}",
+                why.label()
+            );
+        }
         let mut states: BTreeMap<&str, u64> = [
             ("active", 0),
             ("cooling", 0),

@@ -4,9 +4,15 @@
 //! Bodies are opaque: native requests are forwarded byte for byte. The client's key is
 //! removed from every place it can hide (header, `?key=`, `Authorization`) before anything
 //! is sent; the pool key goes only in a header, never in a URL.
+//!
+//! Nothing a client without a valid key sends is recorded: a request is logged (its
+//! route set in the [`Trace`]) only once its key is accepted, and refusals before that
+//! are counted in `/metrics` by reason. Names it carries are checked (`names`) before
+//! they are logged, and a model the user may not use is logged without it.
 
 mod attempt;
 mod lists;
+mod names;
 pub mod openai;
 mod resources;
 mod upload;
@@ -16,6 +22,7 @@ use crate::body::ReqBody;
 use crate::error::{ApiError, Shape};
 use crate::limits::Permit;
 use crate::logs::Trace;
+use crate::metrics::Rejected;
 use crate::relay::ErrorStyle;
 use crate::router::GeminiCall;
 use crate::store::UserRecord;
@@ -93,7 +100,9 @@ pub fn query_without_key(uri: &Uri) -> Option<String> {
     (!kept.is_empty()).then(|| kept.join("&"))
 }
 
-/// `now_ms`: when the request arrived (Unix ms).
+/// The user of a request's key; a refusal is counted by reason (and not logged: the
+/// caller sets the trace's route only after this succeeds). `now_ms`: when the request
+/// arrived (Unix ms).
 pub fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
@@ -104,12 +113,31 @@ pub fn authenticate(
     state
         .users
         .authenticate(client_key(headers, uri), now)
-        .map_err(|e| match e {
-            AuthError::Missing => ApiError::MissingKey,
-            AuthError::Unknown => ApiError::UnknownKey,
-            AuthError::Disabled => ApiError::UserDisabled,
-            AuthError::Expired => ApiError::UserExpired,
+        .map_err(|e| {
+            let (why, err) = match e {
+                AuthError::Missing => (Rejected::MissingKey, ApiError::MissingKey),
+                AuthError::Unknown => (Rejected::UnknownKey, ApiError::UnknownKey),
+                AuthError::Disabled => (Rejected::UserDisabled, ApiError::UserDisabled),
+                AuthError::Expired => (Rejected::UserExpired, ApiError::UserExpired),
+            };
+            state.metrics.rejected(why);
+            err
         })
+}
+
+/// The user's admission for `model`; the trace names the model unless the user may not
+/// use it (a refused name is not recorded).
+pub async fn admit(
+    state: &AppState,
+    user: &UserRecord,
+    model: &str,
+    trace: &mut Trace,
+) -> Result<Arc<Permit>, ApiError> {
+    let admitted = state.limits.admit(user, model, trace.time).await;
+    if !matches!(admitted, Err(ApiError::ModelNotAllowed(_))) {
+        model.clone_into(&mut trace.model);
+    }
+    admitted.map(Arc::new)
 }
 
 /// Reads the whole request body, refusing more than `limit` bytes without reading them.
@@ -200,12 +228,12 @@ pub async fn gemini(
         return resources::handle(state, req, native, trace).await;
     }
     let (parts, body) = req.into_parts();
-    trace.route = Some(call.name());
-    trace.model = model.clone();
-    trace.stream = call == GeminiCall::Stream;
     let user = authenticate(state, &parts.headers, &parts.uri, trace.time)?;
+    trace.route = Some(call.name());
+    trace.stream = call == GeminiCall::Stream;
     trace.user = Some(user.name.clone());
-    let permit = Arc::new(state.limits.admit(&user, &model, trace.time).await?);
+    names::model_id(&model, false)?;
+    let permit = admit(state, &user, &model, trace).await?;
     let path = parts.uri.path();
     let body = read_body(body, &parts.headers, state.config.server.max_body_bytes).await?;
     let query = query_without_key(&parts.uri);

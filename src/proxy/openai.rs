@@ -8,7 +8,7 @@
 //! `stream_options.include_usage` (for token accounting) — when the client did not ask,
 //! the usage-only chunk is held back from it.
 
-use super::{KeyIn, Plan, authenticate, forward_headers, read_body, upstream_uri};
+use super::{KeyIn, Plan, admit, authenticate, forward_headers, names, read_body, upstream_uri};
 use crate::AppState;
 use crate::body::Body;
 use crate::body::ReqBody;
@@ -33,9 +33,12 @@ pub async fn handle(
     trace: &mut Trace,
 ) -> Result<Response<Body>, ApiError> {
     let (parts, body) = req.into_parts();
-    trace.route = Some(call.name());
     let user = authenticate(state, &parts.headers, &parts.uri, trace.time)?;
+    trace.route = Some(call.name());
     trace.user = Some(user.name.clone());
+    if let Some(m) = &model_path {
+        names::model_id(m, false)?;
+    }
     let base = state.config.upstream.openai_base();
     let tail = match (call, &model_path) {
         (OpenAiCall::Chat, _) => "/chat/completions".to_owned(),
@@ -56,9 +59,9 @@ pub async fn handle(
         Some(e) => e.model.clone(),
         None => model_path.unwrap_or_default(),
     };
-    trace.model = model.clone();
+    names::model_id(&model, true)?;
     trace.stream = edited.as_ref().is_some_and(|e| e.stream);
-    let permit = Arc::new(state.limits.admit(&user, &model, trace.time).await?);
+    let permit = admit(state, &user, &model, trace).await?;
     let mut plan = Plan {
         shape: Shape::OpenAi,
         style: ErrorStyle::OpenAi,

@@ -11,7 +11,8 @@
 //! retires the key.
 
 use super::attempt::{build_request, copy_response_headers, is_event_stream, read_error_body};
-use super::{FORWARDED, KeyIn, Plan, authenticate, forward_headers, query_without_key, read_body};
+use super::{FORWARDED, KeyIn, Plan, admit, authenticate, forward_headers, names};
+use super::{query_without_key, read_body};
 use crate::AppState;
 use crate::affinity;
 use crate::body::{Body, ReqBody};
@@ -39,17 +40,19 @@ pub async fn handle(
     call: NativeCall,
     trace: &mut Trace,
 ) -> Result<Response<Body>, ApiError> {
-    trace.route = Some(call.label);
     if call.act == Act::Upload {
-        return super::upload::handle(state, req, trace).await;
+        return super::upload::handle(state, req, call.label, trace).await;
     }
     let (parts, body) = req.into_parts();
     let user = authenticate(state, &parts.headers, &parts.uri, trace.time)?;
+    trace.route = Some(call.label);
     trace.user = Some(user.name.clone());
+    names::path(parts.uri.path())?;
     let segs = native_segments(parts.uri.path());
     let model = path_model(&segs).unwrap_or_default().to_owned();
-    trace.model = model.clone();
-    let permit = Arc::new(state.limits.admit(&user, &model, trace.time).await?);
+    names::model_id(&model, false)?;
+    names::model_id(names::tuned_model(&segs).unwrap_or_default(), false)?;
+    let permit = admit(state, &user, &model, trace).await?;
     let body = read_body(body, &parts.headers, state.config.server.max_body_bytes).await?;
     let mut names = refs::references(&body);
     if let Act::Owned { .. } = call.act {

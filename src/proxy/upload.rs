@@ -18,6 +18,7 @@ use crate::affinity;
 use crate::body::{Body, ReqBody};
 use crate::error::{ApiError, Shape};
 use crate::logs::{Attempt, Trace};
+use crate::metrics::Rejected;
 use crate::native;
 use crate::refs;
 use crate::relay::ErrorStyle;
@@ -46,14 +47,16 @@ const UPLOAD_HEADERS: &[&str] = &[
 
 const UPLOAD_URL: &str = "x-goog-upload-url";
 
+/// `route`: the method's name in the log, set once the caller is known.
 pub async fn handle(
     state: &Arc<AppState>,
     req: Request<ReqBody>,
+    route: &'static str,
     trace: &mut Trace,
 ) -> Result<Response<Body>, ApiError> {
     match query_param(req.uri(), "upload_id") {
-        Some(id) => bytes(state, req, &id, trace).await,
-        None => start(state, req, trace).await,
+        Some(id) => bytes(state, req, &id, route, trace).await,
+        None => start(state, req, route, trace).await,
     }
 }
 
@@ -66,13 +69,16 @@ fn query_param(uri: &Uri, name: &str) -> Option<String> {
 async fn start(
     state: &Arc<AppState>,
     req: Request<ReqBody>,
+    route: &'static str,
     trace: &mut Trace,
 ) -> Result<Response<Body>, ApiError> {
     let (parts, body) = req.into_parts();
     let now = trace.time;
     let user = authenticate(state, &parts.headers, &parts.uri, now)?;
+    trace.route = Some(route);
     trace.user = Some(user.name.clone());
-    let permit = Arc::new(state.limits.admit(&user, "", now).await?);
+    super::names::path(parts.uri.path())?;
+    let permit = super::admit(state, &user, "", trace).await?;
     let body = read_body(body, &parts.headers, state.config.server.max_body_bytes).await?;
     let segs = resources::native_segments(parts.uri.path());
     let owner = match native::owner_of(&segs) {
@@ -188,18 +194,27 @@ async fn bytes(
     state: &Arc<AppState>,
     req: Request<ReqBody>,
     id: &str,
+    route: &'static str,
     trace: &mut Trace,
 ) -> Result<Response<Body>, ApiError> {
     let (parts, body) = req.into_parts();
     let now = trace.time;
     let row = match state.store.resource(&format!("upload/{id}")).await {
         Ok(Some(row)) if row.expires_ms > now => row,
-        Ok(_) => return Err(ApiError::ResourceNotFound),
+        Ok(_) => {
+            state.metrics.rejected(Rejected::UnknownUpload);
+            return Err(ApiError::ResourceNotFound);
+        }
         Err(e) => return Err(ApiError::Store(e.to_string())),
     };
-    let user = uploader(state, &row, &parts.headers, &parts.uri, now)?;
+    let user = uploader(state, &row, &parts.headers, &parts.uri, now).inspect_err(|e| {
+        if matches!(e, ApiError::ResourceNotFound) {
+            state.metrics.rejected(Rejected::UnknownUpload);
+        }
+    })?;
+    trace.route = Some(route);
     trace.user = Some(user.name.clone());
-    let permit = Arc::new(state.limits.admit(&user, "", now).await?);
+    let permit = super::admit(state, &user, "", trace).await?;
     let limit = state.config.server.max_upload_bytes;
     let declared = parts
         .headers

@@ -1,0 +1,251 @@
+//! Black-box tests of the proxy against hostile clients and upstreams (issue 25): what a
+//! client without a valid key sends is not stored, model names are checked on every
+//! surface, upstream answer headers are filtered, one upstream event is bounded, and a
+//! trickling answer cannot hold its slots forever.
+
+mod common;
+
+use std::future::Future;
+use std::time::Duration;
+
+use common::admin::{admin_ok, login};
+use common::*;
+use http::Method;
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "hardening-admin-pw-7";
+
+/// Polls `f` until it answers `Ok`, or panics after `within` with the last `Err` it saw.
+async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(last) if tokio::time::Instant::now() >= deadline => {
+                panic!("{what}: not within {within:?}; last seen: {last}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+async fn metrics(d: &Daemon) -> String {
+    let r = client::get(&d.url("/metrics"), &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.text()
+}
+
+/// The value of the `/metrics` line starting with `series` (0 when absent).
+fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The request ids in the log, newest first.
+async fn logged_ids(d: &Daemon, token: &str) -> Vec<String> {
+    let v = admin_ok(d, Method::GET, "/api/logs?limit=500", token, None).await;
+    v["logs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no logs array: {v}"))
+        .iter()
+        .map(|r| r["request_id"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// A request alice may make; waits until the log holds it, so every record queued
+/// before it is in the log too.
+async fn logged_request(d: &Daemon, token: &str) -> String {
+    let r = client::post(
+        &d.url(&model_path(FLASH, "generateContent")),
+        &user_auth(),
+        GENERATE_BODY,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = r.header("x-request-id").expect("x-request-id");
+    wait_for("the request in the log", client::TIMEOUT, || async {
+        let ids = logged_ids(d, token).await;
+        if ids.contains(&id) {
+            Ok(())
+        } else {
+            Err(format!("{ids:?}"))
+        }
+    })
+    .await;
+    id
+}
+
+async fn ok_upstream() -> Upstream {
+    Upstream::start(|r| {
+        if r.path.ends_with("/chat/completions") {
+            Reply::openai_chat_ok()
+        } else {
+            ok_or_stream(r)
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn requests_without_a_valid_key_leave_the_log_stats_and_model_labels_alone() {
+    let up = ok_upstream().await;
+    let d = Daemon::start(&Config::new(&up).admin_password(PASSWORD)).await;
+    let token = login(&d, PASSWORD).await;
+    let first = logged_request(&d, &token).await;
+    let before = metrics(&d).await;
+
+    let huge = "x".repeat(60 * 1024);
+    let path = model_path(&huge, "generateContent");
+    for i in 0..300 {
+        let headers: &[(&str, &str)] = if i % 2 == 0 {
+            &[]
+        } else {
+            &[("x-goog-api-key", "gb-not-a-key-of-anyone")]
+        };
+        let r = client::post(&d.url(&path), headers, "").await;
+        assert!(
+            r.status == 401 || r.status == 403,
+            "request {i}: {} {}",
+            r.status,
+            r.text()
+        );
+    }
+    let last = logged_request(&d, &token).await;
+
+    let ids = logged_ids(&d, &token).await;
+    assert_eq!(
+        ids,
+        [last, first],
+        "only the two requests with a key are logged"
+    );
+    let summary = admin_ok(&d, Method::GET, "/api/stats/summary", &token, None).await;
+    assert_eq!(summary["today"]["requests"], 2, "{summary}");
+    let after = metrics(&d).await;
+    assert!(
+        !after.contains("xxxxxxxx"),
+        "a refused model became a label"
+    );
+    assert!(
+        after.len() < before.len() + 2048,
+        "{} → {}",
+        before.len(),
+        after.len()
+    );
+    let missing = "gemini_balance_rejected_total{reason=\"missing_key\"}";
+    let unknown = "gemini_balance_rejected_total{reason=\"unknown_key\"}";
+    assert_eq!(metric(&after, missing) - metric(&before, missing), 150);
+    assert_eq!(metric(&after, unknown) - metric(&before, unknown), 150);
+    assert!(
+        up.requests_to(&format!("{huge}:generateContent"))
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn model_names_are_checked_on_every_surface() {
+    let up = ok_upstream().await;
+    let d = Daemon::start(&Config::new(&up).admin_password(PASSWORD)).await;
+    let bearer = format!("Bearer {USER_KEY}");
+    let openai = [("authorization", bearer.as_str())];
+
+    // A 1 MiB model in an OpenAI body: 400 in OpenAI's shape, nothing sent or labelled.
+    let body = json!({"model": "m".repeat(1 << 20), "messages": []}).to_string();
+    let r = client::post(&d.url("/v1/chat/completions"), &openai, body).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(
+        r.json()["error"]["type"],
+        "invalid_request_error",
+        "{}",
+        r.text()
+    );
+    assert!(
+        r.body.len() < 1024,
+        "the name is not echoed: {} bytes",
+        r.body.len()
+    );
+    let text = metrics(&d).await;
+    assert!(text.len() < 16 * 1024, "/metrics is {} bytes", text.len());
+    assert!(!text.contains("mmmmmmmm"));
+
+    // Google's names pass, with the prefixes it uses.
+    for model in ["models/gemini-2.5-flash", "tunedModels/my-model-1"] {
+        let body = json!({"model": model, "messages": []}).to_string();
+        let r = client::post(&d.url("/v1/chat/completions"), &openai, body).await;
+        assert_eq!(r.status, 200, "{model}: {}", r.text());
+    }
+
+    // The native path, a tuned model, the OpenAI model path: Google-shaped or OpenAI 400s.
+    for path in [
+        "/v1beta/models/gemini%2e%2e:generateContent".to_owned(),
+        format!("/v1beta/models/{}:generateContent", "g".repeat(129)),
+        "/v1beta/models/a%20b:streamGenerateContent".to_owned(),
+        "/v1beta/tunedModels/t%22x:generateContent".to_owned(),
+        "/v1beta/models/gemini-2.5-flash:batchGenerateContent/%2e%2e".to_owned(),
+    ] {
+        let r = client::post(&d.url(&path), &user_auth(), GENERATE_BODY).await;
+        assert_google_error(&r, 400, "INVALID_ARGUMENT");
+    }
+    let r = client::get(&d.url("/v1/models/a%2Fb"), &openai).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.json()["error"]["type"].is_string(), "{}", r.text());
+
+    // Dot-segments, plain or encoded, never reach the upstream (it would resolve them).
+    for path in [
+        "/v1beta/files/%2e%2e/models/gemini-2.5-pro:generateContent",
+        "/v1beta/cachedContents/.%2E/models/x:generateContent",
+    ] {
+        let r = client::post(&d.url(path), &user_auth(), GENERATE_BODY).await;
+        assert_google_error(&r, 400, "INVALID_ARGUMENT");
+    }
+    let sent: Vec<String> = up.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(
+        sent.len(),
+        2,
+        "only the two valid names were sent: {sent:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_model_is_not_logged_with_its_name() {
+    let up = ok_upstream().await;
+    let d = Daemon::start(&Config::new(&up).admin_password(PASSWORD)).await;
+    let token = login(&d, PASSWORD).await;
+    let dora = admin_ok(
+        &d,
+        Method::POST,
+        "/api/users",
+        &token,
+        Some(json!({"name": "dora", "models": ["gemini-2.5-*"]})),
+    )
+    .await;
+    let key = dora["key"].as_str().expect("key").to_owned();
+    let r = client::post(
+        &d.url(&model_path("gemma-secret-name", "generateContent")),
+        &[("x-goog-api-key", key.as_str())],
+        GENERATE_BODY,
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let id = r.header("x-request-id").expect("x-request-id");
+    let record: Value = wait_for("the refusal in the log", client::TIMEOUT, || async {
+        let r =
+            common::admin::admin(&d, Method::GET, &format!("/api/logs/{id}"), &token, None).await;
+        if r.status == 200 {
+            Ok(r.json())
+        } else {
+            Err(r.text())
+        }
+    })
+    .await;
+    assert_eq!(record["user"], "dora", "{record}");
+    assert!(
+        !record.to_string().contains("gemma-secret-name"),
+        "{record}"
+    );
+    assert!(!metrics(&d).await.contains("gemma-secret-name"));
+}
