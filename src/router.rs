@@ -27,6 +27,7 @@
 //! | GET    | `/api/logs`, `/api/logs/export`, `/api/logs/{id}`       | Admin logs       |
 //! | GET    | `/api/stats/{summary,timeseries,heatmap}`                | Admin stats      |
 //! | GET    | `/api/events`                                            | Admin live feed (SSE) |
+//! | GET    | `/api/resources`                                         | Admin Resources  |
 //! | GET    | `/metrics`                                               | Metrics (Prometheus) |
 //! | GET    | `/`, `/assets/…` and other non-API paths                 | Ui               |
 //!
@@ -122,6 +123,8 @@ pub enum AdminRoute<'a> {
     Timeseries,
     Heatmap,
     Events,
+    /// The affinity table's rows: which key and user own each resource.
+    Resources,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,7 +267,8 @@ fn admin_route<'a>(method: &Method, rest: &[&'a str]) -> Result<AdminRoute<'a>, 
         (["stats", "timeseries"], "GET") => A::Timeseries,
         (["stats", "heatmap"], "GET") => A::Heatmap,
         (["events"], "GET") => A::Events,
-        (["login" | "logout" | "keys" | "users" | "logs" | "events"], _)
+        (["resources"], "GET") => A::Resources,
+        (["login" | "logout" | "keys" | "users" | "logs" | "events" | "resources"], _)
         | (["keys" | "users" | "logs" | "stats", _], _)
         | (["keys", _, "reset"] | ["users", _, "rotate"], _) => {
             return Err(RouteError::MethodNotAllowed);

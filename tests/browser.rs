@@ -91,7 +91,7 @@ async fn screenshots(b: &Browser) {
         for theme in ["light", "dark"] {
             b.color_scheme(theme).await;
             b.js("delete document.documentElement.dataset.theme; localStorage.removeItem('gb.theme');", json!([])).await;
-            for page in ["dashboard", "keys", "users", "logs", "live"] {
+            for page in ["dashboard", "keys", "users", "resources", "logs", "live"] {
                 b.js(
                     "location.hash = arguments[0];",
                     json!([format!("#/{page}")]),

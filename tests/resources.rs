@@ -240,6 +240,61 @@ async fn a_second_instance_on_redis_routes_to_the_owner() {
     common::assert_google_error(&bob, 404, "NOT_FOUND");
 }
 
+/// The admin API lists each resource with its kind, size, owner key and user; other
+/// users' rows stay apart under `?user=`, and nothing is shown without the admin session.
+#[tokio::test]
+async fn the_admin_api_lists_resources_by_user_and_key() {
+    let w = world().await;
+    let cfg = Config::new(&w.up)
+        .keys(keys(3))
+        .user("bob", BOB_KEY)
+        .admin_password("resources-admin-pw");
+    let d = Daemon::start(&cfg).await;
+    let file = upload(&d, USER_KEY, b"listed for the admin").await;
+    let name = file["name"].as_str().unwrap().to_owned();
+    let owner = w.google.owner(&name).unwrap();
+    let denied = client::get(&d.url("/api/resources"), &[]).await;
+    assert_eq!(denied.status, 401, "{}", denied.text());
+
+    let token = common::admin::login(&d, "resources-admin-pw").await;
+    let all =
+        common::admin::admin_ok(&d, Method::GET, "/api/resources?kind=files", &token, None).await;
+    let rows = all["resources"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{all}");
+    let row = &rows[0];
+    assert_eq!(row["name"], name.as_str());
+    assert_eq!(row["kind"], "files");
+    assert_eq!(row["user"], common::USER_NAME);
+    assert_eq!(row["size"], 20);
+    let brief = row["key"].as_str().unwrap();
+    assert!(
+        brief.starts_with(&owner[..4]) && brief.ends_with(&owner[owner.len() - 4..]),
+        "the owner key's brief: {brief}"
+    );
+    assert!(!all.to_string().contains(&owner), "no key in the answer");
+    assert!(row["expires_ms"].as_i64() > row["created_ms"].as_i64());
+
+    let users = common::admin::admin_ok(&d, Method::GET, "/api/users", &token, None).await;
+    let bob = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "bob")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bobs = common::admin::admin_ok(
+        &d,
+        Method::GET,
+        &format!("/api/resources?user={bob}"),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(bobs["resources"], json!([]), "{bobs}");
+}
+
 #[tokio::test]
 async fn caches_batches_videos_and_interactions_reach_their_key() {
     let w = world().await;

@@ -11,10 +11,11 @@ import * as keys from './views/keys.js';
 import * as users from './views/users.js';
 import * as logs from './views/logs.js';
 import * as live from './views/live.js';
+import * as resources from './views/resources.js';
 import * as login from './views/login.js';
 
-const VIEWS = { dashboard, keys, users, logs, live };
-const NAV = ['dashboard', 'keys', 'users', 'logs', 'live'];
+const VIEWS = { dashboard, keys, users, resources, logs, live };
+const NAV = ['dashboard', 'keys', 'users', 'resources', 'logs', 'live'];
 const RETURN = 'gb.return';
 
 let cleanup = null;

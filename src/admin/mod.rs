@@ -8,6 +8,7 @@
 mod feed;
 pub mod keys;
 mod logs;
+mod resources;
 mod users;
 
 use crate::AppState;
@@ -76,6 +77,7 @@ async fn dispatch(
         A::Timeseries => logs::timeseries(state, req.uri()).await,
         A::Heatmap => logs::heatmap(state, req.uri()).await,
         A::Events => Ok(feed::subscribe(state)),
+        A::Resources => resources::list(state, req.uri()).await,
     }
 }
 
