@@ -1,5 +1,5 @@
 //! Admin sessions: the password (argon2 hash), the JWT signing key (random, persisted),
-//! login throttling per client IP, and checking a request's session (Bearer or cookie)
+//! the login throttle (`login_gate`), and checking a request's session (Bearer or cookie)
 //! with the CSRF rule for cookie-authenticated writes.
 //!
 //! There are no default secrets: with no password configured, the first start generates
@@ -7,6 +7,7 @@
 //! (by its id) until it would have expired anyway.
 
 use crate::config::AdminConfig;
+use crate::login_gate::{Attempt, LoginGate, Refusal};
 use crate::secret::Secret;
 use crate::store::{Store, Write};
 use anyhow::Context;
@@ -23,17 +24,13 @@ const META_JWT_KEY: &str = "jwt_key";
 const META_REVOKED: &str = "revoked_sessions";
 pub const COOKIE: &str = "gb_session";
 
-/// Failed logins allowed per client IP in one window before 429.
-const MAX_FAILURES: u32 = 5;
-const WINDOW_SECS: u64 = 60;
-
 pub struct AdminAuth {
     password_hash: Secret,
     key: HS256Key,
     ttl: std::time::Duration,
     /// Token ids revoked by logout, with their expiry (Unix seconds).
     revoked: Mutex<HashMap<String, u64>>,
-    failures: Mutex<HashMap<IpAddr, (u32, u64)>>,
+    gate: LoginGate,
 }
 
 /// Hashes a password as an argon2id PHC string.
@@ -94,7 +91,7 @@ impl AdminAuth {
             key,
             ttl: cfg.session_ttl,
             revoked: Mutex::new(revoked),
-            failures: Mutex::new(HashMap::new()),
+            gate: LoginGate::new(cfg.login_attempts, cfg.login_window),
         })
     }
 
@@ -102,20 +99,26 @@ impl AdminAuth {
         self.ttl
     }
 
+    /// Counts a login attempt from `addr` (see `login_gate`) before its password is checked.
+    pub fn begin_login(&self, addr: IpAddr, now_ms: i64) -> Result<Attempt, Refusal> {
+        self.gate.begin(addr, now_ms)
+    }
+
     /// Checks a password; argon2 is slow on purpose, so this runs off the async threads.
-    pub async fn verify_password(&self, password: String) -> bool {
+    /// The attempt's slots are held until the check ends, even if the caller goes away.
+    pub async fn verify_password(&self, password: String, attempt: Attempt) -> Option<Attempt> {
         let hash = self.password_hash.clone();
         tokio::task::spawn_blocking(move || {
-            PasswordHash::new(hash.expose())
-                .map(|h| {
-                    Argon2::default()
-                        .verify_password(password.as_bytes(), &h)
-                        .is_ok()
-                })
-                .unwrap_or(false)
+            let ok = PasswordHash::new(hash.expose()).is_ok_and(|h| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &h)
+                    .is_ok()
+            });
+            ok.then_some(attempt)
         })
         .await
-        .unwrap_or(false)
+        .ok()
+        .flatten()
     }
 
     pub fn issue(&self) -> String {
@@ -171,33 +174,6 @@ impl AdminAuth {
         store
             .apply(vec![Write::PutMeta(META_REVOKED.into(), snapshot)])
             .await
-    }
-
-    /// Seconds until `ip` may try again, if it failed too often lately.
-    pub fn throttled(&self, ip: IpAddr, now: u64) -> Option<u64> {
-        let map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let (count, since) = *map.get(&ip)?;
-        let until = since + WINDOW_SECS;
-        (count >= MAX_FAILURES && now < until).then_some(until - now)
-    }
-
-    pub fn record_failure(&self, ip: IpAddr, now: u64) {
-        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() > 10_000 {
-            map.retain(|_, (_, since)| now < *since + WINDOW_SECS);
-        }
-        let entry = map.entry(ip).or_insert((0, now));
-        if now >= entry.1 + WINDOW_SECS {
-            *entry = (0, now);
-        }
-        entry.0 += 1;
-    }
-
-    pub fn record_success(&self, ip: IpAddr) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&ip);
     }
 
     /// Whether a request carries a valid admin session and, if it came by cookie and
@@ -289,8 +265,12 @@ mod tests {
     #[tokio::test]
     async fn password_and_tokens() {
         let (a, _d) = auth().await;
-        assert!(a.verify_password("correct horse".into()).await);
-        assert!(!a.verify_password("wrong".into()).await);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let attempt = a.begin_login(ip, 0).unwrap();
+        let attempt = a.verify_password("correct horse".into(), attempt).await;
+        attempt.expect("the right password").succeeded();
+        let attempt = a.begin_login(ip, 0).unwrap();
+        assert!(a.verify_password("wrong".into(), attempt).await.is_none());
         let t = a.issue();
         assert!(a.token_ok(&t));
         let other = HS256Key::generate()
@@ -334,20 +314,5 @@ mod tests {
             a.authorize(&Method::GET, &HeaderMap::new()),
             Err(Denied::Unauthenticated)
         );
-    }
-
-    #[tokio::test]
-    async fn throttle_after_five_failures_per_window() {
-        let (a, _d) = auth().await;
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        for _ in 0..5 {
-            assert_eq!(a.throttled(ip, 100), None);
-            a.record_failure(ip, 100);
-        }
-        assert_eq!(a.throttled(ip, 100), Some(60));
-        assert_eq!(a.throttled(ip, 159), Some(1));
-        assert_eq!(a.throttled(ip, 160), None);
-        let other: IpAddr = "192.0.2.2".parse().unwrap();
-        assert_eq!(a.throttled(other, 100), None);
     }
 }

@@ -66,6 +66,10 @@ pub struct AdminConfig {
     /// How long an admin login lasts.
     #[serde(with = "humantime_serde")]
     pub session_ttl: Duration,
+    /// Login attempts allowed per client address in one `login_window` before 429.
+    pub login_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub login_window: Duration,
 }
 
 impl Default for AdminConfig {
@@ -75,6 +79,8 @@ impl Default for AdminConfig {
             password: None,
             password_file: None,
             session_ttl: Duration::from_secs(12 * 3600),
+            login_attempts: 5,
+            login_window: Duration::from_secs(60),
         }
     }
 }
@@ -354,6 +360,9 @@ impl Config {
         }
         if let Some(path) = &self.upstream.extra_ca_file {
             crate::pem::certificates(path).context("upstream.extra_ca_file")?;
+        }
+        if self.admin.login_attempts == 0 || self.admin.login_window.is_zero() {
+            bail!("admin.login_attempts and admin.login_window must be positive");
         }
         if self.pool.max_attempts == 0 {
             bail!("pool.max_attempts must be at least 1");

@@ -52,8 +52,10 @@ pub enum ApiError {
     Csrf,
     #[error("Wrong password.")]
     WrongPassword,
-    #[error("Too many failed logins from this address; retry later.")]
+    #[error("Too many login attempts from this address; retry later.")]
     LoginThrottled(Duration),
+    #[error("A login from this address is already being checked; retry in a moment.")]
+    LoginBusy,
     #[error("{0} not found.")]
     NoSuch(&'static str),
     #[error("{0}")]
@@ -92,7 +94,9 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::LoginThrottled(_) | Self::UserLimit(..) => StatusCode::TOO_MANY_REQUESTS,
+            Self::LoginThrottled(_) | Self::LoginBusy | Self::UserLimit(..) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound | Self::ResourceNotFound => StatusCode::NOT_FOUND,
@@ -144,6 +148,7 @@ impl ApiError {
         match self {
             Self::AllCooling(d) | Self::AllBusy(d) | Self::LoginThrottled(d) => Some(*d),
             Self::UserLimit(_, d) | Self::OwnerCooling(_, d) => Some(*d),
+            Self::LoginBusy => Some(Duration::from_secs(1)),
             _ => None,
         }
     }

@@ -17,6 +17,7 @@ mod events;
 mod http1;
 mod keys;
 mod limits;
+mod login_gate;
 mod logs;
 mod metrics;
 mod native;

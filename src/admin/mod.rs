@@ -25,6 +25,8 @@ use std::sync::Arc;
 
 /// Admin bodies are small, but a pasted key list can be long.
 const BODY_LIMIT: usize = 8 * 1024 * 1024;
+/// A login body holds one password; it is read before anyone is authenticated.
+const LOGIN_BODY_LIMIT: usize = 4 * 1024;
 
 pub async fn handle(
     state: &Arc<AppState>,
@@ -84,6 +86,7 @@ async fn dispatch(
 mod auth_routes {
     use super::*;
     use crate::keys::unix_ms;
+    use crate::login_gate::Refusal;
 
     #[derive(serde::Deserialize)]
     struct Login {
@@ -95,14 +98,9 @@ mod auth_routes {
         req: Request<ReqBody>,
         peer: IpAddr,
     ) -> Result<Response<Body>, ApiError> {
-        let now = (unix_ms() / 1000) as u64;
-        if let Some(wait) = state.admin.throttled(peer, now) {
-            return Err(ApiError::LoginThrottled(std::time::Duration::from_secs(
-                wait,
-            )));
-        }
         let form = is_form(req.headers());
-        let bytes = read(req).await?;
+        let (parts, body) = req.into_parts();
+        let bytes = crate::proxy::read_body(body, &parts.headers, LOGIN_BODY_LIMIT).await?;
         let password = if form {
             form_urlencoded::parse(&bytes)
                 .find(|(k, _)| k == "password")
@@ -111,12 +109,18 @@ mod auth_routes {
         } else {
             parse_json::<Login>(&bytes)?.password
         };
-        if !state.admin.verify_password(password).await {
-            state.admin.record_failure(peer, now);
+        let attempt = state
+            .admin
+            .begin_login(peer, unix_ms())
+            .map_err(|r| match r {
+                Refusal::Throttled(wait) => ApiError::LoginThrottled(wait),
+                Refusal::Busy => ApiError::LoginBusy,
+            })?;
+        let Some(attempt) = state.admin.verify_password(password, attempt).await else {
             tracing::warn!(%peer, "admin login failed");
             return Err(ApiError::WrongPassword);
-        }
-        state.admin.record_success(peer);
+        };
+        attempt.succeeded();
         let token = state.admin.issue();
         let ttl = state.admin.ttl().as_secs();
         let body = serde_json::json!({

@@ -42,6 +42,8 @@ pub struct Config {
     pub extra: String,
     /// Raw TOML lines added to the `[upstream]` table.
     pub upstream_extra: String,
+    /// Raw TOML lines added to the `[admin]` table.
+    pub admin_extra: String,
 }
 
 impl Config {
@@ -59,6 +61,7 @@ impl Config {
             admin_password: None,
             extra: String::new(),
             upstream_extra: String::new(),
+            admin_extra: String::new(),
         }
     }
 
@@ -91,6 +94,13 @@ impl Config {
         self
     }
 
+    /// Adds a raw TOML line (`name = value`) to the `[admin]` table.
+    pub fn admin(mut self, line: &str) -> Config {
+        self.admin_extra.push_str(line);
+        self.admin_extra.push('\n');
+        self
+    }
+
     pub fn extra(mut self, toml: &str) -> Config {
         self.extra.push_str(toml);
         self.extra.push('\n');
@@ -100,8 +110,12 @@ impl Config {
     pub fn to_toml(&self) -> String {
         let q = |s: &str| serde_json::to_string(s).expect("quote");
         let mut t = String::new();
-        if let Some(p) = &self.admin_password {
-            t += &format!("[admin]\npassword = {}\n\n", q(p));
+        if self.admin_password.is_some() || !self.admin_extra.is_empty() {
+            t += "[admin]\n";
+            if let Some(p) = &self.admin_password {
+                t += &format!("password = {}\n", q(p));
+            }
+            t += &format!("{}\n", self.admin_extra);
         }
         t += &format!(
             "[upstream]\nbase_url = {}\nallow_plain_http = true\n{}\n",

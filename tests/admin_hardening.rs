@@ -1,0 +1,103 @@
+//! Black-box tests of the admin side against a hostile client (issue 25): a burst of
+//! logins is throttled before the password checks run, and cannot exhaust the daemon's
+//! memory; the login body is capped.
+
+mod common;
+
+use common::admin::login_resp;
+use common::*;
+use std::time::Duration;
+use tokio::time::Instant;
+
+const PASSWORD: &str = "correct-horse-battery-staple-7";
+
+/// The daemon's resident memory in KiB, from `/proc/<pid>/status`.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in {status}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_wrong_logins_is_throttled_and_memory_stays_bounded() {
+    let up = Upstream::start(ok_upstream()).await;
+    let cfg = Config::new(&up)
+        .admin_password(PASSWORD)
+        .admin("login_window = \"3s\"");
+    let d = Daemon::start(&cfg).await;
+    let mut burst = tokio::task::JoinSet::new();
+    for i in 0..30 {
+        let url = d.url("/api/login");
+        let body = serde_json::json!({ "password": format!("wrong-{i}") }).to_string();
+        burst.spawn(async move { client::post(&url, &[], body).await });
+    }
+    let (mut refused, mut throttled) = (0, 0);
+    while let Some(r) = burst.join_next().await {
+        let r = r.unwrap();
+        match r.status {
+            401 => refused += 1,
+            429 => {
+                throttled += 1;
+                let wait: u64 = r
+                    .header("retry-after")
+                    .expect("Retry-After on 429")
+                    .parse()
+                    .expect("Retry-After in seconds");
+                assert!((1..=3).contains(&wait), "Retry-After {wait}");
+                assert!(r.json()["error"].is_string(), "admin error: {}", r.text());
+            }
+            s => panic!("login answered {s}: {}", r.text()),
+        }
+    }
+    assert!(
+        refused <= 5,
+        "{refused} passwords checked, at most 5 may be"
+    );
+    assert!(throttled >= 25, "only {throttled} of 30 got 429");
+    let rss = rss_kib(d.pid());
+    assert!(rss < 100 * 1024, "RSS {rss} KiB after the burst");
+
+    // Wrong passwords one at a time use up the address's attempts: then even the right
+    // one is refused, until the window (3 s) is over.
+    let mut checked = refused;
+    loop {
+        let r = login_resp(&d, "still-wrong").await;
+        if r.status == 429 {
+            break;
+        }
+        assert_eq!(r.status, 401, "{}", r.text());
+        checked += 1;
+        assert!(checked <= 5, "more than 5 attempts checked in one window");
+    }
+    assert_eq!(login_resp(&d, PASSWORD).await.status, 429, "throttled");
+    let deadline = Instant::now() + client::TIMEOUT;
+    loop {
+        let r = login_resp(&d, PASSWORD).await;
+        if r.status == 200 {
+            break;
+        }
+        assert_eq!(r.status, 429, "{}", r.text());
+        assert!(Instant::now() < deadline, "still throttled");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_body_over_a_few_kib_is_refused_unread() {
+    let up = Upstream::start(ok_upstream()).await;
+    let d = Daemon::start(&Config::new(&up).admin_password(PASSWORD)).await;
+    let big = serde_json::json!({ "password": "x".repeat(64 * 1024) }).to_string();
+    let r = client::post(&d.url("/api/login"), &[], big).await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    let msg = r.json()["error"].as_str().unwrap_or_default().to_owned();
+    assert!(msg.contains("larger than the limit"), "{msg}");
+    // Not counted as an attempt: the right password is still welcome.
+    assert_eq!(login_resp(&d, PASSWORD).await.status, 200);
+}
+
+fn ok_upstream() -> impl Fn(&Recorded) -> Reply + Send + Sync + 'static {
+    ok_or_stream
+}
