@@ -249,3 +249,63 @@ async fn a_refused_model_is_not_logged_with_its_name() {
     );
     assert!(!metrics(&d).await.contains("gemma-secret-name"));
 }
+
+#[tokio::test]
+async fn upstream_answer_headers_pass_by_an_allow_list_and_pages_are_sandboxed() {
+    let up = Upstream::start(|r| {
+        let status = if r.path.contains("gemini-broken") {
+            500
+        } else {
+            200
+        };
+        Reply::WithHeaders {
+            status,
+            headers: vec![
+                ("content-type".into(), "text/html; charset=utf-8".into()),
+                (
+                    "set-cookie".into(),
+                    "gb_session=forged; Path=/api; HttpOnly".into(),
+                ),
+                ("x-goog-api-key".into(), "AIzaECHOED-key".into()),
+                ("x-goog-safety-ratings".into(), "fine".into()),
+                ("alt-svc".into(), "h3=\":443\"".into()),
+                ("access-control-allow-origin".into(), "*".into()),
+                ("retry-after".into(), "3".into()),
+            ],
+            body: "<script>fetch('/api/keys/export')</script>".into(),
+        }
+    })
+    .await;
+    let d = Daemon::start(&Config::new(&up).pool("max_attempts", "1")).await;
+    for model in [FLASH, "gemini-broken"] {
+        let r = client::post(
+            &d.url(&model_path(model, "generateContent")),
+            &user_auth(),
+            GENERATE_BODY,
+        )
+        .await;
+        assert!(r.status == 200 || r.status == 500, "{model}: {}", r.status);
+        for gone in [
+            "set-cookie",
+            "x-goog-api-key",
+            "alt-svc",
+            "access-control-allow-origin",
+        ] {
+            assert_eq!(r.header(gone), None, "{model}: {gone} reached the client");
+        }
+        assert_eq!(r.header("x-goog-safety-ratings").as_deref(), Some("fine"));
+        assert_eq!(
+            r.header("x-content-type-options").as_deref(),
+            Some("nosniff")
+        );
+        assert_eq!(
+            r.header("content-security-policy").as_deref(),
+            Some("default-src 'none'; sandbox"),
+            "{model}"
+        );
+        assert!(
+            r.header("content-type")
+                .is_some_and(|t| t.starts_with("text/html"))
+        );
+    }
+}

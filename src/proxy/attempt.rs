@@ -148,7 +148,7 @@ async fn try_key(
         }));
         let mut out = Response::new(Body::Relay(Box::new(relay)));
         *out.status_mut() = parts.status;
-        copy_response_headers(&parts.headers, out.headers_mut(), plan.stream);
+        super::headers::copy(&parts.headers, out.headers_mut(), plan.stream);
         return Ok(out);
     }
     let bytes = read_error_body(body, cfg.request_timeout).await;
@@ -349,7 +349,7 @@ pub(super) fn relay_error(
     };
     let mut out = Response::new(Body::full(translated.clone().unwrap_or(body)));
     *out.status_mut() = status;
-    copy_response_headers(headers, out.headers_mut(), translated.is_some());
+    super::headers::copy(headers, out.headers_mut(), translated.is_some());
     if translated.is_some() {
         let h = out.headers_mut();
         h.insert(
@@ -358,26 +358,4 @@ pub(super) fn relay_error(
         );
     }
     out
-}
-
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-pub(super) fn copy_response_headers(from: &HeaderMap, to: &mut HeaderMap, reframed: bool) {
-    for (name, value) in from {
-        let n = name.as_str();
-        if HOP_BY_HOP.contains(&n) || (reframed && n == "content-length") {
-            continue;
-        }
-        to.append(name.clone(), value.clone());
-    }
 }

@@ -105,6 +105,7 @@ pub async fn merged(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json; charset=UTF-8"),
     );
+    super::headers::guard(resp.headers_mut());
     Ok(resp)
 }
 

@@ -11,6 +11,7 @@
 //! they are logged, and a model the user may not use is logged without it.
 
 mod attempt;
+mod headers;
 mod lists;
 mod names;
 pub mod openai;

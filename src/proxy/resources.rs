@@ -10,7 +10,7 @@
 //! methods are sent once. A 403 about a resource is the client's business: it never
 //! retires the key.
 
-use super::attempt::{build_request, copy_response_headers, is_event_stream, read_error_body};
+use super::attempt::{build_request, is_event_stream, read_error_body};
 use super::{FORWARDED, KeyIn, Plan, admit, authenticate, forward_headers, names};
 use super::{query_without_key, read_body};
 use crate::AppState;
@@ -359,7 +359,7 @@ pub(super) fn primed_bytes(relay: &Relay) -> Vec<u8> {
 pub(super) fn respond(parts: http::response::Parts, relay: Box<Relay>) -> Response<Body> {
     let mut out = Response::new(Body::Relay(relay));
     *out.status_mut() = parts.status;
-    copy_response_headers(&parts.headers, out.headers_mut(), false);
+    super::headers::copy(&parts.headers, out.headers_mut(), false);
     out
 }
 
