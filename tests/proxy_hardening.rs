@@ -309,3 +309,68 @@ async fn upstream_answer_headers_pass_by_an_allow_list_and_pages_are_sandboxed()
         );
     }
 }
+
+/// The daemon's peak resident memory so far (`VmHWM`), in KiB.
+fn peak_rss_kib(d: &Daemon) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+#[tokio::test]
+async fn an_endless_upstream_event_ends_the_stream_at_the_cap() {
+    // One whole event, then `data: ` and 64 MiB without a blank line.
+    let filler = bytes::Bytes::from(vec![b'a'; 64 * 1024]);
+    let up = Upstream::start(move |r| {
+        if !r.path.contains("gemini-endless") {
+            return ok_or_stream(r);
+        }
+        let mut chunks = vec![
+            bytes::Bytes::from(format!("data: {}\r\n\r\n", chunk("first"))),
+            bytes::Bytes::from_static(b"data: "),
+        ];
+        chunks.extend(std::iter::repeat_n(filler.clone(), 1024));
+        Reply::Raw(common::upstream::RawStream {
+            content_type: "text/event-stream".into(),
+            chunks,
+            gate: None,
+            cut_after: None,
+        })
+    })
+    .await;
+    let d = Daemon::start(&Config::new(&up)).await;
+    let warm = client::post(
+        &d.url(&format!(
+            "{}?alt=sse",
+            model_path(FLASH, "streamGenerateContent")
+        )),
+        &user_auth(),
+        GENERATE_BODY,
+    )
+    .await;
+    assert_eq!(warm.status, 200, "{}", warm.text());
+    let before = peak_rss_kib(&d);
+
+    let url = d.url(&format!(
+        "{}?alt=sse",
+        model_path("gemini-endless", "streamGenerateContent")
+    ));
+    let r = client::post(&url, &user_auth(), GENERATE_BODY).await;
+    assert_eq!(r.status, 200);
+    let events = sse_json_events(&r.body);
+    assert_eq!(
+        events.len(),
+        2,
+        "the first event, then the error: {:.300}",
+        r.text()
+    );
+    assert_eq!(chunk_text(&events[0]), Some("first"));
+    assert_google_error_value(&events[1], Some(502), Some("UNAVAILABLE"));
+    let message = events[1]["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("exceeded 8 MiB"), "{message}");
+    let grown = peak_rss_kib(&d).saturating_sub(before);
+    assert!(grown < 40 * 1024, "peak RSS grew by {grown} KiB");
+}

@@ -5,7 +5,9 @@
 //! event (SSE) or a closed array whose last element is an error object. Nothing after the
 //! first byte is ever retried: a second answer is never spliced onto the first.
 //!
-//! Non-stream answers pass through frame by frame, untouched.
+//! Non-stream answers pass through frame by frame, untouched. One pending stream event
+//! is held up to [`MAX_EVENT`]: an upstream that goes on past it without an event
+//! boundary has the stream ended with the error event.
 
 use crate::usage::{self, Tokens};
 use bytes::{Bytes, BytesMut};
@@ -59,6 +61,10 @@ const COALESCE_LIMIT: usize = 64 * 1024;
 
 /// How much of a non-stream answer's end is kept to find its usage block.
 const TAIL_LIMIT: usize = 64 * 1024;
+
+/// The most one stream event (an SSE event, a JSON-array element) may hold while it is
+/// not yet whole; Google's are a few KiB, an inline image a few MiB.
+pub const MAX_EVENT: usize = 8 << 20;
 
 enum Step {
     Unit(Bytes),
@@ -221,6 +227,14 @@ impl Relay {
                         if self.buf.len() >= COALESCE_LIMIT {
                             if let Some(unit) = self.take_unit() {
                                 return Poll::Ready(Step::Unit(unit));
+                            }
+                            if self.buf.len() > MAX_EVENT {
+                                self.buf = BytesMut::new();
+                                self.scanned = 0;
+                                self.cut = Some(format!(
+                                    "an upstream event exceeded {} MiB",
+                                    MAX_EVENT >> 20
+                                ));
                             }
                         }
                     }
