@@ -103,6 +103,10 @@ pub struct UpstreamConfig {
     /// Longest silence tolerated between two chunks of a streamed answer.
     #[serde(with = "humantime_serde")]
     pub stream_idle_timeout: Duration,
+    /// Longest time a non-stream answer's body may take after its headers, however it
+    /// trickles: the key and user slots it holds are freed then.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
 }
 
 impl Default for UpstreamConfig {
@@ -116,6 +120,7 @@ impl Default for UpstreamConfig {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(300),
             stream_idle_timeout: Duration::from_secs(300),
+            body_timeout: Duration::from_secs(300),
         }
     }
 }

@@ -374,3 +374,50 @@ async fn an_endless_upstream_event_ends_the_stream_at_the_cap() {
     let grown = peak_rss_kib(&d).saturating_sub(before);
     assert!(grown < 40 * 1024, "peak RSS grew by {grown} KiB");
 }
+
+#[tokio::test]
+async fn a_trickling_answer_is_cut_at_body_timeout_and_frees_its_slots() {
+    let up = Upstream::start(|r| {
+        if r.path.contains("gemini-trickle") {
+            // More than the daemon reads ahead before committing, then a byte at a time.
+            let mut head = b"{\"candidates\": [".to_vec();
+            head.resize(300 * 1024, b' ');
+            Reply::Trickle {
+                head: head.into(),
+                every: Duration::from_millis(50),
+            }
+        } else {
+            Reply::generate_ok("hello")
+        }
+    })
+    .await;
+    let cfg = Config::new(&up)
+        .keys([key(0)])
+        .pool("max_concurrent_per_key", "1")
+        .upstream("body_timeout = \"1s\"");
+    let d = Daemon::start(&cfg).await;
+    let url = d.url(&model_path("gemini-trickle", "generateContent"));
+    let stream = client::post_stream(&url, &user_auth(), GENERATE_BODY).await;
+    assert_eq!(stream.status, 200);
+    let r = tokio::time::timeout(Duration::from_secs(15), stream.read_to_end())
+        .await
+        .expect("the trickling answer still open after 15 s");
+    assert!(
+        r.body_error.is_some(),
+        "the answer is cut, not ended as if whole"
+    );
+    assert!(
+        r.body.len() >= 300 * 1024,
+        "the client got what came: {}",
+        r.body.len()
+    );
+
+    // The key's only slot is free again.
+    let r = client::post(
+        &d.url(&model_path(FLASH, "generateContent")),
+        &user_auth(),
+        GENERATE_BODY,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}

@@ -120,6 +120,7 @@ async fn try_key(
             Format::JsonArray
         };
         let mut relay = Relay::new(body, format, plan.style, cfg.stream_idle_timeout);
+        relay.limit_total(cfg.body_timeout);
         if plan.hide_usage {
             relay.hide_events(super::openai::is_usage_only_chunk);
         }

@@ -307,6 +307,7 @@ pub(super) async fn answer(
         Format::Passthrough
     };
     let mut relay = Relay::new(body, format, plan.style, cfg.stream_idle_timeout);
+    relay.limit_total(cfg.body_timeout);
     if let Err(reason) = relay.prime().await {
         return failed(state, plan, &lease, reason);
     }

@@ -92,6 +92,8 @@ pub struct Relay {
     /// update each time): when it fires early, it is moved to `last_frame + idle`.
     sleep: Pin<Box<Sleep>>,
     last_frame: Instant,
+    /// When a non-stream answer must have ended (`limit_total`); `sleep` fires by then.
+    total: Option<Instant>,
     /// Bytes at the front of `buf` known to hold no event boundary (SSE).
     scanned: usize,
     finish: Finish,
@@ -123,6 +125,7 @@ impl Relay {
             idle,
             sleep: Box::pin(tokio::time::sleep_until(now + idle)),
             last_frame: now,
+            total: None,
             scanned: 0,
             finish: Finish::default(),
             on_finish: Vec::new(),
@@ -131,6 +134,19 @@ impl Relay {
             tail_last: None,
             tail_len: 0,
             hide: None,
+        }
+    }
+
+    /// Ends a non-stream answer `within` from now however slowly it trickles (a cut,
+    /// or a failed priming before anything was sent). Streams keep the idle limit only.
+    pub fn limit_total(&mut self, within: Duration) {
+        if self.format != Format::Passthrough {
+            return;
+        }
+        let at = Instant::now() + within;
+        self.total = Some(at);
+        if at < self.sleep.deadline() {
+            self.sleep.as_mut().reset(at);
         }
     }
 
@@ -256,11 +272,17 @@ impl Relay {
                         return Poll::Ready(Step::Unit(unit));
                     }
                     while self.sleep.as_mut().poll(cx).is_ready() {
+                        let now = Instant::now();
+                        if self.total.is_some_and(|t| t <= now) {
+                            let reason = "the upstream answer took longer than body_timeout";
+                            return Poll::Ready(Step::Cut(reason.to_owned()));
+                        }
                         let deadline = self.last_frame + self.idle;
-                        if deadline <= Instant::now() {
+                        if deadline <= now {
                             return Poll::Ready(Step::Cut("upstream went silent".to_owned()));
                         }
-                        self.sleep.as_mut().reset(deadline);
+                        let next = self.total.map_or(deadline, |t| t.min(deadline));
+                        self.sleep.as_mut().reset(next);
                     }
                     return Poll::Pending;
                 }

@@ -116,6 +116,12 @@ pub enum Reply {
         headers: Vec<(String, String)>,
         body: Bytes,
     },
+    /// A 200 JSON answer whose `head` comes at once and then one byte per `every`, never
+    /// ending (a slow or hostile upstream holding the answer open).
+    Trickle {
+        head: Bytes,
+        every: std::time::Duration,
+    },
     /// A 200 answer streamed as the given raw chunks (e.g. OpenAI-style SSE ending with
     /// `data: [DONE]`), with the same gate / cut controls as [`StreamReply`].
     Raw(RawStream),
@@ -615,6 +621,7 @@ async fn handle(req: Request<Incoming>, s: Arc<Shared>) -> Result<Response<UpBod
         }
         Reply::Stream(s) => Ok(stream_response(s)),
         Reply::Raw(s) => Ok(raw_stream_response(s)),
+        Reply::Trickle { head, every } => Ok(trickle_response(head, every)),
         Reply::Reset => Err(io::Error::new(
             io::ErrorKind::ConnectionReset,
             "scripted reset",
@@ -685,6 +692,22 @@ fn raw_stream_response(s: RawStream) -> Response<UpBody> {
     Response::builder()
         .status(200)
         .header("content-type", content_type)
+        .body(ChannelBody { rx }.boxed())
+        .unwrap()
+}
+
+fn trickle_response(head: Bytes, every: std::time::Duration) -> Response<UpBody> {
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        let mut next = head;
+        while tx.send(Ok(Frame::data(next))).await.is_ok() {
+            tokio::time::sleep(every).await;
+            next = Bytes::from_static(b" ");
+        }
+    });
+    Response::builder()
+        .status(200)
+        .header("content-type", "application/json; charset=UTF-8")
         .body(ChannelBody { rx }.boxed())
         .unwrap()
 }
