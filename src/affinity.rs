@@ -95,7 +95,7 @@ pub fn owner_lease(
         (KeyStatus::Invalid | KeyStatus::Disabled, _) => {
             return Err(ApiError::OwnerGone(row.name.clone()));
         }
-        (KeyStatus::Cooling, until) => {
+        (KeyStatus::Cooling | KeyStatus::Unavailable, until) => {
             let wait = Duration::from_millis((until - now_ms).max(0) as u64);
             return Err(ApiError::OwnerCooling(row.name.clone(), wait));
         }

@@ -40,7 +40,9 @@ pub enum ApiError {
     AllCooling(Duration),
     #[error("All upstream keys are busy; retry later.")]
     AllBusy(Duration),
-    #[error("No usable upstream key: the pool is empty or every key is invalid or disabled.")]
+    #[error(
+        "No usable upstream key: the pool is empty, or every key is invalid, disabled or without the model in its tier."
+    )]
     NoKey,
     #[error("The upstream could not be reached: {0}")]
     Unreachable(String),

@@ -384,7 +384,8 @@ impl Metrics {
         .into();
         for e in pool.entries() {
             let s = match e.view(now).state {
-                KeyStatus::Active => "active",
+                // A key is unavailable for some model only, never as a whole.
+                KeyStatus::Active | KeyStatus::Unavailable => "active",
                 KeyStatus::Cooling => "cooling",
                 KeyStatus::Invalid => "invalid",
                 KeyStatus::Disabled => "disabled",

@@ -245,3 +245,126 @@ async fn a_403_about_the_request_retires_no_key_and_reaches_the_client_as_sent()
     let used: HashSet<String> = up.keys_to(GEN).into_iter().collect();
     assert_eq!(used.len(), 3, "every key still serves: {used:?}");
 }
+
+/// The admin API's view of `model` on the key `k` (a `/api/keys` entry), if it has one.
+fn model_view<'a>(k: &'a Value, model: &str) -> Option<&'a Value> {
+    k["models"]
+        .as_array()?
+        .iter()
+        .find(|m| m["model"].as_str() == Some(model))
+}
+
+fn entry_of<'a>(list: &'a [Value], secret: &str) -> &'a Value {
+    let b = brief(secret);
+    list.iter()
+        .find(|k| k["brief"].as_str() == Some(b.as_str()))
+        .unwrap_or_else(|| panic!("{b} in {list:?}"))
+}
+
+/// Seconds from now until the next midnight in Los Angeles, when Google's daily quotas
+/// reset.
+fn seconds_to_pacific_midnight() -> i64 {
+    let tz = jiff::tz::TimeZone::get("America/Los_Angeles").unwrap();
+    let now = jiff::Timestamp::now().to_zoned(tz.clone());
+    let midnight = now.date().tomorrow().unwrap().to_zoned(tz).unwrap();
+    (midnight.timestamp().as_second()) - now.timestamp().as_second()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daily_429_cools_until_pacific_midnight_whatever_retry_delay_says() {
+    let spent = key(0);
+    let s = spent.clone();
+    let up = Upstream::start(move |r| match (r.key(), r.model()) {
+        (Some(k), Some(FLASH)) if k == s => google::per_day(FLASH), // retryDelay "0s"
+        _ => Reply::generate_ok("hello"),
+    })
+    .await;
+    let d = Daemon::start(&daemon_config(&up, keys(2))).await;
+    let token = login(&d, PASSWORD).await;
+    for _ in 0..6 {
+        let r = generate(&d, FLASH).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(
+        count(&up.keys_to(GEN), &spent),
+        1,
+        "asked once, then skipped"
+    );
+
+    let list = list_keys(&d, &token).await;
+    let k = entry_of(&list, &spent);
+    let m = model_view(k, FLASH).unwrap_or_else(|| panic!("{FLASH} state in {k}"));
+    assert_eq!(m["state"], "cooling", "{m}");
+    assert_eq!(m["reason"], google::PER_DAY, "{m}");
+    let left = m["cooling_seconds"].as_i64().unwrap();
+    let expected = seconds_to_pacific_midnight();
+    assert!(
+        (left - expected).abs() <= 5,
+        "cooling {left} s, midnight in Los Angeles is {expected} s away: {m}"
+    );
+    assert_eq!(k["state"], "cooling");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_limit_makes_the_model_unavailable_and_the_key_serves_other_models() {
+    let free = key(0);
+    let f = free.clone();
+    let up = Upstream::start(move |r| match (r.key(), r.model()) {
+        (Some(k), Some(PRO)) if k == f => google::zero_quota(PRO),
+        _ => Reply::generate_ok("hello"),
+    })
+    .await;
+    let d = Daemon::start(&daemon_config(&up, keys(2))).await;
+    let token = login(&d, PASSWORD).await;
+    let r = generate(&d, PRO).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = generate(&d, PRO).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(count(&up.keys_to(GEN), &free), 1, "the free key asked once");
+
+    // From now on the free key is skipped for PRO without spending an attempt: one
+    // upstream request per client request.
+    up.clear();
+    for _ in 0..4 {
+        let r = generate(&d, PRO).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(up.keys_to(GEN), vec![key(1); 4]);
+    up.clear();
+    for _ in 0..4 {
+        let r = generate(&d, FLASH).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(
+        count(&up.keys_to(GEN), &free),
+        2,
+        "the free key serves FLASH"
+    );
+
+    let list = list_keys(&d, &token).await;
+    let k = entry_of(&list, &free);
+    assert_eq!(k["state"], "active", "{k}");
+    let m = model_view(k, PRO).unwrap_or_else(|| panic!("{PRO} state in {k}"));
+    assert_eq!(m["state"], "unavailable", "{m}");
+    let recheck = m["unavailable_until_ms"].as_i64().unwrap();
+    let in_a_day = jiff::Timestamp::now().as_millisecond() + 24 * 3600 * 1000;
+    assert!(
+        (recheck - in_a_day).abs() < 60_000,
+        "looked at again in a day: {m}"
+    );
+
+    let id = k["id"].as_str().unwrap();
+    admin_ok(
+        &d,
+        Method::POST,
+        &format!("/api/keys/{id}/reset"),
+        &token,
+        None,
+    )
+    .await;
+    let list = list_keys(&d, &token).await;
+    assert!(
+        model_view(entry_of(&list, &free), PRO).is_none(),
+        "a reset clears it: {list:?}"
+    );
+}

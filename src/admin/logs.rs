@@ -209,7 +209,7 @@ pub async fn summary(state: &AppState, uri: &Uri) -> Result<Response<Body>, ApiE
     let mut keys: HashMap<&str, u64> = HashMap::new();
     for e in state.pool.entries() {
         let s = match e.view(now).state {
-            KeyStatus::Active => "active",
+            KeyStatus::Active | KeyStatus::Unavailable => "active",
             KeyStatus::Cooling => "cooling",
             KeyStatus::Invalid => "invalid",
             KeyStatus::Disabled => "disabled",

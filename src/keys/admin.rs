@@ -30,6 +30,8 @@ pub struct KeyView {
 #[derive(Debug, Serialize)]
 pub struct ModelView {
     pub model: String,
+    /// `active`, `cooling`, or `unavailable` (the key's tier lacks the model).
+    pub state: KeyStatus,
     pub cooling: bool,
     pub cooling_seconds: u64,
     pub cooling_until_ms: i64,
@@ -37,6 +39,8 @@ pub struct ModelView {
     pub failure_streak: u32,
     pub backoff_level: u32,
     pub last_error: Option<String>,
+    /// When a model missing from the key's tier is looked at again (0: not missing).
+    pub unavailable_until_ms: i64,
 }
 
 impl KeyEntry {
@@ -47,8 +51,16 @@ impl KeyEntry {
             .iter()
             .map(|(model, m)| {
                 let cooling = m.cooling_until_ms > now;
+                let unavailable = m.unavailable_until_ms > now;
                 ModelView {
                     model: model.clone(),
+                    state: if unavailable {
+                        KeyStatus::Unavailable
+                    } else if cooling {
+                        KeyStatus::Cooling
+                    } else {
+                        KeyStatus::Active
+                    },
                     cooling,
                     cooling_seconds: if cooling {
                         ((m.cooling_until_ms - now) as u64).div_ceil(1000)
@@ -60,6 +72,11 @@ impl KeyEntry {
                     failure_streak: m.failure_streak,
                     backoff_level: m.backoff_level,
                     last_error: m.last_error.clone(),
+                    unavailable_until_ms: if unavailable {
+                        m.unavailable_until_ms
+                    } else {
+                        0
+                    },
                 }
             })
             .collect();

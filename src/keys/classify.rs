@@ -23,7 +23,7 @@ pub enum Outcome {
     /// Quota hit for this (key, model).
     RateLimited {
         retry_after: Option<Duration>,
-        daily: bool,
+        exhausted: Exhausted,
         reason: String,
     },
     /// Server-side or network trouble, or a refusal nobody can place: count towards the
@@ -34,6 +34,19 @@ pub enum Outcome {
     /// The client's own mistake, or a refusal about what it asked for: relay it, charge
     /// no key, do not retry.
     ClientError,
+}
+
+/// What a 429 says ran out (`QuotaFailure.violations[]`), which decides how long the
+/// (key, model) is out. With several violations in one body the longest wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exhausted {
+    /// A per-minute limit, or one Google does not name: back after `retryDelay`.
+    Minute,
+    /// A per-day limit: back at the next midnight Pacific time, whatever `retryDelay`
+    /// says (Google sends `0s` on some daily 429s).
+    Day,
+    /// A limit of zero (`quotaValue: "0"`): the key's tier does not include the model.
+    Tier,
 }
 
 impl Outcome {
@@ -113,17 +126,33 @@ pub fn classify(status: u16, body: &[u8]) -> Outcome {
 }
 
 fn rate_limited(err: &ErrorBody) -> Outcome {
-    let daily = err.violations.iter().any(|v| v.quota_id.contains("PerDay"));
-    let reason = err
-        .violations
-        .first()
+    let v = &err.violations;
+    let zero = v.iter().find(|v| v.quota_value == Some(0));
+    let day = v.iter().find(|v| v.quota_id.contains("PerDay"));
+    let (exhausted, named) = if zero.is_some()
+        || (v.iter().all(|v| v.quota_value.is_none()) && zero_in_message(&err.message))
+    {
+        (Exhausted::Tier, zero)
+    } else if day.is_some() {
+        (Exhausted::Day, day)
+    } else {
+        (Exhausted::Minute, None)
+    };
+    let reason = named
+        .or(v.first())
         .map(|v| v.quota_id.clone())
         .unwrap_or_else(|| or_status(&err.status, "RESOURCE_EXHAUSTED"));
     Outcome::RateLimited {
         retry_after: err.retry_delay,
-        daily,
+        exhausted,
         reason,
     }
+}
+
+/// Bodies without `quotaValue` still say a zero limit in the message: "* Quota exceeded
+/// for metric: …, limit: 0, model: gemini-2.5-pro", or "… doesn't have a free quota tier".
+fn zero_in_message(message: &str) -> bool {
+    message.contains("limit: 0,") || message.contains("doesn't have a free quota tier")
 }
 
 /// A refusal about what the request names (a resource, a billed model, a location).
@@ -319,7 +348,7 @@ mod tests {
             classify(429, PER_MINUTE.as_bytes()),
             Outcome::RateLimited {
                 retry_after: Some(Duration::from_secs(37)),
-                daily: false,
+                exhausted: Exhausted::Minute,
                 reason: "GenerateRequestsPerMinutePerProjectPerModel-FreeTier".into(),
             }
         );
@@ -327,10 +356,71 @@ mod tests {
 
     #[test]
     fn per_day_quota_is_daily() {
-        let Outcome::RateLimited { daily, .. } = classify(429, PER_DAY.as_bytes()) else {
+        let Outcome::RateLimited { exhausted, .. } = classify(429, PER_DAY.as_bytes()) else {
             panic!("not rate limited");
         };
-        assert!(daily);
+        assert_eq!(exhausted, Exhausted::Day);
+    }
+
+    /// Per-minute request and token limits and the daily one in one body (as gemini-cli
+    /// #8437 shows them), `retryDelay` "0s": the day decides.
+    #[test]
+    fn several_violations_the_daily_one_decides() {
+        let body = r#"{"error":{"code":429,"message":"You exceeded your current quota","status":"RESOURCE_EXHAUSTED","details":[
+          {"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[
+            {"quotaMetric":"generativelanguage.googleapis.com/generate_content_free_tier_input_token_count","quotaId":"GenerateContentInputTokensPerModelPerMinute-FreeTier","quotaDimensions":{"location":"global","model":"gemini-2.5-flash"},"quotaValue":"250000"},
+            {"quotaMetric":"generativelanguage.googleapis.com/generate_content_free_tier_requests","quotaId":"GenerateRequestsPerMinutePerProjectPerModel-FreeTier","quotaDimensions":{"location":"global","model":"gemini-2.5-flash"},"quotaValue":"10"},
+            {"quotaMetric":"generativelanguage.googleapis.com/generate_content_free_tier_requests","quotaId":"GenerateRequestsPerDayPerProjectPerModel-FreeTier","quotaDimensions":{"location":"global","model":"gemini-2.5-flash"},"quotaValue":"250"}]},
+          {"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"0s"}]}}"#;
+        assert_eq!(
+            classify(429, body.as_bytes()),
+            Outcome::RateLimited {
+                retry_after: Some(Duration::ZERO),
+                exhausted: Exhausted::Day,
+                reason: "GenerateRequestsPerDayPerProjectPerModel-FreeTier".into(),
+            }
+        );
+        let minute_only = body.replace("PerDayPerProject", "PerMinutePerProject");
+        let Outcome::RateLimited { exhausted, .. } = classify(429, minute_only.as_bytes()) else {
+            panic!("not rate limited");
+        };
+        assert_eq!(exhausted, Exhausted::Minute);
+    }
+
+    /// A zero limit: the tier has no such model; said by `quotaValue` or, without one,
+    /// by the message (continue #10062, RA.Aid #182).
+    #[test]
+    fn a_zero_limit_means_the_tier_lacks_the_model() {
+        let valued = r#"{"error":{"code":429,"message":"quota","status":"RESOURCE_EXHAUSTED","details":[
+          {"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[
+            {"quotaId":"GenerateRequestsPerMinutePerProjectPerModel-FreeTier","quotaValue":"0"},
+            {"quotaId":"GenerateRequestsPerDayPerProjectPerModel-FreeTier","quotaValue":"0"}]},
+          {"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"25s"}]}}"#;
+        let Outcome::RateLimited {
+            exhausted, reason, ..
+        } = classify(429, valued.as_bytes())
+        else {
+            panic!("not rate limited");
+        };
+        assert_eq!(exhausted, Exhausted::Tier);
+        assert_eq!(
+            reason,
+            "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"
+        );
+        let said = r#"{"error":{"code":429,"message":"You exceeded your current quota.\n* Quota exceeded for metric: generativelanguage.googleapis.com/generate_content_free_tier_requests, limit: 0, model: gemini-2.5-pro\nPlease retry in 20.04466179s.","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"20s"}]}}"#;
+        let no_tier = r#"{"error":{"code":429,"message":"Gemini 2.5 Pro Preview doesn't have a free quota tier.","status":"RESOURCE_EXHAUSTED"}}"#;
+        for body in [said, no_tier] {
+            let Outcome::RateLimited { exhausted, .. } = classify(429, body.as_bytes()) else {
+                panic!("not rate limited");
+            };
+            assert_eq!(exhausted, Exhausted::Tier, "{body}");
+        }
+        // A limit of ten in the message is not a limit of zero.
+        let ten = said.replace("limit: 0,", "limit: 10,");
+        let Outcome::RateLimited { exhausted, .. } = classify(429, ten.as_bytes()) else {
+            panic!("not rate limited");
+        };
+        assert_eq!(exhausted, Exhausted::Minute);
     }
 
     #[test]
@@ -339,7 +429,7 @@ mod tests {
             classify(429, b"Too Many Requests"),
             Outcome::RateLimited {
                 retry_after: None,
-                daily: false,
+                exhausted: Exhausted::Minute,
                 reason: "RESOURCE_EXHAUSTED".into()
             }
         );

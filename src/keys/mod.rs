@@ -19,12 +19,13 @@ use crate::events::{Hub, KeyChange};
 use crate::secret::{Secret, fingerprint};
 use crate::store::{Invalid, KeyRecord, ModelState, Snapshot};
 use arc_swap::ArcSwap;
-use classify::Outcome;
+use classify::{Exhausted, Outcome};
 use persist::{Dirty, Msg};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 pub use select::{Lease, NoKey};
@@ -48,9 +49,15 @@ pub fn unix_ms() -> i64 {
 pub enum KeyStatus {
     Active,
     Cooling,
+    /// The key's tier does not include the model (for that model only).
+    Unavailable,
     Invalid,
     Disabled,
 }
+
+/// How long a model found missing from a key's tier stays skipped before one request
+/// looks again: a day.
+pub const RECHECK_UNAVAILABLE_MS: i64 = 24 * 3600 * 1000;
 
 pub struct KeyEntry {
     pub id: String,
@@ -194,6 +201,9 @@ impl KeyEntry {
             return (KeyStatus::Invalid, 0);
         }
         match s.models.get(model) {
+            Some(m) if m.unavailable_until_ms > now => {
+                (KeyStatus::Unavailable, m.unavailable_until_ms)
+            }
             Some(m) if m.cooling_until_ms > now => (KeyStatus::Cooling, m.cooling_until_ms),
             _ => (KeyStatus::Active, 0),
         }
@@ -347,32 +357,11 @@ impl Pool {
             }
             Outcome::RateLimited {
                 retry_after,
-                daily,
+                exhausted,
                 reason,
             } => {
-                let m = s.models.entry(model.to_owned()).or_default();
-                let until = if *daily {
-                    next_pacific_midnight(now)
-                } else if let Some(d) = retry_after {
-                    now + (*d + self.cfg.retry_delay_margin).as_millis() as i64
-                } else {
-                    now + backoff_ms(&self.cfg, m.backoff_level)
-                };
-                m.backoff_level = m.backoff_level.saturating_add(1).min(32);
-                m.cooling_until_ms = until;
-                m.cooling_reason = reason.clone();
-                m.last_error = Some(format!("429 {reason}"));
                 drop(s);
-                self.mark(Dirty::Model(entry.id.clone(), model.to_owned()));
-                tracing::info!(key = %entry.brief, model, until_ms = until, %reason, "key cooling for model");
-                self.announce(
-                    &entry.id,
-                    &entry.brief,
-                    "cooled",
-                    Some(model),
-                    Some(reason),
-                    Some(until),
-                );
+                self.rate_limit(entry, model, *exhausted, *retry_after, reason, now);
             }
             Outcome::Transient { reason } => {
                 let m = s.models.entry(model.to_owned()).or_default();
@@ -401,6 +390,53 @@ impl Pool {
                 }
             }
         }
+    }
+
+    /// Takes (key, model) out for what ran out: until `retry_after` (or a back-off) for a
+    /// per-minute limit, until midnight Pacific for a daily one, for a day when the tier
+    /// lacks the model.
+    fn rate_limit(
+        &self,
+        entry: &KeyEntry,
+        model: &str,
+        exhausted: Exhausted,
+        retry_after: Option<Duration>,
+        reason: &str,
+        now: i64,
+    ) {
+        let mut s = entry.lock();
+        let m = s.models.entry(model.to_owned()).or_default();
+        m.last_error = Some(format!("429 {reason}"));
+        m.cooling_reason = reason.to_owned();
+        let (change, until) = match exhausted {
+            Exhausted::Tier => {
+                m.unavailable_until_ms = now + RECHECK_UNAVAILABLE_MS;
+                ("unavailable", m.unavailable_until_ms)
+            }
+            Exhausted::Day => {
+                m.cooling_until_ms = next_pacific_midnight(now);
+                ("cooled", m.cooling_until_ms)
+            }
+            Exhausted::Minute => {
+                m.cooling_until_ms = match retry_after {
+                    Some(d) => now + (d + self.cfg.retry_delay_margin).as_millis() as i64,
+                    None => now + backoff_ms(&self.cfg, m.backoff_level),
+                };
+                m.backoff_level = m.backoff_level.saturating_add(1).min(32);
+                ("cooled", m.cooling_until_ms)
+            }
+        };
+        drop(s);
+        self.mark(Dirty::Model(entry.id.clone(), model.to_owned()));
+        tracing::info!(key = %entry.brief, model, until_ms = until, %reason, change, "key out for model");
+        self.announce(
+            &entry.id,
+            &entry.brief,
+            change,
+            Some(model),
+            Some(reason),
+            Some(until),
+        );
     }
 
     /// Brings an invalid key back (re-validated) without touching its other state.

@@ -1,5 +1,6 @@
 use super::*;
 use crate::config::{PoolConfig, Strategy};
+use crate::keys::classify::Exhausted;
 use std::time::Duration;
 
 fn pool_with(n: usize, cfg: PoolConfig) -> (Pool, mpsc::UnboundedReceiver<Msg>) {
@@ -38,7 +39,7 @@ fn rate_limit_cools_only_that_model_for_retry_delay_plus_margin() {
     let e = pool.entries()[0].clone();
     let outcome = Outcome::RateLimited {
         retry_after: Some(Duration::from_secs(30)),
-        daily: false,
+        exhausted: Exhausted::Minute,
         reason: "q".into(),
     };
     pool.report(&e, "pro", &outcome, T0);
@@ -61,7 +62,7 @@ fn state_changes_reach_selection_and_a_success_clears_a_models_state() {
     let e = pool.entries()[0].clone();
     let cool = Outcome::RateLimited {
         retry_after: Some(Duration::from_secs(30)),
-        daily: false,
+        exhausted: Exhausted::Minute,
         reason: "q".into(),
     };
     pool.report(&e, "pro", &Outcome::Success, T0);
@@ -96,7 +97,7 @@ fn bare_429_backs_off_exponentially_up_to_the_cap() {
     let e = pool.entries()[0].clone();
     let bare = Outcome::RateLimited {
         retry_after: None,
-        daily: false,
+        exhausted: Exhausted::Minute,
         reason: "q".into(),
     };
     let mut now = T0;
@@ -123,11 +124,66 @@ fn daily_quota_cools_until_pacific_midnight() {
     let now = 1_795_694_400_000;
     let daily = Outcome::RateLimited {
         retry_after: Some(Duration::from_secs(5)),
-        daily: true,
+        exhausted: Exhausted::Day,
         reason: "PerDay".into(),
     };
     pool.report(&e, "m", &daily, now);
     assert_eq!(e.status("m", now), (KeyStatus::Cooling, 1_795_766_400_000));
+}
+
+/// Midnight in Los Angeles moves with daylight saving time: 07:00 UTC in summer (PDT),
+/// 08:00 UTC in winter (PST); the night the clocks change has 23 or 25 hours.
+#[test]
+fn pacific_midnight_follows_daylight_saving_time() {
+    let ms = |s: &str| s.parse::<jiff::Timestamp>().unwrap().as_millisecond();
+    let cases = [
+        ("2026-07-01T12:00:00Z", "2026-07-02T07:00:00Z"), // 05:00 PDT
+        ("2026-07-02T06:59:59Z", "2026-07-02T07:00:00Z"), // 23:59:59 PDT
+        ("2026-07-02T07:00:00Z", "2026-07-03T07:00:00Z"), // exactly midnight
+        ("2026-03-08T09:00:00Z", "2026-03-09T07:00:00Z"), // the spring-forward day (23 h)
+        ("2026-11-01T08:30:00Z", "2026-11-02T08:00:00Z"), // the fall-back day (25 h)
+        ("2026-12-31T20:00:00Z", "2027-01-01T08:00:00Z"), // New Year's Eve, 12:00 PST
+    ];
+    for (now, next) in cases {
+        assert_eq!(next_pacific_midnight(ms(now)), ms(next), "after {now}");
+    }
+}
+
+fn zero_limit() -> Outcome {
+    Outcome::RateLimited {
+        retry_after: Some(Duration::from_secs(25)),
+        exhausted: Exhausted::Tier,
+        reason: "GenerateRequestsPerDayPerProjectPerModel-FreeTier".into(),
+    }
+}
+
+#[test]
+fn a_zero_limit_makes_the_model_unavailable_on_that_key_for_a_day() {
+    let (pool, _rx) = pool_with(2, PoolConfig::default());
+    let (free, paid) = (pool.entries()[0].clone(), pool.entries()[1].clone());
+    pool.report(&free, "pro", &zero_limit(), T0);
+    let day = T0 + RECHECK_UNAVAILABLE_MS;
+    assert_eq!(free.status("pro", T0), (KeyStatus::Unavailable, day));
+    assert_eq!(
+        free.status("flash", T0).0,
+        KeyStatus::Active,
+        "other models"
+    );
+    for _ in 0..4 {
+        assert_eq!(pick(&pool, "pro", T0 + 1).unwrap(), paid.id, "skipped");
+    }
+    // Unavailable is not cooling: with no other key, nothing to wait for.
+    let tried = vec![paid.clone()];
+    let no = pool.acquire("pro", T0 + 1, &tried).err().unwrap();
+    assert_eq!(no.earliest_ms, None, "{no:?}");
+    let view = free.view(T0 + 1);
+    assert_eq!(view.state, KeyStatus::Active, "the key still serves");
+    assert_eq!(view.models[0].state, KeyStatus::Unavailable);
+    assert_eq!(view.models[0].unavailable_until_ms, day);
+    // A day later one request looks again; a reset clears it at once.
+    assert_eq!(free.status("pro", day).0, KeyStatus::Active);
+    pool.reset(&free);
+    assert_eq!(free.status("pro", T0 + 1).0, KeyStatus::Active);
 }
 
 #[test]

@@ -93,6 +93,10 @@ pub struct ModelState {
     pub failure_streak: u32,
     #[serde(default)]
     pub last_error: Option<String>,
+    /// Unix milliseconds until which the key's tier is taken not to include this model
+    /// (Google revealed a limit of 0); looked at again once it has passed. 0 = available.
+    #[serde(default)]
+    pub unavailable_until_ms: i64,
 }
 
 impl ModelState {

@@ -27,6 +27,7 @@ pub(super) fn state(cooling_until_ms: i64, streak: u32) -> ModelState {
         backoff_level: 2,
         failure_streak: streak,
         last_error: Some("429 RESOURCE_EXHAUSTED".into()),
+        unavailable_until_ms: if streak == 0 { cooling_until_ms } else { 0 },
     }
 }
 
