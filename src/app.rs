@@ -67,6 +67,14 @@ impl AppState {
             .map(|k| (Secret::new(k.key.expose().trim()), k.note.clone()))
             .collect();
         let added = pool.add(&declared, unix_ms());
+        for k in &config.upstream_keys {
+            let entry = pool.get(&crate::keys::key_id(k.key.expose().trim()));
+            if let (Some(e), Some(p)) = (entry, &k.project) {
+                if e.project().as_ref() != Some(p) {
+                    pool.set_project(&e, Some(p.clone()));
+                }
+            }
+        }
         persister.sync().await;
         if !added.is_empty() {
             tracing::info!(

@@ -264,6 +264,9 @@ pub struct UpstreamKeyConfig {
     pub key: Secret,
     #[serde(default)]
     pub note: Option<String>,
+    /// The key's Cloud project (its number): keys of one project share its quotas.
+    #[serde(default)]
+    pub project: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -401,6 +404,9 @@ impl Config {
         for key in &self.upstream_keys {
             if key.key.expose().trim().is_empty() {
                 bail!("[[upstream_keys]] entry with an empty key");
+            }
+            if key.project.as_deref().is_some_and(|p| p.trim().is_empty()) {
+                bail!("[[upstream_keys]] entry with an empty project");
             }
         }
         if let Some(store) = &self.store {

@@ -56,6 +56,7 @@ pub async fn keys(config: &Config, action: KeysAction) -> anyhow::Result<()> {
                     disabled: false,
                     invalid: None,
                     created_at: unix_ms() / 1000,
+                    project: None,
                 }));
             }
             let added = writes.len();

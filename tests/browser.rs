@@ -195,6 +195,25 @@ async fn admin_page_keys_users_translation_and_logout() {
     )
     .await;
 
+    // Keys of one project share its quotas: giving two keys a project groups them under
+    // it, and the page counts the pool's independent quotas.
+    b.wait_text("#key-quotas", "4 independent quotas").await;
+    for n in 1..=2 {
+        b.click("#keys tbody[data-project=''] tr:not(.group-head) [data-action=project]")
+            .await;
+        b.type_into("#project-input", "861042").await;
+        b.click("[data-action=save-project]").await;
+        b.wait_js(
+            "keys grouped under project 861042 and under no known project",
+            "const rows = (p) => document.querySelectorAll(`#keys tbody[data-project='${p}'] tr:not(.group-head)`).length; \
+             return !document.querySelector('dialog[open]') && rows('861042') === arguments[0] \
+               && rows('') === 4 - arguments[0] && document.querySelectorAll('#keys .group-head').length === 2;",
+            json!([n]),
+        )
+        .await;
+    }
+    b.wait_text("#key-quotas", "3 independent quotas").await;
+
     // A user key: created on the page, its secret read from the page and used by a client.
     let secret = create_user(&b, "browser-user").await;
     assert!(secret.starts_with("gb-"), "secret {secret:?}");

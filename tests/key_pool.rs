@@ -368,3 +368,84 @@ async fn a_zero_limit_makes_the_model_unavailable_and_the_key_serves_other_model
         "a reset clears it: {list:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_quota_hit_cools_every_key_of_the_project() {
+    let (a, b, c) = (key(0), key(1), key(2));
+    let ka = a.clone();
+    // A is of project 861042 and does not know it; Google says so in its 429.
+    let up = Upstream::start(move |r| match (r.key(), r.model()) {
+        (Some(k), Some(PRO)) if k == ka => google::quota_429(
+            &[google::Violation::new(google::PER_MINUTE, PRO).limit(5)],
+            Some("30s"),
+            Some("861042"),
+        ),
+        _ => Reply::generate_ok("hello"),
+    })
+    .await;
+    let cfg = daemon_config(&up, vec![a.clone(), c.clone()]).extra(&format!(
+        "\n[[upstream_keys]]\nkey = \"{b}\"\nproject = \"861042\"\n"
+    ));
+    let d = Daemon::start(&cfg).await;
+    let token = login(&d, PASSWORD).await;
+    let v = admin_ok(&d, Method::GET, "/api/keys", &token, None).await;
+    assert_eq!(v["quotas"], 3, "three keys, one known project: {v}");
+
+    for _ in 0..3 {
+        let r = generate(&d, PRO).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(count(&up.keys_to(GEN), &a), 1, "A hit its quota once");
+    up.clear();
+    for _ in 0..4 {
+        let r = generate(&d, PRO).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(up.keys_to(GEN), vec![c.clone(); 4], "B is out with A");
+    up.clear();
+    for _ in 0..6 {
+        let r = generate(&d, FLASH).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(count(&up.keys_to(GEN), &b), 2, "B still serves FLASH");
+
+    let v = admin_ok(&d, Method::GET, "/api/keys", &token, None).await;
+    let list = v["keys"].as_array().unwrap();
+    assert_eq!(entry_of(list, &a)["project"], "861042", "learned: {v}");
+    assert_eq!(entry_of(list, &b)["project"], "861042");
+    let pro_b = model_view(entry_of(list, &b), PRO).expect("B's PRO state");
+    assert_eq!(pro_b["state"], "cooling", "{pro_b}");
+    assert!(entry_of(list, &c)["project"].is_null());
+    assert_eq!(v["quotas"], 2, "project 861042 and C: {v}");
+
+    let id = entry_of(list, &c)["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/keys/{id}");
+    let auth = format!("Bearer {token}");
+    let h = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let bad = client::request(Method::PATCH, &d.url(&path), &h, r#"{"project":"a b"}"#).await;
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    let set = admin_ok(
+        &d,
+        Method::PATCH,
+        &path,
+        &token,
+        Some(json!({"project": "861042"})),
+    )
+    .await;
+    assert_eq!(set["project"], "861042", "{set}");
+    let v = admin_ok(&d, Method::GET, "/api/keys", &token, None).await;
+    assert_eq!(v["quotas"], 1, "every key in one project: {v}");
+    admin_ok(
+        &d,
+        Method::PATCH,
+        &path,
+        &token,
+        Some(json!({"project": null})),
+    )
+    .await;
+    let v = admin_ok(&d, Method::GET, "/api/keys", &token, None).await;
+    assert_eq!(v["quotas"], 2, "{v}");
+}

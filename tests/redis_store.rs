@@ -233,15 +233,19 @@ async fn admin_changes_and_the_session_are_shared_by_both_instances() {
         Method::PATCH,
         &path,
         &token,
-        Some(json!({"note": "paused on A"})),
+        Some(json!({"note": "paused on A", "project": "861042"})),
     )
     .await;
     wait_key(
         &b,
         &token,
         &k0,
-        "B shows the key disabled, with A's note",
-        |e| e.is_some_and(|e| e["state"] == "disabled" && e["note"] == "paused on A"),
+        "B shows the key disabled, with A's note and project",
+        |e| {
+            e.is_some_and(|e| {
+                e["state"] == "disabled" && e["note"] == "paused on A" && e["project"] == "861042"
+            })
+        },
     )
     .await;
     up.clear();

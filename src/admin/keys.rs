@@ -20,7 +20,8 @@ const CHECK_CONCURRENCY: usize = 8;
 pub fn list(state: &AppState) -> Result<Response<Body>, ApiError> {
     let now = unix_ms();
     let keys: Vec<_> = state.pool.entries().iter().map(|e| e.view(now)).collect();
-    Ok(json(StatusCode::OK, &serde_json::json!({ "keys": keys })))
+    let body = serde_json::json!({ "keys": keys, "quotas": state.pool.quotas() });
+    Ok(json(StatusCode::OK, &body))
 }
 
 #[derive(Deserialize)]
@@ -108,6 +109,16 @@ struct Patch {
     disabled: Option<bool>,
     #[serde(default, deserialize_with = "double_option")]
     note: Option<Option<String>>,
+    /// The Cloud project (its number, as Google's errors name it); `null` forgets it.
+    #[serde(default, deserialize_with = "double_option")]
+    project: Option<Option<String>>,
+}
+
+/// A project id as Google writes them: letters, digits, `-`, `_`, `.`, `:`, at most 100.
+fn valid_project(p: &str) -> bool {
+    p.len() <= 100
+        && p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 /// Tells `"note": null` (clear) apart from a missing `note` (leave as is).
@@ -143,6 +154,14 @@ pub async fn patch(
             ));
         }
         state.pool.set_note(&e, note);
+    }
+    if let Some(project) = p.project {
+        if project.as_deref().is_some_and(|p| !valid_project(p)) {
+            return Err(ApiError::BadRequest(
+                "The project is at most 100 letters, digits, '-', '_', '.' or ':'.".into(),
+            ));
+        }
+        state.pool.set_project(&e, project);
     }
     state.persister.sync().await;
     Ok(json(StatusCode::OK, &e.view(unix_ms())))

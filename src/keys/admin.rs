@@ -15,6 +15,8 @@ pub struct KeyView {
     pub brief: String,
     pub state: KeyStatus,
     pub note: Option<String>,
+    /// The Cloud project whose quotas the key shares, if known.
+    pub project: Option<String>,
     pub invalid_reason: Option<String>,
     pub invalid_since: Option<i64>,
     pub models: Vec<ModelView>,
@@ -100,6 +102,7 @@ impl KeyEntry {
             brief: self.brief.clone(),
             state,
             note: s.note.clone(),
+            project: s.project.clone(),
             invalid_reason: s.invalid.as_ref().map(|i| i.reason.clone()),
             invalid_since: s.invalid.as_ref().map(|i| i.at),
             failure_streak: models.iter().map(|m| m.failure_streak).max().unwrap_or(0),
@@ -149,6 +152,7 @@ impl Pool {
             (Some(e), Some(rec)) => {
                 let mut s = e.lock();
                 s.note = rec.note;
+                s.project = rec.project;
                 s.disabled = rec.disabled;
                 s.invalid = rec.invalid;
                 s.models = states.into_iter().collect();
@@ -201,6 +205,32 @@ impl Pool {
     pub fn set_note(&self, entry: &KeyEntry, note: Option<String>) {
         entry.lock().note = note.filter(|n| !n.is_empty());
         self.mark(Dirty::Key(entry.id.clone()));
+    }
+
+    /// Sets (or with `None` forgets) the key's Cloud project.
+    pub fn set_project(&self, entry: &KeyEntry, project: Option<String>) {
+        entry.lock().project = project.filter(|p| !p.is_empty());
+        self.mark(Dirty::Key(entry.id.clone()));
+    }
+
+    /// How many independent quotas the keys that can serve have: one per project, plus
+    /// one per key of no known project.
+    pub fn quotas(&self) -> usize {
+        let mut projects = HashSet::new();
+        let mut alone = 0;
+        for e in self.entries() {
+            let s = e.lock();
+            if s.disabled || s.invalid.is_some() {
+                continue;
+            }
+            match &s.project {
+                Some(p) => {
+                    projects.insert(p.clone());
+                }
+                None => alone += 1,
+            }
+        }
+        projects.len() + alone
     }
 
     /// Clears a key's retirement, cool-downs and failure counts (not its admin state).

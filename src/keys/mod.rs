@@ -11,6 +11,7 @@ pub mod classify;
 pub mod format;
 pub mod google_error;
 pub mod persist;
+mod quota;
 mod select;
 pub mod shared;
 
@@ -19,15 +20,15 @@ use crate::events::{Hub, KeyChange};
 use crate::secret::{Secret, fingerprint};
 use crate::store::{Invalid, KeyRecord, ModelState, Snapshot};
 use arc_swap::ArcSwap;
-use classify::{Exhausted, Outcome};
+use classify::Outcome;
 use persist::{Dirty, Msg};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::sync::mpsc;
 
+pub use quota::next_pacific_midnight;
 pub use select::{Lease, NoKey};
 
 /// The stable id of an upstream key: a prefix of its SHA-256, safe to show and to put in URLs.
@@ -55,10 +56,6 @@ pub enum KeyStatus {
     Disabled,
 }
 
-/// How long a model found missing from a key's tier stays skipped before one request
-/// looks again: a day.
-pub const RECHECK_UNAVAILABLE_MS: i64 = 24 * 3600 * 1000;
-
 pub struct KeyEntry {
     pub id: String,
     pub key: Secret,
@@ -81,6 +78,7 @@ pub struct KeyEntry {
 #[derive(Default)]
 struct EntryState {
     note: Option<String>,
+    project: Option<String>,
     disabled: bool,
     invalid: Option<Invalid>,
     models: HashMap<String, ModelState>,
@@ -137,6 +135,7 @@ impl KeyEntry {
             plain: AtomicBool::new(!rec.disabled && rec.invalid.is_none()),
             state: Mutex::new(EntryState {
                 note: rec.note,
+                project: rec.project,
                 disabled: rec.disabled,
                 invalid: rec.invalid,
                 models: HashMap::new(),
@@ -181,7 +180,13 @@ impl KeyEntry {
             disabled: s.disabled,
             invalid: s.invalid.clone(),
             created_at: self.created_at,
+            project: s.project.clone(),
         }
+    }
+
+    /// The Cloud project whose quotas the key shares, if known.
+    pub fn project(&self) -> Option<String> {
+        self.lock().project.clone()
     }
 
     pub fn model_state(&self, model: &str) -> Option<ModelState> {
@@ -309,6 +314,7 @@ impl Pool {
                     disabled: false,
                     invalid: None,
                     created_at: now / 1000,
+                    project: None,
                 };
                 added.push(rec.clone());
                 list.push(Arc::new(KeyEntry::new(rec)));
@@ -359,9 +365,19 @@ impl Pool {
                 retry_after,
                 exhausted,
                 reason,
+                project,
+                shared,
             } => {
                 drop(s);
-                self.rate_limit(entry, model, *exhausted, *retry_after, reason, now);
+                let hit = quota::Hit {
+                    model,
+                    exhausted: *exhausted,
+                    retry_after: *retry_after,
+                    reason,
+                    project: project.as_deref(),
+                    shared: *shared,
+                };
+                self.quota_hit(entry, &hit, now);
             }
             Outcome::Transient { reason } => {
                 let m = s.models.entry(model.to_owned()).or_default();
@@ -390,53 +406,6 @@ impl Pool {
                 }
             }
         }
-    }
-
-    /// Takes (key, model) out for what ran out: until `retry_after` (or a back-off) for a
-    /// per-minute limit, until midnight Pacific for a daily one, for a day when the tier
-    /// lacks the model.
-    fn rate_limit(
-        &self,
-        entry: &KeyEntry,
-        model: &str,
-        exhausted: Exhausted,
-        retry_after: Option<Duration>,
-        reason: &str,
-        now: i64,
-    ) {
-        let mut s = entry.lock();
-        let m = s.models.entry(model.to_owned()).or_default();
-        m.last_error = Some(format!("429 {reason}"));
-        m.cooling_reason = reason.to_owned();
-        let (change, until) = match exhausted {
-            Exhausted::Tier => {
-                m.unavailable_until_ms = now + RECHECK_UNAVAILABLE_MS;
-                ("unavailable", m.unavailable_until_ms)
-            }
-            Exhausted::Day => {
-                m.cooling_until_ms = next_pacific_midnight(now);
-                ("cooled", m.cooling_until_ms)
-            }
-            Exhausted::Minute => {
-                m.cooling_until_ms = match retry_after {
-                    Some(d) => now + (d + self.cfg.retry_delay_margin).as_millis() as i64,
-                    None => now + backoff_ms(&self.cfg, m.backoff_level),
-                };
-                m.backoff_level = m.backoff_level.saturating_add(1).min(32);
-                ("cooled", m.cooling_until_ms)
-            }
-        };
-        drop(s);
-        self.mark(Dirty::Model(entry.id.clone(), model.to_owned()));
-        tracing::info!(key = %entry.brief, model, until_ms = until, %reason, change, "key out for model");
-        self.announce(
-            &entry.id,
-            &entry.brief,
-            change,
-            Some(model),
-            Some(reason),
-            Some(until),
-        );
     }
 
     /// Brings an invalid key back (re-validated) without touching its other state.
@@ -473,25 +442,6 @@ impl Pool {
         // The writer outlives every request; if it is gone we are shutting down.
         let _ = self.dirty.send(Msg::Dirty(d));
     }
-}
-
-fn backoff_ms(cfg: &PoolConfig, level: u32) -> i64 {
-    let base = cfg.cooldown_base.as_millis() as i64;
-    let max = cfg.cooldown_max.as_millis() as i64;
-    base.saturating_mul(1i64 << level.min(30)).min(max)
-}
-
-/// Google's daily quotas reset at midnight Pacific time.
-pub fn next_pacific_midnight(now_ms: i64) -> i64 {
-    let next = (|| {
-        let tz = jiff::tz::TimeZone::get("America/Los_Angeles").ok()?;
-        let now = jiff::Timestamp::from_millisecond(now_ms)
-            .ok()?
-            .to_zoned(tz.clone());
-        let tomorrow = now.date().tomorrow().ok()?;
-        Some(tomorrow.to_zoned(tz).ok()?.timestamp().as_millisecond())
-    })();
-    next.unwrap_or(now_ms + 24 * 3600 * 1000)
 }
 
 #[cfg(test)]

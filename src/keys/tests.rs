@@ -41,6 +41,8 @@ fn rate_limit_cools_only_that_model_for_retry_delay_plus_margin() {
         retry_after: Some(Duration::from_secs(30)),
         exhausted: Exhausted::Minute,
         reason: "q".into(),
+        project: None,
+        shared: false,
     };
     pool.report(&e, "pro", &outcome, T0);
     let no = pool
@@ -64,6 +66,8 @@ fn state_changes_reach_selection_and_a_success_clears_a_models_state() {
         retry_after: Some(Duration::from_secs(30)),
         exhausted: Exhausted::Minute,
         reason: "q".into(),
+        project: None,
+        shared: false,
     };
     pool.report(&e, "pro", &Outcome::Success, T0);
     pool.report(&e, "pro", &cool, T0);
@@ -99,6 +103,8 @@ fn bare_429_backs_off_exponentially_up_to_the_cap() {
         retry_after: None,
         exhausted: Exhausted::Minute,
         reason: "q".into(),
+        project: None,
+        shared: false,
     };
     let mut now = T0;
     for expected in [60_000, 120_000, 200_000, 200_000] {
@@ -126,6 +132,8 @@ fn daily_quota_cools_until_pacific_midnight() {
         retry_after: Some(Duration::from_secs(5)),
         exhausted: Exhausted::Day,
         reason: "PerDay".into(),
+        project: None,
+        shared: false,
     };
     pool.report(&e, "m", &daily, now);
     assert_eq!(e.status("m", now), (KeyStatus::Cooling, 1_795_766_400_000));
@@ -154,6 +162,8 @@ fn zero_limit() -> Outcome {
         retry_after: Some(Duration::from_secs(25)),
         exhausted: Exhausted::Tier,
         reason: "GenerateRequestsPerDayPerProjectPerModel-FreeTier".into(),
+        project: None,
+        shared: false,
     }
 }
 
@@ -162,7 +172,7 @@ fn a_zero_limit_makes_the_model_unavailable_on_that_key_for_a_day() {
     let (pool, _rx) = pool_with(2, PoolConfig::default());
     let (free, paid) = (pool.entries()[0].clone(), pool.entries()[1].clone());
     pool.report(&free, "pro", &zero_limit(), T0);
-    let day = T0 + RECHECK_UNAVAILABLE_MS;
+    let day = T0 + quota::RECHECK_UNAVAILABLE_MS;
     assert_eq!(free.status("pro", T0), (KeyStatus::Unavailable, day));
     assert_eq!(
         free.status("flash", T0).0,
@@ -342,4 +352,46 @@ fn adding_a_known_key_is_idempotent_and_changes_are_announced() {
         announced += 1;
     }
     assert_eq!(announced, 2);
+}
+
+fn project_429(project: Option<&str>, shared: bool) -> Outcome {
+    Outcome::RateLimited {
+        retry_after: Some(Duration::from_secs(30)),
+        exhausted: Exhausted::Minute,
+        reason: "GenerateRequestsPerMinutePerProjectPerModel-FreeTier".into(),
+        project: project.map(str::to_owned),
+        shared,
+    }
+}
+
+#[test]
+fn a_project_quota_hit_takes_the_model_out_on_every_key_of_the_project() {
+    let (pool, _rx) = pool_with(4, PoolConfig::default());
+    let e = pool.entries();
+    assert_eq!(pool.quotas(), 4, "four keys of no known project");
+    pool.set_project(&e[1], Some("7".into()));
+    pool.set_project(&e[2], Some("8".into()));
+    // Key 0 learns it is of project 7 from the 429 and takes key 1 with it.
+    pool.report(&e[0], "pro", &project_429(Some("7"), true), T0);
+    assert_eq!(e[0].project().as_deref(), Some("7"), "learned");
+    assert_eq!(e[0].status("pro", T0).0, KeyStatus::Cooling);
+    assert_eq!(e[1].status("pro", T0).0, KeyStatus::Cooling, "sibling");
+    assert_eq!(
+        e[1].status("flash", T0).0,
+        KeyStatus::Active,
+        "other models"
+    );
+    for other in [&e[2], &e[3]] {
+        assert_eq!(other.status("pro", T0).0, KeyStatus::Active);
+    }
+    assert_eq!(pool.quotas(), 3, "project 7, project 8, and key 3");
+
+    // A bare 429 (no quotas named) is the key's alone; a learned project does not
+    // replace one the admin set.
+    pool.report(&e[2], "flash", &project_429(Some("9"), false), T0);
+    assert_eq!(e[2].project().as_deref(), Some("8"));
+    assert_eq!(e[2].status("flash", T0).0, KeyStatus::Cooling);
+    assert_eq!(e[1].status("flash", T0).0, KeyStatus::Active);
+    pool.set_project(&e[0], None);
+    assert_eq!(pool.quotas(), 4);
 }

@@ -210,6 +210,7 @@ mod tests {
             disabled: false,
             invalid: None,
             created_at: 0,
+            project: None,
         };
         Arc::new(KeyEntry::new(rec))
     }

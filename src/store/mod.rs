@@ -70,6 +70,10 @@ pub struct KeyRecord {
     #[serde(default)]
     pub invalid: Option<Invalid>,
     pub created_at: i64,
+    /// The Cloud project the key belongs to (set by the admin or learned from Google's
+    /// errors): keys of one project share its quotas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

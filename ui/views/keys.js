@@ -1,5 +1,7 @@
-// Upstream keys: bulk add, check, reset, enable/disable, note, delete, export. Cool-down
-// countdowns tick client-side from the `cooling_seconds` each model reported.
+// Upstream keys: bulk add, check, reset, enable/disable, note, project, delete, export.
+// Cool-down countdowns tick client-side from the `cooling_seconds` each model reported.
+// Keys are grouped by Cloud project (keys of one project share its quotas) once any key
+// has one; the head says how many independent quotas the pool has.
 
 import { h, clear, replace } from '../dom.js';
 import { t } from '../i18n.js';
@@ -13,12 +15,14 @@ const STATES = ['active', 'cooling', 'invalid', 'disabled'];
 
 export function render(root) {
   let keys = [];
+  let quotas = 0;
   let fetchedAt = 0;
   let filter = '';
   let search = '';
   let refreshSoon = null;
 
   const summary = h('div', { class: 'chips', role: 'group', 'aria-label': t('keys.col.state') });
+  const quotaLine = h('p', { class: 'muted small', id: 'key-quotas' });
   const tableBox = h('div', { class: 'table-box', id: 'keys-table' }, loading());
   const addResult = h('p', { class: 'form-msg', role: 'status', id: 'add-result' });
   const textarea = h('textarea', {
@@ -53,6 +57,7 @@ export function render(root) {
     try {
       const r = await api('/api/keys');
       keys = r.keys || [];
+      quotas = r.quotas ?? keys.length;
       fetchedAt = Date.now();
       draw();
     } catch (err) {
@@ -79,20 +84,20 @@ export function render(root) {
     act(() => patch(k, { enabled: !disable }), t('keys.saved'));
   }
 
-  async function editNote(k) {
-    const value = await modal(t('keys.note.title', { key: k.brief }), (close) => {
-      const input = h('input', { type: 'text', id: 'note-input', maxlength: 200, placeholder: t('keys.note.placeholder'), value: k.note || '' });
+  // Edits one text field of a key (`note` or `project`); empty clears it.
+  async function editField(k, name, maxlength) {
+    const value = await modal(t(`keys.${name}.title`, { key: k.brief }), (close) => {
+      const input = h('input', { type: 'text', id: `${name}-input`, maxlength, placeholder: t(`keys.${name}.placeholder`), value: k[name] || '' });
       return h('form', {
         class: 'stack',
         on: { submit: (e) => { e.preventDefault(); close(input.value); } },
-      }, field(t('keys.note'), input),
+      }, field(t(`keys.${name}`), input),
       h('div', { class: 'modal-actions' },
         button(t('common.cancel'), () => close(undefined), { kind: 'ghost' }),
-        button(t('common.save'), null, { kind: 'primary', type: 'submit', dataset: { action: 'save-note' } })));
+        button(t('common.save'), null, { kind: 'primary', type: 'submit', dataset: { action: `save-${name}` } })));
     });
     if (value === undefined) return;
-    const note = value.trim() ? value.trim() : null;
-    act(() => patch(k, { note }), t('keys.saved'));
+    act(() => patch(k, { [name]: value.trim() ? value.trim() : null }), t('keys.saved'));
   }
 
   async function remove(k) {
@@ -143,6 +148,7 @@ export function render(root) {
   // ---- drawing --------------------------------------------------------------------------
 
   function drawSummary() {
+    quotaLine.textContent = keys.length ? t('keys.quotas', { n: quotas }) : '';
     const counts = Object.fromEntries(STATES.map((s) => [s, 0]));
     for (const k of keys) counts[k.state] = (counts[k.state] || 0) + 1;
     const chip = (value, label, n) => h('button', {
@@ -154,9 +160,13 @@ export function render(root) {
   }
 
   function modelsCell(k) {
-    const cooling = (k.models || []).filter((m) => m.cooling);
-    if (!cooling.length) return h('span', { class: 'muted' }, t('common.none'));
-    return h('ul', { class: 'cool-list' }, cooling.map((m) => {
+    const models = k.models || [];
+    const missing = models.filter((m) => m.state === 'unavailable');
+    const cooling = models.filter((m) => m.cooling && m.state !== 'unavailable');
+    if (!cooling.length && !missing.length) return h('span', { class: 'muted' }, t('common.none'));
+    return h('ul', { class: 'cool-list' }, missing.map((m) => h('li', { title: m.reason || '' },
+      h('span', { class: 'mono model' }, m.model),
+      h('span', { class: 'muted small' }, t('keys.unavailable')))), cooling.map((m) => {
       const until = fetchedAt + (m.cooling_seconds ?? Math.max(0, (m.cooling_until_ms - Date.now()) / 1000)) * 1000;
       return h('li', { title: m.last_error || m.reason || '' },
         h('span', { class: 'mono model' }, m.model),
@@ -194,7 +204,8 @@ export function render(root) {
           button(t('keys.check'), (e) => check([k.id], e.currentTarget), { small: true, dataset: { action: 'check' } }),
           button(t('keys.reset'), () => act(() => api(`/api/keys/${encodeURIComponent(k.id)}/reset`, { method: 'POST' }), t('keys.saved')), { small: true, dataset: { action: 'reset' } }),
           button(disabled ? t('keys.enable') : t('keys.disable'), () => toggle(k), { small: true, dataset: { action: 'toggle' } }),
-          button(t('keys.note'), () => editNote(k), { small: true, dataset: { action: 'note' } }),
+          button(t('keys.note'), () => editField(k, 'note', 200), { small: true, dataset: { action: 'note' } }),
+          button(t('keys.project'), () => editField(k, 'project', 100), { small: true, dataset: { action: 'project' } }),
           button(t('common.delete'), () => remove(k), { small: true, kind: 'danger-ghost', dataset: { action: 'delete' } }))));
   }
 
@@ -215,7 +226,24 @@ export function render(root) {
     const cols = ['keys.col.key', 'keys.col.state', 'keys.col.models', 'keys.col.failures', 'keys.col.error', 'keys.col.usage', 'common.actions'];
     tableBox.appendChild(h('table', { class: 'table responsive', id: 'keys' },
       h('thead', null, h('tr', null, cols.map((c) => h('th', { scope: 'col' }, t(c))))),
-      h('tbody', null, shown.map(row))));
+      groups(shown).map(([project, list]) => h('tbody', { dataset: { project: project ?? '' } },
+        project === undefined ? null : h('tr', { class: 'group-head' },
+          h('th', { colspan: cols.length, scope: 'rowgroup' },
+            project ? t('keys.project.group', { project, n: list.length }) : t('keys.project.none', { n: list.length }))),
+        list.map(row)))));
+  }
+
+  // One group of all keys while no key has a project; else one per project, and keys of
+  // no known project last.
+  function groups(list) {
+    if (!list.some((k) => k.project)) return [[undefined, list]];
+    const by = new Map();
+    for (const k of list) {
+      const p = k.project || '';
+      if (!by.has(p)) by.set(p, []);
+      by.get(p).push(k);
+    }
+    return [...by.entries()].sort(([a], [b]) => (a === '') - (b === '') || a.localeCompare(b));
   }
 
   function tick() {
@@ -236,7 +264,7 @@ export function render(root) {
   const checkAllBtn = button(t('keys.checkAll'), (e) => check(null, e.currentTarget), { icon: 'check', dataset: { action: 'check-all' } });
   root.append(
     h('div', { class: 'page-head' },
-      h('h1', null, t('keys.title')),
+      h('div', null, h('h1', null, t('keys.title')), quotaLine),
       h('div', { class: 'btn-row' },
         checkAllBtn,
         button(t('keys.resetAll'), resetAll, { icon: 'refresh', dataset: { action: 'reset-all' } }),

@@ -17,6 +17,7 @@ pub(super) fn key_rec(id: &str, created_at: i64) -> KeyRecord {
         disabled: false,
         invalid: None,
         created_at,
+        project: Some(format!("project-of-{id}")),
     }
 }
 

@@ -14,6 +14,7 @@ fn key(id: &str) -> KeyRecord {
         disabled: false,
         invalid: None,
         created_at: 1,
+        project: None,
     }
 }
 
