@@ -449,3 +449,64 @@ async fn a_project_quota_hit_cools_every_key_of_the_project() {
     let v = admin_ok(&d, Method::GET, "/api/keys", &token, None).await;
     assert_eq!(v["quotas"], 2, "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_learning_a_per_minute_limit_the_key_gets_at_most_that_many_a_minute() {
+    let (a, b) = (key(0), key(1));
+    let ka = a.clone();
+    let taught = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let t = taught.clone();
+    // A's first FLASH request is refused with its limit (3 a minute); later ones pass,
+    // as Google would let them through while A stays under it.
+    let up = Upstream::start(move |r| match (r.key(), r.model()) {
+        (Some(k), Some(FLASH)) if k == ka && !t.swap(true, std::sync::atomic::Ordering::SeqCst) => {
+            google::per_minute(FLASH, 3, "0s")
+        }
+        _ => Reply::generate_ok("hello"),
+    })
+    .await;
+    let mut d = Daemon::start(&daemon_config(&up, vec![a.clone(), b.clone()])).await;
+    let token = login(&d, PASSWORD).await;
+    for _ in 0..2 {
+        let r = generate(&d, FLASH).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert!(
+        taught.load(std::sync::atomic::Ordering::SeqCst),
+        "A was refused once"
+    );
+    // Wait out the cool-down (retryDelay 0s + margin), polling the admin API.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let list = list_keys(&d, &token).await;
+        let m = model_view(entry_of(&list, &a), FLASH)
+            .cloned()
+            .expect("A's FLASH state");
+        assert_eq!(m["limit_per_minute"], 3, "{m}");
+        if m["cooling"] == false {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "A still cooling: {m}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    up.clear();
+    for _ in 0..12 {
+        let r = generate(&d, FLASH).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let sent = up.keys_to(GEN);
+    assert_eq!(count(&sent, &a), 3, "A at its limit, no more: {sent:?}");
+    assert_eq!(count(&sent, &b), 9, "B serves the rest");
+    let list = list_keys(&d, &token).await;
+    let m = model_view(entry_of(&list, &a), FLASH).cloned().unwrap();
+    assert_eq!(m["used_last_minute"], 3, "{m}");
+
+    // The limit is kept in the store.
+    d.restart().await;
+    let token = login(&d, PASSWORD).await;
+    let list = list_keys(&d, &token).await;
+    let m = model_view(entry_of(&list, &a), FLASH)
+        .cloned()
+        .expect("kept");
+    assert_eq!(m["limit_per_minute"], 3, "{m}");
+}

@@ -43,6 +43,11 @@ pub struct ModelView {
     pub last_error: Option<String>,
     /// When a model missing from the key's tier is looked at again (0: not missing).
     pub unavailable_until_ms: i64,
+    /// The request limits Google revealed, and the ledger's counts against them.
+    pub limit_per_minute: Option<u32>,
+    pub limit_per_day: Option<u32>,
+    pub used_last_minute: u64,
+    pub used_today: u64,
 }
 
 impl KeyEntry {
@@ -54,6 +59,7 @@ impl KeyEntry {
             .map(|(model, m)| {
                 let cooling = m.cooling_until_ms > now;
                 let unavailable = m.unavailable_until_ms > now;
+                let used = s.usage.get(model).map_or((0, 0), |u| u.used(now));
                 ModelView {
                     model: model.clone(),
                     state: if unavailable {
@@ -79,6 +85,10 @@ impl KeyEntry {
                     } else {
                         0
                     },
+                    limit_per_minute: m.limits.per_minute,
+                    limit_per_day: m.limits.per_day,
+                    used_last_minute: used.0,
+                    used_today: used.1,
                 }
             })
             .collect();
@@ -238,6 +248,7 @@ impl Pool {
         let models: Vec<String> = {
             let mut s = entry.lock();
             s.invalid = None;
+            s.usage.clear();
             s.models.drain().map(|(m, _)| m).collect()
         };
         self.mark(Dirty::Key(entry.id.clone()));

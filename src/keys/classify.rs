@@ -10,7 +10,8 @@
 //! as a transient failure of that (key, model), so a client cannot empty the pool by
 //! sending requests Google refuses.
 
-use super::google_error::ErrorBody;
+use super::google_error::{ErrorBody, Violation};
+use crate::store::QuotaLimits;
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +31,8 @@ pub enum Outcome {
         /// The body names quotas (`QuotaFailure`): Google counts those per project, so
         /// every key of the project is out with this one. A bare 429 is the key's alone.
         shared: bool,
+        /// Request limits the body revealed (`quotaValue` above 0), for the ledger.
+        limits: QuotaLimits,
     },
     /// Server-side or network trouble, or a refusal nobody can place: count towards the
     /// failure streak, try another key.
@@ -153,6 +156,24 @@ fn rate_limited(err: &ErrorBody) -> Outcome {
         reason,
         project: err.project.clone(),
         shared: !v.is_empty(),
+        limits: revealed_limits(v),
+    }
+}
+
+/// The request limits per minute and per day that violations name with their value
+/// (token limits are not counted by the ledger).
+fn revealed_limits(violations: &[Violation]) -> QuotaLimits {
+    let limit = |window: &str| {
+        violations
+            .iter()
+            .filter(|v| v.quota_id.contains("Requests") && v.quota_id.contains(window))
+            .filter_map(|v| v.quota_value.filter(|&n| n > 0))
+            .filter_map(|n| u32::try_from(n).ok())
+            .min()
+    };
+    QuotaLimits {
+        per_minute: limit("PerMinute"),
+        per_day: limit("PerDay"),
     }
 }
 

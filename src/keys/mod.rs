@@ -10,6 +10,7 @@ mod admin;
 pub mod classify;
 pub mod format;
 pub mod google_error;
+mod ledger;
 pub mod persist;
 mod quota;
 mod select;
@@ -82,6 +83,8 @@ struct EntryState {
     disabled: bool,
     invalid: Option<Invalid>,
     models: HashMap<String, ModelState>,
+    /// The ledger's counts, for the models with known limits.
+    usage: HashMap<String, ledger::Usage>,
 }
 
 impl EntryState {
@@ -139,6 +142,7 @@ impl KeyEntry {
                 disabled: rec.disabled,
                 invalid: rec.invalid,
                 models: HashMap::new(),
+                usage: HashMap::new(),
             }),
             in_flight: AtomicU32::new(0),
             requests: AtomicU64::new(0),
@@ -198,7 +202,8 @@ impl KeyEntry {
         if self.is_plain() {
             return (KeyStatus::Active, 0);
         }
-        let s = self.lock();
+        let mut guard = self.lock();
+        let s = &mut *guard;
         if s.disabled {
             return (KeyStatus::Disabled, 0);
         }
@@ -210,7 +215,30 @@ impl KeyEntry {
                 (KeyStatus::Unavailable, m.unavailable_until_ms)
             }
             Some(m) if m.cooling_until_ms > now => (KeyStatus::Cooling, m.cooling_until_ms),
+            // A known limit reached: out until the ledger has room again.
+            Some(m) if !m.limits.is_empty() => {
+                let full = match s.usage.get_mut(model) {
+                    Some(u) => u.full_until(&m.limits, now),
+                    None => None,
+                };
+                full.map_or((KeyStatus::Active, 0), |t| (KeyStatus::Cooling, t))
+            }
             _ => (KeyStatus::Active, 0),
+        }
+    }
+
+    /// Counts a request for `model` in the ledger when its limits are known.
+    fn spend(&self, model: &str, now: i64) {
+        if self.is_plain() {
+            return;
+        }
+        let mut guard = self.lock();
+        let s = &mut *guard;
+        if let Some(m) = s.models.get(model).filter(|m| !m.limits.is_empty()) {
+            s.usage
+                .entry(model.to_owned())
+                .or_default()
+                .count(&m.limits, now);
         }
     }
 
@@ -344,8 +372,20 @@ impl Pool {
         let mut s = entry.lock();
         match outcome {
             Outcome::Success => {
-                if s.models.get(model).is_some_and(|m| !m.is_default()) {
-                    s.models.remove(model);
+                // A success clears the cool-down and streaks; learned limits stay.
+                let Some(m) = s.models.get_mut(model) else {
+                    return;
+                };
+                let kept = ModelState {
+                    limits: m.limits.clone(),
+                    ..ModelState::default()
+                };
+                if *m != kept {
+                    if kept.is_default() {
+                        s.models.remove(model);
+                    } else {
+                        *m = kept;
+                    }
                     drop(s);
                     self.mark(Dirty::Model(entry.id.clone(), model.to_owned()));
                 }
@@ -367,9 +407,11 @@ impl Pool {
                 reason,
                 project,
                 shared,
+                limits,
             } => {
                 drop(s);
                 let hit = quota::Hit {
+                    limits,
                     model,
                     exhausted: *exhausted,
                     retry_after: *retry_after,

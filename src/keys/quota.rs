@@ -13,6 +13,7 @@ use super::classify::Exhausted;
 use super::persist::Dirty;
 use super::{KeyEntry, Pool};
 use crate::config::PoolConfig;
+use crate::store::QuotaLimits;
 use std::time::Duration;
 
 /// How long a model found missing from a key's tier stays skipped before one request
@@ -29,6 +30,8 @@ pub(super) struct Hit<'a> {
     pub project: Option<&'a str>,
     /// The quotas are the project's: its other keys are out too.
     pub shared: bool,
+    /// Request limits the 429 revealed, for the ledger.
+    pub limits: &'a QuotaLimits,
 }
 
 impl Pool {
@@ -68,6 +71,7 @@ impl Pool {
         let m = s.models.entry(model.to_owned()).or_default();
         m.last_error = Some(format!("429 {reason}"));
         m.cooling_reason = reason.to_owned();
+        m.limits.learn(hit.limits);
         let (change, until) = match hit.exhausted {
             Exhausted::Tier => {
                 m.unavailable_until_ms = now + RECHECK_UNAVAILABLE_MS;

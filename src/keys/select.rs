@@ -146,7 +146,7 @@ impl Pool {
                 for i in 0..n {
                     let e = &keys.list[(start + i) % n];
                     if consider(e) {
-                        if let Some(lease) = self.try_lease(e, cap, now) {
+                        if let Some(lease) = self.try_lease(e, cap, model, now) {
                             // Skipped keys must not hand their turn to this one: move the
                             // cursor past it, so every usable key gets an equal share.
                             if i > 0 {
@@ -184,7 +184,7 @@ impl Pool {
                 let Some(best) = best else {
                     return Err(no);
                 };
-                if let Some(lease) = self.try_lease(best, cap, now) {
+                if let Some(lease) = self.try_lease(best, cap, model, now) {
                     return Ok(lease);
                 }
                 // The best is at its cap: every usable key, least used first.
@@ -192,7 +192,7 @@ impl Pool {
                     keys.list.iter().filter(|e| consider(e)).collect();
                 usable.sort_by_key(usage);
                 for e in usable {
-                    if let Some(lease) = self.try_lease(e, cap, now) {
+                    if let Some(lease) = self.try_lease(e, cap, model, now) {
                         return Ok(lease);
                     }
                     no.busy = true;
@@ -202,7 +202,7 @@ impl Pool {
         Err(no)
     }
 
-    fn try_lease(&self, e: &Arc<KeyEntry>, cap: u32, now: i64) -> Option<Lease> {
+    fn try_lease(&self, e: &Arc<KeyEntry>, cap: u32, model: &str, now: i64) -> Option<Lease> {
         let taken = e
             .in_flight
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
@@ -210,6 +210,7 @@ impl Pool {
             });
         taken.ok()?;
         e.count_request(now);
+        e.spend(model, now);
         Some(Lease {
             entry: e.clone(),
             freed: self.freed.clone(),

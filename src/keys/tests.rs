@@ -1,6 +1,7 @@
 use super::*;
 use crate::config::{PoolConfig, Strategy};
 use crate::keys::classify::Exhausted;
+use crate::store::QuotaLimits;
 use std::time::Duration;
 
 fn pool_with(n: usize, cfg: PoolConfig) -> (Pool, mpsc::UnboundedReceiver<Msg>) {
@@ -43,6 +44,7 @@ fn rate_limit_cools_only_that_model_for_retry_delay_plus_margin() {
         reason: "q".into(),
         project: None,
         shared: false,
+        limits: QuotaLimits::default(),
     };
     pool.report(&e, "pro", &outcome, T0);
     let no = pool
@@ -68,6 +70,7 @@ fn state_changes_reach_selection_and_a_success_clears_a_models_state() {
         reason: "q".into(),
         project: None,
         shared: false,
+        limits: QuotaLimits::default(),
     };
     pool.report(&e, "pro", &Outcome::Success, T0);
     pool.report(&e, "pro", &cool, T0);
@@ -105,6 +108,7 @@ fn bare_429_backs_off_exponentially_up_to_the_cap() {
         reason: "q".into(),
         project: None,
         shared: false,
+        limits: QuotaLimits::default(),
     };
     let mut now = T0;
     for expected in [60_000, 120_000, 200_000, 200_000] {
@@ -134,6 +138,7 @@ fn daily_quota_cools_until_pacific_midnight() {
         reason: "PerDay".into(),
         project: None,
         shared: false,
+        limits: QuotaLimits::default(),
     };
     pool.report(&e, "m", &daily, now);
     assert_eq!(e.status("m", now), (KeyStatus::Cooling, 1_795_766_400_000));
@@ -164,6 +169,7 @@ fn zero_limit() -> Outcome {
         reason: "GenerateRequestsPerDayPerProjectPerModel-FreeTier".into(),
         project: None,
         shared: false,
+        limits: QuotaLimits::default(),
     }
 }
 
@@ -361,6 +367,7 @@ fn project_429(project: Option<&str>, shared: bool) -> Outcome {
         reason: "GenerateRequestsPerMinutePerProjectPerModel-FreeTier".into(),
         project: project.map(str::to_owned),
         shared,
+        limits: QuotaLimits::default(),
     }
 }
 
@@ -394,4 +401,42 @@ fn a_project_quota_hit_takes_the_model_out_on_every_key_of_the_project() {
     assert_eq!(e[1].status("flash", T0).0, KeyStatus::Active);
     pool.set_project(&e[0], None);
     assert_eq!(pool.quotas(), 4);
+}
+
+#[test]
+fn a_learned_limit_keeps_the_key_out_until_the_ledger_has_room() {
+    let (pool, _rx) = pool_with(1, PoolConfig::default());
+    let e = pool.entries()[0].clone();
+    let hit = Outcome::RateLimited {
+        retry_after: Some(Duration::ZERO),
+        exhausted: Exhausted::Minute,
+        reason: "GenerateRequestsPerMinutePerProjectPerModel-FreeTier".into(),
+        project: None,
+        shared: true,
+        limits: QuotaLimits {
+            per_minute: Some(2),
+            per_day: None,
+        },
+    };
+    pool.report(&e, "m", &hit, T0);
+    let t = T0 + 5_000; // the cool-down (0 s + margin) is over
+    assert!(pick(&pool, "m", t).is_ok());
+    pool.report(&e, "m", &Outcome::Success, t);
+    assert!(pick(&pool, "m", t + 1).is_ok());
+    let no = pool.acquire("m", t + 2, &[]).err().expect("at the limit");
+    assert_eq!(
+        no.earliest_ms,
+        Some(t + 60_000),
+        "back when the first is a minute old"
+    );
+    assert!(
+        pick(&pool, "other", t + 2).is_ok(),
+        "other models unaffected"
+    );
+    assert!(pick(&pool, "m", t + 60_000).is_ok());
+    assert_eq!(
+        e.model_state("m").map(|m| m.limits.per_minute),
+        Some(Some(2)),
+        "a success keeps the limit"
+    );
 }

@@ -101,6 +101,30 @@ pub struct ModelState {
     /// (Google revealed a limit of 0); looked at again once it has passed. 0 = available.
     #[serde(default)]
     pub unavailable_until_ms: i64,
+    /// Request limits Google revealed for this (key, model), for the quota ledger.
+    #[serde(default, skip_serializing_if = "QuotaLimits::is_empty")]
+    pub limits: QuotaLimits,
+}
+
+/// Request limits of one (key, model), as Google's 429s revealed them (`quotaValue`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct QuotaLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_minute: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_day: Option<u32>,
+}
+
+impl QuotaLimits {
+    pub fn is_empty(&self) -> bool {
+        self.per_minute.is_none() && self.per_day.is_none()
+    }
+
+    /// Takes the limits `other` knows, keeping those it does not.
+    pub fn learn(&mut self, other: &QuotaLimits) {
+        self.per_minute = other.per_minute.or(self.per_minute);
+        self.per_day = other.per_day.or(self.per_day);
+    }
 }
 
 impl ModelState {

@@ -156,6 +156,10 @@ fn per_minute_quota_uses_retry_delay() {
             reason: "GenerateRequestsPerMinutePerProjectPerModel-FreeTier".into(),
             project: None,
             shared: true,
+            limits: QuotaLimits {
+                per_minute: Some(5),
+                per_day: None,
+            },
         }
     );
 }
@@ -186,6 +190,10 @@ fn several_violations_the_daily_one_decides() {
             reason: "GenerateRequestsPerDayPerProjectPerModel-FreeTier".into(),
             project: None,
             shared: true,
+            limits: QuotaLimits {
+                per_minute: Some(10),
+                per_day: Some(250),
+            },
         }
     );
     let minute_only = body.replace("PerDayPerProject", "PerMinutePerProject");
@@ -261,6 +269,7 @@ fn bare_429_has_no_delay() {
             reason: "RESOURCE_EXHAUSTED".into(),
             project: None,
             shared: false,
+            limits: QuotaLimits::default(),
         }
     );
 }

@@ -29,6 +29,10 @@ pub(super) fn state(cooling_until_ms: i64, streak: u32) -> ModelState {
         failure_streak: streak,
         last_error: Some("429 RESOURCE_EXHAUSTED".into()),
         unavailable_until_ms: if streak == 0 { cooling_until_ms } else { 0 },
+        limits: QuotaLimits {
+            per_minute: Some(streak + 5),
+            per_day: None,
+        },
     }
 }
 
