@@ -159,14 +159,26 @@ export function render(root) {
     replace(summary, chip('', t('common.all'), keys.length), STATES.map((s) => chip(s, t(`state.${s}`), counts[s])));
   }
 
+  // Use against the limits Google revealed (the quota ledger), e.g. "2/5 a minute".
+  function limitsText(m) {
+    const parts = [];
+    if (m.limit_per_minute != null) parts.push(t('keys.limit.minute', { used: fmtNum(m.used_last_minute), limit: fmtNum(m.limit_per_minute) }));
+    if (m.limit_per_day != null) parts.push(t('keys.limit.day', { used: fmtNum(m.used_today), limit: fmtNum(m.limit_per_day) }));
+    return parts.join(' · ');
+  }
+
   function modelsCell(k) {
     const models = k.models || [];
     const missing = models.filter((m) => m.state === 'unavailable');
     const cooling = models.filter((m) => m.cooling && m.state !== 'unavailable');
-    if (!cooling.length && !missing.length) return h('span', { class: 'muted' }, t('common.none'));
+    const limited = models.filter((m) => !m.cooling && m.state !== 'unavailable' && limitsText(m));
+    if (!cooling.length && !missing.length && !limited.length) return h('span', { class: 'muted' }, t('common.none'));
     return h('ul', { class: 'cool-list' }, missing.map((m) => h('li', { title: m.reason || '' },
       h('span', { class: 'mono model' }, m.model),
-      h('span', { class: 'muted small' }, t('keys.unavailable')))), cooling.map((m) => {
+      h('span', { class: 'muted small' }, t('keys.unavailable')))),
+    limited.map((m) => h('li', null,
+      h('span', { class: 'mono model' }, m.model),
+      h('span', { class: 'muted small' }, limitsText(m)))), cooling.map((m) => {
       const until = fetchedAt + (m.cooling_seconds ?? Math.max(0, (m.cooling_until_ms - Date.now()) / 1000)) * 1000;
       return h('li', { title: m.last_error || m.reason || '' },
         h('span', { class: 'mono model' }, m.model),
