@@ -32,9 +32,12 @@
 //! | GET    | `/`, `/assets/…` and other non-API paths                 | Ui               |
 //!
 //! Unknown API paths are 404; a known path with the wrong method is 405.
+//! Runs of `/` count as one (`//v1beta/models/…`, which Gemini CLI sends with a base
+//! URL ending in `/`): [`clean_uri`] collapses them before routing, so the route and the
+//! path sent upstream are the same as for the single slash.
 
 use crate::native::{self, NativeCall};
-use http::Method;
+use http::{Method, Uri};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GeminiCall {
@@ -169,6 +172,36 @@ impl<'a> Route<'a> {
         }
         Ok(route)
     }
+}
+
+/// Makes every run of `/` in the request target's path one. Copies nothing when there
+/// is none (the usual case).
+pub fn clean_uri(uri: &mut Uri) {
+    if let Some(clean) = cleaned(uri) {
+        *uri = clean;
+    }
+}
+
+fn cleaned(uri: &Uri) -> Option<Uri> {
+    let path = uri.path();
+    if !path.contains("//") {
+        return None;
+    }
+    let mut clean = String::with_capacity(path.len() + uri.query().map_or(0, |q| q.len() + 1));
+    for seg in path.split('/').filter(|s| !s.is_empty()) {
+        clean.push('/');
+        clean.push_str(seg);
+    }
+    if clean.is_empty() || path.ends_with('/') {
+        clean.push('/');
+    }
+    if let Some(q) = uri.query() {
+        clean.push('?');
+        clean.push_str(q);
+    }
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(clean.parse().ok()?);
+    Uri::from_parts(parts).ok()
 }
 
 fn is_version(v: &str) -> bool {
@@ -430,6 +463,21 @@ mod tests {
             Err(RouteError::MethodNotAllowed)
         );
         assert_eq!(r(Method::GET, "/api/secrets"), Err(RouteError::NotFound));
+    }
+
+    #[test]
+    fn doubled_slashes_are_one() {
+        let clean = |s: &str| cleaned(&s.parse().unwrap()).map(|u| u.to_string());
+        assert_eq!(
+            clean("//v1beta/models/m:generateContent?alt=sse").as_deref(),
+            Some("/v1beta/models/m:generateContent?alt=sse")
+        );
+        assert_eq!(
+            clean("/v1beta//files///f/").as_deref(),
+            Some("/v1beta/files/f/")
+        );
+        assert_eq!(clean("//").as_deref(), Some("/"));
+        assert_eq!(clean("/v1beta/models"), None);
     }
 
     #[test]

@@ -201,6 +201,7 @@ async fn handle(
     upstream: Lane,
 ) -> Response<Body> {
     req.extensions_mut().insert(upstream);
+    crate::router::clean_uri(req.uri_mut());
     let now = unix_ms();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();

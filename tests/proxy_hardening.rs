@@ -421,3 +421,25 @@ async fn a_trickling_answer_is_cut_at_body_timeout_and_frees_its_slots() {
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+#[tokio::test]
+async fn a_doubled_slash_is_the_same_route() {
+    let up = ok_upstream().await;
+    let d = Daemon::start(&Config::new(&up)).await;
+    let path = format!("/{}", model_path(FLASH, "generateContent"));
+    let r = client::post(&d.url(&path), &user_auth(), GENERATE_BODY).await;
+    assert_eq!(r.status, 200, "{path}: {}", r.text());
+    let stream = format!("/{}?alt=sse", model_path(FLASH, "streamGenerateContent"));
+    let r = client::post(&d.url(&stream), &user_auth(), GENERATE_BODY).await;
+    assert_eq!(r.status, 200, "{stream}: {}", r.text());
+    assert_eq!(sse_json_events(&r.body).len(), 2);
+    let sent: Vec<String> = up.requests().iter().map(|r| r.target()).collect();
+    assert_eq!(
+        sent,
+        [
+            model_path(FLASH, "generateContent"),
+            format!("{}?alt=sse", model_path(FLASH, "streamGenerateContent")),
+        ],
+        "Google gets the single-slash path"
+    );
+}
