@@ -18,6 +18,7 @@ use jwt_simple::prelude::*;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
+use tokio::sync::watch;
 
 const META_PASSWORD: &str = "admin_password_hash";
 const META_JWT_KEY: &str = "jwt_key";
@@ -31,6 +32,14 @@ pub struct AdminAuth {
     /// Token ids revoked by logout, with their expiry (Unix seconds).
     revoked: Mutex<HashMap<String, u64>>,
     gate: LoginGate,
+    /// Bumped on every revocation, so open feeds can look whether theirs was revoked.
+    revocations: watch::Sender<u64>,
+}
+
+/// An authorized request's session: its token id and expiry (Unix seconds).
+pub struct Session {
+    pub id: String,
+    pub expires_at: u64,
 }
 
 /// Hashes a password as an argon2id PHC string.
@@ -92,6 +101,7 @@ impl AdminAuth {
             ttl: cfg.session_ttl,
             revoked: Mutex::new(revoked),
             gate: LoginGate::new(cfg.login_attempts, cfg.login_window),
+            revocations: watch::channel(0).0,
         })
     }
 
@@ -143,17 +153,34 @@ impl AdminAuth {
     }
 
     pub fn token_ok(&self, token: &str) -> bool {
-        let Some(claims) = self.claims(token) else {
-            return false;
-        };
-        let Some(id) = claims.jwt_id else {
-            return false;
-        };
-        !self
-            .revoked
+        self.session_of(token).is_some()
+    }
+
+    /// The live session `token` stands for: signed by us, unexpired, not revoked.
+    fn session_of(&self, token: &str) -> Option<Session> {
+        let claims = self.claims(token)?;
+        let (id, exp) = (claims.jwt_id?, claims.expires_at?);
+        (!self.is_revoked(&id)).then(|| Session {
+            id,
+            expires_at: exp.as_secs(),
+        })
+    }
+
+    /// The live session a request carries (Bearer or cookie), if any.
+    pub fn session(&self, headers: &HeaderMap) -> Option<Session> {
+        self.session_of(bearer(headers).or_else(|| cookie(headers, COOKIE))?)
+    }
+
+    pub fn is_revoked(&self, id: &str) -> bool {
+        self.revoked
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains_key(&id)
+            .contains_key(id)
+    }
+
+    /// Changes whenever a session is revoked.
+    pub fn revocations(&self) -> watch::Receiver<u64> {
+        self.revocations.subscribe()
     }
 
     /// Revokes one session token (logout); persisted so a restart keeps it revoked.
@@ -171,6 +198,7 @@ impl AdminAuth {
             revoked.insert(id, exp.as_secs());
             serde_json::to_vec(&*revoked).expect("a map of strings serialises")
         };
+        self.revocations.send_modify(|n| *n += 1);
         store
             .apply(vec![Write::PutMeta(META_REVOKED.into(), snapshot)])
             .await

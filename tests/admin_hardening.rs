@@ -1,11 +1,12 @@
 //! Black-box tests of the admin side against a hostile client (issue 25): a burst of
 //! logins is throttled before the password checks run, and cannot exhaust the daemon's
-//! memory; the login body is capped.
+//! memory; the login body is capped; the live feed ends with its session.
 
 mod common;
 
-use common::admin::login_resp;
+use common::admin::{admin, login, login_resp};
 use common::*;
+use http::Method;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -96,6 +97,67 @@ async fn a_login_body_over_a_few_kib_is_refused_unread() {
     assert!(msg.contains("larger than the limit"), "{msg}");
     // Not counted as an attempt: the right password is still welcome.
     assert_eq!(login_resp(&d, PASSWORD).await.status, 200);
+}
+
+/// Opens `/api/events` with `token` and reads its first frame.
+async fn open_feed(d: &Daemon, token: &str) -> Stream {
+    let auth = format!("Bearer {token}");
+    let mut feed = client::send(
+        Method::GET,
+        &d.url("/api/events"),
+        &[("authorization", auth.as_str())],
+        "",
+    )
+    .await;
+    assert_eq!(feed.status, 200, "feed opens");
+    feed.read_until("the connected comment", |b| lf(b).contains(": connected"))
+        .await;
+    feed
+}
+
+/// Reads the feed to its end, which must come within `within`.
+async fn feed_ends_within(feed: Stream, within: Duration, what: &str) {
+    match tokio::time::timeout(within, feed.read_to_end()).await {
+        Ok(r) => assert!(r.body_error.is_none(), "{what}: {:?}", r.body_error),
+        Err(_) => panic!("{what}: the feed was still open after {within:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_feed_ends_at_logout() {
+    let up = Upstream::start(ok_upstream()).await;
+    let d = Daemon::start(&Config::new(&up).admin_password(PASSWORD)).await;
+    let token = login(&d, PASSWORD).await;
+    let other = login(&d, PASSWORD).await;
+    let feed = open_feed(&d, &token).await;
+    let kept = open_feed(&d, &other).await;
+    let r = admin(&d, Method::POST, "/api/logout", &token, None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    feed_ends_within(feed, Duration::from_secs(5), "after logout").await;
+    // Another session's feed still delivers.
+    let r = client::post(
+        &d.url(&model_path(FLASH, "generateContent")),
+        &user_auth(),
+        GENERATE_BODY,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut kept = kept;
+    kept.read_until("a request event", |b| lf(b).contains("event: request"))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_feed_ends_when_its_session_expires() {
+    let up = Upstream::start(ok_upstream()).await;
+    let cfg = Config::new(&up)
+        .admin_password(PASSWORD)
+        .admin("session_ttl = \"2s\"");
+    let d = Daemon::start(&cfg).await;
+    let token = login(&d, PASSWORD).await;
+    let feed = open_feed(&d, &token).await;
+    // The token lasts 2 s from login (whole seconds): the feed ends well before 8 s.
+    feed_ends_within(feed, Duration::from_secs(8), "after the session's expiry").await;
 }
 
 fn ok_upstream() -> impl Fn(&Recorded) -> Reply + Send + Sync + 'static {

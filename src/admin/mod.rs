@@ -78,7 +78,13 @@ async fn dispatch(
         A::Summary => logs::summary(state, req.uri()).await,
         A::Timeseries => logs::timeseries(state, req.uri()).await,
         A::Heatmap => logs::heatmap(state, req.uri()).await,
-        A::Events => Ok(feed::subscribe(state)),
+        A::Events => {
+            let session = state
+                .admin
+                .session(req.headers())
+                .ok_or(ApiError::AdminUnauthenticated)?;
+            Ok(feed::subscribe(state, session))
+        }
         A::Resources => resources::list(state, req.uri()).await,
     }
 }
