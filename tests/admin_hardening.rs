@@ -1,6 +1,7 @@
 //! Black-box tests of the admin side against a hostile client (issue 25): a burst of
 //! logins is throttled before the password checks run, and cannot exhaust the daemon's
-//! memory; the login body is capped; the live feed ends with its session.
+//! memory; the login body is capped; the live feed ends with its session; the store is
+//! private to the daemon's user whatever the umask.
 
 mod common;
 
@@ -158,6 +159,31 @@ async fn the_live_feed_ends_when_its_session_expires() {
     let feed = open_feed(&d, &token).await;
     // The token lasts 2 s from login (whole seconds): the feed ends well before 8 s.
     feed_ends_within(feed, Duration::from_secs(8), "after the session's expiry").await;
+}
+
+fn mode(p: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    let m = std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    m.permissions().mode() & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_is_private_under_umask_022() {
+    let up = Upstream::start(ok_upstream()).await;
+    let mut d = Daemon::start_with_umask(&Config::new(&up).admin_password(PASSWORD), 0o022).await;
+    let dir = d.data_dir();
+    let file = dir.join("gemini-balance.redb");
+    assert_eq!(mode(&dir), 0o700, "data dir");
+    assert_eq!(mode(&file), 0o600, "store file");
+    let open = "open to other local users";
+    assert!(!d.logs().iter().any(|l| l.contains(open)), "no warning yet");
+
+    // Opened up by hand: the next start says so.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    d.restart().await;
+    let line = d.wait_log(open).await;
+    assert!(line.contains("chmod 600"), "{line}");
 }
 
 fn ok_upstream() -> impl Fn(&Recorded) -> Reply + Send + Sync + 'static {

@@ -6,6 +6,7 @@
 //! nothing of HTTP or of the pool's in-memory structures; it stores plain records.
 
 pub mod affinity;
+mod files;
 mod logs;
 mod packed;
 mod redb;

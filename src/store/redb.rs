@@ -115,8 +115,8 @@ impl RedbStore {
     }
 
     fn open_blocking(path: PathBuf) -> Result<Self, StoreError> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            super::files::private_dir(dir)
                 .map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))?;
         }
         // The format is read first without writing, so a refused file stays as it was. A
@@ -128,10 +128,15 @@ impl RedbStore {
         }
         // redb's default cache is 1 GiB; a small VPS has half that in all. 4 MiB holds the
         // hot pages of the log and bucket trees; queries read the rest from the page cache.
+        let opening = |e: &dyn std::fmt::Display| {
+            StoreError::Backend(format!("opening {}: {e}", path.display()))
+        };
+        let file = super::files::private_file(&path).map_err(|e| opening(&e))?;
+        let backend = redb::backends::FileBackend::new(file).map_err(|e| opening(&e))?;
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
-            .create(&path)
-            .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
+            .create_with_backend(backend)
+            .map_err(|e| opening(&e))?;
         let store = Self {
             db: Arc::new(db),
             waiting: Arc::default(),

@@ -146,6 +146,8 @@ pub struct Daemon {
     readers: Vec<JoinHandle<()>>,
     dir: TempDir,
     logs: Arc<Mutex<Vec<String>>>,
+    /// The file-mode mask the daemon runs with (by a shell's `umask`), when set.
+    umask: Option<u32>,
 }
 
 enum Event {
@@ -163,6 +165,7 @@ impl Daemon {
             readers: Vec::new(),
             dir,
             logs: Arc::new(Mutex::new(Vec::new())),
+            umask: None,
         };
         d.spawn().await;
         d
@@ -181,6 +184,23 @@ impl Daemon {
             readers: Vec::new(),
             dir,
             logs: Arc::new(Mutex::new(Vec::new())),
+            umask: None,
+        };
+        d.spawn().await;
+        d
+    }
+
+    /// Like [`Daemon::start`], the daemon running under `umask` (e.g. `0o022`).
+    pub async fn start_with_umask(cfg: &Config, umask: u32) -> Daemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("gb.toml"), cfg.to_toml()).expect("write config");
+        let mut d = Daemon {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            child: None,
+            readers: Vec::new(),
+            dir,
+            logs: Arc::new(Mutex::new(Vec::new())),
+            umask: Some(umask),
         };
         d.spawn().await;
         d
@@ -313,7 +333,19 @@ impl Daemon {
     }
 
     async fn spawn(&mut self) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gemini-balance"))
+        let bin = env!("CARGO_BIN_EXE_gemini-balance");
+        // With a umask, a shell sets it and execs the daemon (same pid).
+        let mut cmd = match self.umask {
+            Some(mask) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("umask {mask:03o} && exec \"$0\" \"$@\""))
+                    .arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = cmd
             .arg("serve")
             .arg("--config")
             .arg(self.config_path())
