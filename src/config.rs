@@ -208,9 +208,9 @@ pub struct ServerConfig {
     /// The gateway's URL as clients reach it (`https://gw.example.com`), for the upload
     /// URLs it hands out; unset: from `Host` (or the forwarded headers, when trusted).
     pub public_url: Option<String>,
-    /// Believe `X-Forwarded-Proto` / `X-Forwarded-Host` (set only behind a proxy that
-    /// sets them).
-    pub trust_forwarded_headers: bool,
+    /// Networks of the reverse proxies in front (`["127.0.0.1/32", "10.0.0.0/8"]`): only
+    /// from these peers are `X-Forwarded-For` / `-Proto` / `-Host` believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl ServerConfig {
@@ -234,7 +234,7 @@ impl Default for ServerConfig {
             metrics_token: None,
             max_upload_bytes: 2 << 30,
             public_url: None,
-            trust_forwarded_headers: false,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -444,6 +444,14 @@ mod tests {
         let c = Config::parse("[pool]\nqueue_wait = \"500ms\"\ncooldown_base = \"2m\"\n").unwrap();
         assert_eq!(c.pool.queue_wait, Duration::from_millis(500));
         assert_eq!(c.pool.cooldown_base, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn trusted_proxies_are_networks() {
+        let c = Config::parse("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1/128\"]\n");
+        assert_eq!(c.unwrap().server.trusted_proxies.len(), 2);
+        let err = Config::parse("[server]\ntrusted_proxies = [\"10.0.0.1\"]\n").unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
     }
 
     #[test]

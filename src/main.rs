@@ -10,6 +10,7 @@ mod auth;
 mod body;
 mod checker;
 mod cli;
+mod client_addr;
 mod config;
 mod daemon;
 mod error;

@@ -202,6 +202,10 @@ async fn handle(
 ) -> Response<Body> {
     req.extensions_mut().insert(upstream);
     crate::router::clean_uri(req.uri_mut());
+    req.extensions_mut().insert(crate::client_addr::Conn {
+        peer: peer.ip(),
+        tls: false,
+    });
     let now = unix_ms();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();

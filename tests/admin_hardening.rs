@@ -1,7 +1,8 @@
 //! Black-box tests of the admin side against a hostile client (issue 25): a burst of
 //! logins is throttled before the password checks run, and cannot exhaust the daemon's
 //! memory; the login body is capped; the live feed ends with its session; the store is
-//! private to the daemon's user whatever the umask.
+//! private to the daemon's user whatever the umask; forwarded headers count only from
+//! `server.trusted_proxies`.
 
 mod common;
 
@@ -184,6 +185,98 @@ async fn the_store_is_private_under_umask_022() {
     d.restart().await;
     let line = d.wait_log(open).await;
     assert!(line.contains("chmod 600"), "{line}");
+}
+
+/// A JSON login with extra headers (`X-Forwarded-For`, `X-Forwarded-Proto`).
+async fn login_with(d: &Daemon, password: &str, headers: &[(&str, &str)]) -> Response {
+    let body = serde_json::json!({ "password": password }).to_string();
+    client::post(&d.url("/api/login"), headers, body).await
+}
+
+/// Uses up the attempts of the client `xff` names; the next one is refused.
+async fn exhaust(d: &Daemon, xff: &str) {
+    for i in 0..5 {
+        let r = login_with(d, "wrong", &[("x-forwarded-for", xff)]).await;
+        assert_eq!(r.status, 401, "attempt {i} from {xff}: {}", r.text());
+    }
+}
+
+const BEHIND_LOOPBACK_PROXY: &str = "[server]\ntrusted_proxies = [\"127.0.0.1/32\"]";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_the_throttle_counts_each_forwarded_client() {
+    let up = Upstream::start(ok_upstream()).await;
+    let cfg = Config::new(&up)
+        .admin_password(PASSWORD)
+        .extra(BEHIND_LOOPBACK_PROXY);
+    let d = Daemon::start(&cfg).await;
+    // The proxy appends the client it saw: that rightmost hop is the client.
+    exhaust(&d, "198.51.100.1, 203.0.113.7").await;
+    let r = login_with(&d, PASSWORD, &[("x-forwarded-for", "203.0.113.7")]).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    let r = login_with(
+        &d,
+        PASSWORD,
+        &[("x-forwarded-for", "203.0.113.7, 203.0.113.8")],
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        200,
+        "another client is not locked out: {}",
+        r.text()
+    );
+
+    // IPv6 clients count by their /64.
+    exhaust(&d, "2001:db8:1:2::1").await;
+    let r = login_with(&d, PASSWORD, &[("x-forwarded-for", "2001:db8:1:2:ffff::9")]).await;
+    assert_eq!(r.status, 429, "same /64: {}", r.text());
+    let r = login_with(&d, PASSWORD, &[("x-forwarded-for", "2001:db8:1:3::1")]).await;
+    assert_eq!(r.status, 200, "another /64: {}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_headers_from_an_untrusted_peer_are_ignored() {
+    let up = Upstream::start(ok_upstream()).await;
+    let d = Daemon::start(&Config::new(&up).admin_password(PASSWORD)).await;
+    exhaust(&d, "203.0.113.7").await;
+    let r = login_with(&d, PASSWORD, &[("x-forwarded-for", "203.0.113.8")]).await;
+    assert_eq!(r.status, 429, "the socket peer is the client: {}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_cookie_is_secure_when_the_client_came_over_https() {
+    let up = Upstream::start(ok_upstream()).await;
+    let https = [("x-forwarded-proto", "https")];
+    let cookie = |r: &Response| r.header("set-cookie").expect("Set-Cookie on login");
+    let secure = |c: &str| {
+        c.split(';')
+            .any(|a| a.trim().eq_ignore_ascii_case("secure"))
+    };
+
+    let cfg = Config::new(&up)
+        .admin_password(PASSWORD)
+        .extra(BEHIND_LOOPBACK_PROXY);
+    let d = Daemon::start(&cfg).await;
+    let c = cookie(&login_with(&d, PASSWORD, &https).await);
+    assert!(secure(&c), "over HTTPS: {c}");
+    let token = c
+        .split(';')
+        .next()
+        .unwrap()
+        .trim_start_matches("gb_session=");
+    let auth = format!("Bearer {token}");
+    let logout = [("authorization", auth.as_str()), https[0]];
+    let r = client::post(&d.url("/api/logout"), &logout, "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let c = r.header("set-cookie").expect("Set-Cookie on logout");
+    assert!(secure(&c) && c.contains("Max-Age=0"), "cleared alike: {c}");
+    let c = cookie(&login_with(&d, PASSWORD, &[]).await);
+    assert!(!secure(&c), "plain HTTP: {c}");
+
+    let untrusted = Daemon::start(&Config::new(&up).admin_password(PASSWORD)).await;
+    let c = cookie(&login_with(&untrusted, PASSWORD, &https).await);
+    assert!(!secure(&c), "X-Forwarded-Proto from an untrusted peer: {c}");
 }
 
 fn ok_upstream() -> impl Fn(&Recorded) -> Reply + Send + Sync + 'static {

@@ -15,6 +15,7 @@ use crate::AppState;
 use crate::auth;
 use crate::body::Body;
 use crate::body::ReqBody;
+use crate::client_addr;
 use crate::error::{ApiError, Shape};
 use crate::router::AdminRoute;
 use bytes::Bytes;
@@ -115,15 +116,17 @@ mod auth_routes {
         } else {
             parse_json::<Login>(&bytes)?.password
         };
+        let proxies = &state.config.server.trusted_proxies;
+        let client = client_addr::client_ip(proxies, peer, &parts.headers);
         let attempt = state
             .admin
-            .begin_login(peer, unix_ms())
+            .begin_login(client_addr::bucket(client), unix_ms())
             .map_err(|r| match r {
                 Refusal::Throttled(wait) => ApiError::LoginThrottled(wait),
                 Refusal::Busy => ApiError::LoginBusy,
             })?;
         let Some(attempt) = state.admin.verify_password(password, attempt).await else {
-            tracing::warn!(%peer, "admin login failed");
+            tracing::warn!(%client, "admin login failed");
             return Err(ApiError::WrongPassword);
         };
         attempt.succeeded();
@@ -135,37 +138,45 @@ mod auth_routes {
             "expires_in": ttl,
         });
         let mut resp = json(StatusCode::OK, &body);
+        set_cookie(state, &parts, &mut resp, &token, ttl);
+        Ok(resp)
+    }
+
+    /// The session cookie (`token` empty and `max_age` 0 clear it); `Secure` when the
+    /// client reached us over HTTPS.
+    fn set_cookie(
+        state: &AppState,
+        parts: &http::request::Parts,
+        resp: &mut Response<Body>,
+        token: &str,
+        max_age: u64,
+    ) {
+        let https = client_addr::over_https(&state.config.server.trusted_proxies, parts);
         let cookie = format!(
-            "{}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={ttl}",
-            auth::COOKIE
+            "{}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{}",
+            auth::COOKIE,
+            if https { "; Secure" } else { "" }
         );
         if let Ok(v) = HeaderValue::from_str(&cookie) {
             resp.headers_mut().insert(header::SET_COOKIE, v);
         }
-        Ok(resp)
     }
 
     pub async fn logout(
         state: &Arc<AppState>,
         req: Request<ReqBody>,
     ) -> Result<Response<Body>, ApiError> {
-        let token = auth::bearer(req.headers())
-            .or_else(|| auth::cookie(req.headers(), auth::COOKIE))
-            .unwrap_or("")
-            .to_owned();
+        let (parts, _) = req.into_parts();
+        let token = auth::bearer(&parts.headers)
+            .or_else(|| auth::cookie(&parts.headers, auth::COOKIE))
+            .unwrap_or("");
         state
             .admin
-            .revoke(&state.store, &token)
+            .revoke(&state.store, token)
             .await
             .map_err(|e| ApiError::Store(e.to_string()))?;
         let mut resp = json(StatusCode::OK, &serde_json::json!({"ok": true}));
-        let clear = format!(
-            "{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
-            auth::COOKIE
-        );
-        if let Ok(v) = HeaderValue::from_str(&clear) {
-            resp.headers_mut().insert(header::SET_COOKIE, v);
-        }
+        set_cookie(state, &parts, &mut resp, "", 0);
         Ok(resp)
     }
 }

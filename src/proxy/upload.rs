@@ -3,7 +3,7 @@
 //! user's home key (or the store's owner); Google's answer names an upload URL, which is
 //! bound to that key and user in the store (`upload/{id}`) and handed to the client
 //! rewritten to the gateway's own URL — `server.public_url`, else `X-Forwarded-Proto` /
-//! `X-Forwarded-Host` when `server.trust_forwarded_headers` is set, else the request's
+//! `X-Forwarded-Host` from a peer in `server.trusted_proxies`, else the request's
 //! `Host` — without any `key=` Google may have echoed into it.
 //!
 //! The byte requests that follow (`upload`, `upload, finalize`, `query`) carry no API key:
@@ -16,6 +16,7 @@ use super::{FORWARDED, KeyIn, Plan, authenticate, client_key, forward_headers, r
 use crate::AppState;
 use crate::affinity;
 use crate::body::{Body, ReqBody};
+use crate::client_addr;
 use crate::error::{ApiError, Shape};
 use crate::logs::{Attempt, Trace};
 use crate::metrics::Rejected;
@@ -26,6 +27,7 @@ use crate::store::UserRecord;
 use crate::store::affinity::ResourceRecord;
 use crate::upstream::Lane;
 use bytes::Bytes;
+use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Request, Response, Uri, header};
 use http_body_util::Limited;
 use std::sync::Arc;
@@ -112,7 +114,7 @@ async fn start(
                 upstream: Some(google.to_string()),
             };
             affinity::put(&state.store, row).await?;
-            let ours = public_upload_url(state, &parts.headers, &google);
+            let ours = public_upload_url(state, &parts, &google);
             match ours.and_then(|u| HeaderValue::from_str(&u).ok()) {
                 Some(v) => answer.headers.insert(UPLOAD_URL, v),
                 None => {
@@ -152,26 +154,24 @@ fn without_key(url: &str) -> Option<(Uri, String)> {
 
 /// The gateway's own URL for an upload: its public base, then Google's path and query
 /// (without the base URL's own path prefix).
-fn public_upload_url(state: &AppState, headers: &HeaderMap, google: &Uri) -> Option<String> {
+fn public_upload_url(state: &AppState, parts: &Parts, google: &Uri) -> Option<String> {
     let cfg = &state.config.server;
     let base = match &cfg.public_url {
         Some(url) => url.trim_end_matches('/').to_owned(),
         None => {
             let header = |n: &str| {
-                headers
+                parts
+                    .headers
                     .get(n)
                     .and_then(|v| v.to_str().ok())
                     .map(|v| v.split(',').next().unwrap_or("").trim().to_owned())
                     .filter(|v| !v.is_empty())
             };
-            let forwarded = cfg
-                .trust_forwarded_headers
-                .then(|| header("x-forwarded-host"))
-                .flatten();
-            match forwarded {
+            let proxies = &cfg.trusted_proxies;
+            match client_addr::forwarded(proxies, parts, "x-forwarded-host") {
                 Some(host) => {
-                    let proto = header("x-forwarded-proto").unwrap_or_else(|| "https".into());
-                    format!("{proto}://{host}")
+                    let proto = client_addr::forwarded(proxies, parts, "x-forwarded-proto");
+                    format!("{}://{host}", proto.unwrap_or("https"))
                 }
                 None => format!("http://{}", header("host")?),
             }
