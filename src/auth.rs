@@ -229,6 +229,34 @@ impl AdminAuth {
     }
 }
 
+/// Whether a `/metrics` scrape may be answered: with `server.metrics_token` set, it needs
+/// `Authorization: Bearer <token>` (compared in constant time) on every listener; without
+/// one, metrics are served only on `admin_listen`. The refusal is a status and a message.
+pub fn metrics_access(
+    token: Option<&Secret>,
+    admin_listener: bool,
+    headers: &HeaderMap,
+) -> Result<(), (http::StatusCode, &'static str)> {
+    match token {
+        Some(token) if bearer(headers).is_some_and(|t| same_secret(t, token.expose())) => Ok(()),
+        Some(_) => Err((
+            http::StatusCode::UNAUTHORIZED,
+            "metrics need the configured bearer token\n",
+        )),
+        None if admin_listener => Ok(()),
+        None => Err((
+            http::StatusCode::FORBIDDEN,
+            "metrics on the public listener need server.metrics_token (or serve them on admin_listen)\n",
+        )),
+    }
+}
+
+/// Compares a presented secret with the real one in time independent of where they differ.
+fn same_secret(presented: &str, real: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    presented.len() == real.len() && bool::from(presented.as_bytes().ct_eq(real.as_bytes()))
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum Denied {
     Unauthenticated,
@@ -324,6 +352,19 @@ mod tests {
         let again = AdminAuth::init(&cfg, &store).await.unwrap();
         assert!(!again.token_ok(&t1), "revocation survives a restart");
         assert!(again.token_ok(&t2), "the signing key is persisted");
+    }
+
+    #[test]
+    fn metrics_need_the_token_or_the_admin_listener() {
+        let token = Secret::new("t0ken");
+        let mut h = HeaderMap::new();
+        assert!(metrics_access(None, true, &h).is_ok());
+        assert_eq!(metrics_access(None, false, &h).unwrap_err().0, 403);
+        assert_eq!(metrics_access(Some(&token), true, &h).unwrap_err().0, 401);
+        h.insert(header::AUTHORIZATION, "Bearer t0ke".parse().unwrap());
+        assert!(metrics_access(Some(&token), false, &h).is_err(), "a prefix");
+        h.insert(header::AUTHORIZATION, "Bearer t0ken".parse().unwrap());
+        assert!(metrics_access(Some(&token), false, &h).is_ok());
     }
 
     #[tokio::test]

@@ -201,7 +201,8 @@ pub struct ServerConfig {
     /// Threads serving connections, each with its own event loop and upstream connection
     /// pool; 0 means one per CPU core.
     pub workers: usize,
-    /// When set, `GET /metrics` needs `Authorization: Bearer <token>`.
+    /// When set, `GET /metrics` needs `Authorization: Bearer <token>`; unset, metrics are
+    /// served only on `admin_listen`.
     pub metrics_token: Option<Secret>,
     /// The most a file upload's bytes may be (streamed; `max_body_bytes` does not apply).
     pub max_upload_bytes: u64,

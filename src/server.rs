@@ -280,7 +280,7 @@ async fn dispatch(
     };
     match route {
         Route::Healthz => health(state),
-        Route::Metrics => metrics(state, &req),
+        Route::Metrics => metrics(state, &req, role),
         Route::Gemini { call, model } if wants_openai_models(&req, call) => {
             let model = model.map(str::to_owned);
             proxy::openai::handle(state, req, OpenAiCall::Models, model, trace)
@@ -340,13 +340,14 @@ fn shape_for_path(path: &str) -> Shape {
     }
 }
 
-fn metrics(state: &AppState, req: &Request<ReqBody>) -> Response<Body> {
-    if let Some(token) = &state.config.server.metrics_token {
-        if crate::auth::bearer(req.headers()) != Some(token.expose()) {
-            let mut resp = Response::new(Body::full("metrics need the configured bearer token\n"));
-            *resp.status_mut() = http::StatusCode::UNAUTHORIZED;
-            return resp;
-        }
+fn metrics(state: &AppState, req: &Request<ReqBody>, role: Role) -> Response<Body> {
+    let token = state.config.server.metrics_token.as_ref();
+    if let Err((status, why)) =
+        crate::auth::metrics_access(token, role == Role::Admin, req.headers())
+    {
+        let mut resp = Response::new(Body::full(why));
+        *resp.status_mut() = status;
+        return resp;
     }
     let open = state.spread.open_per_lane();
     let text = state

@@ -2,7 +2,7 @@
 //! logins is throttled before the password checks run, and cannot exhaust the daemon's
 //! memory; the login body is capped; the live feed ends with its session; the store is
 //! private to the daemon's user whatever the umask; forwarded headers count only from
-//! `server.trusted_proxies`.
+//! `server.trusted_proxies`; `/metrics` on the public listener needs its token.
 
 mod common;
 
@@ -277,6 +277,30 @@ async fn the_session_cookie_is_secure_when_the_client_came_over_https() {
     let untrusted = Daemon::start(&Config::new(&up).admin_password(PASSWORD)).await;
     let c = cookie(&login_with(&untrusted, PASSWORD, &https).await);
     assert!(!secure(&c), "X-Forwarded-Proto from an untrusted peer: {c}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_on_the_public_listener_need_the_token() {
+    let up = Upstream::start(ok_upstream()).await;
+    let open = Daemon::start(&Config::new(&up).without_metrics_token()).await;
+    let r = client::get(&open.url("/metrics"), &[]).await;
+    assert_eq!(r.status, 403, "no token configured: {}", r.text());
+    assert!(r.text().contains("metrics_token"), "{}", r.text());
+    assert!(
+        !r.text().contains("gemini_balance_"),
+        "no metrics in {}",
+        r.text()
+    );
+
+    let d = Daemon::start(&Config::new(&up)).await;
+    let wrong = "Bearer gb-test-metrics-tokeX";
+    for headers in [vec![], vec![("authorization", wrong)]] {
+        let r = client::get(&d.url("/metrics"), &headers).await;
+        assert_eq!(r.status, 401, "{headers:?}: {}", r.text());
+    }
+    let r = d.metrics().await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("gemini_balance_"), "{}", r.text());
 }
 
 fn ok_upstream() -> impl Fn(&Recorded) -> Reply + Send + Sync + 'static {

@@ -554,7 +554,7 @@ async fn the_log_statistics_and_metrics_match_a_scripted_mix_exactly() {
         "the request counters",
         Duration::from_secs(10),
         || async move {
-            let r = client::get(&dr.url("/metrics"), &[]).await;
+            let r = dr.metrics().await;
             let text = r.text();
             if r.status == 200 && expect_lines.iter().all(|l| text.lines().any(|x| x == l)) {
                 Ok(text)

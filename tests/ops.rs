@@ -17,8 +17,8 @@ use common::client;
 use common::raw::{raw, raw_get, read_response};
 use common::{
     Config, Daemon, GENERATE_BODY, Reply, StreamReply, USER_KEY, Upstream,
-    assert_google_error_value, check_config, chunk, chunk_text, model_path, sse_json_events,
-    user_auth,
+    assert_google_error_value, check_config, chunk, chunk_text, metrics_auth, model_path,
+    sse_json_events, user_auth,
 };
 use http::Method;
 use serde_json::{Value, json};
@@ -534,7 +534,7 @@ async fn admin_listen_separates_admin_and_proxy_routes() {
             .unwrap_or_default()
             .starts_with("text/html")
     );
-    let r = client::get(&format!("{admin_base}/metrics"), &[]).await;
+    let r = client::get(&format!("{admin_base}/metrics"), &[metrics_auth()]).await;
     assert_eq!(r.status, 200, "GET /metrics on admin: {}", r.text());
     let before = up.requests_to(":generateContent").len();
     let r = client::post(
@@ -955,7 +955,11 @@ async fn sighup_reloads_the_log_level() {
 /// Open client connections per serving thread, from `/metrics` (a connection of its own,
 /// closed after the answer).
 async fn open_connections(addr: SocketAddr) -> Vec<u64> {
-    let r = raw_get(addr, "/metrics").await;
+    let (name, value) = metrics_auth();
+    let req = format!(
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\n{name}: {value}\r\nConnection: close\r\n\r\n"
+    );
+    let r = raw(addr, req.as_bytes()).await;
     assert_eq!(r.status, 200, "GET /metrics: {}", r.text());
     r.text()
         .lines()

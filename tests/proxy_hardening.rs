@@ -34,7 +34,7 @@ where
 }
 
 async fn metrics(d: &Daemon) -> String {
-    let r = client::get(&d.url("/metrics"), &[]).await;
+    let r = d.metrics().await;
     assert_eq!(r.status, 200, "{}", r.text());
     r.text()
 }

@@ -16,6 +16,14 @@ use tempfile::TempDir;
 use super::client;
 use super::upstream::Upstream;
 
+/// The `server.metrics_token` every harness daemon gets, unless its test sets its own.
+pub const METRICS_TOKEN: &str = "gb-test-metrics-token";
+
+/// The header a harness daemon's `/metrics` needs.
+pub fn metrics_auth() -> (&'static str, &'static str) {
+    ("authorization", "Bearer gb-test-metrics-token")
+}
+
 pub const USER_NAME: &str = "alice";
 pub const USER_KEY: &str = "gb-test-alice-0123456789abcdef";
 
@@ -44,6 +52,8 @@ pub struct Config {
     pub upstream_extra: String,
     /// Raw TOML lines added to the `[admin]` table.
     pub admin_extra: String,
+    /// Give the daemon [`METRICS_TOKEN`] (unless `extra` sets a token of its own).
+    pub metrics_token: bool,
 }
 
 impl Config {
@@ -62,6 +72,7 @@ impl Config {
             extra: String::new(),
             upstream_extra: String::new(),
             admin_extra: String::new(),
+            metrics_token: true,
         }
     }
 
@@ -101,6 +112,12 @@ impl Config {
         self
     }
 
+    /// No `server.metrics_token`: `/metrics` is then served only on `admin_listen`.
+    pub fn without_metrics_token(mut self) -> Config {
+        self.metrics_token = false;
+        self
+    }
+
     pub fn extra(mut self, toml: &str) -> Config {
         self.extra.push_str(toml);
         self.extra.push('\n');
@@ -132,11 +149,29 @@ impl Config {
         for (name, k) in &self.users {
             t += &format!("\n[[users]]\nname = {}\nkey = {}\n", q(name), q(k));
         }
-        if !self.extra.is_empty() {
-            t += "\n";
+        t += "\n";
+        if self.metrics_token {
+            t += &with_metrics_token(&self.extra);
+        } else {
             t += &self.extra;
         }
         t
+    }
+}
+
+/// `extra` with `metrics_token = METRICS_TOKEN` in its `[server]` table (added when it has
+/// none), unless it sets a token of its own.
+fn with_metrics_token(extra: &str) -> String {
+    if extra.contains("metrics_token") {
+        return extra.to_owned();
+    }
+    let line = format!("metrics_token = \"{METRICS_TOKEN}\"\n");
+    match extra.find("[server]\n") {
+        Some(i) => {
+            let at = i + "[server]\n".len();
+            format!("{}{line}{}", &extra[..at], &extra[at..])
+        }
+        None => format!("{extra}\n[server]\n{line}"),
     }
 }
 
@@ -208,6 +243,11 @@ impl Daemon {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// `GET /metrics` with the harness's token.
+    pub async fn metrics(&self) -> client::Response {
+        client::get(&self.url("/metrics"), &[metrics_auth()]).await
     }
 
     pub fn data_dir(&self) -> PathBuf {

@@ -14,7 +14,7 @@ pub mod resources;
 pub mod upstream;
 
 pub use client::{Response, Stream};
-pub use daemon::{Config, Daemon, USER_KEY, USER_NAME, key, keys};
+pub use daemon::{Config, Daemon, METRICS_TOKEN, USER_KEY, USER_NAME, key, keys, metrics_auth};
 pub use upstream::{Recorded, Reply, StreamReply, Upstream, chunk};
 
 use serde_json::Value;
