@@ -2,7 +2,8 @@
 //! logins is throttled before the password checks run, and cannot exhaust the daemon's
 //! memory; the login body is capped; the live feed ends with its session; the store is
 //! private to the daemon's user whatever the umask; forwarded headers count only from
-//! `server.trusted_proxies`; `/metrics` on the public listener needs its token.
+//! `server.trusted_proxies`; `/metrics` on the public listener needs its token; the log
+//! API takes extreme time bounds, and its CSV export defuses formulas.
 
 mod common;
 
@@ -301,6 +302,76 @@ async fn metrics_on_the_public_listener_need_the_token() {
     let r = d.metrics().await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.text().contains("gemini_balance_"), "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extreme_time_bounds_are_clamped_not_overflowed() {
+    let up = Upstream::start(ok_upstream()).await;
+    let d = Daemon::start(&Config::new(&up).admin_password(PASSWORD)).await;
+    let token = login(&d, PASSWORD).await;
+    let (min, max) = (i64::MIN, i64::MAX);
+    for path in [
+        format!("/api/logs?from={min}&to={max}"),
+        format!("/api/logs/export?from={min}&to={max}"),
+        format!("/api/logs?from={max}&to={min}"),
+        format!("/api/stats/timeseries?to={min}"),
+    ] {
+        let r = admin(&d, Method::GET, &path, &token, None).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+    }
+    for path in [
+        format!("/api/stats/timeseries?from={min}&to={max}"),
+        "/api/logs?from=yesterday".to_owned(),
+    ] {
+        let r = admin(&d, Method::GET, &path, &token, None).await;
+        assert_eq!(r.status, 400, "{path}: {}", r.text());
+        assert!(r.json()["error"].is_string(), "{}", r.text());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_csv_export_defuses_formulas_behind_spaces_and_in_fullwidth() {
+    let up = Upstream::start(ok_upstream()).await;
+    let names = [
+        " =1+1",
+        "\u{3000}@SUM(A1)",
+        "＝cmd|x",
+        "＋1",
+        "－1",
+        "＠x",
+        "\t=1",
+    ];
+    let mut cfg = Config::new(&up).admin_password(PASSWORD);
+    for (i, name) in names.iter().enumerate() {
+        cfg = cfg.user(name, &format!("gb-test-formula-{i}-0123456789abcdef"));
+    }
+    let d = Daemon::start(&cfg).await;
+    for i in 0..names.len() {
+        let key = format!("gb-test-formula-{i}-0123456789abcdef");
+        let path = model_path(FLASH, "generateContent");
+        let r = client::post(&d.url(&path), &[("x-goog-api-key", &key)], GENERATE_BODY).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let token = login(&d, PASSWORD).await;
+    let deadline = Instant::now() + client::TIMEOUT;
+    let csv = loop {
+        let r = admin(&d, Method::GET, "/api/logs/export", &token, None).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        if r.text().lines().count() > names.len() {
+            break r.text();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the log never had every request: {}",
+            r.text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for row in csv.lines().skip(1) {
+        let user = row.split(',').nth(2).expect("a user column");
+        let cell = user.trim_start_matches('"');
+        assert!(cell.starts_with('\''), "not defused: {user:?} in {row:?}");
+    }
 }
 
 fn ok_upstream() -> impl Fn(&Recorded) -> Reply + Send + Sync + 'static {

@@ -35,6 +35,14 @@ fn int<T: std::str::FromStr>(
         .transpose()
 }
 
+/// The latest time a query may name: the end of year 9999, in Unix ms.
+const MAX_TIME_MS: i64 = 253_402_300_799_999;
+
+/// A time bound (Unix ms), clamped to 1970 ..= 9999 so range arithmetic cannot overflow.
+fn time(p: &HashMap<String, String>, name: &str) -> Result<Option<i64>, ApiError> {
+    Ok(int::<i64>(p, name)?.map(|t| t.clamp(0, MAX_TIME_MS)))
+}
+
 fn text(p: &HashMap<String, String>, name: &str) -> Option<String> {
     p.get(name).filter(|v| !v.is_empty()).cloned()
 }
@@ -45,8 +53,8 @@ fn query(
     max: usize,
 ) -> Result<LogQuery, ApiError> {
     Ok(LogQuery {
-        from: int(p, "from")?,
-        to: int(p, "to")?,
+        from: time(p, "from")?,
+        to: time(p, "to")?,
         user: text(p, "user"),
         key_id: text(p, "key"),
         model: text(p, "model"),
@@ -118,9 +126,13 @@ pub async fn export(state: &AppState, uri: &Uri) -> Result<Response<Body>, ApiEr
     Ok(resp)
 }
 
+/// What a spreadsheet may read as the start of a formula, after any leading whitespace:
+/// the ASCII signs and their fullwidth forms.
+const FORMULA_START: [char; 8] = ['=', '+', '-', '@', '＝', '＋', '－', '＠'];
+
 /// One CSV field: quoted when needed, and defused against spreadsheet formulas.
 fn field(out: &mut String, v: &str) {
-    let risky = v.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let risky = v.starts_with(['\t', '\r']) || v.trim_start().starts_with(FORMULA_START);
     let v = if risky { format!("'{v}") } else { v.to_owned() };
     if v.contains([',', '"', '\n', '\r']) {
         out.push('"');
@@ -246,14 +258,14 @@ pub async fn timeseries(state: &AppState, uri: &Uri) -> Result<Response<Body>, A
     };
     let tz = tz(&p)?;
     let now = unix_ms();
-    let to = int::<i64>(&p, "to")?.unwrap_or(now + 1);
+    let to = time(&p, "to")?.unwrap_or(now + 1);
     let span = match period {
         Period::Hour => DAY_MS,
         Period::Day => 30 * DAY_MS,
         Period::Week => 12 * 7 * DAY_MS,
         Period::Month => 365 * DAY_MS,
     };
-    let from = int::<i64>(&p, "from")?.unwrap_or(to - span);
+    let from = time(&p, "from")?.unwrap_or(to - span);
     if from >= to || to - from > 800 * DAY_MS {
         return Err(bad(
             "from/to (from must be before to, at most 800 days apart)",
@@ -311,5 +323,16 @@ mod tests {
         s.push('|');
         field(&mut s, "=HYPERLINK(\"x\")");
         assert_eq!(s, "\"a,\"\"b\"\"\"|\"'=HYPERLINK(\"\"x\"\")\"");
+        for v in [" =1", "\u{3000}+1", "＝1", "＋1", "－1", "＠x", "\t1", "-1"] {
+            let mut s = String::new();
+            field(&mut s, v);
+            assert!(
+                s.trim_start_matches('"').starts_with('\''),
+                "{v:?} -> {s:?}"
+            );
+        }
+        let mut s = String::new();
+        field(&mut s, "gemini-2.5-flash");
+        assert_eq!(s, "gemini-2.5-flash");
     }
 }
