@@ -57,47 +57,8 @@ impl http_body::Body for Body {
     }
 }
 
-/// A request body: whole, when the fast HTTP/1.1 path read it with the head, or hyper's
-/// stream (h2c, chunked and `Expect: 100-continue` uploads, large bodies).
-pub enum ReqBody {
-    Full(Option<Bytes>),
-    Hyper(hyper::body::Incoming),
-}
-
-impl ReqBody {
-    pub fn full(bytes: Bytes) -> Self {
-        Self::Full((!bytes.is_empty()).then_some(bytes))
-    }
-}
-
-impl http_body::Body for ReqBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match self.get_mut() {
-            Self::Full(b) => whole_frame(b),
-            Self::Hyper(b) => Pin::new(b).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Self::Full(b) => b.is_none(),
-            Self::Hyper(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            Self::Full(b) => whole_hint(b),
-            Self::Hyper(b) => b.size_hint(),
-        }
-    }
-}
+/// A request body as hyper delivers it (HTTP/1.1 or HTTP/2, whole or streamed).
+pub type ReqBody = hyper::body::Incoming;
 
 /// A body held whole (`None` once sent, or empty): one frame, then the end.
 fn whole_frame<E>(b: &mut Option<Bytes>) -> Poll<Option<Result<Frame<Bytes>, E>>> {

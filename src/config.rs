@@ -198,6 +198,17 @@ pub struct ServerConfig {
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
     pub max_connections: usize,
+    /// How long a new connection has to bring its first request head.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// How often an HTTP/2 client is pinged, and how long it has to answer.
+    #[serde(with = "humantime_serde")]
+    pub http2_keep_alive_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub http2_keep_alive_timeout: Duration,
     /// Threads serving connections, each with its own event loop and upstream connection
     /// pool; 0 means one per CPU core.
     pub workers: usize,
@@ -215,6 +226,24 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// The connection limits are all needed: none may be zero.
+    fn check_limits(&self) -> anyhow::Result<()> {
+        let durations = [
+            ("header_read_timeout", self.header_read_timeout),
+            ("handshake_timeout", self.handshake_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("http2_keep_alive_interval", self.http2_keep_alive_interval),
+            ("http2_keep_alive_timeout", self.http2_keep_alive_timeout),
+        ];
+        if let Some((name, _)) = durations.iter().find(|(_, d)| d.is_zero()) {
+            bail!("server.{name} must be positive");
+        }
+        if self.max_connections == 0 {
+            bail!("server.max_connections must be at least 1");
+        }
+        Ok(())
+    }
+
     /// How many serving threads to start.
     pub fn worker_count(&self) -> usize {
         match self.workers {
@@ -231,6 +260,10 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             max_connections: 4096,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            http2_keep_alive_interval: Duration::from_secs(30),
+            http2_keep_alive_timeout: Duration::from_secs(20),
             workers: 0,
             metrics_token: None,
             max_upload_bytes: 2 << 30,
@@ -387,6 +420,7 @@ impl Config {
                 bail!("server.public_url must be an http:// or https:// URL with a host");
             }
         }
+        self.server.check_limits()?;
         if self.server.max_body_bytes == 0 {
             bail!("server.max_body_bytes must be positive");
         }
@@ -464,6 +498,20 @@ mod tests {
         )
         .unwrap();
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn a_zero_connection_limit_is_named() {
+        for line in [
+            "idle_timeout = \"0s\"",
+            "http2_keep_alive_timeout = \"0s\"",
+            "max_connections = 0",
+        ] {
+            let c = Config::parse(&format!("[server]\n{line}\n")).unwrap();
+            let err = c.validate().unwrap_err().to_string();
+            let name = line.split(' ').next().unwrap();
+            assert!(err.contains(name), "{line}: {err}");
+        }
     }
 
     #[test]

@@ -15,7 +15,6 @@ mod config;
 mod daemon;
 mod error;
 mod events;
-mod http1;
 mod keys;
 mod limits;
 mod login_gate;

@@ -1,18 +1,12 @@
 //! Accepting connections and turning each request into a response. Owns the connection
-//! limits, the header read timeout, request ids, the access log line, and graceful
-//! shutdown (stop accepting, let in-flight requests and streams finish within
-//! `shutdown_grace`). Dispatch is one `match` on [`Route`].
-//!
-//! Each connection starts on the plain HTTP/1.1 path of [`http1`]; what that does not
-//! serve (h2c, HTTP/1.0, `HEAD`, chunked or `Expect` uploads, large bodies) is handed to
-//! hyper's HTTP/1 and HTTP/2 server with the bytes read so far, for the rest of the
-//! connection.
+//! limits, request ids, the access log line, and graceful shutdown (stop accepting, let
+//! in-flight requests and streams finish within `shutdown_grace`). Dispatch is one
+//! `match` on [`Route`]. Every connection is served by hyper ([`conn`]).
 
 use crate::AppState;
 use crate::admin;
 use crate::body::{Body, ReqBody};
 use crate::error::{ApiError, Shape};
-use crate::http1;
 use crate::keys::unix_ms;
 use crate::logs::Trace;
 use crate::proxy;
@@ -21,18 +15,14 @@ use crate::spread::Handoff;
 use crate::ui;
 use crate::upstream::Lane;
 use http::{HeaderName, HeaderValue, Request, Response, header};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+mod conn;
 
 /// Which routes a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,19 +47,11 @@ pub async fn serve(
     shutdown: CancellationToken,
     lane: Option<usize>,
 ) {
-    let cfg = &state.config.server;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(cfg.header_read_timeout)
-        .max_buf_size(http1::BUF_MAX);
-    builder.http2().timer(TokioTimer::new());
-    let graceful = GracefulShutdown::new();
-    let connections = TaskTracker::new();
-    // This thread's connections check and wait on a token of their own: the shared one's
-    // lock would be taken by both serving threads on every request.
+    let server = conn::Server::new(&state.config.server);
+    // This thread's connections wait on a token of their own: the shared one's lock
+    // would be taken by every serving thread for every connection.
     let stopping = shutdown.child_token();
+    let connections = TaskTracker::new();
     let mut inbox = lane.and_then(|n| state.spread.take_inbox(n));
     // The thread's own upstream connections, named in each request it serves.
     let upstream_lane = lane.map_or(Lane::SHARED, Lane::serving);
@@ -110,24 +92,15 @@ pub async fn serve(
             },
         };
         let _ = tcp.set_nodelay(true);
-        let (st, builder, watcher) = (state.clone(), builder.clone(), graceful.watcher());
-        let (header_timeout, stopping) = (cfg.header_read_timeout, stopping.clone());
+        let (st, server, stopping) = (state.clone(), server.clone(), stopping.clone());
         let counted = lane.map(|n| Counted(state.clone(), n));
         connections.spawn(async move {
             let _counted = counted;
-            let fast = http1::serve(tcp, header_timeout, &stopping, |req| {
-                handle(&st, req, peer, role, upstream_lane)
-            });
-            // The fast path hands over what it does not serve, with the bytes it read.
-            if let http1::Ended::Hyper(io) = fast.await {
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    let st = st.clone();
-                    let req = req.map(ReqBody::Hyper);
-                    async move { Ok::<_, Infallible>(handle(&st, req, peer, role, upstream_lane).await) }
-                });
-                let conn = builder.serve_connection(TokioIo::new(io), svc);
-                let _ = watcher.watch(conn.into_owned()).await;
-            }
+            let svc = move |req: Request<ReqBody>| {
+                let st = st.clone();
+                async move { handle(&st, req, peer, role, upstream_lane).await }
+            };
+            server.serve(tcp, svc, &stopping).await;
             drop(permit);
         });
     }
@@ -135,12 +108,8 @@ pub async fn serve(
     let grace = state.config.server.shutdown_grace;
     tracing::info!(?grace, "draining connections");
     connections.close();
-    let all_closed = async {
-        graceful.shutdown().await;
-        connections.wait().await;
-    };
     tokio::select! {
-        _ = all_closed => tracing::info!("all connections closed"),
+        _ = connections.wait() => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; closing the rest"),
     }
 }

@@ -1,7 +1,7 @@
 //! The HTTP/1.1 wire, black-box, with requests written byte for byte: pipelined and
 //! kept-alive requests through the daemon, framing an attacker could use to smuggle a
-//! second request, and the requests the plain path hands to hyper (`HEAD`, HTTP/1.0,
-//! chunked and `Expect: 100-continue` uploads) answered on the same connection.
+//! second request, and `HEAD`, HTTP/1.0, chunked and `Expect: 100-continue` uploads
+//! answered with keep-alive still working.
 
 mod common;
 
