@@ -198,6 +198,8 @@ pub struct ServerConfig {
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
     pub max_connections: usize,
+    /// Open connections one client address may hold (an IPv6 client: its /64).
+    pub max_connections_per_ip: usize,
     /// How long a new connection has to bring its first request head.
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
@@ -238,8 +240,8 @@ impl ServerConfig {
         if let Some((name, _)) = durations.iter().find(|(_, d)| d.is_zero()) {
             bail!("server.{name} must be positive");
         }
-        if self.max_connections == 0 {
-            bail!("server.max_connections must be at least 1");
+        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
+            bail!("server.max_connections and server.max_connections_per_ip must be at least 1");
         }
         Ok(())
     }
@@ -260,6 +262,7 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             max_connections: 4096,
+            max_connections_per_ip: 256,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             http2_keep_alive_interval: Duration::from_secs(30),
@@ -506,6 +509,7 @@ mod tests {
             "idle_timeout = \"0s\"",
             "http2_keep_alive_timeout = \"0s\"",
             "max_connections = 0",
+            "max_connections_per_ip = 0",
         ] {
             let c = Config::parse(&format!("[server]\n{line}\n")).unwrap();
             let err = c.validate().unwrap_err().to_string();

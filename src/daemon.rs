@@ -4,12 +4,13 @@
 //! restart, and the log says so.
 
 use crate::config::Config;
+use crate::gate::Gate;
 use crate::server::{self, Role};
 use crate::{AppState, app, checker, logs};
 use anyhow::Context;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -54,7 +55,7 @@ fn spawn_worker(
     listener: &std::net::TcpListener,
     state: Arc<AppState>,
     role: Role,
-    slots: Arc<Semaphore>,
+    gate: Arc<Gate>,
     stop: CancellationToken,
 ) -> anyhow::Result<oneshot::Receiver<()>> {
     let listener = listener.try_clone().context("sharing the listener")?;
@@ -69,7 +70,7 @@ fn spawn_worker(
             logs::chunk_on_this_thread();
             runtime.block_on(async move {
                 match TcpListener::from_std(listener) {
-                    Ok(l) => server::serve(l, state, role, slots, stop, Some(n - 1)).await,
+                    Ok(l) => server::serve(l, state, role, gate, stop, Some(n - 1)).await,
                     Err(e) => tracing::error!(error = %e, "serving thread could not listen"),
                 }
             });
@@ -110,7 +111,8 @@ pub async fn run(
         state.store.clone(),
         stop.clone(),
     ));
-    let slots = Arc::new(Semaphore::new(state.config.server.max_connections));
+    let cfg = &state.config.server;
+    let gate = Gate::new(cfg.max_connections, cfg.max_connections_per_ip);
     let role = if admin.is_some() {
         Role::Proxy
     } else {
@@ -124,7 +126,7 @@ pub async fn run(
             &listener,
             state.clone(),
             role,
-            slots.clone(),
+            gate.clone(),
             stop.clone(),
         );
         match w {
@@ -138,7 +140,7 @@ pub async fn run(
     drop(listener);
     tracing::debug!(workers, "serving threads started");
     if let Some(admin) = admin {
-        server::serve(admin, state.clone(), Role::Admin, slots, stop.clone(), None).await;
+        server::serve(admin, state.clone(), Role::Admin, gate, stop.clone(), None).await;
     }
     for rx in drained {
         let _ = rx.await;

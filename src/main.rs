@@ -15,6 +15,7 @@ mod config;
 mod daemon;
 mod error;
 mod events;
+mod gate;
 mod keys;
 mod limits;
 mod login_gate;

@@ -7,6 +7,7 @@ use crate::AppState;
 use crate::admin;
 use crate::body::{Body, ReqBody};
 use crate::error::{ApiError, Shape};
+use crate::gate::{Gate, Slot};
 use crate::keys::unix_ms;
 use crate::logs::Trace;
 use crate::proxy;
@@ -18,7 +19,6 @@ use http::{HeaderName, HeaderValue, Request, Response, header};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -36,14 +36,14 @@ pub enum Role {
 }
 
 /// Serves `listener` until `shutdown`, then drains. Several serving threads may accept on
-/// the same socket; `slots` (`max_connections`) is shared by all of them. A serving
+/// the same socket; `gate` (the connection caps) is shared by all of them. A serving
 /// thread passes its `lane` (0-based): it then takes connections other threads hand it
 /// and hands some of its own on, so open connections stay even (see `spread`).
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     role: Role,
-    slots: Arc<Semaphore>,
+    gate: Arc<Gate>,
     shutdown: CancellationToken,
     lane: Option<usize>,
 ) {
@@ -56,7 +56,7 @@ pub async fn serve(
     // The thread's own upstream connections, named in each request it serves.
     let upstream_lane = lane.map_or(Lane::SHARED, Lane::serving);
     loop {
-        let (tcp, peer, permit) = tokio::select! {
+        let (tcp, peer, slot) = tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(handed) = async {
                 match inbox.as_mut() {
@@ -64,7 +64,7 @@ pub async fn serve(
                     None => std::future::pending().await,
                 }
             } => match TcpStream::from_std(handed.tcp) {
-                Ok(tcp) => (tcp, handed.peer, handed.permit),
+                Ok(tcp) => (tcp, handed.peer, handed.slot),
                 Err(e) => {
                     tracing::warn!(error = %e, "taking over a connection failed");
                     if let Some(n) = lane {
@@ -73,15 +73,15 @@ pub async fn serve(
                     continue;
                 }
             },
-            (permit, accepted) = accept(&listener, &slots) => match accepted {
-                Ok((tcp, peer)) => match lane.map(|me| (me, state.spread.place(me))) {
+            accepted = accept(&listener, &gate) => match accepted {
+                Ok((tcp, peer, slot)) => match lane.map(|me| (me, state.spread.place(me))) {
                     Some((me, to)) if to != me => {
-                        match hand_over(&state, (me, to), tcp, peer, permit) {
+                        match hand_over(&state, (me, to), tcp, peer, slot) {
                             Some(back) => back,
                             None => continue,
                         }
                     }
-                    _ => (tcp, peer, permit),
+                    _ => (tcp, peer, slot),
                 },
                 Err(e) => {
                     // Out of descriptors and the like: back off briefly instead of spinning.
@@ -101,7 +101,7 @@ pub async fn serve(
                 async move { handle(&st, req, peer, role, upstream_lane).await }
             };
             server.serve(tcp, svc, &stopping).await;
-            drop(permit);
+            drop(slot);
         });
     }
     drop(listener);
@@ -114,17 +114,20 @@ pub async fn serve(
     }
 }
 
-/// A `max_connections` slot, then a connection.
+/// A `max_connections` place, then a connection from an address that has not used up its
+/// `max_connections_per_ip` (others are closed at once).
 async fn accept(
     listener: &TcpListener,
-    slots: &Arc<Semaphore>,
-) -> (
-    OwnedSemaphorePermit,
-    std::io::Result<(TcpStream, SocketAddr)>,
-) {
-    let permit = slots.clone().acquire_owned().await;
-    let permit = permit.expect("semaphore never closed");
-    (permit, listener.accept().await)
+    gate: &Arc<Gate>,
+) -> std::io::Result<(TcpStream, SocketAddr, Slot)> {
+    loop {
+        let place = gate.place().await;
+        let (tcp, peer) = listener.accept().await?;
+        match gate.admit(place, peer.ip()) {
+            Some(slot) => return Ok((tcp, peer, slot)),
+            None => tracing::debug!(%peer, "closed: the address holds max_connections_per_ip"),
+        }
+    }
 }
 
 /// Gives a connection lane `me` accepted to the thread serving lane `to` (already counted
@@ -135,8 +138,8 @@ fn hand_over(
     (me, to): (usize, usize),
     tcp: TcpStream,
     peer: SocketAddr,
-    permit: OwnedSemaphorePermit,
-) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+    slot: Slot,
+) -> Option<(TcpStream, SocketAddr, Slot)> {
     let tcp = match tcp.into_std() {
         Ok(tcp) => tcp,
         Err(e) => {
@@ -145,12 +148,12 @@ fn hand_over(
             return None;
         }
     };
-    let handed = Handoff { tcp, peer, permit };
+    let handed = Handoff { tcp, peer, slot };
     let back = state.spread.hand_to(to, handed).err()?;
     state.spread.closed(to);
     let tcp = TcpStream::from_std(back.tcp).ok()?;
     state.spread.opened(me);
-    Some((tcp, back.peer, back.permit))
+    Some((tcp, back.peer, back.slot))
 }
 
 /// One open connection on a serving thread's lane, while it lives.

@@ -6,18 +6,18 @@
 //! keep-alive connections. So each thread counts its open connections, and a thread that
 //! accepts while another holds fewer hands the new connection to that one.
 
+use crate::gate::Slot;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::mpsc;
 
 /// A connection accepted by one serving thread for another.
 pub struct Handoff {
     pub tcp: std::net::TcpStream,
     pub peer: SocketAddr,
-    /// Its `max_connections` slot, taken by the thread that accepted it.
-    pub permit: OwnedSemaphorePermit,
+    /// Its place under the connection caps, taken by the thread that accepted it.
+    pub slot: Slot,
 }
 
 struct Lane {

@@ -1,13 +1,16 @@
 //! Connection limits, black-box, with sockets written byte for byte: an HTTP/2 connection
 //! that sends its preface and nothing more, one left idle after its request and one whose
-//! peer never answers pings are closed.
+//! peer never answers pings are closed; one address holding its share of connections
+//! leaves room for the others.
 
 mod common;
 
 use common::client::TIMEOUT;
+use common::raw::read_response;
 use common::{Config, Daemon};
+use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -33,6 +36,13 @@ async fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
             Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
         }
     }
+}
+
+/// A connection to `to` from the loopback address `from` (all of 127.0.0.0/8 is local).
+async fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((from, 0))).unwrap();
+    socket.connect(to).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,4 +106,29 @@ async fn an_http2_connection_left_idle_is_closed_after_the_idle_timeout() {
     drop(resp);
     let ended = tokio::time::timeout(TIMEOUT, conn).await;
     assert!(ended.is_ok(), "the idle HTTP/2 connection is still open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holding_its_share_of_connections_leaves_healthz_to_the_others() {
+    let d = daemon(
+        "max_connections = 16\nmax_connections_per_ip = 4\n\
+         header_read_timeout = \"60s\"\nhandshake_timeout = \"60s\"",
+    )
+    .await;
+    // The crowd comes from 127.0.0.3: the harness's own probes use 127.0.0.1.
+    let mut silent = Vec::new();
+    for _ in 0..16 {
+        silent.push(connect_from([127, 0, 0, 3], d.addr).await);
+    }
+    // Another address still gets in.
+    let mut s = connect_from([127, 0, 0, 2], d.addr).await;
+    let get = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", d.addr);
+    s.write_all(get.as_bytes()).await.unwrap();
+    let r = read_response(&mut s).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The crowded address does not: its next connection is closed unanswered.
+    let mut s = connect_from([127, 0, 0, 3], d.addr).await;
+    let _ = s.write_all(get.as_bytes()).await;
+    assert!(read_until_closed(&mut s).await.is_empty());
+    drop(silent);
 }
