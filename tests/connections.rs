@@ -1,13 +1,13 @@
-//! Connection limits, black-box, with sockets written byte for byte: an HTTP/2 connection
-//! that sends its preface and nothing more, one left idle after its request and one whose
-//! peer never answers pings are closed; one address holding its share of connections
-//! leaves room for the others.
+//! Connection limits, black-box, with sockets written byte for byte: a request body that
+//! stops arriving, an HTTP/2 connection that sends its preface and nothing more, one left
+//! idle after its request and one whose peer never answers pings are closed; one address
+//! holding its share of connections leaves room for the others.
 
 mod common;
 
 use common::client::TIMEOUT;
 use common::raw::read_response;
-use common::{Config, Daemon};
+use common::{Config, Daemon, FLASH, USER_KEY, model_path};
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -43,6 +43,28 @@ async fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
     let socket = TcpSocket::new_v4().unwrap();
     socket.bind(SocketAddr::from((from, 0))).unwrap();
     socket.connect(to).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_that_stops_arriving_is_closed_after_the_body_timeout() {
+    let d = daemon("body_read_timeout = \"300ms\"").await;
+    let login = "POST /api/login HTTP/1.1\r\nHost: gw\r\ncontent-type: application/json\r\n\
+                 content-length: 100\r\n\r\n{";
+    let path = model_path(FLASH, "generateContent");
+    let generate = format!(
+        "POST {path} HTTP/1.1\r\nHost: gw\r\nx-goog-api-key: {USER_KEY}\r\n\
+         content-type: application/json\r\ncontent-length: 100\r\n\r\n{{"
+    );
+    for head in [login.to_owned(), generate] {
+        let mut s = TcpStream::connect(d.addr).await.unwrap();
+        s.write_all(head.as_bytes()).await.unwrap();
+        let got = read_until_closed(&mut s).await;
+        assert!(
+            !got.starts_with(b"HTTP/1.1 2"),
+            "a body never sent whole was accepted: {}",
+            String::from_utf8_lossy(&got)
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,9 +3,9 @@
 //! timeout, which is also the idle keep-alive limit of HTTP/1.1, head size, HTTP/2
 //! keep-alive pings). Around it, what hyper has no setting for: the first request must
 //! arrive within `handshake_timeout`, a connection with no request in flight for
-//! `idle_timeout` is closed.
+//! `idle_timeout` is closed, and request bodies are read at the body pace.
 
-use crate::body::{Body, ReqBody};
+use crate::body::{Body, Pace, Paced, ReqBody};
 use crate::config::ServerConfig;
 use bytes::Bytes;
 use http::{Request, Response};
@@ -35,6 +35,7 @@ pub struct Server {
     idle: Duration,
     /// How long an idle HTTP/2 client has to acknowledge the closing GOAWAY.
     goodbye: Duration,
+    pace: Pace,
 }
 
 impl Server {
@@ -57,6 +58,10 @@ impl Server {
             handshake: cfg.handshake_timeout.min(cfg.header_read_timeout),
             idle: cfg.idle_timeout,
             goodbye: cfg.http2_keep_alive_timeout,
+            pace: Pace {
+                timeout: cfg.body_read_timeout,
+                rate: cfg.min_body_rate,
+            },
         }
     }
 
@@ -68,10 +73,10 @@ impl Server {
         F: Future<Output = Response<Body>> + Send + 'static,
     {
         let busy = Arc::new(Busy::new());
-        let counter = busy.clone();
-        let svc = service_fn(move |req: Request<ReqBody>| {
+        let (pace, counter) = (self.pace, busy.clone());
+        let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
             let guard = Guard::start(&counter);
-            let answer = handler(req);
+            let answer = handler(req.map(|b| Paced::new(b, pace)));
             async move {
                 let resp = answer.await.map(|body| Tracked {
                     body,
