@@ -238,6 +238,10 @@ async fn dispatch(
     role: Role,
     trace: &mut Trace,
 ) -> Response<Body> {
+    if !one_host(&req) {
+        let msg = "An HTTP/1.1 request needs exactly one Host header.";
+        return ApiError::BadRequest(msg.into()).into_response(shape_for_path(path));
+    }
     let route = match Route::parse(req.method(), path) {
         Ok(route) if serves(role, &route) => route,
         Ok(_) => return ApiError::NotFound.into_response(shape_for_path(path)),
@@ -271,6 +275,12 @@ async fn dispatch(
         Route::Admin(route) => admin::handle(state, req, route, peer).await,
         Route::Ui(path) => ui::serve(path, req.headers()),
     }
+}
+
+/// RFC 9112: an HTTP/1.1 request without a `Host`, or with two, is answered 400.
+fn one_host(req: &Request<ReqBody>) -> bool {
+    req.version() != http::Version::HTTP_11
+        || req.headers().get_all(header::HOST).iter().count() == 1
 }
 
 fn serves(role: Role, route: &Route<'_>) -> bool {

@@ -1,12 +1,13 @@
 //! Connection limits, black-box, with sockets written byte for byte: a request body that
 //! stops arriving, an HTTP/2 connection that sends its preface and nothing more, one left
 //! idle after its request and one whose peer never answers pings are closed; one address
-//! holding its share of connections leaves room for the others.
+//! holding its share of connections leaves room for the others; an HTTP/1.1 request
+//! without exactly one `Host` is refused.
 
 mod common;
 
 use common::client::TIMEOUT;
-use common::raw::read_response;
+use common::raw::{raw, read_response};
 use common::{Config, Daemon, FLASH, USER_KEY, model_path};
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -153,4 +154,27 @@ async fn one_address_holding_its_share_of_connections_leaves_healthz_to_the_othe
     let _ = s.write_all(get.as_bytes()).await;
     assert!(read_until_closed(&mut s).await.is_empty());
     drop(silent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http11_request_without_exactly_one_host_is_refused() {
+    let d = daemon("").await;
+    let none = raw(
+        d.addr,
+        b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(none.status, 400, "{}", none.text());
+    let two = "GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n";
+    let two = raw(d.addr, two.as_bytes()).await;
+    assert_eq!(two.status, 400, "{}", two.text());
+    let one = raw(
+        d.addr,
+        b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(one.status, 200, "{}", one.text());
+    // HTTP/1.0 has no Host requirement.
+    let old = raw(d.addr, b"GET /healthz HTTP/1.0\r\n\r\n").await;
+    assert_eq!(old.status, 200, "{}", old.text());
 }
