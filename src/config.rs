@@ -95,6 +95,9 @@ pub struct UpstreamConfig {
     /// PEM file of CA certificates trusted for the upstream in addition to the bundled
     /// web-pki roots (a TLS-inspecting egress proxy, a private test upstream).
     pub extra_ca_file: Option<std::path::PathBuf>,
+    /// Name servers (`ip:port`) for the upstream's and the proxy's host names; empty: those
+    /// of `/etc/resolv.conf`.
+    pub dns_servers: Vec<std::net::SocketAddr>,
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// Time allowed for the upstream's response headers on one attempt.
@@ -117,6 +120,7 @@ impl Default for UpstreamConfig {
             proxy: None,
             allow_plain_http: false,
             extra_ca_file: None,
+            dns_servers: Vec::new(),
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(300),
             stream_idle_timeout: Duration::from_secs(300),

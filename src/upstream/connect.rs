@@ -1,7 +1,9 @@
-//! How connections to the upstream are made: TCP with a connect timeout, straight or
+//! How connections to the upstream are made: host names resolved by [`Dns`], TCP with a
+//! connect timeout, straight or
 //! through `upstream.proxy` (HTTP CONNECT or SOCKS5), then rustls for https with ALPN `h2`
 //! and `http/1.1`, trusting the bundled web-pki roots and `upstream.extra_ca_file`.
 
+use super::dns::Dns;
 use crate::config::UpstreamConfig;
 use crate::relay::BoxError;
 use anyhow::Context as _;
@@ -22,14 +24,17 @@ type Stream = MaybeHttpsStream<TokioIo<TcpStream>>;
 /// Straight to the upstream, or through the egress proxy.
 #[derive(Clone)]
 pub enum Connector {
-    Direct(HttpsConnector<HttpConnector>),
-    Tunnel(HttpsConnector<Tunnel<HttpConnector>>),
-    Socks(HttpsConnector<SocksV5<HttpConnector>>),
+    Direct(HttpsConnector<HttpConnector<Dns>>),
+    Tunnel(HttpsConnector<Tunnel<HttpConnector<Dns>>>),
+    Socks(HttpsConnector<SocksV5<HttpConnector<Dns>>>),
 }
 
 impl Connector {
     pub fn new(cfg: &UpstreamConfig) -> anyhow::Result<Self> {
-        let mut tcp = HttpConnector::new();
+        let dns = Dns::new(&cfg.dns_servers).context(
+            "cannot set up name resolution (is /etc/resolv.conf readable? upstream.dns_servers overrides it)",
+        )?;
+        let mut tcp = HttpConnector::new_with_resolver(dns);
         tcp.enforce_http(false);
         tcp.set_connect_timeout(Some(cfg.connect_timeout));
         tcp.set_nodelay(true);

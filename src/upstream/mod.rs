@@ -22,6 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::time::Duration;
 
 mod connect;
+mod dns;
 mod streaming;
 
 /// A kept connection is closed rather than reused once it has been idle this long (NAT
