@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::spread::Spread;
 use crate::store::{Change, Store, Write};
+use crate::tls::Tls;
 use crate::upstream::Upstream;
 use crate::users::{self, Users};
 use anyhow::Context;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Open client connections per serving thread (see `spread`).
     pub spread: Spread,
+    /// The certificate of the HTTPS listeners, when `[tls]` is set.
+    pub tls: Option<Tls>,
 }
 
 impl AppState {
@@ -109,6 +112,12 @@ impl AppState {
             Store::Redb(_) => Limits::default(),
         });
         let spread = Spread::new(config.server.worker_count());
+        let tls = config
+            .tls
+            .as_ref()
+            .map(Tls::load)
+            .transpose()
+            .context("[tls]")?;
         let state = Arc::new(Self {
             config,
             store,
@@ -124,6 +133,7 @@ impl AppState {
             logs,
             spread,
             metrics,
+            tls,
         });
         Ok((
             state,

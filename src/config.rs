@@ -28,6 +28,8 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub pool: PoolConfig,
     pub server: ServerConfig,
+    /// HTTPS on `listen` and `admin_listen`; plain HTTP without it.
+    pub tls: Option<TlsConfig>,
     pub logs: LogsConfig,
     pub upstream_keys: Vec<UpstreamKeyConfig>,
     pub users: Vec<UserConfig>,
@@ -49,11 +51,38 @@ impl Default for Config {
             upstream: UpstreamConfig::default(),
             pool: PoolConfig::default(),
             server: ServerConfig::default(),
+            tls: None,
             logs: LogsConfig::default(),
             upstream_keys: Vec::new(),
             users: Vec::new(),
             warnings: Vec::new(),
         }
+    }
+}
+
+/// `[tls]`: the certificate served to clients, from files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM: the leaf certificate first, then its chain.
+    pub cert_file: PathBuf,
+    /// PEM: the leaf's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// How often the files are looked at for a change (also reloaded on SIGHUP).
+    #[serde(with = "humantime_serde", default = "TlsConfig::default_watch")]
+    pub watch_interval: Duration,
+    /// `Strict-Transport-Security` max-age sent on every answer; 0 sends none.
+    #[serde(with = "humantime_serde", default = "TlsConfig::default_hsts")]
+    pub hsts_max_age: Duration,
+}
+
+impl TlsConfig {
+    fn default_watch() -> Duration {
+        Duration::from_secs(10)
+    }
+
+    fn default_hsts() -> Duration {
+        Duration::from_secs(365 * 86_400)
     }
 }
 

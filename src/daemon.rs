@@ -98,7 +98,15 @@ pub async fn run(
     };
     let stop = CancellationToken::new();
     let revalidate = tokio::spawn(checker::revalidate_loop(state.clone(), stop.clone()));
-    tokio::spawn(signals(stop.clone(), reload, reconfigure));
+    tokio::spawn(signals(
+        stop.clone(),
+        reload,
+        reconfigure,
+        state.tls.clone(),
+    ));
+    if let Some(tls) = state.tls.clone() {
+        tokio::spawn(tls.watch(stop.clone()));
+    }
     tokio::spawn(app::sync_from_store(state.clone()));
     let logs_cfg = &state.config.logs;
     let retention = tokio::spawn(logs::retention_loop(
@@ -162,7 +170,12 @@ pub async fn run(
     Ok(())
 }
 
-async fn signals(stop: CancellationToken, reload: LogReload, reconfigure: Reconfigure) {
+async fn signals(
+    stop: CancellationToken,
+    reload: LogReload,
+    reconfigure: Reconfigure,
+    tls: Option<crate::tls::Tls>,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
@@ -171,7 +184,11 @@ async fn signals(stop: CancellationToken, reload: LogReload, reconfigure: Reconf
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
             _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
-            _ = hup.recv() => match reconfigure() {
+            _ = hup.recv() => {
+                if let Some(tls) = &tls {
+                    tls.reload("SIGHUP");
+                }
+                match reconfigure() {
                 Ok(config) => {
                     let applied = reload.reload(filter(&config.log_level));
                     match applied {
@@ -180,7 +197,8 @@ async fn signals(stop: CancellationToken, reload: LogReload, reconfigure: Reconf
                     }
                 }
                 Err(e) => tracing::warn!("SIGHUP: the config has problems, nothing changed: {e:#}"),
-            },
+                }
+            }
         }
     }
     stop.cancel();

@@ -34,6 +34,7 @@ mod server;
 mod spread;
 mod stats;
 mod store;
+mod tls;
 mod ui;
 mod upstream;
 mod usage;

@@ -96,11 +96,24 @@ pub async fn serve(
         let counted = lane.map(|n| Counted(state.clone(), n));
         connections.spawn(async move {
             let _counted = counted;
-            let svc = move |req: Request<ReqBody>| {
-                let st = st.clone();
-                async move { handle(&st, req, peer, role, upstream_lane).await }
+            let tls = st.tls.clone();
+            let svc = move |tls_on: bool| {
+                move |req: Request<ReqBody>| {
+                    let st = st.clone();
+                    async move { handle(&st, req, peer, role, upstream_lane, tls_on).await }
+                }
             };
-            server.serve(tcp, svc, &stopping).await;
+            match tls {
+                None => server.serve(tcp, svc(false), &stopping).await,
+                Some(tls) => {
+                    let handshake = server.handshake_timeout();
+                    match tokio::time::timeout(handshake, tls.acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => server.serve(stream, svc(true), &stopping).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
             drop(slot);
         });
     }
@@ -171,6 +184,7 @@ async fn handle(
     peer: SocketAddr,
     role: Role,
     upstream: Lane,
+    tls: bool,
 ) -> Response<Body> {
     req.extensions_mut().insert(upstream);
     crate::router::clean_uri(req.uri_mut());
@@ -186,6 +200,9 @@ async fn handle(
     if let Ok(v) = HeaderValue::from_str(&trace.request_id) {
         resp.headers_mut()
             .insert(HeaderName::from_static("x-request-id"), v);
+    }
+    if tls {
+        hsts(state, &mut resp);
     }
     let status = resp.status().as_u16();
     // Its own target, so `log_level = "info,access=off"` silences just this line.
@@ -343,8 +360,23 @@ fn metrics(state: &AppState, req: &Request<ReqBody>, role: Role) -> Response<Bod
     resp
 }
 
+/// `Strict-Transport-Security` on an answer sent over TLS, unless `tls.hsts_max_age` is 0.
+fn hsts(state: &AppState, resp: &mut Response<Body>) {
+    let age = state
+        .config
+        .tls
+        .as_ref()
+        .map_or(0, |t| t.hsts_max_age.as_secs());
+    if age > 0 {
+        if let Ok(v) = HeaderValue::from_str(&format!("max-age={age}")) {
+            resp.headers_mut()
+                .insert(header::STRICT_TRANSPORT_SECURITY, v);
+        }
+    }
+}
+
 fn health(state: &AppState) -> Response<Body> {
-    let body = if state.store.healthy() {
+    let mut body = if state.store.healthy() {
         serde_json::json!({"status": "ok", "store": state.store.kind()})
     } else {
         serde_json::json!({
@@ -353,6 +385,10 @@ fn health(state: &AppState) -> Response<Body> {
             "detail": "the shared store is unreachable; serving from the last known pool state",
         })
     };
+    if let Some(tls) = &state.tls {
+        body["tls_days_left"] =
+            (tls.certs.seconds_left(std::time::SystemTime::now()) / 86_400).into();
+    }
     let mut resp = Response::new(Body::full(body.to_string()));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -65,10 +64,16 @@ impl Server {
         }
     }
 
-    /// Serves `tcp` until the client closes it, it breaks a limit, or `stopping` fires and
+    /// How long a client has to finish its TLS handshake (and then its first request).
+    pub fn handshake_timeout(&self) -> Duration {
+        self.handshake
+    }
+
+    /// Serves `io` until the client closes it, it breaks a limit, or `stopping` fires and
     /// the requests in flight are answered.
-    pub async fn serve<H, F>(&self, tcp: TcpStream, handler: H, stopping: &CancellationToken)
+    pub async fn serve<I, H, F>(&self, io: I, handler: H, stopping: &CancellationToken)
     where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
         H: Fn(Request<ReqBody>) -> F + Send + Sync + 'static,
         F: Future<Output = Response<Body>> + Send + 'static,
     {
@@ -85,7 +90,7 @@ impl Server {
                 Ok::<_, Infallible>(resp)
             }
         });
-        let conn = self.builder.serve_connection(TokioIo::new(tcp), svc);
+        let conn = self.builder.serve_connection(TokioIo::new(io), svc);
         let mut conn = pin!(conn);
         let mut timer = pin!(tokio::time::sleep_until(busy.origin + self.handshake));
         let (mut stopped, mut leaving) = (false, false);
