@@ -190,7 +190,7 @@ async fn handle(
     crate::router::clean_uri(req.uri_mut());
     req.extensions_mut().insert(crate::client_addr::Conn {
         peer: peer.ip(),
-        tls: false,
+        tls,
     });
     let now = unix_ms();
     let method = req.method().clone();

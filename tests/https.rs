@@ -118,7 +118,10 @@ fn answer(r: &Recorded) -> Reply {
 async fn native_and_openai_calls_over_https_on_http2_and_http11() {
     let up = Upstream::start(answer).await;
     let certs = cert_dir();
-    let d = Daemon::start(&Config::new(&up).extra(&tls_table(certs.path()))).await;
+    let cfg = Config::new(&up)
+        .admin_password("https-admin-pw")
+        .extra(&tls_table(certs.path()));
+    let d = Daemon::start(&cfg).await;
     let native = model_path(common::FLASH, "generateContent");
     let stream = format!(
         "{}?alt=sse",
@@ -162,6 +165,17 @@ async fn native_and_openai_calls_over_https_on_http2_and_http11() {
         assert_eq!(o.status, 200, "{}", o.body);
         assert!(o.body.contains("choices"), "{}", o.body);
     }
+    // The admin session cookie is Secure when it was set over HTTPS.
+    let c = client("ca.pem", false);
+    let url = d.url("/api/login").replacen("http://", "https://", 1);
+    let req = Request::post(url)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(r#"{"password":"https-admin-pw"}"#)))
+        .unwrap();
+    let login = c.request(req).await.unwrap();
+    assert_eq!(login.status(), 200);
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.contains("; Secure"), "{cookie}");
 }
 
 #[tokio::test]
