@@ -88,6 +88,26 @@ async fn post(c: &HttpsClient, d: &Daemon, path: &str, auth: (&str, &str), body:
     }
 }
 
+/// Polls `/healthz` over HTTPS (trusting `ca`) until it answers 200.
+async fn wait_healthy(d: &Daemon, ca: &str) {
+    let deadline = tokio::time::Instant::now() + common::client::TIMEOUT;
+    let c = client(ca, false);
+    let url = d.url("/healthz").replacen("http://", "https://", 1);
+    loop {
+        let req = Request::get(&url).body(Full::default()).unwrap();
+        let probe = tokio::time::timeout(Duration::from_secs(2), c.request(req)).await;
+        if matches!(probe, Ok(Ok(ref r)) if r.status() == 200) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/healthz over HTTPS never answered 200:\n{}",
+            d.logs().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn tls_table(dir: &Path) -> String {
     let q = |p: PathBuf| serde_json::to_string(p.to_str().unwrap()).unwrap();
     format!(
@@ -122,6 +142,7 @@ async fn native_and_openai_calls_over_https_on_http2_and_http11() {
         .admin_password("https-admin-pw")
         .extra(&tls_table(certs.path()));
     let d = Daemon::start(&cfg).await;
+    wait_healthy(&d, "ca.pem").await;
     let native = model_path(common::FLASH, "generateContent");
     let stream = format!(
         "{}?alt=sse",
@@ -183,6 +204,7 @@ async fn a_certificate_swapped_on_disk_serves_new_connections_without_a_restart(
     let up = Upstream::start(answer).await;
     let certs = cert_dir();
     let d = Daemon::start(&Config::new(&up).extra(&tls_table(certs.path()))).await;
+    wait_healthy(&d, "ca.pem").await;
     let native = model_path(common::FLASH, "generateContent");
     let auth = ("x-goog-api-key", USER_KEY);
     let open = client("ca.pem", true);
