@@ -211,7 +211,7 @@ async fn handle(
         request_id = trace.request_id,
         %peer,
         %method,
-        path,
+        path = shown_path(&path),
         status,
         latency_ms = trace.started.elapsed().as_secs_f64() * 1000.0,
         user = trace.user.as_deref().unwrap_or("-"),
@@ -359,6 +359,18 @@ fn metrics(state: &AppState, req: &Request<ReqBody>, role: Role) -> Response<Bod
     );
     resp
 }
+
+/// The path as the access line shows it: at most [`SHOWN_PATH`] bytes, so a client
+/// cannot write a 60 KB model name into the journal with every request.
+fn shown_path(path: &str) -> &str {
+    let mut end = path.len().min(SHOWN_PATH);
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    &path[..end]
+}
+
+const SHOWN_PATH: usize = 256;
 
 /// `Strict-Transport-Security` on an answer sent over TLS, unless `tls.hsts_max_age` is 0.
 fn hsts(state: &AppState, resp: &mut Response<Body>) {

@@ -144,6 +144,9 @@ async fn requests_without_a_valid_key_leave_the_log_stats_and_model_labels_alone
         up.requests_to(&format!("{huge}:generateContent"))
             .is_empty()
     );
+    // Nor does the journal get the 60 KB path 300 times.
+    let longest = d.logs().iter().map(String::len).max().unwrap_or(0);
+    assert!(longest < 4096, "a daemon log line of {longest} bytes");
 }
 
 #[tokio::test]
