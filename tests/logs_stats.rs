@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -58,24 +57,6 @@ async fn log_page(d: &Daemon, token: &str, query: &str) -> (Vec<String>, Option<
         .map(|r| r["request_id"].as_str().expect("request_id").to_string())
         .collect();
     (ids, v["next_cursor"].as_str().map(str::to_owned))
-}
-
-/// Polls `f` until it answers `Ok`, or panics after `within` with the last `Err` it saw.
-async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        match f().await {
-            Ok(v) => return v,
-            Err(last) if tokio::time::Instant::now() >= deadline => {
-                panic!("{what}: not within {within:?}; last seen: {last}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
 }
 
 fn request_id(r: &Response) -> String {

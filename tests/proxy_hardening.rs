@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::future::Future;
 use std::time::Duration;
 
 use common::admin::{admin_ok, login};
@@ -14,24 +13,6 @@ use http::Method;
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "hardening-admin-pw-7";
-
-/// Polls `f` until it answers `Ok`, or panics after `within` with the last `Err` it saw.
-async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        match f().await {
-            Ok(v) => return v,
-            Err(last) if tokio::time::Instant::now() >= deadline => {
-                panic!("{what}: not within {within:?}; last seen: {last}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-}
 
 async fn metrics(d: &Daemon) -> String {
     let r = d.metrics().await;

@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -104,24 +103,6 @@ async fn healthz(d: &Daemon) -> Value {
     let r = client::get(&d.url("/healthz"), &[]).await;
     assert_eq!(r.status, 200, "/healthz: {}", r.text());
     r.json()
-}
-
-/// Polls `f` until it answers `Ok`, or panics after `within` with the last `Err` it saw.
-async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        match f().await {
-            Ok(v) => return v,
-            Err(last) if tokio::time::Instant::now() >= deadline => {
-                panic!("{what}: not within {within:?}; last seen: {last}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
 }
 
 /// Waits until `d`'s key list shows `k` with `pred` true of its entry.

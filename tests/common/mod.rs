@@ -132,3 +132,21 @@ pub fn chunk_text(v: &Value) -> Option<&str> {
 pub fn count(items: &[String], item: &str) -> usize {
     items.iter().filter(|i| *i == item).count()
 }
+
+/// Polls `f` until it answers `Ok`, or panics after `within` with the last `Err` it saw.
+pub async fn wait_for<T, F, Fut>(what: &str, within: std::time::Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(last) if tokio::time::Instant::now() >= deadline => {
+                panic!("{what}: not within {within:?}; last seen: {last}")
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
+}
