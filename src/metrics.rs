@@ -462,6 +462,10 @@ mod tests {
             key: None,
             attempts: 2,
             attempt_chain: Vec::new(),
+            resource: None,
+            bytes_up: 0,
+            bytes_down: 0,
+            close_code: None,
         }
     }
 

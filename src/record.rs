@@ -76,6 +76,15 @@ pub struct LogRecord {
     pub key: Option<String>,
     pub attempts: u32,
     pub attempt_chain: Vec<AttemptRecord>,
+    /// The resource the request was about (`files/abc`, `cachedContents/xyz`, the first
+    /// one a generation request names), if any.
+    pub resource: Option<String>,
+    /// Request body bytes sent upstream (the last attempt's), and answer bytes sent to
+    /// the client.
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    /// How a WebSocket session ended (its close code); `None` for plain requests.
+    pub close_code: Option<u16>,
 }
 
 /// A log record with borrowed strings: the fields of [`LogRecord`], in its order, so it
@@ -97,6 +106,10 @@ pub struct RecordRef<'a> {
     pub key: Option<&'a str>,
     pub attempts: u32,
     pub attempt_chain: Chain<'a>,
+    pub resource: Option<&'a str>,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub close_code: Option<u16>,
 }
 
 impl<'a> From<&'a LogRecord> for RecordRef<'a> {
@@ -117,6 +130,10 @@ impl<'a> From<&'a LogRecord> for RecordRef<'a> {
             key: r.key.as_deref(),
             attempts: r.attempts,
             attempt_chain: Chain::Stored(&r.attempt_chain),
+            resource: r.resource.as_deref(),
+            bytes_up: r.bytes_up,
+            bytes_down: r.bytes_down,
+            close_code: r.close_code,
         }
     }
 }

@@ -233,17 +233,20 @@ fn log_when_done(state: &Arc<AppState>, trace: Trace, resp: &mut Response<Body>,
             // serving threads is touched instead of the sink's half-dozen.
             let state = state.clone();
             relay.on_finish(Box::new(move |f| {
-                let truncated = f.truncated.is_some();
-                state.logs.record(trace.finish_relay(
-                    status,
-                    truncated,
-                    f.cancelled,
-                    f.first_byte,
-                    f.tokens,
-                ));
+                let relayed = crate::logs::Relayed {
+                    truncated: f.truncated.is_some(),
+                    cancelled: f.cancelled,
+                    first_byte: f.first_byte,
+                    tokens: f.tokens,
+                    bytes_down: f.bytes,
+                };
+                state.logs.record(trace.finish_relay(status, relayed));
             }));
         }
-        _ => state.logs.record(trace.finish_now(status)),
+        body => {
+            let bytes_down = http_body::Body::size_hint(body).exact().unwrap_or(0);
+            state.logs.record(trace.finish_now(status, bytes_down))
+        }
     }
 }
 

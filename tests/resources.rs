@@ -10,6 +10,7 @@ use common::{Config, Daemon, Recorded, Reply, USER_KEY, Upstream, client, keys, 
 use http::Method;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 const BOB_KEY: &str = "gb-test-bob-0123456789abcdef01";
 
@@ -503,4 +504,55 @@ async fn a_403_about_a_file_reaches_the_client_as_sent_and_retires_no_key() {
     }
     assert_eq!(keys_at(&w.up, ":generateContent"), vec![owner; 3]);
     no_key_retired(&w, &d).await;
+}
+
+/// The request log says which resource each call was about and how many bytes went each
+/// way — and never the upload session's id, which is the byte requests' credential.
+#[tokio::test]
+async fn the_request_log_names_the_resource_and_counts_bytes() {
+    let w = world().await;
+    let cfg = Config::new(&w.up)
+        .keys(keys(3))
+        .admin_password("log-resources-pw");
+    let d = Daemon::start(&cfg).await;
+    let content: &'static [u8] = b"twenty-six bytes of notes.";
+    let file = upload(&d, USER_KEY, content).await;
+    let name = file["name"].as_str().unwrap().to_owned();
+    let body = generate_with(&name);
+    let gen_len = body.len() as u64;
+    let r = generate(&d, USER_KEY, body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let answer_len = r.body.len() as u64;
+    let get = client::get(&d.url(&format!("/v1beta/{name}")), &auth(USER_KEY)).await;
+    assert_eq!(get.status, 200, "{}", get.text());
+
+    let token = common::admin::login(&d, "log-resources-pw").await;
+    let (d2, t2) = (&d, token.as_str());
+    let logs: Vec<Value> =
+        common::wait_for("four log records", Duration::from_secs(10), || async move {
+            let v = common::admin::admin_ok(d2, Method::GET, "/api/logs", t2, None).await;
+            let logs = v["logs"].as_array().cloned().unwrap_or_default();
+            if logs.len() >= 4 {
+                Ok(logs)
+            } else {
+                Err(v.to_string())
+            }
+        })
+        .await;
+    // Newest first: get, generate, the upload's bytes, the upload's start.
+    let fields = |r: &Value| (r["route"].clone(), r["resource"].clone());
+    let routes: Vec<_> = logs.iter().map(fields).collect();
+    assert_eq!(logs.len(), 4, "{routes:?}");
+    let [get_rec, gen_rec, bytes_rec, start_rec] = [&logs[0], &logs[1], &logs[2], &logs[3]];
+    assert_eq!(get_rec["resource"], name.as_str(), "{routes:?}");
+    assert_eq!(get_rec["bytes_down"], get.body.len() as u64);
+    assert_eq!(gen_rec["resource"], name.as_str(), "{routes:?}");
+    assert_eq!(gen_rec["bytes_up"], gen_len);
+    assert_eq!(gen_rec["bytes_down"], answer_len);
+    assert_eq!(bytes_rec["resource"], name.as_str(), "{routes:?}");
+    assert_eq!(bytes_rec["bytes_up"], content.len() as u64);
+    assert_eq!(start_rec["resource"], Value::Null, "{routes:?}");
+    assert!(logs.iter().all(|r| r["close_code"].is_null()));
+    let all = Value::Array(logs).to_string();
+    assert!(!all.contains("upload_id"), "no upload id in the log: {all}");
 }

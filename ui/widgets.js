@@ -29,6 +29,16 @@ export function fmtMs(ms) {
   return `${(ms / 1000).toFixed(ms < 10000 ? 2 : 1)} s`;
 }
 
+/** 1536 → `1.5 KiB` (binary units, as upload limits are set). */
+export function fmtBytes(n) {
+  if (n === null || n === undefined) return t('common.none');
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
+  const digits = i === 0 || n >= 100 ? 0 : 1;
+  return `${new Intl.NumberFormat(locale(), { maximumFractionDigits: digits }).format(n)} ${units[i]}`;
+}
+
 /** Seconds → `2h 05m`, `4m 09s`, `12s`. */
 export function fmtDuration(sec) {
   sec = Math.max(0, Math.ceil(sec));

@@ -18,7 +18,7 @@
 mod trace;
 
 pub use crate::store::PackedLogs;
-pub use trace::{Attempt, Finished, Trace};
+pub use trace::{Attempt, Finished, Relayed, Trace};
 
 use crate::events::{Event, Hub};
 use crate::metrics::Metrics;

@@ -24,6 +24,13 @@ pub struct Trace {
     pub attempts: Vec<Attempt>,
     /// The request ended because no key was usable (cooling, busy, none left).
     pub no_key: bool,
+    /// The resource the request is about, once known (never an upload session's id:
+    /// that is a credential).
+    pub resource: Option<String>,
+    /// Request body bytes sent upstream by the last attempt.
+    pub bytes_up: u64,
+    /// A WebSocket session's close code.
+    pub close_code: Option<u16>,
 }
 
 /// One upstream attempt: which key, what came of it.
@@ -54,6 +61,15 @@ impl Attempts for Vec<Attempt> {
     }
 }
 
+/// How a relayed answer went, as the relay saw it.
+pub struct Relayed {
+    pub truncated: bool,
+    pub cancelled: bool,
+    pub first_byte: Option<Instant>,
+    pub tokens: Option<Tokens>,
+    pub bytes_down: u64,
+}
+
 /// A trace with how its request ended: the log record, lent out by [`Finished::view`].
 pub struct Finished {
     trace: Trace,
@@ -62,6 +78,7 @@ pub struct Finished {
     latency_ms: f64,
     ttfb_ms: Option<f64>,
     tokens: Tokens,
+    bytes_down: u64,
 }
 
 impl Trace {
@@ -76,11 +93,15 @@ impl Trace {
             user: None,
             attempts: Vec::new(),
             no_key: false,
+            resource: None,
+            bytes_up: 0,
+            close_code: None,
         }
     }
 
-    /// The record for an answer that is complete as sent (errors, small bodies).
-    pub fn finish_now(self, status: u16) -> Finished {
+    /// The record for an answer that is complete as sent (errors, small bodies) and is
+    /// `bytes_down` long.
+    pub fn finish_now(self, status: u16, bytes_down: u64) -> Finished {
         let outcome = if status < 400 {
             LogOutcome::Ok
         } else if self.no_key {
@@ -103,18 +124,19 @@ impl Trace {
             latency_ms,
             ttfb_ms: None,
             tokens: Tokens::default(),
+            bytes_down,
         }
     }
 
     /// The record for a relayed answer, once its last byte went (or the client left).
-    pub fn finish_relay(
-        self,
-        status: u16,
-        truncated: bool,
-        cancelled: bool,
-        first_byte: Option<Instant>,
-        tokens: Option<Tokens>,
-    ) -> Finished {
+    pub fn finish_relay(self, status: u16, relayed: Relayed) -> Finished {
+        let Relayed {
+            truncated,
+            cancelled,
+            first_byte,
+            tokens,
+            bytes_down,
+        } = relayed;
         let outcome = if truncated {
             LogOutcome::Truncated
         } else if cancelled {
@@ -134,6 +156,7 @@ impl Trace {
             latency_ms,
             ttfb_ms,
             tokens: tokens.unwrap_or_default(),
+            bytes_down,
         }
     }
 }
@@ -158,6 +181,10 @@ impl Finished {
             key: last.map(|a| a.key.brief.as_str()),
             attempts: t.attempts.len() as u32,
             attempt_chain: Chain::Live(&t.attempts),
+            resource: t.resource.as_deref(),
+            bytes_up: t.bytes_up,
+            bytes_down: self.bytes_down,
+            close_code: t.close_code,
         }
     }
 
@@ -193,6 +220,10 @@ impl Finished {
                     error: a.error.clone(),
                 })
                 .collect(),
+            resource: v.resource.map(str::to_owned),
+            bytes_up: v.bytes_up,
+            bytes_down: v.bytes_down,
+            close_code: v.close_code,
         }
     }
 }
@@ -244,7 +275,16 @@ mod tests {
             cached: 1,
             total: 9,
         };
-        let finished = trace.finish_relay(200, false, false, None, Some(tokens));
+        trace.resource = Some("files/abc-123".into());
+        trace.bytes_up = 2048;
+        let relayed = Relayed {
+            truncated: false,
+            cancelled: false,
+            first_byte: None,
+            tokens: Some(tokens),
+            bytes_down: 4321,
+        };
+        let finished = trace.finish_relay(200, relayed);
         let mut packed = PackedLogs::with_capacity(1);
         packed.push(&finished.view());
         let json = serde_json::to_value(finished.view()).unwrap();
@@ -252,6 +292,8 @@ mod tests {
         assert_eq!(owned.key_id.as_deref(), Some("k2"));
         assert_eq!(owned.attempt_chain.len(), 2);
         assert_eq!(owned.tokens, tokens);
+        assert_eq!(owned.resource.as_deref(), Some("files/abc-123"));
+        assert_eq!((owned.bytes_up, owned.bytes_down), (2048, 4321));
         let unpacked = packed.records().next().unwrap().unpack();
         assert_eq!(unpacked.as_ref(), Some(&owned));
         assert_eq!(json, serde_json::to_value(&owned).unwrap());

@@ -68,6 +68,7 @@ async fn attempts(
             }
             Err(Failure::Network(e)) => ("transient", None, Some(e.clone())),
         };
+        trace.bytes_up = plan.body.len() as u64;
         trace.attempts.push(Attempt {
             key: entry.clone(),
             outcome,

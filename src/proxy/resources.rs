@@ -61,6 +61,7 @@ pub async fn handle(
         };
         names.insert(0, name);
     }
+    trace.resource = names.first().cloned();
     let owner = affinity::owner_of_all(state, &names, &user, trace.time).await?;
     let plan = plan(state, &parts, body, model, permit)?;
     if let Act::List(kind) = call.act {
@@ -80,6 +81,7 @@ pub async fn handle(
         Act::Create(kind) => {
             if let Some(name) = created_name(kind, &answer) {
                 affinity::record(state, &name, &entry.id, &user, trace.time, &answer).await?;
+                trace.resource = Some(name);
             }
         }
         Act::Owned { delete: true } => {
@@ -101,6 +103,7 @@ pub async fn pinned(
     names: &[String],
     trace: &mut Trace,
 ) -> Result<Response<Body>, ApiError> {
+    trace.resource = names.first().cloned();
     let owner = affinity::owner_of_all(state, names, user, trace.time).await?;
     match run(state, &plan, owner.as_ref(), None, false, trace).await? {
         Ran::Answer(resp) => Ok(resp),
@@ -225,6 +228,7 @@ pub(super) async fn run(
             Sent::Refused(resp, o) => (outcome_name(o), Some(resp.status().as_u16()), None),
             Sent::Failed(reason) => ("transient", None, Some(reason.clone())),
         };
+        trace.bytes_up = plan.body.len() as u64;
         trace.attempts.push(Attempt {
             key: entry.clone(),
             outcome,

@@ -29,8 +29,9 @@ use crate::upstream::Lane;
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Request, Response, Uri, header};
-use http_body_util::Limited;
+use http_body_util::{BodyExt, Limited};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::time::Instant;
 
 /// Headers of the upload protocol, forwarded both ways.
@@ -240,6 +241,14 @@ async fn bytes(
     if let Some(v) = &entry.goog_header {
         headers.insert("x-goog-api-key", v.clone());
     }
+    let sent_bytes = Arc::new(AtomicU64::new(0));
+    let counter = sent_bytes.clone();
+    let body = body.map_frame(move |frame| {
+        if let Some(data) = frame.data_ref() {
+            counter.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        frame
+    });
     let mut up = Request::new(Limited::new(body, limit as usize));
     *up.method_mut() = parts.method.clone();
     *up.uri_mut() = uri.clone();
@@ -269,6 +278,7 @@ async fn bytes(
         Sent::Refused(r, _) => Some(r.status().as_u16()),
         Sent::Failed(_) => None,
     };
+    trace.bytes_up = sent_bytes.load(Ordering::Relaxed);
     trace.attempts.push(Attempt {
         key: entry.clone(),
         outcome: if matches!(sent, Sent::Ok(..)) {
@@ -297,6 +307,7 @@ async fn bytes(
         let bytes = resources::primed_bytes(&relay);
         if let Some(name) = refs::first_field(&bytes, "name") {
             affinity::record(state, &name, &entry.id, &user, now, &bytes).await?;
+            trace.resource = Some(name);
         }
         let _ = state.store.delete_resource(&row.name).await;
     }

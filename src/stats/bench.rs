@@ -52,6 +52,10 @@ async fn stats_million_records() {
                     key: None,
                     attempts: 1,
                     attempt_chain: Vec::new(),
+                    resource: None,
+                    bytes_up: 0,
+                    bytes_down: 0,
+                    close_code: None,
                 }
             })
             .collect();

@@ -26,6 +26,10 @@ fn rec(time: i64, model: &str, outcome: LogOutcome, total: u64, latency: f64) ->
         key: None,
         attempts: 1,
         attempt_chain: vec![],
+        resource: None,
+        bytes_up: 0,
+        bytes_down: 0,
+        close_code: None,
     }
 }
 

@@ -29,11 +29,12 @@ pub use self::packed::{PackedLogs, pack_all};
 pub use self::redb::RedbStore;
 pub use self::redis::{Change, RedisStore};
 
-/// The format this binary writes to Redis; a store of a newer one is refused.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format this binary writes to Redis; a store of another one, older or newer, is
+/// refused.
+pub const FORMAT_VERSION: u32 = 2;
 /// The redb file's format: the request log in runs (`log_runs`, see `redb_logs`). A file
 /// of another version, older or newer, is refused on open and left as it is.
-pub const REDB_FORMAT_VERSION: u32 = 4;
+pub const REDB_FORMAT_VERSION: u32 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -47,8 +48,8 @@ pub enum StoreError {
     TooNew { found: u32, known: u32 },
     #[error(
         "{path} is in store format {found}, written by a development build before gemini-balance 0.1.0; \
-         this binary reads format {known} only and does not convert older files: \
-         move the file aside to start with an empty store"
+         this binary reads format {known} only and does not convert older stores: \
+         move the file aside (for Redis: set another `store_prefix`) to start with an empty store"
     )]
     TooOld {
         path: String,

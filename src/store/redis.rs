@@ -126,7 +126,7 @@ impl RedisStore {
         format!("{}:{name}", self.prefix)
     }
 
-    /// Marks the store with [`FORMAT_VERSION`]; a store of a newer format is refused.
+    /// Marks a new store with [`FORMAT_VERSION`]; a store of another format is refused.
     async fn check_format(&self) -> Result<(), StoreError> {
         let meta = self.k("meta");
         let found: Option<String> = self
@@ -135,11 +135,17 @@ impl RedisStore {
             .await
             .map_err(err)?;
         match found.and_then(|v| v.parse::<u32>().ok()) {
+            Some(v) if v == FORMAT_VERSION => Ok(()),
             Some(v) if v > FORMAT_VERSION => Err(StoreError::TooNew {
                 found: v,
                 known: FORMAT_VERSION,
             }),
-            _ => {
+            Some(v) => Err(StoreError::TooOld {
+                path: format!("Redis (prefix {:?})", self.prefix),
+                found: v,
+                known: FORMAT_VERSION,
+            }),
+            None => {
                 let _: () = self
                     .client
                     .hset(&meta, ("format_version", FORMAT_VERSION.to_string()))

@@ -6,7 +6,7 @@ import { t } from '../i18n.js';
 import { api, query } from '../api.js';
 import {
   button, badge, outcomeBadge, loading, empty, errorBox, modal, field,
-  fmtNum, fmtMs, fmtTime,
+  fmtNum, fmtMs, fmtTime, fmtBytes,
 } from '../widgets.js';
 
 const OUTCOMES = ['ok', 'client_error', 'upstream_error', 'no_key', 'truncated', 'cancelled'];
@@ -56,6 +56,9 @@ export async function showDetail(requestId) {
           [t('logs.col.latency'), fmtMs(r.latency_ms)],
           [t('logs.ttfb'), fmtMs(r.ttfb_ms)],
           [t('logs.key'), r.key || t('common.none')],
+          [t('logs.resource'), r.resource ? h('span', { class: 'mono' }, r.resource) : t('common.none')],
+          [t('logs.bytes'), t('logs.bytes.detail', { up: fmtBytes(r.bytes_up ?? 0), down: fmtBytes(r.bytes_down ?? 0) })],
+          ...(r.close_code != null ? [[t('logs.close_code'), String(r.close_code)]] : []),
           [t('logs.col.tokens'), t('logs.tokens.detail', {
             p: fmtNum(tok.prompt ?? 0), c: fmtNum(tok.candidates ?? 0), th: fmtNum(tok.thoughts ?? 0),
             ca: fmtNum(tok.cached ?? 0), t: fmtNum(tok.total ?? 0),

@@ -102,6 +102,10 @@ pub(super) fn log_rec(
             latency_ms: 38.25,
             error: None,
         }],
+        resource: (total % 2 == 1).then(|| format!("files/f{total}")),
+        bytes_up: 100 + total,
+        bytes_down: 1000 + total * 3,
+        close_code: None,
     }
 }
 

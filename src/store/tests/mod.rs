@@ -416,6 +416,41 @@ async fn redis_keeps_everything_across_a_reconnect_and_prefixes_are_separate() {
     assert!(other.stats_range(0, i64::MAX).await.unwrap().is_empty());
 }
 
+/// A Redis store another format wrote is refused, whichever way it differs, and left as
+/// it was.
+#[tokio::test]
+async fn redis_of_another_format_is_refused() {
+    let redis = Redis::start();
+    for (found, too_new) in [(FORMAT_VERSION - 1, false), (FORMAT_VERSION + 1, true)] {
+        let prefix = unique_prefix();
+        let meta = format!("{prefix}:meta");
+        let v = found.to_string();
+        let cmd = ["HSET", meta.as_str(), "format_version", v.as_str()];
+        let mut resp = format!("*{}\r\n", cmd.len());
+        for part in cmd {
+            resp += &format!("${}\r\n{part}\r\n", part.len());
+        }
+        let mut conn = TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+        conn.write_all(resp.as_bytes()).unwrap();
+        let mut reply = [0u8; 4];
+        conn.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply, b":1\r\n");
+        let err = Store::open(Some(&redis.url()), Path::new("/nonexistent"), &prefix)
+            .await
+            .err()
+            .expect("another format is refused");
+        match &err {
+            StoreError::TooNew { found: f, .. } => assert!(too_new && *f == found),
+            StoreError::TooOld { found: f, path, .. } => {
+                assert!(!too_new && *f == found);
+                assert!(path.contains(&prefix), "{path}");
+            }
+            other => panic!("{other}"),
+        }
+        assert!(err.to_string().contains("store_prefix") || too_new, "{err}");
+    }
+}
+
 #[tokio::test]
 async fn redis_unreachable_is_a_clear_error() {
     let port = TcpListener::bind("127.0.0.1:0")
