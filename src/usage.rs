@@ -1,5 +1,6 @@
-//! Token counts from an answer: Gemini's `usageMetadata` (the last one in a stream) or
-//! OpenAI's `usage`. Only the usage object is parsed, found from the end of the bytes,
+//! Token counts from an answer: Gemini's `usageMetadata` (the last one in a stream), or a
+//! `usage` object: OpenAI's (`prompt_tokens`, …) or the Interactions API's
+//! (`total_input_tokens`, …). Only the usage object is parsed, found from the end of the bytes,
 //! so the cost does not depend on the size of the answer; no text is ever kept.
 
 use memchr::memmem::FinderRev;
@@ -40,9 +41,11 @@ pub fn parse(bytes: &[u8]) -> Option<Tokens> {
     } else {
         s.object(|s, key| {
             let (slot, inner): (&mut u64, &[u8]) = match key {
-                b"prompt_tokens" => (&mut t.prompt, b""),
-                b"completion_tokens" => (&mut t.candidates, b""),
+                b"prompt_tokens" | b"total_input_tokens" => (&mut t.prompt, b""),
+                b"completion_tokens" | b"total_output_tokens" => (&mut t.candidates, b""),
                 b"total_tokens" => (&mut t.total, b""),
+                b"total_thought_tokens" => (&mut t.thoughts, b""),
+                b"total_cached_tokens" => (&mut t.cached, b""),
                 b"completion_tokens_details" => (&mut t.thoughts, b"reasoning_tokens"),
                 b"prompt_tokens_details" => (&mut t.cached, b"cached_tokens"),
                 _ => return s.skip(),
@@ -248,6 +251,26 @@ mod tests {
                 prompt: 1,
                 ..Tokens::default()
             })
+        );
+    }
+
+    /// An Interactions API answer (`POST /v1beta/interactions`), usage at the end.
+    #[test]
+    fn interactions_usage() {
+        let body = br#"{"id":"v1_abc","status":"completed","outputs":[{"type":"text",
+          "text":"\"usage\""}],"usage":{"total_tokens":29,"total_input_tokens":8,
+          "total_output_tokens":12,"total_thought_tokens":9,"total_cached_tokens":2,
+          "input_tokens_by_modality":[{"modality":"text","tokens":8}]}}"#;
+        let t = parse(body).unwrap();
+        assert_eq!(
+            t,
+            Tokens {
+                prompt: 8,
+                candidates: 12,
+                thoughts: 9,
+                cached: 2,
+                total: 29
+            }
         );
     }
 

@@ -525,6 +525,10 @@ async fn the_request_log_names_the_resource_and_counts_bytes() {
     let answer_len = r.body.len() as u64;
     let get = client::get(&d.url(&format!("/v1beta/{name}")), &auth(USER_KEY)).await;
     assert_eq!(get.status, 200, "{}", get.text());
+    let chat = json!({"model": common::FLASH, "input": "hello"}).to_string();
+    let made = client::post(&d.url("/v1beta/interactions"), &auth(USER_KEY), chat).await;
+    assert_eq!(made.status, 200, "{}", made.text());
+    let interaction = format!("interactions/{}", made.json()["id"].as_str().unwrap());
 
     let token = common::admin::login(&d, "log-resources-pw").await;
     let (d2, t2) = (&d, token.as_str());
@@ -539,11 +543,16 @@ async fn the_request_log_names_the_resource_and_counts_bytes() {
             }
         })
         .await;
-    // Newest first: get, generate, the upload's bytes, the upload's start.
+    // Newest first: the interaction, get, generate, the upload's bytes, its start.
     let fields = |r: &Value| (r["route"].clone(), r["resource"].clone());
     let routes: Vec<_> = logs.iter().map(fields).collect();
-    assert_eq!(logs.len(), 4, "{routes:?}");
-    let [get_rec, gen_rec, bytes_rec, start_rec] = [&logs[0], &logs[1], &logs[2], &logs[3]];
+    assert_eq!(logs.len(), 5, "{routes:?}");
+    let chat_rec = &logs[0];
+    assert_eq!(chat_rec["resource"], interaction.as_str(), "{routes:?}");
+    assert_eq!(chat_rec["tokens"]["prompt"], 5, "{chat_rec}");
+    assert_eq!(chat_rec["tokens"]["candidates"], 7, "{chat_rec}");
+    assert_eq!(chat_rec["tokens"]["total"], 12, "{chat_rec}");
+    let [get_rec, gen_rec, bytes_rec, start_rec] = [&logs[1], &logs[2], &logs[3], &logs[4]];
     assert_eq!(get_rec["resource"], name.as_str(), "{routes:?}");
     assert_eq!(get_rec["bytes_down"], get.body.len() as u64);
     assert_eq!(gen_rec["resource"], name.as_str(), "{routes:?}");
