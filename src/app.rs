@@ -112,12 +112,10 @@ impl AppState {
             Store::Redb(_) => Limits::default(),
         });
         let spread = Spread::new(config.server.worker_count());
-        let tls = config
-            .tls
-            .as_ref()
-            .map(Tls::load)
-            .transpose()
-            .context("[tls]")?;
+        let tls = match &config.tls {
+            Some(cfg) => Some(Tls::start(cfg, &store).await.context("[tls]")?),
+            None => None,
+        };
         let state = Arc::new(Self {
             config,
             store,

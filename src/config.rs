@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod server;
+mod tls;
 pub use server::ServerConfig;
+pub use tls::{AcmeConfig, Challenge, TlsConfig};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -60,32 +62,6 @@ impl Default for Config {
             users: Vec::new(),
             warnings: Vec::new(),
         }
-    }
-}
-
-/// `[tls]`: the certificate served to clients, from files.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM: the leaf certificate first, then its chain.
-    pub cert_file: PathBuf,
-    /// PEM: the leaf's private key (PKCS#8, PKCS#1 or SEC1).
-    pub key_file: PathBuf,
-    /// How often the files are looked at for a change (also reloaded on SIGHUP).
-    #[serde(with = "humantime_serde", default = "TlsConfig::default_watch")]
-    pub watch_interval: Duration,
-    /// `Strict-Transport-Security` max-age sent on every answer; 0 sends none.
-    #[serde(with = "humantime_serde", default = "TlsConfig::default_hsts")]
-    pub hsts_max_age: Duration,
-}
-
-impl TlsConfig {
-    fn default_watch() -> Duration {
-        Duration::from_secs(10)
-    }
-
-    fn default_hsts() -> Duration {
-        Duration::from_secs(365 * 86_400)
     }
 }
 
@@ -365,6 +341,9 @@ impl Config {
             bail!("pool.cooldown_base must not exceed pool.cooldown_max");
         }
         self.server.check()?;
+        if let Some(tls) = &self.tls {
+            tls.check()?;
+        }
         let mut names = std::collections::HashSet::new();
         for user in &self.users {
             if user.name.trim().is_empty() {

@@ -96,7 +96,23 @@ pub async fn run(
         Some(addr) => Some(TcpListener::from_std(bind(addr, "admin API on")?)?),
         None => None,
     };
+    let redirect = match state.config.tls.as_ref().and_then(|t| t.redirect_listen) {
+        Some(addr) => Some(TcpListener::from_std(bind(
+            addr,
+            "redirecting to HTTPS on",
+        )?)?),
+        None => None,
+    };
     let stop = CancellationToken::new();
+    let redirect = match (redirect, state.tls.clone()) {
+        (Some(l), Some(tls)) => Some(tokio::spawn(crate::tls::redirect::serve(
+            l,
+            tls,
+            listener.local_addr()?.port(),
+            stop.clone(),
+        ))),
+        _ => None,
+    };
     let revalidate = tokio::spawn(checker::revalidate_loop(state.clone(), stop.clone()));
     tokio::spawn(signals(
         stop.clone(),
@@ -157,6 +173,9 @@ pub async fn run(
     let _ = revalidate.await;
     let _ = retention.await;
     let _ = prune.await;
+    if let Some(r) = redirect {
+        let _ = r.await;
+    }
     state.persister.sync().await;
     background.persist.abort();
     // The log writer drains its queue and ends once the last sink (in the state) is gone.

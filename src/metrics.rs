@@ -408,6 +408,19 @@ impl Metrics {
     }
 }
 
+/// `gemini_balance_tls_cert_expiry_days`: days until the served certificate expires
+/// (fractional; absent while there is none yet).
+pub fn tls_expiry(out: &mut String, seconds_left: Option<i64>) {
+    out.push_str("# HELP gemini_balance_tls_cert_expiry_days Days until the served TLS certificate expires.\n# TYPE gemini_balance_tls_cert_expiry_days gauge\n");
+    if let Some(s) = seconds_left {
+        let _ = writeln!(
+            out,
+            "gemini_balance_tls_cert_expiry_days {:.3}",
+            s as f64 / 86_400.0
+        );
+    }
+}
+
 fn histogram(
     out: &mut String,
     name: &str,

@@ -108,6 +108,8 @@ pub async fn serve(
                 Some(tls) => {
                     let handshake = server.handshake_timeout();
                     match tokio::time::timeout(handshake, tls.acceptor.accept(tcp)).await {
+                        // A CA's TLS-ALPN-01 check ends with the handshake.
+                        Ok(Ok(stream)) if crate::tls::is_challenge(&stream) => {}
                         Ok(Ok(stream)) => server.serve(stream, svc(true), &stopping).await,
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -352,9 +354,13 @@ fn metrics(state: &AppState, req: &Request<ReqBody>, role: Role) -> Response<Bod
         return resp;
     }
     let open = state.spread.open_per_lane();
-    let text = state
+    let mut text = state
         .metrics
         .render(&state.pool, &state.hub, &open, unix_ms());
+    if let Some(tls) = &state.tls {
+        let left = tls.certs.seconds_left(std::time::SystemTime::now());
+        crate::metrics::tls_expiry(&mut text, left);
+    }
     let mut resp = Response::new(Body::full(text));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -401,8 +407,7 @@ fn health(state: &AppState) -> Response<Body> {
         })
     };
     if let Some(tls) = &state.tls {
-        body["tls_days_left"] =
-            (tls.certs.seconds_left(std::time::SystemTime::now()) / 86_400).into();
+        body["tls_days_left"] = tls.certs.days_left(std::time::SystemTime::now()).into();
     }
     let mut resp = Response::new(Body::full(body.to_string()));
     resp.headers_mut().insert(

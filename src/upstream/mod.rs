@@ -22,7 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::time::Duration;
 
 mod connect;
-mod dns;
+pub(crate) mod dns;
 mod streaming;
 
 /// A kept connection is closed rather than reused once it has been idle this long (NAT

@@ -1,0 +1,391 @@
+//! The certificate from an ACME CA (`[tls.acme]`, Let's Encrypt by default), by
+//! instant-acme: the account and the certificate are kept in the store's named settings
+//! (`acme.account`, `acme.certificate`), so a restart serves the kept certificate without
+//! ordering, and instances sharing a Redis store share one certificate. The loop here
+//! orders when there is no usable certificate, renews `renew_before` its expiry, backs off
+//! on failure (one minute, doubling up to six hours), and looks at the store again now and
+//! then for a certificate another instance renewed. Challenges are answered by
+//! `challenge`, on the HTTPS port (TLS-ALPN-01) or on the plain listener (HTTP-01).
+
+use super::Certs;
+use crate::config::{AcmeConfig, Challenge};
+use crate::store::{Store, Write};
+use crate::upstream::dns::Dns;
+use anyhow::{Context, anyhow, bail};
+use bytes::Bytes;
+use http::Request;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, BodyWrapper, BytesResponse, ChallengeType,
+    HttpClient, Identifier, NewAccount, NewOrder, Order, OrderStatus, RetryPolicy,
+};
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio_util::sync::CancellationToken;
+
+const META_ACCOUNT: &str = "acme.account";
+const META_CERT: &str = "acme.certificate";
+/// How often the store is looked at for a certificate another instance renewed.
+const CHECK_EVERY: Duration = Duration::from_secs(3600);
+const FIRST_RETRY: Duration = Duration::from_secs(60);
+const LAST_RETRY: Duration = Duration::from_secs(6 * 3600);
+/// The longest one request to the CA may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Serialize, Deserialize)]
+struct StoredAccount {
+    directory: String,
+    credentials: AccountCredentials,
+}
+
+/// A certificate as kept in the store: for which directory and names, chain and key (PEM).
+#[derive(Serialize, Deserialize)]
+struct StoredCert {
+    directory: String,
+    domains: Vec<String>,
+    chain: String,
+    key: String,
+}
+
+pub(super) struct Acme {
+    cfg: AcmeConfig,
+    store: Store,
+    certs: Arc<Certs>,
+    http: Http,
+}
+
+impl Acme {
+    pub(super) fn new(cfg: &AcmeConfig, store: Store, certs: Arc<Certs>) -> anyhow::Result<Acme> {
+        let mut cfg = cfg.clone();
+        for d in &mut cfg.domains {
+            d.make_ascii_lowercase();
+        }
+        cfg.domains.sort();
+        cfg.domains.dedup();
+        let http = Http::new(&cfg)?;
+        Ok(Acme {
+            cfg,
+            store,
+            certs,
+            http,
+        })
+    }
+
+    /// The names on the certificate, lower-case.
+    pub(super) fn domains(&self) -> &[String] {
+        &self.cfg.domains
+    }
+
+    /// Serves the certificate kept in the store when it is for these names and this CA,
+    /// valid, and later than the one served; answers whether it was taken.
+    pub(super) async fn load_stored(&self, now: SystemTime) -> bool {
+        let stored = match self.store.get_meta(META_CERT).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return false,
+            Err(e) => {
+                tracing::warn!(error = %e, "ACME: the kept certificate cannot be read");
+                return false;
+            }
+        };
+        let cert: StoredCert = match serde_json::from_slice(&stored) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "ACME: the kept certificate is unreadable");
+                return false;
+            }
+        };
+        if cert.directory != self.cfg.directory_url || cert.domains != self.cfg.domains {
+            tracing::info!(
+                kept_for = ?cert.domains,
+                "ACME: the kept certificate is for other names or another CA"
+            );
+            return false;
+        }
+        let pair = match super::files::from_pem(&cert.chain, &cert.key, now) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!("ACME: the kept certificate is not usable: {e:#}");
+                return false;
+            }
+        };
+        if self.certs.not_after().is_some_and(|n| n >= pair.1) {
+            return false;
+        }
+        self.certs.swap(pair);
+        tracing::info!(
+            domains = ?self.cfg.domains,
+            days_left = self.certs.days_left(now),
+            "ACME: serving the certificate kept in the store"
+        );
+        true
+    }
+
+    /// Orders, renews and retries until `stop`.
+    pub(super) async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let mut failures = 0u32;
+        loop {
+            let wait = match self.step(SystemTime::now()).await {
+                Ok(next) => {
+                    failures = 0;
+                    next
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let wait = retry_after(failures);
+                    tracing::error!(
+                        domains = ?self.cfg.domains,
+                        failures,
+                        retry_in = %humantime::format_duration(wait),
+                        "ACME: no certificate this time: {e:#}"
+                    );
+                    wait
+                }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// One look: a newer kept certificate, else an order when due; answers the time to
+    /// the next look.
+    async fn step(&self, now: SystemTime) -> anyhow::Result<Duration> {
+        self.load_stored(now).await;
+        let before = self.cfg.renew_before.as_secs() as i64;
+        if let Some(left) = self.certs.seconds_left(now).map(|s| s - before) {
+            if left > 0 {
+                return Ok(CHECK_EVERY.min(Duration::from_secs(left as u64)));
+            }
+        }
+        let reason = match self.certs.days_left(now) {
+            None => "no certificate yet".to_owned(),
+            Some(days) => format!("{days} days left"),
+        };
+        tracing::info!(domains = ?self.cfg.domains, %reason, "ACME: ordering a certificate");
+        let (chain, key) = self.order().await?;
+        let pair = super::files::from_pem(&chain, &key, SystemTime::now())
+            .context("the CA's certificate")?;
+        let kept = StoredCert {
+            directory: self.cfg.directory_url.clone(),
+            domains: self.cfg.domains.clone(),
+            chain,
+            key,
+        };
+        self.store
+            .apply(vec![Write::PutMeta(
+                META_CERT.into(),
+                serde_json::to_vec(&kept)?,
+            )])
+            .await
+            .context("keeping the certificate in the store")?;
+        self.certs.swap(pair);
+        tracing::info!(
+            domains = ?self.cfg.domains,
+            days_left = self.certs.days_left(SystemTime::now()),
+            "ACME: new certificate served"
+        );
+        Ok(CHECK_EVERY)
+    }
+
+    /// The account kept for this directory, or a new one (then kept).
+    async fn account(&self) -> anyhow::Result<Account> {
+        let builder = || Account::builder_with_http(Box::new(self.http.clone()));
+        let kept = self.store.get_meta(META_ACCOUNT).await?;
+        if let Some(kept) = kept.and_then(|b| serde_json::from_slice::<StoredAccount>(&b).ok()) {
+            if kept.directory == self.cfg.directory_url {
+                return builder()
+                    .from_credentials(kept.credentials)
+                    .await
+                    .context("reaching the ACME directory");
+            }
+        }
+        let contact: Vec<&str> = self.cfg.contact.iter().map(String::as_str).collect();
+        let new = NewAccount {
+            contact: &contact,
+            terms_of_service_agreed: true,
+            only_return_existing: false,
+        };
+        let (account, credentials) = builder()
+            .create(&new, self.cfg.directory_url.clone(), None)
+            .await
+            .context("creating the ACME account")?;
+        let kept = StoredAccount {
+            directory: self.cfg.directory_url.clone(),
+            credentials,
+        };
+        self.store
+            .apply(vec![Write::PutMeta(
+                META_ACCOUNT.into(),
+                serde_json::to_vec(&kept)?,
+            )])
+            .await
+            .context("keeping the ACME account in the store")?;
+        tracing::info!(directory = %self.cfg.directory_url, "ACME: account created");
+        Ok(account)
+    }
+
+    /// Places an order, answers its challenges, and answers the chain and key (PEM).
+    async fn order(&self) -> anyhow::Result<(String, String)> {
+        let account = self.account().await?;
+        let ids: Vec<Identifier> = self
+            .cfg
+            .domains
+            .iter()
+            .map(|d| Identifier::Dns(d.clone()))
+            .collect();
+        let mut order = account
+            .new_order(&NewOrder::new(&ids))
+            .await
+            .context("placing the order")?;
+        let done = self.complete(&mut order).await;
+        self.certs.challenges.clear();
+        done
+    }
+
+    async fn complete(&self, order: &mut Order) -> anyhow::Result<(String, String)> {
+        let kind = match self.cfg.challenge {
+            Challenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
+            Challenge::Http01 => ChallengeType::Http01,
+        };
+        let mut auths = order.authorizations();
+        while let Some(auth) = auths.next().await {
+            let mut auth = auth.context("reading the order's authorisations")?;
+            match auth.status {
+                AuthorizationStatus::Valid => continue,
+                AuthorizationStatus::Pending => {}
+                other => bail!("the authorisation for {} is {other:?}", auth.identifier()),
+            }
+            let mut ch = auth
+                .challenge(kind.clone())
+                .ok_or_else(|| anyhow!("the CA offers no {kind:?} challenge"))?;
+            let domain = ch.identifier().to_string();
+            let answer = ch.key_authorization();
+            match self.cfg.challenge {
+                Challenge::TlsAlpn01 => self
+                    .certs
+                    .challenges
+                    .offer_alpn(&domain, answer.digest().as_ref())?,
+                Challenge::Http01 => self.certs.challenges.offer_http(&ch.token, answer.as_str()),
+            }
+            ch.set_ready()
+                .await
+                .with_context(|| format!("asking the CA to check {domain}"))?;
+        }
+        let retries = RetryPolicy::new()
+            .initial_delay(Duration::from_millis(250))
+            .backoff(1.5)
+            .timeout(Duration::from_secs(120));
+        let status = order
+            .poll_ready(&retries)
+            .await
+            .context("waiting for the CA's checks")?;
+        if status != OrderStatus::Ready {
+            bail!("the CA's checks failed: {}", failed_checks(order).await);
+        }
+        let key = order.finalize().await.context("finalising the order")?;
+        let chain = order
+            .poll_certificate(&retries)
+            .await
+            .context("downloading the certificate")?;
+        Ok((chain, key))
+    }
+}
+
+/// What the CA said about each failed check.
+async fn failed_checks(order: &mut Order) -> String {
+    let mut why = Vec::new();
+    let mut auths = order.authorizations();
+    while let Some(Ok(mut auth)) = auths.next().await {
+        if auth.refresh().await.is_err() {
+            continue;
+        }
+        let name = auth.identifier().to_string();
+        for c in &auth.challenges {
+            if let Some(e) = &c.error {
+                why.push(format!("{name}: {e}"));
+            }
+        }
+    }
+    if why.is_empty() {
+        "no reason given".to_owned()
+    } else {
+        why.join("; ")
+    }
+}
+
+/// The wait after the `n`th failure in a row: one minute, doubling, at most six hours.
+fn retry_after(n: u32) -> Duration {
+    let doubled = FIRST_RETRY.saturating_mul(1 << n.saturating_sub(1).min(16));
+    doubled.min(LAST_RETRY)
+}
+
+/// The CA's HTTPS: web-pki roots plus `ca_file`'s, names resolved in Rust.
+#[derive(Clone)]
+struct Http(Client<HttpsConnector<HttpConnector<Dns>>, BodyWrapper<Bytes>>);
+
+impl Http {
+    fn new(cfg: &AcmeConfig) -> anyhow::Result<Http> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(path) = &cfg.ca_file {
+            for cert in crate::pem::certificates(path).context("tls.acme.ca_file")? {
+                roots.add(cert).context("tls.acme.ca_file")?;
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let dns = Dns::new(&[]).context("the resolver for the ACME directory's name")?;
+        let mut tcp = HttpConnector::new_with_resolver(dns);
+        tcp.enforce_http(false);
+        tcp.set_connect_timeout(Some(Duration::from_secs(10)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(tcp);
+        Ok(Http(Client::builder(TokioExecutor::new()).build(https)))
+    }
+}
+
+impl HttpClient for Http {
+    fn request(
+        &self,
+        req: Request<BodyWrapper<Bytes>>,
+    ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
+        let sent = self.0.request(req);
+        Box::pin(async move {
+            match tokio::time::timeout(REQUEST_TIMEOUT, sent).await {
+                Ok(Ok(rsp)) => Ok(BytesResponse::from(rsp)),
+                Ok(Err(e)) => Err(instant_acme::Error::Other(Box::new(e))),
+                Err(_) => Err(instant_acme::Error::Str(
+                    "no answer from the ACME server in time",
+                )),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retry_after;
+    use std::time::Duration;
+
+    #[test]
+    fn failures_back_off_from_a_minute_to_six_hours() {
+        let mins = |n| retry_after(n).as_secs() / 60;
+        assert_eq!([1, 2, 3, 4].map(mins), [1, 2, 4, 8]);
+        assert_eq!(retry_after(10), Duration::from_secs(6 * 3600));
+        assert_eq!(retry_after(u32::MAX), Duration::from_secs(6 * 3600));
+    }
+}

@@ -1,0 +1,189 @@
+//! The plain-HTTP listener of `[tls] redirect_listen`: every request is answered `308`
+//! to the same host, path and query over HTTPS, with no body, and HTTP-01 challenges at
+//! `/.well-known/acme-challenge/{token}` are answered while an order waits for them. It
+//! serves nothing else: no proxy, no admin, no page, and one request per connection.
+//!
+//! A `Host` that is not a plain host name or address (with an optional port) gets a 400;
+//! with `[tls.acme]` a host outside its domains is sent to the first of them.
+
+use super::Tls;
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Connections served at once; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 256;
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+
+/// What an answer needs: the HTTPS port, the ACME domains, the pending challenges.
+struct Site {
+    https_port: u16,
+    domains: Vec<String>,
+    tls: Tls,
+}
+
+/// Answers on `listener` until `stop`.
+pub async fn serve(listener: TcpListener, tls: Tls, https_port: u16, stop: CancellationToken) {
+    let domains = match &tls.source {
+        super::Source::Acme(acme) => acme.domains().to_vec(),
+        super::Source::Files(_) => Vec::new(),
+    };
+    let site = Arc::new(Site {
+        https_port,
+        domains,
+        tls,
+    });
+    let places = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let tracker = TaskTracker::new();
+    loop {
+        let Ok(place) = places.clone().acquire_owned().await else {
+            break;
+        };
+        let (tcp, _) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "redirect listener: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let site = site.clone();
+        tracker.spawn(async move {
+            let _place = place;
+            let svc = hyper::service::service_fn(move |req| {
+                let resp = answer(&site, &req);
+                async move { Ok::<_, std::convert::Infallible>(resp) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(tcp), svc);
+            let _ = tokio::time::timeout(HEADER_TIMEOUT * 2, conn).await;
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+fn answer(site: &Site, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if let Some(token) = req.uri().path().strip_prefix(CHALLENGE_PREFIX) {
+        return match site.tls.certs.challenges.http_answer(token) {
+            Some(answer) => plain(StatusCode::OK, answer),
+            None => plain(StatusCode::NOT_FOUND, String::new()),
+        };
+    }
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .and_then(host_of);
+    let Some(mut host) = host else {
+        return plain(StatusCode::BAD_REQUEST, String::new());
+    };
+    if !site.domains.is_empty() && !site.domains.contains(&host) {
+        host = site.domains[0].clone();
+    }
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .filter(|p| p.starts_with('/'))
+        .unwrap_or("/");
+    let location = match site.https_port {
+        443 => format!("https://{host}{path}"),
+        port => format!("https://{host}:{port}{path}"),
+    };
+    match HeaderValue::from_str(&location) {
+        Ok(v) => {
+            let mut resp = plain(StatusCode::PERMANENT_REDIRECT, String::new());
+            resp.headers_mut().insert(header::LOCATION, v);
+            resp
+        }
+        Err(_) => plain(StatusCode::BAD_REQUEST, String::new()),
+    }
+}
+
+fn plain(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// The host of a `Host` value (`name`, `name:port`, `1.2.3.4:80`, `[::1]:80`), lower-case,
+/// without the port; None for anything else (user info, paths, stray characters).
+fn host_of(value: &str) -> Option<String> {
+    let (host, port) = match value.strip_prefix('[') {
+        Some(rest) => {
+            let (ip, after) = rest.split_once(']')?;
+            ip.parse::<std::net::Ipv6Addr>().ok()?;
+            (&value[..ip.len() + 2], after)
+        }
+        None => match value.split_once(':') {
+            Some((h, _)) => (h, &value[h.len()..]),
+            None => (value, ""),
+        },
+    };
+    let port_ok = port.is_empty()
+        || port.strip_prefix(':').is_some_and(|p| {
+            !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
+        });
+    let name_ok = host.starts_with('[')
+        || (!host.is_empty()
+            && host.len() <= 253
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'));
+    (port_ok && name_ok).then(|| host.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_of;
+
+    #[test]
+    fn only_plain_hosts_are_taken_from_the_host_header() {
+        let good = [
+            ("gb.example.org", "gb.example.org"),
+            ("GB.Example.org:80", "gb.example.org"),
+            ("127.0.0.1:8080", "127.0.0.1"),
+            ("[::1]:80", "[::1]"),
+            ("[2001:db8::1]", "[2001:db8::1]"),
+        ];
+        for (value, host) in good {
+            assert_eq!(host_of(value).as_deref(), Some(host), "{value}");
+        }
+        let bad = [
+            "",
+            "evil.org/path",
+            "user@evil.org",
+            "a.org:80:80",
+            "a.org:",
+            "a.org:http",
+            "<script>",
+            "[not-ip]:80",
+            "[::1]x",
+            "a b.org",
+        ];
+        for value in bad {
+            assert_eq!(host_of(value), None, "{value}");
+        }
+    }
+}
