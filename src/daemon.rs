@@ -91,22 +91,20 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let (listen, admin_listen) = (config.listen, config.admin_listen);
     let (state, background) = AppState::build(config).await?;
+    // Logged before `listening on`, which tells a watcher that every listener is up.
+    let redirect = match state.config.tls.as_ref().and_then(|t| t.redirect_listen) {
+        Some(addr) => Some(bind(addr, "redirecting to HTTPS on")?),
+        None => None,
+    };
     let listener = bind(listen, "listening on")?;
     let admin = match admin_listen {
         Some(addr) => Some(TcpListener::from_std(bind(addr, "admin API on")?)?),
         None => None,
     };
-    let redirect = match state.config.tls.as_ref().and_then(|t| t.redirect_listen) {
-        Some(addr) => Some(TcpListener::from_std(bind(
-            addr,
-            "redirecting to HTTPS on",
-        )?)?),
-        None => None,
-    };
     let stop = CancellationToken::new();
     let redirect = match (redirect, state.tls.clone()) {
         (Some(l), Some(tls)) => Some(tokio::spawn(crate::tls::redirect::serve(
-            l,
+            TcpListener::from_std(l)?,
             tls,
             listener.local_addr()?.port(),
             stop.clone(),
