@@ -189,4 +189,23 @@ mod tests {
                       challenge = \"http-01\"";
         assert_eq!(check(http01), Ok(()));
     }
+
+    #[test]
+    fn the_examples_commented_acme_table_parses_and_validates() {
+        let text = include_str!("../../gemini-balance.toml.example");
+        let start = text.find("# [tls.acme]").expect("the example's [tls.acme]");
+        let table: String = text[start..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| l.trim_start_matches('#').trim_start())
+            // The example's ca_file names a file this machine does not have.
+            .filter(|l| !l.starts_with("ca_file"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let cfg: TlsConfig = toml::from_str(&table.replace("[tls.acme]", "[acme]")).unwrap();
+        cfg.check().unwrap();
+        let acme = cfg.acme.unwrap();
+        assert_eq!(acme.domains, ["gw.example.com"]);
+        assert_eq!(acme.directory_url, super::LETS_ENCRYPT);
+    }
 }
