@@ -2,7 +2,9 @@
 //! `pebble`: the daemon orders a certificate for `localhost` (TLS-ALPN-01 on its HTTPS
 //! port, or HTTP-01 on its plain listener), serves it to a client that trusts pebble's
 //! root over HTTP/2 and HTTP/1.1, shows its days left in `/healthz` and `/metrics`, and
-//! after a restart serves the same certificate from the store without a second order.
+//! after a restart serves the same certificate from the store without a second order; a
+//! due one is renewed, a failed renewal keeps it and backs off, and two instances on one
+//! Redis store serve one certificate.
 //! The plain listener answers 308 to HTTPS, and 400 to a Host that is no host name.
 
 mod common;
@@ -111,12 +113,13 @@ fn redirect_addr(d: &Daemon) -> SocketAddr {
         .unwrap()
 }
 
-fn acme_config(up: &Upstream, p: &Pebble, challenge: &str) -> Config {
+/// `[tls.acme]` for `localhost` from pebble, with `extra` lines in the table.
+fn acme_config(up: &Upstream, p: &Pebble, challenge: &str, extra: &str) -> Config {
     let q = |s: &str| serde_json::to_string(s).unwrap();
     Config::new(up).extra(&format!(
         "[tls]\nredirect_listen = \"127.0.0.1:0\"\n\n[tls.acme]\ndomains = [\"localhost\"]\n\
          contact = \"mailto:admin@example.org\"\ndirectory_url = {}\nca_file = {}\n\
-         challenge = {}\n",
+         challenge = {}\n{extra}\n",
         q(&p.directory_url()),
         q(fixture("ca.pem").to_str().unwrap()),
         q(challenge),
@@ -124,6 +127,7 @@ fn acme_config(up: &Upstream, p: &Pebble, challenge: &str) -> Config {
 }
 
 struct Setup {
+    up: Upstream,
     pebble: Pebble,
     https: Relay,
     plain: Relay,
@@ -131,36 +135,64 @@ struct Setup {
     root: String,
 }
 
-/// Pebble (validating through the relays), then the daemon, the relays pointed at it.
-async fn setup(challenge: &str) -> Setup {
+impl Setup {
+    /// Points the relays at the daemon's listeners (again, after a restart).
+    fn point(&self) {
+        self.https.point(self.daemon.addr);
+        self.plain.point(redirect_addr(&self.daemon));
+    }
+}
+
+/// Pebble (validating through the relays), then the daemon (with `top`, top-level TOML
+/// such as `store = …`), the relays pointed at it.
+async fn setup(challenge: &str, top: &str) -> Setup {
     let up = Upstream::start(ok_or_stream).await;
     let (https, plain) = (Relay::start().await, Relay::start().await);
     let pebble = Pebble::start(plain.port, https.port).await;
     let root = pebble.root().await;
-    let daemon = Daemon::start(&acme_config(&up, &pebble, challenge)).await;
-    https.point(daemon.addr);
-    plain.point(redirect_addr(&daemon));
-    Setup {
+    let cfg = acme_config(&up, &pebble, challenge, "");
+    let daemon = Daemon::start_with_top_level(&cfg, top).await;
+    let s = Setup {
+        up,
         pebble,
         https,
         plain,
         daemon,
         root,
+    };
+    s.point();
+    s
+}
+
+/// Polls the log until `needle` is in `n` lines; answers the last of them.
+async fn wait_lines(d: &Daemon, needle: &str, n: usize) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let found: Vec<String> = d
+            .logs()
+            .into_iter()
+            .filter(|l| l.contains(needle))
+            .collect();
+        if found.len() >= n {
+            return found.last().unwrap().clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not {n} lines with {needle:?}:\n{}",
+            d.logs().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 #[tokio::test]
 async fn a_certificate_ordered_by_tls_alpn_01_is_served_and_kept_across_a_restart() {
-    let Setup {
-        pebble,
-        https,
-        plain,
-        mut daemon,
-        root,
-    } = setup("tls-alpn-01").await;
-    let leaf = wait_for_certificate(&daemon, &pebble, &root).await;
+    let mut s = setup("tls-alpn-01", "").await;
+    let root = s.root.clone();
+    let leaf = wait_for_certificate(&s.daemon, &s.pebble, &root).await;
+    let port = s.daemon.addr.port();
     for (h2, version) in [(true, Version::HTTP_2), (false, Version::HTTP_11)] {
-        let (status, v, body) = get(&root, daemon.addr.port(), "/healthz", h2)
+        let (status, v, body) = get(&root, port, "/healthz", h2)
             .await
             .expect("an answer over HTTPS");
         assert_eq!((status, v), (200, version), "{body}");
@@ -168,9 +200,7 @@ async fn a_certificate_ordered_by_tls_alpn_01_is_served_and_kept_across_a_restar
         let days = health["tls_days_left"].as_i64().expect("tls_days_left");
         assert!(days > 30, "pebble issues for years: {body}");
     }
-    let (status, _, metrics) = get(&root, daemon.addr.port(), "/metrics", false)
-        .await
-        .unwrap();
+    let (status, _, metrics) = get(&root, port, "/metrics", false).await.unwrap();
     assert_eq!(status, 200, "{metrics}");
     let gauge = metrics
         .lines()
@@ -178,37 +208,77 @@ async fn a_certificate_ordered_by_tls_alpn_01_is_served_and_kept_across_a_restar
         .expect("the expiry gauge");
     let days: f64 = gauge.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(days > 30.0, "{gauge}");
-    assert_eq!(pebble.orders(), 1, "{}", pebble.logs().join("\n"));
+    assert_eq!(s.pebble.orders(), 1, "{}", s.pebble.logs().join("\n"));
 
-    daemon.restart().await;
-    https.point(daemon.addr);
-    plain.point(redirect_addr(&daemon));
-    let again = wait_for_certificate(&daemon, &pebble, &root).await;
-    assert_eq!(
-        again, leaf,
-        "the kept certificate is served after the restart"
-    );
-    daemon
+    s.daemon.restart().await;
+    s.point();
+    // Served from the first handshake on: the kept certificate is loaded before listening.
+    let again = served_leaf(&root, s.daemon.addr).await;
+    assert_eq!(again, Some(leaf), "the kept certificate after the restart");
+    s.daemon
         .wait_log("ACME: serving the certificate kept in the store")
         .await;
-    assert_eq!(pebble.orders(), 1, "no second order after the restart");
-    let ordering = daemon
+    assert_eq!(s.pebble.orders(), 1, "no second order after the restart");
+    let ordering = s
+        .daemon
         .logs()
         .iter()
         .filter(|l| l.contains("ACME: ordering a certificate"))
         .count();
-    assert_eq!(ordering, 1, "{}", daemon.logs().join("\n"));
+    assert_eq!(ordering, 1, "{}", s.daemon.logs().join("\n"));
+}
+
+#[tokio::test]
+async fn a_due_certificate_is_renewed_and_a_failed_renewal_keeps_it_and_backs_off() {
+    let mut s = setup("tls-alpn-01", "").await;
+    let root = s.root.clone();
+    let first = wait_for_certificate(&s.daemon, &s.pebble, &root).await;
+    // Pebble's certificates last five years: with ten to go, the kept one is due.
+    let due = acme_config(&s.up, &s.pebble, "tls-alpn-01", "renew_before = \"3650d\"");
+    s.daemon.restart_with(&due).await;
+    s.point();
+    let line = wait_lines(&s.daemon, "ACME: ordering a certificate", 2).await;
+    assert!(line.contains("days left"), "{line}");
+    wait_lines(&s.daemon, "ACME: new certificate served", 2).await;
+    let second = served_leaf(&root, s.daemon.addr).await.expect("served");
+    assert_ne!(
+        second, first,
+        "the renewed certificate serves new connections"
+    );
+    assert_eq!(s.pebble.orders(), 2);
+    s.daemon.wait_log("renew_before is longer").await;
+
+    // Without the CA, the renewal fails, is retried later, and the kept one goes on.
+    let Setup {
+        pebble, mut daemon, ..
+    } = s;
+    drop(pebble);
+    daemon.restart().await;
+    let failed = wait_lines(&daemon, "ACME: no certificate this time", 1).await;
+    assert!(failed.contains("retry_in=1m"), "{failed}");
+    assert_eq!(served_leaf(&root, daemon.addr).await, Some(second));
+}
+
+#[tokio::test]
+async fn instances_sharing_redis_serve_one_certificate() {
+    let redis = common::redis::RedisServer::start();
+    let top = format!("store = {:?}\n", redis.url());
+    let s = setup("tls-alpn-01", &top).await;
+    let leaf = wait_for_certificate(&s.daemon, &s.pebble, &s.root).await;
+    let cfg = acme_config(&s.up, &s.pebble, "tls-alpn-01", "");
+    let other = Daemon::start_with_top_level(&cfg, &top).await;
+    assert_eq!(served_leaf(&s.root, other.addr).await, Some(leaf));
+    other
+        .wait_log("ACME: serving the certificate kept in the store")
+        .await;
+    assert_eq!(s.pebble.orders(), 1, "one order for both instances");
 }
 
 #[tokio::test]
 async fn a_certificate_ordered_by_http_01_on_the_plain_listener_which_otherwise_redirects() {
-    let Setup {
-        pebble,
-        daemon,
-        root,
-        ..
-    } = setup("http-01").await;
-    let leaf = wait_for_certificate(&daemon, &pebble, &root).await;
+    let s = setup("http-01", "").await;
+    let (daemon, root) = (&s.daemon, &s.root);
+    let leaf = wait_for_certificate(daemon, &s.pebble, root).await;
     let (_, cert) = x509_parser::parse_x509_certificate(&leaf).unwrap();
     let names = format!(
         "{:?}",
@@ -216,7 +286,7 @@ async fn a_certificate_ordered_by_http_01_on_the_plain_listener_which_otherwise_
     );
     assert!(names.contains("localhost"), "{names}");
 
-    let plain = redirect_addr(&daemon);
+    let plain = redirect_addr(daemon);
     let https_port = daemon.addr.port();
     let req = "GET /v1beta/models?pageSize=5 HTTP/1.1\r\nHost: localhost\r\n\r\n";
     let r = common::raw::raw(plain, req.as_bytes()).await;

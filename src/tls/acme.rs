@@ -130,7 +130,11 @@ impl Acme {
     pub(super) async fn run(self: Arc<Self>, stop: CancellationToken) {
         let mut failures = 0u32;
         loop {
-            let wait = match self.step(SystemTime::now()).await {
+            let looked = tokio::select! {
+                _ = stop.cancelled() => return,
+                looked = self.step(SystemTime::now()) => looked,
+            };
+            let wait = match looked {
                 Ok(next) => {
                     failures = 0;
                     next
@@ -186,11 +190,19 @@ impl Acme {
             .await
             .context("keeping the certificate in the store")?;
         self.certs.swap(pair);
+        let days_left = self.certs.days_left(SystemTime::now());
         tracing::info!(
             domains = ?self.cfg.domains,
-            days_left = self.certs.days_left(SystemTime::now()),
+            days_left,
             "ACME: new certificate served"
         );
+        if self.certs.seconds_left(SystemTime::now()) <= Some(before) {
+            tracing::warn!(
+                days_left,
+                "ACME: tls.acme.renew_before is longer than the CA's certificates last, so \
+                 each hourly look orders again; make it shorter"
+            );
+        }
         Ok(CHECK_EVERY)
     }
 
