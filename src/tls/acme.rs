@@ -8,23 +8,15 @@
 //! `challenge`, on the HTTPS port (TLS-ALPN-01) or on the plain listener (HTTP-01).
 
 use super::Certs;
+use super::ca_client::Http;
 use crate::config::{AcmeConfig, Challenge};
 use crate::store::{Store, Write};
-use crate::upstream::dns::Dns;
 use anyhow::{Context, anyhow, bail};
-use bytes::Bytes;
-use http::Request;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, BodyWrapper, BytesResponse, ChallengeType,
-    HttpClient, Identifier, NewAccount, NewOrder, Order, OrderStatus, RetryPolicy,
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
+    NewOrder, Order, OrderStatus, RetryPolicy,
 };
 use serde::{Deserialize, Serialize};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
@@ -35,8 +27,6 @@ const META_CERT: &str = "acme.certificate";
 const CHECK_EVERY: Duration = Duration::from_secs(3600);
 const FIRST_RETRY: Duration = Duration::from_secs(60);
 const LAST_RETRY: Duration = Duration::from_secs(6 * 3600);
-/// The longest one request to the CA may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Serialize, Deserialize)]
 struct StoredAccount {
@@ -336,56 +326,6 @@ async fn failed_checks(order: &mut Order) -> String {
 fn retry_after(n: u32) -> Duration {
     let doubled = FIRST_RETRY.saturating_mul(1 << n.saturating_sub(1).min(16));
     doubled.min(LAST_RETRY)
-}
-
-/// The CA's HTTPS: web-pki roots plus `ca_file`'s, names resolved in Rust.
-#[derive(Clone)]
-struct Http(Client<HttpsConnector<HttpConnector<Dns>>, BodyWrapper<Bytes>>);
-
-impl Http {
-    fn new(cfg: &AcmeConfig) -> anyhow::Result<Http> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(path) = &cfg.ca_file {
-            for cert in crate::pem::certificates(path).context("tls.acme.ca_file")? {
-                roots.add(cert).context("tls.acme.ca_file")?;
-            }
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let dns = Dns::new(&[]).context("the resolver for the ACME directory's name")?;
-        let mut tcp = HttpConnector::new_with_resolver(dns);
-        tcp.enforce_http(false);
-        tcp.set_connect_timeout(Some(Duration::from_secs(10)));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_only()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(tcp);
-        Ok(Http(Client::builder(TokioExecutor::new()).build(https)))
-    }
-}
-
-impl HttpClient for Http {
-    fn request(
-        &self,
-        req: Request<BodyWrapper<Bytes>>,
-    ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
-        let sent = self.0.request(req);
-        Box::pin(async move {
-            match tokio::time::timeout(REQUEST_TIMEOUT, sent).await {
-                Ok(Ok(rsp)) => Ok(BytesResponse::from(rsp)),
-                Ok(Err(e)) => Err(instant_acme::Error::Other(Box::new(e))),
-                Err(_) => Err(instant_acme::Error::Str(
-                    "no answer from the ACME server in time",
-                )),
-            }
-        })
-    }
 }
 
 #[cfg(test)]

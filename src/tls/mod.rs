@@ -3,11 +3,13 @@
 //! SIGHUP) or from an ACME CA (`acme`: `[tls.acme]`, kept in the store and renewed). A new
 //! certificate serves new handshakes while open connections keep theirs.
 //!
-//! `challenge` holds the answers to the CA's checks while an order waits for them (a
-//! TLS-ALPN-01 certificate served here, an HTTP-01 token served by `redirect`, the plain
-//! listener that otherwise only redirects to HTTPS). Nothing here routes requests.
+//! `ca_client` is the HTTPS client to the ACME server. `challenge` holds the answers to
+//! the CA's checks while an order waits for them (a TLS-ALPN-01 certificate served here,
+//! an HTTP-01 token served by `redirect`, the plain listener that otherwise only
+//! redirects to HTTPS). Nothing here routes requests.
 
 mod acme;
+mod ca_client;
 mod challenge;
 mod files;
 pub mod redirect;

@@ -7,6 +7,7 @@
 //! with `[tls.acme]` a host outside its domains is sent to the first of them.
 
 use super::Tls;
+use crate::gate::Gate;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
@@ -15,12 +16,13 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Connections served at once; more wait in the kernel's backlog.
+/// Connections served at once (more wait in the kernel's backlog), and from one address
+/// (more are closed at once), so no client can keep a CA's check from getting through.
 const MAX_CONNECTIONS: usize = 256;
+const MAX_PER_IP: usize = 16;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 
@@ -42,13 +44,14 @@ pub async fn serve(listener: TcpListener, tls: Tls, https_port: u16, stop: Cance
         domains,
         tls,
     });
-    let places = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let gate = Gate::new(MAX_CONNECTIONS, MAX_PER_IP);
     let tracker = TaskTracker::new();
     loop {
-        let Ok(place) = places.clone().acquire_owned().await else {
-            break;
+        let place = tokio::select! {
+            _ = stop.cancelled() => break,
+            place = gate.place() => place,
         };
-        let (tcp, _) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             _ = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -59,9 +62,12 @@ pub async fn serve(listener: TcpListener, tls: Tls, https_port: u16, stop: Cance
                 }
             },
         };
+        let Some(slot) = gate.admit(place, peer.ip()) else {
+            continue;
+        };
         let site = site.clone();
         tracker.spawn(async move {
-            let _place = place;
+            let _slot = slot;
             let svc = hyper::service::service_fn(move |req| {
                 let resp = answer(&site, &req);
                 async move { Ok::<_, std::convert::Infallible>(resp) }
