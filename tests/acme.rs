@@ -308,3 +308,29 @@ async fn a_certificate_ordered_by_http_01_on_the_plain_listener_which_otherwise_
     let r = common::raw::raw_get(plain, "/.well-known/acme-challenge/unknown").await;
     assert_eq!(r.status, 404);
 }
+
+#[test]
+fn certificate_files_and_acme_together_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = |p: std::path::PathBuf| serde_json::to_string(p.to_str().unwrap()).unwrap();
+    let both = format!(
+        "[tls]\ncert_file = {}\nkey_file = {}\n\n[tls.acme]\ndomains = [\"gw.example.com\"]\n",
+        q(fixture("server.pem")),
+        q(fixture("server.key"))
+    );
+    let cases = [
+        (both.as_str(), "both cert_file/key_file and [tls.acme]"),
+        ("[tls]\nhsts_max_age = \"1d\"\n", "or a [tls.acme] table"),
+        (
+            "[tls.acme]\ndomains = [\"gw.example.com\"]\nchallenge = \"http-01\"\n",
+            "needs tls.redirect_listen",
+        ),
+    ];
+    for (toml, why) in cases {
+        let path = dir.path().join("gb.toml");
+        std::fs::write(&path, toml).unwrap();
+        let (code, text) = common::check_config(&path);
+        assert_ne!(code, Some(0), "{toml}: {text}");
+        assert!(text.contains(why), "{toml}: {text}");
+    }
+}
