@@ -97,29 +97,32 @@ fn answer(site: &Site, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri().authority().map(|a| a.as_str()))
         .and_then(host_of);
-    let Some(mut host) = host else {
+    let Some(host) = host else {
         return plain(StatusCode::BAD_REQUEST, String::new());
     };
-    if !site.domains.is_empty() && !site.domains.contains(&host) {
-        host = site.domains[0].clone();
-    }
-    let path = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str())
-        .filter(|p| p.starts_with('/'))
-        .unwrap_or("/");
-    let location = match site.https_port {
-        443 => format!("https://{host}{path}"),
-        port => format!("https://{host}:{port}{path}"),
-    };
-    match HeaderValue::from_str(&location) {
+    let path = req.uri().path_and_query().map(|p| p.as_str());
+    let to = location(site.https_port, &site.domains, host, path);
+    match HeaderValue::from_str(&to) {
         Ok(v) => {
             let mut resp = plain(StatusCode::PERMANENT_REDIRECT, String::new());
             resp.headers_mut().insert(header::LOCATION, v);
             resp
         }
         Err(_) => plain(StatusCode::BAD_REQUEST, String::new()),
+    }
+}
+
+/// `https://` on `host` (the first ACME domain when it is none of them), the HTTPS port
+/// unless it is 443, and the request's path and query (`/` for `*`).
+fn location(https_port: u16, domains: &[String], host: String, path: Option<&str>) -> String {
+    let host = match domains.first() {
+        Some(first) if !domains.contains(&host) => first.clone(),
+        _ => host,
+    };
+    let path = path.filter(|p| p.starts_with('/')).unwrap_or("/");
+    match https_port {
+        443 => format!("https://{host}{path}"),
+        port => format!("https://{host}:{port}{path}"),
     }
 }
 
@@ -162,7 +165,35 @@ fn host_of(value: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::host_of;
+    use super::{host_of, location};
+
+    #[test]
+    fn the_location_keeps_host_path_and_query_and_names_a_port_other_than_443() {
+        let none: &[String] = &[];
+        let to = |port, domains, host: &str, path| location(port, domains, host.into(), path);
+        assert_eq!(
+            to(443, none, "gw.example.com", Some("/v1/models?x=1")),
+            "https://gw.example.com/v1/models?x=1"
+        );
+        assert_eq!(to(8443, none, "[::1]", Some("/")), "https://[::1]:8443/");
+        assert_eq!(
+            to(443, none, "gw.example.com", Some("*")),
+            "https://gw.example.com/"
+        );
+        assert_eq!(
+            to(443, none, "gw.example.com", None),
+            "https://gw.example.com/"
+        );
+        let domains = ["a.example.com".to_owned(), "b.example.com".to_owned()];
+        assert_eq!(
+            to(443, &domains, "b.example.com", None),
+            "https://b.example.com/"
+        );
+        assert_eq!(
+            to(443, &domains, "evil.example", None),
+            "https://a.example.com/"
+        );
+    }
 
     #[test]
     fn only_plain_hosts_are_taken_from_the_host_header() {
