@@ -257,6 +257,16 @@ async fn a_due_certificate_is_renewed_and_a_failed_renewal_keeps_it_and_backs_of
     let failed = wait_lines(&daemon, "ACME: no certificate this time", 1).await;
     assert!(failed.contains("retry_in=1m"), "{failed}");
     assert_eq!(served_leaf(&root, daemon.addr).await, Some(second));
+    // SIGHUP retries at once, not a minute later; the next wait is twice as long.
+    let hup = tokio::time::Instant::now();
+    daemon.signal("HUP");
+    let again = wait_lines(&daemon, "ACME: no certificate this time", 2).await;
+    assert!(again.contains("retry_in=2m"), "{again}");
+    assert!(
+        hup.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        hup.elapsed()
+    );
 }
 
 #[tokio::test]

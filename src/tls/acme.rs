@@ -48,6 +48,8 @@ pub(super) struct Acme {
     store: Store,
     certs: Arc<Certs>,
     http: Http,
+    /// SIGHUP: look now instead of at the next look (a retry after a fixed cause).
+    now: tokio::sync::Notify,
 }
 
 impl Acme {
@@ -64,6 +66,7 @@ impl Acme {
             store,
             certs,
             http,
+            now: tokio::sync::Notify::new(),
         })
     }
 
@@ -116,6 +119,11 @@ impl Acme {
         true
     }
 
+    /// Has the loop look at once (the store, then an order if one is due).
+    pub(super) fn look_now(&self) {
+        self.now.notify_one();
+    }
+
     /// Orders, renews and retries until `stop`.
     pub(super) async fn run(self: Arc<Self>, stop: CancellationToken) {
         let mut failures = 0u32;
@@ -144,6 +152,7 @@ impl Acme {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
+                _ = self.now.notified() => {}
             }
         }
     }

@@ -145,10 +145,15 @@ impl Tls {
     }
 
     /// Certificate files: reads them again; a bad pair leaves the served one in place.
-    /// ACME certificates renew on their own schedule.
+    /// ACME: looks at the store and orders if due, at once rather than at the next look
+    /// or retry.
     pub fn reload(&self, why: &str) {
-        if let Source::Files(cfg) = &self.source {
-            files::reload(cfg, &self.certs, why);
+        match &self.source {
+            Source::Files(cfg) => files::reload(cfg, &self.certs, why),
+            Source::Acme(acme) => {
+                tracing::info!(why, "ACME: looking at the certificate now");
+                acme.look_now();
+            }
         }
     }
 
