@@ -181,14 +181,15 @@ impl Acme {
             chain,
             key,
         };
-        self.store
-            .apply(vec![Write::PutMeta(
-                META_CERT.into(),
-                serde_json::to_vec(&kept)?,
-            )])
-            .await
-            .context("keeping the certificate in the store")?;
+        // Served even when it cannot be kept: only the next start would order again.
         self.certs.swap(pair);
+        let write = Write::PutMeta(META_CERT.into(), serde_json::to_vec(&kept)?);
+        if let Err(e) = self.store.apply(vec![write]).await {
+            tracing::error!(
+                error = %e,
+                "ACME: the new certificate could not be kept in the store; the next start orders again"
+            );
+        }
         let days_left = self.certs.days_left(SystemTime::now());
         tracing::info!(
             domains = ?self.cfg.domains,
