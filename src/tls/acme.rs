@@ -55,11 +55,11 @@ pub(super) struct Acme {
 impl Acme {
     pub(super) fn new(cfg: &AcmeConfig, store: Store, certs: Arc<Certs>) -> anyhow::Result<Acme> {
         let mut cfg = cfg.clone();
-        for d in &mut cfg.domains {
-            d.make_ascii_lowercase();
-        }
-        cfg.domains.sort();
-        cfg.domains.dedup();
+        let mut seen = std::collections::HashSet::new();
+        cfg.domains = (cfg.domains.iter())
+            .map(|d| d.to_ascii_lowercase())
+            .filter(|d| seen.insert(d.clone()))
+            .collect();
         let http = Http::new(&cfg)?;
         Ok(Acme {
             cfg,
@@ -70,7 +70,7 @@ impl Acme {
         })
     }
 
-    /// The names on the certificate, lower-case.
+    /// The names on the certificate, lower-case, in the config's order.
     pub(super) fn domains(&self) -> &[String] {
         &self.cfg.domains
     }
@@ -93,7 +93,8 @@ impl Acme {
                 return false;
             }
         };
-        if cert.directory != self.cfg.directory_url || cert.domains != self.cfg.domains {
+        if cert.directory != self.cfg.directory_url || !same_names(&cert.domains, &self.cfg.domains)
+        {
             tracing::info!(
                 kept_for = ?cert.domains,
                 "ACME: the kept certificate is for other names or another CA"
@@ -310,6 +311,12 @@ impl Acme {
     }
 }
 
+/// The same names, whatever their order.
+fn same_names(a: &[String], b: &[String]) -> bool {
+    use std::collections::BTreeSet;
+    a.iter().collect::<BTreeSet<_>>() == b.iter().collect::<BTreeSet<_>>()
+}
+
 /// What the CA said about each failed check.
 async fn failed_checks(order: &mut Order) -> String {
     let mut why = Vec::new();
@@ -340,8 +347,15 @@ fn retry_after(n: u32) -> Duration {
 
 #[cfg(test)]
 mod tests {
-    use super::retry_after;
+    use super::{retry_after, same_names};
     use std::time::Duration;
+
+    #[test]
+    fn the_kept_certificate_is_for_the_same_names_in_any_order() {
+        let v = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(same_names(&v(&["a.org", "b.org"]), &v(&["b.org", "a.org"])));
+        assert!(!same_names(&v(&["a.org"]), &v(&["a.org", "b.org"])));
+    }
 
     #[test]
     fn failures_back_off_from_a_minute_to_six_hours() {
