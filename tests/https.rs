@@ -1,7 +1,8 @@
 //! HTTPS for clients from certificate files (`[tls]`): google-genai-shaped and
 //! OpenAI-shaped calls over HTTP/2 and HTTP/1.1, HSTS on every answer, a certificate
 //! swapped on disk served to new connections without a restart while an open connection
-//! goes on, and bad files refused at start with the file and the reason.
+//! goes on, bad files refused at start with the file and the reason, and the plain
+//! listener (`redirect_listen`) answering 308 to HTTPS on the client's host.
 //!
 //! The certificates are the test-only ones of `tests/fixtures/tls` (two CAs, each with a
 //! certificate for 127.0.0.1 and localhost).
@@ -297,4 +298,37 @@ fn bad_certificate_files_stop_the_start_with_the_file_and_the_reason() {
         assert!(text.contains(why), "{}: {text}", key.display());
         assert!(!text.contains("listening on"), "{text}");
     }
+}
+
+#[tokio::test]
+async fn the_plain_listener_redirects_to_https_on_the_clients_host() {
+    let up = Upstream::start(answer).await;
+    let certs = cert_dir();
+    let tls = tls_table(certs.path()).replacen(
+        "[tls]\n",
+        "[tls]\nredirect_listen = \"127.0.0.1:0\"\n",
+        1,
+    );
+    let d = Daemon::start(&Config::new(&up).extra(&tls)).await;
+    wait_healthy(&d, "ca.pem").await;
+    let line = d.wait_log("redirecting to HTTPS on ").await;
+    let plain: std::net::SocketAddr = line
+        .rsplit("redirecting to HTTPS on ")
+        .next()
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .expect("the plain listener's address");
+    let req = "GET /v1beta/models?pageSize=2 HTTP/1.1\r\nHost: GW.example.com:80\r\n\r\n";
+    let r = common::raw::raw(plain, req.as_bytes()).await;
+    assert_eq!(r.status, 308, "{}", r.text());
+    let to = format!(
+        "https://gw.example.com:{}/v1beta/models?pageSize=2",
+        d.addr.port()
+    );
+    assert_eq!(r.header("location"), Some(to.as_str()));
+    // Nothing else is served there: not the proxy, not the admin page.
+    let req = "GET /api/keys HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    let r = common::raw::raw(plain, req.as_bytes()).await;
+    assert_eq!(r.status, 308);
+    assert!(r.body.is_empty());
 }
