@@ -126,23 +126,9 @@ impl Pebble {
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let ports = listening_ports(pid);
-            if ports.len() == 2 {
-                let mut acme = None;
-                for &port in &ports {
-                    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-                    if let Some((200, body)) = get(&format!("https://{addr}/dir")).await {
-                        if body.contains("newOrder") {
-                            acme = Some(addr);
-                        }
-                    }
-                }
-                if let Some(acme) = acme {
-                    p.acme = acme;
-                    let other = ports.iter().find(|&&port| port != acme.port()).unwrap();
-                    p.management = SocketAddr::from(([127, 0, 0, 1], *other));
-                    return p;
-                }
+            if let Some((acme, management)) = api_addrs(pid).await {
+                (p.acme, p.management) = (acme, management);
+                return p;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
@@ -187,6 +173,25 @@ impl Drop for Pebble {
             eprintln!("---- pebble log ----\n{}", self.logs().join("\n"));
         }
     }
+}
+
+/// Pebble's ACME and management addresses, once both listen and the ACME one answers.
+async fn api_addrs(pid: u32) -> Option<(SocketAddr, SocketAddr)> {
+    let addrs: Vec<SocketAddr> = listening_ports(pid)
+        .into_iter()
+        .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+        .collect();
+    let [a, b] = addrs[..] else {
+        return None;
+    };
+    for (acme, management) in [(a, b), (b, a)] {
+        if let Some((200, body)) = get(&format!("https://{acme}/dir")).await {
+            if body.contains("newOrder") {
+                return Some((acme, management));
+            }
+        }
+    }
+    None
 }
 
 /// Ports the process `pid` listens on over IPv4.
