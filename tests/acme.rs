@@ -4,7 +4,8 @@
 //! root over HTTP/2 and HTTP/1.1, shows its days left in `/healthz` and `/metrics`, and
 //! after a restart serves the same certificate from the store without a second order; a
 //! due one is renewed, a failed renewal keeps it and backs off, and two instances on one
-//! Redis store serve one certificate.
+//! Redis store serve one certificate, and behind one address answer each other's HTTP-01
+//! checks.
 //! The plain listener answers 308 to HTTPS, and 400 to a Host that is no host name.
 
 mod common;
@@ -343,4 +344,26 @@ fn certificate_files_and_acme_together_are_refused_by_name() {
         assert_ne!(code, Some(0), "{toml}: {text}");
         assert!(text.contains(why), "{toml}: {text}");
     }
+}
+
+#[tokio::test]
+async fn instances_behind_one_address_answer_each_others_http_01_checks() {
+    let redis = common::redis::RedisServer::start();
+    let top = format!("store = {:?}\n", redis.url());
+    let up = Upstream::start(ok_or_stream).await;
+    let (https, plain) = (Relay::start().await, Relay::start().await);
+    let pebble = Pebble::start(plain.port, https.port).await;
+    let root = pebble.root().await;
+    let cfg = acme_config(&up, &pebble, "http-01", "");
+    let first = Daemon::start_with_top_level(&cfg, &top).await;
+    first.wait_log("ACME: ordering a certificate").await;
+    // The address leads only to the second instance: it answers the first one's check
+    // from the shared store (the relay holds pebble's connection until pointed).
+    let second = Daemon::start_with_top_level(&cfg, &top).await;
+    plain.point(redirect_addr(&second));
+    https.point(second.addr);
+    wait_for_certificate(&first, &pebble, &root).await;
+    wait_for_certificate(&second, &pebble, &root).await;
+    let left = redis.cli(&["HKEYS", "gemini-balance:meta"]);
+    assert!(!left.contains("acme.http-01."), "answers removed: {left}");
 }

@@ -181,6 +181,8 @@ pub enum Write {
     PutUser(UserRecord),
     DeleteUser(String),
     PutMeta(String, Vec<u8>),
+    /// Removes a named setting (an ACME HTTP-01 answer once its order is over).
+    DeleteMeta(String),
 }
 
 /// Everything the daemon loads at start.

@@ -255,6 +255,9 @@ impl RedbStore {
                             meta.insert(name.as_str(), value.as_slice())
                                 .map_err(backend)?;
                         }
+                        Write::DeleteMeta(name) => {
+                            meta.remove(name.as_str()).map_err(backend)?;
+                        }
                     }
                 }
             }

@@ -280,6 +280,7 @@ impl RedisStore {
                 trx.hset(self.k("meta"), (name.as_str(), value.as_slice()))
                     .await
             }
+            Write::DeleteMeta(name) => trx.hdel(self.k("meta"), name.as_str()).await,
         }
     }
 

@@ -5,7 +5,9 @@
 //! orders when there is no usable certificate, renews `renew_before` its expiry, backs off
 //! on failure (one minute, doubling up to six hours), and looks at the store again now and
 //! then for a certificate another instance renewed. Challenges are answered by
-//! `challenge`, on the HTTPS port (TLS-ALPN-01) or on the plain listener (HTTP-01).
+//! `challenge`, on the HTTPS port (TLS-ALPN-01) or on the plain listener (HTTP-01); an
+//! HTTP-01 answer is also kept in the store while its order waits (`acme.http-01.TOKEN`),
+//! so behind one address any instance sharing the store answers the CA's check.
 
 use super::Certs;
 use super::ca_client::Http;
@@ -258,8 +260,26 @@ impl Acme {
             .await
             .context("placing the order")?;
         let done = self.complete(&mut order).await;
+        let answered: Vec<Write> = (self.certs.challenges.http_tokens().iter())
+            .map(|t| Write::DeleteMeta(http01_name(t)))
+            .collect();
         self.certs.challenges.clear();
+        if let Err(e) = self.store.apply(answered).await {
+            tracing::warn!(error = %e, "ACME: HTTP-01 answers left in the store");
+        }
         done
+    }
+
+    /// The HTTP-01 answer for `token` another instance sharing the store put there.
+    pub(super) async fn stored_http_answer(&self, token: &str) -> Option<String> {
+        let ok = !token.is_empty()
+            && token.len() <= 128
+            && (token.bytes()).all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok {
+            return None;
+        }
+        let bytes = self.store.get_meta(&http01_name(token)).await.ok()??;
+        String::from_utf8(bytes).ok()
     }
 
     async fn complete(&self, order: &mut Order) -> anyhow::Result<(String, String)> {
@@ -285,7 +305,12 @@ impl Acme {
                     .certs
                     .challenges
                     .offer_alpn(&domain, answer.digest().as_ref())?,
-                Challenge::Http01 => self.certs.challenges.offer_http(&ch.token, answer.as_str()),
+                Challenge::Http01 => {
+                    // Kept in the store too, so any instance behind the address answers.
+                    self.certs.challenges.offer_http(&ch.token, answer.as_str());
+                    let write = Write::PutMeta(http01_name(&ch.token), answer.as_str().into());
+                    self.store.apply(vec![write]).await?;
+                }
             }
             ch.set_ready()
                 .await
@@ -309,6 +334,11 @@ impl Acme {
             .context("downloading the certificate")?;
         Ok((chain, key))
     }
+}
+
+/// Where the answer to the HTTP-01 check `token` is kept while its order waits.
+fn http01_name(token: &str) -> String {
+    format!("acme.http-01.{token}")
 }
 
 /// The same names, whatever their order.

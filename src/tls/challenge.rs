@@ -44,6 +44,11 @@ impl Challenges {
         Ok(())
     }
 
+    /// The HTTP-01 tokens offered in the order under way.
+    pub(super) fn http_tokens(&self) -> Vec<String> {
+        lock(&self.http).keys().cloned().collect()
+    }
+
     pub(super) fn offer_http(&self, token: &str, key_authorization: &str) {
         lock(&self.http).insert(token.to_owned(), key_authorization.to_owned());
     }

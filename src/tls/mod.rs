@@ -157,6 +157,18 @@ impl Tls {
         }
     }
 
+    /// The answer to the HTTP-01 check `token`: this instance's, else (ACME with a
+    /// shared store) the one another instance kept there.
+    pub async fn http01_answer(&self, token: &str) -> Option<String> {
+        if let Some(answer) = self.certs.challenges.http_answer(token) {
+            return Some(answer);
+        }
+        match &self.source {
+            Source::Acme(acme) => acme.stored_http_answer(token).await,
+            Source::Files(_) => None,
+        }
+    }
+
     /// Until `stop`: certificate files are watched for changes; an ACME certificate is
     /// ordered when there is none and renewed before it expires.
     pub async fn watch(self, stop: CancellationToken) {

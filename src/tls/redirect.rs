@@ -69,8 +69,8 @@ pub async fn serve(listener: TcpListener, tls: Tls, https_port: u16, stop: Cance
         tracker.spawn(async move {
             let _slot = slot;
             let svc = hyper::service::service_fn(move |req| {
-                let resp = answer(&site, &req);
-                async move { Ok::<_, std::convert::Infallible>(resp) }
+                let site = site.clone();
+                async move { Ok::<_, std::convert::Infallible>(answer(&site, &req).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -84,9 +84,9 @@ pub async fn serve(listener: TcpListener, tls: Tls, https_port: u16, stop: Cance
     tracker.wait().await;
 }
 
-fn answer(site: &Site, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer(site: &Site, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if let Some(token) = req.uri().path().strip_prefix(CHALLENGE_PREFIX) {
-        return match site.tls.certs.challenges.http_answer(token) {
+        return match site.tls.http01_answer(token).await {
             Some(answer) => plain(StatusCode::OK, answer),
             None => plain(StatusCode::NOT_FOUND, String::new()),
         };

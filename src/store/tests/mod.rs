@@ -340,6 +340,12 @@ async fn meta_settings(store: &Store) {
             ("password_hash".into(), b"$argon2id$y".to_vec())
         ]
     );
+    store
+        .apply(vec![Write::DeleteMeta("password_hash".into())])
+        .await
+        .unwrap();
+    assert_eq!(store.get_meta("password_hash").await.unwrap(), None);
+    assert_eq!(store.all_meta().await.unwrap().len(), 1);
 }
 
 // ---------------------------------------------------------------- durability
