@@ -363,8 +363,13 @@ impl Config {
         }
         if let Some(store) = &self.store {
             let s = store.expose();
-            if !(s.starts_with("redis://") || s.starts_with("rediss://")) {
-                bail!("store must be a redis:// or rediss:// URL (leave it out for the redb file)");
+            if !["redis://", "rediss://", "redis+unix://"]
+                .iter()
+                .any(|scheme| s.starts_with(scheme))
+            {
+                bail!(
+                    "store must be a redis://, rediss:// or redis+unix:// URL (leave it out for the redb file)"
+                );
             }
         }
         if self.store_prefix.is_empty() || self.store_prefix.contains(char::is_whitespace) {

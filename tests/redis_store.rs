@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::admin::{admin, admin_ok};
-use common::redis::{RedisServer, free_port};
+use common::redis::RedisServer;
 use common::*;
 use http::Method;
 use serde_json::{Value, json};
@@ -503,8 +503,12 @@ async fn losing_redis_degrades_then_recovers_and_writes_reach_it_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_redis_at_start_is_a_clear_error_without_the_password() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port(); // closed once free_port returns
-    let url = format!("redis://:s3cret-marker@127.0.0.1:{port}/0");
+    // A socket nobody listens on: the file does not exist.
+    let nobody = dir.path().join("nobody.sock");
+    let url = format!(
+        "redis+unix://gb:s3cret-marker@localhost{}",
+        nobody.display()
+    );
     let cfg = Config::with_url("http://127.0.0.1:9").admin_password(PASSWORD);
     let text = format!("store = {url:?}\n\n{}", cfg.to_toml());
     let conf = dir.path().join("gb.toml");

@@ -68,7 +68,8 @@ impl RedisStore {
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
         let config = Config::from_url(url).map_err(|_| {
             StoreError::Backend(
-                "the Redis URL is not valid (redis://[user:pass@]host:port/db or rediss://…)"
+                "the Redis URL is not valid (redis://[user:pass@]host:port/db, rediss://…, \
+                 or redis+unix:///path/to/redis.sock)"
                     .into(),
             )
         })?;

@@ -1,12 +1,12 @@
-//! A private `redis-server` for one test: started on a free port (bind `127.0.0.1:0`, drop
-//! the listener, start Redis there; another pick on a clash), with no persistence, in its
-//! own temp dir, killed on drop. It can be killed and started again on the same port, and
-//! answers `redis-cli` commands. Readiness is checked with `INFO server`, whose
-//! `process_id` must be this child's, so a stranger on the port is never mistaken for it.
+//! A private `redis-server` for one test, on a unix socket in its own temp dir (no TCP
+//! port, so nothing is probed and nothing clashes), with no persistence, killed on drop.
+//! It can be killed and started again on the same socket, and answers `redis-cli`
+//! commands. Readiness is checked with `INFO server`, whose `process_id` must be this
+//! child's. Shared by the black-box tests and the store's unit tests.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,36 +15,31 @@ use tempfile::TempDir;
 const READY_WITHIN: Duration = Duration::from_secs(10);
 
 pub struct RedisServer {
-    pub port: u16,
     child: Option<Child>,
     dir: TempDir,
 }
 
 impl RedisServer {
-    /// Starts a fresh server on a free port. Panics (with a clear message) when
-    /// `redis-server` is not installed: these tests must fail, not pass, without it.
+    /// Starts a fresh server. Panics (with a clear message) when `redis-server` is not
+    /// installed: these tests must fail, not pass, without it.
     pub fn start() -> RedisServer {
         let dir = tempfile::tempdir().expect("temp dir for redis-server");
-        let mut last = String::new();
-        for _ in 0..10 {
-            let port = free_port();
-            match spawn(port, &dir) {
-                Ok(child) => {
-                    return RedisServer {
-                        port,
-                        child: Some(child),
-                        dir,
-                    };
-                }
-                Err(why) => last = why,
-            }
+        let child =
+            spawn(&dir).unwrap_or_else(|why| panic!("redis-server would not start:\n{why}"));
+        RedisServer {
+            child: Some(child),
+            dir,
         }
-        panic!("redis-server would not start on any free port; last failure:\n{last}");
     }
 
-    /// `redis://127.0.0.1:PORT/0`
+    /// The socket the server listens on.
+    pub fn socket(&self) -> PathBuf {
+        socket_path(&self.dir)
+    }
+
+    /// `redis+unix:///…/redis.sock`
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        format!("redis+unix://{}", self.socket().display())
     }
 
     /// SIGKILL: Redis is gone (and with `--save ''` its data too).
@@ -55,33 +50,19 @@ impl RedisServer {
         }
     }
 
-    /// Starts again on the same port (retrying for a few seconds while it is not free).
+    /// Starts again on the same socket.
     pub fn restart(&mut self) {
         self.kill();
-        let deadline = Instant::now() + READY_WITHIN;
-        loop {
-            match spawn(self.port, &self.dir) {
-                Ok(child) => {
-                    self.child = Some(child);
-                    return;
-                }
-                Err(why) if Instant::now() >= deadline => {
-                    panic!(
-                        "redis-server would not start again on port {}:\n{why}",
-                        self.port
-                    )
-                }
-                // The port is not free yet: try again shortly.
-                Err(_) => std::thread::sleep(Duration::from_millis(100)),
-            }
-        }
+        let child = spawn(&self.dir)
+            .unwrap_or_else(|why| panic!("redis-server would not start again:\n{why}"));
+        self.child = Some(child);
     }
 
-    /// Runs `redis-cli -p PORT args…` and returns its standard output.
+    /// Runs `redis-cli -s SOCKET args…` and returns its standard output.
     pub fn cli(&self, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
-            .arg("-p")
-            .arg(self.port.to_string())
+            .arg("-s")
+            .arg(self.socket())
             .args(args)
             .output()
             .unwrap_or_else(|e| panic!("running redis-cli (is Redis installed?): {e}"));
@@ -103,23 +84,23 @@ fn log_path(dir: &TempDir) -> PathBuf {
     dir.path().join("redis.log")
 }
 
-/// Starts `redis-server` on `port` and waits until it answers as itself; `Err` when it
-/// exited (the port was taken).
-fn spawn(port: u16, dir: &TempDir) -> Result<Child, String> {
+fn socket_path(dir: &TempDir) -> PathBuf {
+    dir.path().join("redis.sock")
+}
+
+/// Starts `redis-server` on the dir's socket and waits until it answers as itself.
+fn spawn(dir: &TempDir) -> Result<Child, String> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log_path(dir))
         .expect("redis log file");
+    let socket = socket_path(dir);
     let child = Command::new("redis-server")
-        .arg("--port")
-        .arg(port.to_string())
-        .arg("--bind")
-        .arg("127.0.0.1")
-        .arg("--save")
-        .arg("")
-        .arg("--appendonly")
-        .arg("no")
+        .args(["--port", "0", "--unixsocketperm", "700"])
+        .arg("--unixsocket")
+        .arg(&socket)
+        .args(["--save", "", "--appendonly", "no"])
         .arg("--dir")
         .arg(dir.path())
         .stdin(Stdio::null())
@@ -139,19 +120,18 @@ fn spawn(port: u16, dir: &TempDir) -> Result<Child, String> {
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             let log = std::fs::read_to_string(log_path(dir)).unwrap_or_default();
-            return Err(format!(
-                "redis-server on port {port} exited ({status}):\n{log}"
-            ));
+            return Err(format!("redis-server exited ({status}):\n{log}"));
         }
-        if server_pid(port) == Some(pid) {
+        if server_pid(&socket) == Some(pid) {
             return Ok(child);
         }
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
             let log = std::fs::read_to_string(log_path(dir)).unwrap_or_default();
-            panic!("redis-server on port {port} did not answer within {READY_WITHIN:?}:\n{log}");
+            return Err(format!("no answer within {READY_WITHIN:?}:\n{log}"));
         }
+        // Redis is still starting: look again shortly.
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -159,25 +139,15 @@ fn spawn(port: u16, dir: &TempDir) -> Result<Child, String> {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!(
-                "---- redis-server (port {}) log ----\n{}",
-                self.port,
-                self.log()
-            );
+            eprintln!("---- redis-server log ----\n{}", self.log());
         }
         self.kill();
     }
 }
 
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
-}
-
-/// The `process_id` the server on `port` reports, if one answers.
-fn server_pid(port: u16) -> Option<u32> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+/// The `process_id` the server on `socket` reports, if one answers.
+fn server_pid(socket: &Path) -> Option<u32> {
+    let mut s = UnixStream::connect(socket).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     s.write_all(b"INFO server\r\n").ok()?;
     let mut buf = Vec::new();

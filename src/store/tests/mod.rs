@@ -1,6 +1,6 @@
 //! The store's behaviour, written once (`async fn behaviour(store: &Store)`) and run on
-//! both back-ends (SPEC 6): redb in a temp dir, and Redis on a private `redis-server`
-//! (free port, no persistence, killed on drop) under a unique prefix. Without
+//! both back-ends: redb in a temp dir, and Redis on a private `redis-server` (a unix
+//! socket, no persistence, killed on drop) under a unique prefix. Without
 //! `redis-server` installed the Redis half fails with a clear message.
 
 use super::*;
@@ -10,108 +10,14 @@ mod format;
 mod logs;
 use fixtures::*;
 use logs::*;
-use std::io::{Read, Write as _};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------- back-ends
 
-/// A private `redis-server` for one test.
-struct Redis {
-    port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let dir = tempfile::tempdir().expect("temp dir");
-        for _ in 0..10 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-                .port();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(dir.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn();
-            let mut child = match child {
-                Ok(c) => c,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-                    "redis-server is not installed: the Redis half of the store tests needs it \
-                     (apt-get install redis-server; CI installs it)"
-                ),
-                Err(e) => panic!("starting redis-server: {e}"),
-            };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                if child.try_wait().ok().flatten().is_some() {
-                    break; // the port was taken: pick another
-                }
-                if server_pid(port) == Some(child.id()) {
-                    return Redis {
-                        port,
-                        child,
-                        _dir: dir,
-                    };
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "redis-server on port {port} did not answer"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        panic!("redis-server would not start on a free port");
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The `process_id` the server on `port` reports (so a stranger is never taken for ours).
-fn server_pid(port: u16) -> Option<u32> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.write_all(b"INFO server\r\n").ok()?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = s.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf);
-        if !text.starts_with('$') {
-            return None;
-        }
-        if let Some(end) = text.find("\r\n") {
-            let len: usize = text[1..end].parse().ok()?;
-            if buf.len() >= end + 2 + len {
-                break;
-            }
-        }
-    }
-    String::from_utf8_lossy(&buf)
-        .lines()
-        .find_map(|l| l.strip_prefix("process_id:"))
-        .and_then(|v| v.trim().parse().ok())
-}
+/// The same private `redis-server` the black-box tests use (a unix socket in a temp dir).
+#[allow(dead_code)]
+#[path = "../../../tests/common/redis.rs"]
+mod redis_server;
+use redis_server::RedisServer as Redis;
 
 fn unique_prefix() -> String {
     format!("gbt{:08x}", rand::random::<u32>())
@@ -430,17 +336,8 @@ async fn redis_of_another_format_is_refused() {
     for (found, too_new) in [(FORMAT_VERSION - 1, false), (FORMAT_VERSION + 1, true)] {
         let prefix = unique_prefix();
         let meta = format!("{prefix}:meta");
-        let v = found.to_string();
-        let cmd = ["HSET", meta.as_str(), "format_version", v.as_str()];
-        let mut resp = format!("*{}\r\n", cmd.len());
-        for part in cmd {
-            resp += &format!("${}\r\n{part}\r\n", part.len());
-        }
-        let mut conn = TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
-        conn.write_all(resp.as_bytes()).unwrap();
-        let mut reply = [0u8; 4];
-        conn.read_exact(&mut reply).unwrap();
-        assert_eq!(&reply, b":1\r\n");
+        let set = redis.cli(&["HSET", &meta, "format_version", &found.to_string()]);
+        assert_eq!(set.trim(), "1");
         let err = Store::open(Some(&redis.url()), Path::new("/nonexistent"), &prefix)
             .await
             .err()
@@ -459,11 +356,9 @@ async fn redis_of_another_format_is_refused() {
 
 #[tokio::test]
 async fn redis_unreachable_is_a_clear_error() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
-    let url = format!("redis://:pw-marker@127.0.0.1:{port}/0");
+    let dir = tempfile::tempdir().unwrap();
+    let nobody = dir.path().join("nobody.sock");
+    let url = format!("redis+unix://gb:pw-marker@localhost{}", nobody.display());
     let err = Store::open(Some(&url), Path::new("."), "p")
         .await
         .err()
