@@ -118,6 +118,18 @@ pub struct UpstreamConfig {
     /// trickles: the key and user slots it holds are freed then.
     #[serde(with = "humantime_serde")]
     pub body_timeout: Duration,
+    /// HTTP/2 connections to one upstream host per serving thread, at most; past them a
+    /// request waits for a free stream until its deadline.
+    pub max_connections_per_host: usize,
+    /// An HTTP/2 connection takes no new requests once this old (0: no limit).
+    #[serde(with = "humantime_serde")]
+    pub max_connection_age: Duration,
+    /// A connection that has heard nothing from the upstream this long is pinged (0: never).
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// A ping unanswered this long closes its connection.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
 }
 
 impl Default for UpstreamConfig {
@@ -133,6 +145,10 @@ impl Default for UpstreamConfig {
             request_timeout: Duration::from_secs(300),
             stream_idle_timeout: Duration::from_secs(300),
             body_timeout: Duration::from_secs(300),
+            max_connections_per_host: 64,
+            max_connection_age: Duration::from_secs(3600),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -317,6 +333,9 @@ impl Config {
         }
         base.parse::<http::Uri>()
             .context("upstream.base_url is not a valid URL")?;
+        if self.upstream.max_connections_per_host == 0 {
+            bail!("upstream.max_connections_per_host must be at least 1");
+        }
         if let Some(proxy) = &self.upstream.proxy {
             let p = proxy.expose();
             let ok = ["http://", "socks5://", "socks5h://"]

@@ -485,7 +485,7 @@ fn relay(format: Format, ctype: &str, pieces: Vec<Vec<u8>>, clean: bool) -> (Vec
             .unwrap();
         let resp = send.send_request(req).await.unwrap();
         let mut relay = Relay::new(
-            resp.into_body(),
+            resp.into_body().into(),
             format,
             ErrorStyle::Google,
             Duration::from_secs(10),

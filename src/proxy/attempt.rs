@@ -12,10 +12,10 @@ use crate::keys::classify::{Outcome, classify};
 use crate::keys::{KeyEntry, Lease, NoKey, unix_ms};
 use crate::logs::{Attempt, Trace};
 use crate::relay::{Format, Relay};
+use crate::upstream::UpstreamBody;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -329,7 +329,7 @@ pub(super) fn is_event_stream(h: &HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with("text/event-stream"))
 }
 
-pub(super) async fn read_error_body(body: Incoming, timeout: Duration) -> Bytes {
+pub(super) async fn read_error_body(body: UpstreamBody, timeout: Duration) -> Bytes {
     let read = Limited::new(body, ERROR_BODY_LIMIT).collect();
     match tokio::time::timeout(timeout, read).await {
         Ok(Ok(c)) => c.to_bytes(),

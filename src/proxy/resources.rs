@@ -27,9 +27,9 @@ use crate::relay::{ErrorStyle, Format, Relay};
 use crate::store::UserRecord;
 use crate::store::affinity::ResourceRecord;
 use crate::upstream::Lane;
+use crate::upstream::UpstreamBody;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, request};
-use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -290,7 +290,7 @@ pub(super) async fn answer(
     state: &Arc<AppState>,
     plan: &Plan,
     lease: Lease,
-    resp: Response<Incoming>,
+    resp: Response<UpstreamBody>,
 ) -> Sent {
     let cfg = &state.config.upstream;
     let (parts, body) = resp.into_parts();

@@ -9,10 +9,10 @@
 //! is held up to [`MAX_EVENT`]: an upstream that goes on past it without an event
 //! boundary has the stream ended with the error event.
 
+use crate::upstream::UpstreamBody;
 use crate::usage::{self, Tokens};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body as _, Frame};
-use hyper::body::Incoming;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -74,7 +74,7 @@ enum Step {
 }
 
 pub struct Relay {
-    upstream: Incoming,
+    upstream: UpstreamBody,
     format: Format,
     style: ErrorStyle,
     buf: BytesMut,
@@ -109,7 +109,7 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub fn new(upstream: Incoming, format: Format, style: ErrorStyle, idle: Duration) -> Self {
+    pub fn new(upstream: UpstreamBody, format: Format, style: ErrorStyle, idle: Duration) -> Self {
         let now = Instant::now();
         Self {
             upstream,

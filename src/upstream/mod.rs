@@ -1,12 +1,14 @@
-//! The HTTP client that talks to Google: hyper's pooled client over rustls with bundled
-//! web-pki roots (a static binary works on any VPS), HTTP/2 where the server offers it in
-//! ALPN and HTTP/1.1 where it does not, kept connections, a connect timeout, and an
-//! optional HTTP CONNECT or SOCKS5 egress proxy (see `connect`).
+//! The HTTP client that talks to Google, all hyper over rustls with bundled web-pki roots
+//! (a static binary works on any VPS), a connect timeout, and an optional HTTP CONNECT or
+//! SOCKS5 egress proxy (see `connect`). An https upstream that offers `h2` in ALPN is
+//! spoken to over HTTP/2 connections that follow its stream limit and grow with the load
+//! (see `pool`); plain http:// and hosts that offer only HTTP/1.1 go through hyper-util's
+//! pooled HTTP/1.1 client.
 //!
-//! Each serving thread has its own pool, named by the request's [`Lane`]: a request, its
-//! upstream connection and that connection's task stay on one thread (one HTTP/2
-//! connection per thread and host), with no cross-thread hand-off per request. Work that
-//! no serving thread does (start-up, the key checker) shares one more pool.
+//! Each serving thread has its own connections, named by the request's [`Lane`]: a
+//! request, its upstream connection and that connection's task stay on one thread, with
+//! no cross-thread hand-off per request. Work that no serving thread does (start-up, the
+//! key checker) shares one more lane.
 //!
 //! It sends requests and returns response heads; retry, classification and relaying
 //! belong to `proxy`.
@@ -16,14 +18,20 @@ use bytes::Bytes;
 use connect::Connector;
 use http::{Request, Response, Uri};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod body;
 mod connect;
 pub(crate) mod dns;
+mod place;
+mod pool;
 mod streaming;
+mod watch;
+
+pub use body::UpstreamBody;
 
 /// A kept connection is closed rather than reused once it has been idle this long (NAT
 /// and load balancers drop quiet connections without telling anyone).
@@ -51,11 +59,15 @@ impl Lane {
     }
 }
 
-/// One pool per serving thread, plus the shared one (index 0).
+/// One set of connections per serving thread, plus the shared one (index 0).
 pub struct Upstream {
     /// Also makes the connection of each streamed upload (see `streaming`).
     connector: Connector,
+    /// HTTP/1.1, per lane.
     pools: Vec<Client<Connector, Full<Bytes>>>,
+    /// HTTP/2, per lane: the hosts spoken to so far (usually one or two).
+    h2: Vec<Mutex<Vec<Arc<pool::Host>>>>,
+    h2_settings: pool::Settings,
     /// The base URLs parsed once: request URIs share their scheme and host.
     bases: Vec<Base>,
 }
@@ -103,6 +115,8 @@ impl Upstream {
             .collect();
         Ok(Self {
             connector,
+            h2: (0..=workers).map(|_| Mutex::default()).collect(),
+            h2_settings: pool::Settings::new(cfg),
             pools,
             bases,
         })
@@ -145,13 +159,50 @@ impl Upstream {
         lane: Lane,
         req: Request<Full<Bytes>>,
         deadline: tokio::time::Instant,
-    ) -> Result<Response<Incoming>, SendError> {
-        let pool = &self.pools[lane.0.min(self.pools.len() - 1)];
-        match tokio::time::timeout_at(deadline, pool.request(req)).await {
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        let lane = lane.0.min(self.pools.len() - 1);
+        match tokio::time::timeout_at(deadline, self.send_on(lane, req)).await {
             Err(_) => Err(SendError::Timeout),
-            Ok(Err(e)) => Err(SendError::Failed(describe(&e))),
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(sent) => sent,
         }
+    }
+
+    async fn send_on(
+        &self,
+        lane: usize,
+        mut req: Request<Full<Bytes>>,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        if let Some(host) = self.h2_host(lane, req.uri()) {
+            match host.send(&self.connector, req).await? {
+                pool::Sent::Answer(resp) => return Ok(resp),
+                pool::Sent::Http1(unsent) => req = unsent,
+            }
+        }
+        match self.pools[lane].request(req).await {
+            Ok(resp) => Ok(resp.map(UpstreamBody::from)),
+            Err(e) => Err(SendError::Failed(describe(&e))),
+        }
+    }
+
+    /// The HTTP/2 connections of `lane` to `uri`'s host, for an https URI.
+    fn h2_host(&self, lane: usize, uri: &Uri) -> Option<Arc<pool::Host>> {
+        if uri.scheme() != Some(&http::uri::Scheme::HTTPS) {
+            return None;
+        }
+        let authority = uri.authority()?;
+        let mut hosts = self.h2[lane].lock().unwrap();
+        if let Some(h) = hosts.iter().find(|h| h.authority() == Some(authority)) {
+            return Some(h.clone());
+        }
+        let base = Uri::builder()
+            .scheme(http::uri::Scheme::HTTPS)
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .ok()?;
+        let host = pool::Host::new(base, &self.h2_settings);
+        hosts.push(host.clone());
+        Some(host)
     }
 }
 

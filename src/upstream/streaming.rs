@@ -17,7 +17,7 @@ impl Upstream {
         &self,
         req: Request<B>,
         deadline: tokio::time::Instant,
-    ) -> Result<Response<hyper::body::Incoming>, SendError>
+    ) -> Result<Response<super::UpstreamBody>, SendError>
     where
         B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
@@ -26,7 +26,7 @@ impl Upstream {
         match tokio::time::timeout_at(deadline, fut).await {
             Err(_) => Err(SendError::Timeout),
             Ok(Err(e)) => Err(SendError::Failed(describe(&*e))),
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(Ok(resp)) => Ok(resp.map(super::UpstreamBody::from)),
         }
     }
 

@@ -1,0 +1,59 @@
+//! The body of an upstream answer: hyper's [`Incoming`], plus, for an answer on a pooled
+//! HTTP/2 connection, the stream it holds there. The stream goes back to its connection
+//! when the body has ended or is dropped, whichever comes first; until then the pool
+//! counts it against the server's stream limit.
+
+use super::pool::Slot;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+pub struct UpstreamBody {
+    inner: Incoming,
+    slot: Option<Slot>,
+}
+
+impl UpstreamBody {
+    pub(super) fn pooled(inner: Incoming, slot: Slot) -> Self {
+        Self {
+            inner,
+            slot: Some(slot),
+        }
+    }
+}
+
+impl From<Incoming> for UpstreamBody {
+    /// A body that holds no pooled stream (HTTP/1.1, a connection of its own).
+    fn from(inner: Incoming) -> Self {
+        Self { inner, slot: None }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.slot = None,
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.slot = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
