@@ -8,6 +8,7 @@ pub mod client;
 pub mod daemon;
 pub mod faults;
 pub mod google;
+pub mod h2up;
 pub mod raw;
 pub mod redis;
 pub mod resources;

@@ -445,7 +445,7 @@ pub fn test_ca_path() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls/ca.pem")
 }
 
-fn tls_acceptor(alpn: &[&str]) -> tokio_rustls::TlsAcceptor {
+pub fn tls_acceptor(alpn: &[&str]) -> tokio_rustls::TlsAcceptor {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
