@@ -11,6 +11,8 @@
 
 #[path = "bench_support/cases.rs"]
 mod cases;
+#[path = "bench_support/h2path.rs"]
+mod h2path;
 #[path = "bench_support/load.rs"]
 mod load;
 #[path = "bench_support/procs.rs"]
@@ -49,8 +51,12 @@ struct Args {
     /// Streams held open in the slow-streams scenario.
     #[arg(long, default_value_t = 1000)]
     streams: usize,
+    /// Clients each holding a ten-second stream in the `held` scenario.
+    #[arg(long, default_value_t = 2000)]
+    held: usize,
     /// Only these scenarios (comma-separated): gen1, gen64, stream32, chat64, nolog64,
-    /// keys10k, keys10knolog, slow, floor64.
+    /// keys10k, keys10knolog, slow, floor64, and on the TLS + HTTP/2 path tls64, held,
+    /// goaway64.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// The daemon binary (default: `gemini-balance` beside this example's target directory).
@@ -77,6 +83,9 @@ enum Sub {
     Upstream {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
+        /// TLS with ALPN h2, 100 streams per connection, GOAWAY on SIGUSR1.
+        #[arg(long)]
+        tls: bool,
     },
     /// Run only the byte relay to `--to` (the floor scenario; prints `listening on ADDR`).
     Relay {
@@ -124,7 +133,7 @@ fn main() -> anyhow::Result<()> {
         procs::WORKERS.set(n).expect("set once");
     }
     match &args.command {
-        Some(Sub::Upstream { listen }) => return upstream::run(listen),
+        Some(Sub::Upstream { listen, tls }) => return upstream::run(listen, *tls),
         Some(Sub::Relay { listen, to }) => return relay::run(listen, *to),
         None => {}
     }
@@ -235,6 +244,7 @@ impl Bench {
             chat(64),
         ];
         self.with_daemon(main, &cases)?;
+        self.production_path(main)?;
         let logs_off = DaemonSetup {
             keys: 10,
             logs: false,
@@ -350,27 +360,39 @@ impl Bench {
         case: &WrkCase,
         label: &str,
     ) -> anyhow::Result<WrkScenario> {
+        let base = format!("http://{}", self.upstream.addr);
+        self.wrk_against((&self.upstream, &base), daemon, case, label)
+    }
+
+    /// [`Bench::wrk_case`] with the direct side sent to `direct` at `base` (its URL).
+    fn wrk_against(
+        &self,
+        (direct, base): (&Proc, &str),
+        daemon: &Proc,
+        case: &WrkCase,
+        label: &str,
+    ) -> anyhow::Result<WrkScenario> {
         eprintln!("scenario {}: {} ({label})", case.id, case.title);
         let (script, secs, c) = (&self.script, self.args.duration, case.connections);
         // Warm both paths (connection pools, allocator) without recording.
-        load::wrk(script, self.upstream.addr, &case.direct, c, 1)?;
+        load::wrk_at(script, base, &case.direct, c, 1)?;
         load::wrk(script, daemon.addr, &case.proxied, c, 1)?;
         let mut s = WrkScenario {
             title: format!("{} — {label}", case.title),
             ..Default::default()
         };
         daemon.reset_peak();
-        self.upstream.reset_peak();
+        direct.reset_peak();
         for round in 0..self.args.rounds {
             for proxied in [round % 2 == 1, round % 2 == 0] {
-                let (u0, d0) = (self.upstream.cpu(), daemon.cpu());
+                let (u0, d0) = (direct.cpu(), daemon.cpu());
                 let r = if proxied {
                     load::wrk(script, daemon.addr, &case.proxied, c, secs)?
                 } else {
-                    load::wrk(script, self.upstream.addr, &case.direct, c, secs)?
+                    load::wrk_at(script, base, &case.direct, c, secs)?
                 };
                 let (du, dd) = (
-                    (self.upstream.cpu() - u0).as_secs_f64(),
+                    (direct.cpu() - u0).as_secs_f64(),
                     (daemon.cpu() - d0).as_secs_f64(),
                 );
                 let who = if proxied { "proxied" } else { "direct" };
@@ -393,7 +415,7 @@ impl Bench {
             }
         }
         s.daemon_peak = daemon.rss().1;
-        s.upstream_peak = self.upstream.rss().1;
+        s.upstream_peak = direct.rss().1;
         Ok(s)
     }
 

@@ -56,8 +56,25 @@ pub fn wrk(
     connections: usize,
     seconds: u64,
 ) -> anyhow::Result<WrkResult> {
+    wrk_at(
+        script,
+        &format!("http://{addr}"),
+        shot,
+        connections,
+        seconds,
+    )
+}
+
+/// [`wrk`] against `base` (`http://ADDR` or `https://ADDR`).
+pub fn wrk_at(
+    script: &Path,
+    base: &str,
+    shot: &Shot,
+    connections: usize,
+    seconds: u64,
+) -> anyhow::Result<WrkResult> {
     let threads = connections.clamp(1, 2);
-    let url = format!("http://{addr}{}", shot.path);
+    let url = format!("{base}{}", shot.path);
     let out = Command::new("wrk")
         .args(["-t", &threads.to_string(), "-c", &connections.to_string()])
         .args(["-d", &format!("{seconds}s"), "--timeout", "10s", "-s"])
@@ -168,7 +185,7 @@ pub fn hold_streams<T>(
 
 /// A stream that has delivered its first event; dropping it closes the connection.
 struct OpenStream {
-    _body: hyper::body::Incoming,
+    body: hyper::body::Incoming,
     conn: tokio::task::JoinHandle<()>,
 }
 
@@ -208,5 +225,95 @@ async fn open_one(
             None => bail!("the stream ended before its first event"),
         }
     }
-    Ok(OpenStream { _body: body, conn })
+    Ok(OpenStream { body, conn })
+}
+
+/// What `n` streams read to their end looked like from the client.
+pub struct Streams {
+    /// Time to the first event of each stream that got one (connect → first data), µs.
+    pub ttfb_us: Vec<f64>,
+    /// Streams that ended cleanly after their first event.
+    pub completed: usize,
+    /// From the first connect until every stream had its first event.
+    pub open_time: Duration,
+}
+
+/// Opens `n` streaming requests to `addr` at `path`, each on its own connection (at most
+/// 64 being opened at a time), calls `measure` once every stream has its first event (so
+/// all are held at once), and reads every stream to its end.
+pub fn read_streams<T>(
+    addr: SocketAddr,
+    path: &str,
+    header: (&'static str, String),
+    n: usize,
+    measure: impl FnOnce() -> T,
+) -> anyhow::Result<(Streams, T)> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let started = Instant::now();
+    let (first_tx, mut first_rx) = tokio::sync::mpsc::channel::<Option<f64>>(n);
+    let (end_tx, mut end_rx) = tokio::sync::mpsc::channel::<bool>(n);
+    let gate = Arc::new(tokio::sync::Semaphore::new(64));
+    for _ in 0..n {
+        let (path, header) = (path.to_owned(), header.clone());
+        let (first_tx, end_tx, gate) = (first_tx.clone(), end_tx.clone(), gate.clone());
+        runtime.spawn(async move {
+            let permit = gate.acquire_owned().await;
+            let sent = Instant::now();
+            let opened = open_one(addr, &path, header).await;
+            drop(permit);
+            let Ok(mut stream) = opened else {
+                let _ = first_tx.send(None).await;
+                let _ = end_tx.send(false).await;
+                return;
+            };
+            let _ = first_tx
+                .send(Some(sent.elapsed().as_secs_f64() * 1e6))
+                .await;
+            let ended = loop {
+                match stream.body.frame().await {
+                    None => break true,
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) => break false,
+                }
+            };
+            let _ = end_tx.send(ended).await;
+        });
+    }
+    drop((first_tx, end_tx));
+    let ttfb_us = runtime.block_on(async {
+        let mut ttfb = Vec::with_capacity(n);
+        for _ in 0..n {
+            match tokio::time::timeout(Duration::from_secs(60), first_rx.recv()).await {
+                Ok(Some(Some(t))) => ttfb.push(t),
+                Ok(Some(None)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        ttfb
+    });
+    let open_time = started.elapsed();
+    let value = measure();
+    let completed = runtime.block_on(async {
+        let mut done = 0;
+        for _ in 0..n {
+            match tokio::time::timeout(Duration::from_secs(60), end_rx.recv()).await {
+                Ok(Some(true)) => done += 1,
+                Ok(Some(false)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        done
+    });
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    Ok((
+        Streams {
+            ttfb_us,
+            completed,
+            open_time,
+        },
+        value,
+    ))
 }

@@ -97,6 +97,11 @@ pub fn start_upstream() -> anyhow::Result<Proc> {
     start_self(&["upstream"], "the fake upstream")
 }
 
+/// The same over TLS with HTTP/2 (the production path's upstream, see `upstream`).
+pub fn start_upstream_tls() -> anyhow::Result<Proc> {
+    start_self(&["upstream", "--tls"], "the TLS fake upstream")
+}
+
 /// Starts this executable as the byte relay to `to` (the floor) and waits for its address.
 pub fn start_relay(to: SocketAddr) -> anyhow::Result<Proc> {
     start_self(&["relay", "--to", &to.to_string()], "the byte relay")
@@ -152,7 +157,15 @@ pub static STORE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 /// `server.workers` for every daemon, when `--workers` is given.
 pub static WORKERS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
 
-fn write_config(dir: &Path, upstream: SocketAddr, setup: DaemonSetup) -> anyhow::Result<PathBuf> {
+/// The CA of the TLS fake upstream's certificate, which a daemon on the TLS path trusts.
+const TEST_CA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls/ca.pem");
+
+fn write_config(
+    dir: &Path,
+    upstream: SocketAddr,
+    setup: DaemonSetup,
+    tls: bool,
+) -> anyhow::Result<PathBuf> {
     let path = dir.join("gemini-balance.toml");
     let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
     if let Some(store) = STORE.get() {
@@ -161,10 +174,13 @@ fn write_config(dir: &Path, upstream: SocketAddr, setup: DaemonSetup) -> anyhow:
         let prefix = format!("bench-{}-{n}", std::process::id());
         writeln!(f, "store = {store:?}\nstore_prefix = {prefix:?}")?;
     }
+    let base = match tls {
+        true => format!("base_url = \"https://{upstream}\"\nextra_ca_file = {TEST_CA:?}"),
+        false => format!("base_url = \"http://{upstream}\"\nallow_plain_http = true"),
+    };
     writeln!(
         f,
-        "[upstream]\nbase_url = \"http://{upstream}\"\nallow_plain_http = true\n\n\
-         [pool]\nqueue_wait = \"0s\"\n\n[logs]\nenabled = {}\n",
+        "[upstream]\n{base}\n\n[pool]\nqueue_wait = \"0s\"\n\n[logs]\nenabled = {}\n",
         setup.logs
     )?;
     for i in 0..setup.keys {
@@ -186,8 +202,19 @@ pub fn start_daemon(
     upstream: SocketAddr,
     setup: DaemonSetup,
 ) -> anyhow::Result<Proc> {
+    start_daemon_on(bin, dir, upstream, setup, false)
+}
+
+/// [`start_daemon`] with `upstream` spoken to over TLS (the TLS fake upstream).
+pub fn start_daemon_on(
+    bin: &Path,
+    dir: &Path,
+    upstream: SocketAddr,
+    setup: DaemonSetup,
+    tls: bool,
+) -> anyhow::Result<Proc> {
     std::fs::create_dir_all(dir)?;
-    let config = write_config(dir, upstream, setup)?;
+    let config = write_config(dir, upstream, setup, tls)?;
     let started = Instant::now();
     let mut child = Command::new(bin)
         .arg("serve")

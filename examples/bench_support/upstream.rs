@@ -3,6 +3,11 @@
 //! It ignores keys and never fails, so what is measured is the daemon, not the upstream.
 //! It runs as its own process (`bench upstream`) so its CPU is accounted apart from the
 //! harness. It must not do anything per request beyond reading the body and writing the answer.
+//!
+//! With `--tls` it is the production path's upstream instead: TLS (the test certificate
+//! for 127.0.0.1 in `tests/fixtures/tls`) with ALPN `h2` and `http/1.1`, 100 concurrent
+//! streams per HTTP/2 connection as Google's front ends allow, and on SIGUSR1 a graceful
+//! GOAWAY on every open connection (as a front end does when it drains).
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -72,6 +77,8 @@ pub struct Chunks {
     frames: std::vec::IntoIter<Bytes>,
     /// After the frames, stay open forever (the slow-stream scenario).
     hold: bool,
+    /// Frames that come later, from a task (the ten-second stream).
+    later: Option<tokio::sync::mpsc::Receiver<Bytes>>,
 }
 
 impl http_body::Body for Chunks {
@@ -80,8 +87,11 @@ impl http_body::Body for Chunks {
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(rx) = self.later.as_mut() {
+            return rx.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))));
+        }
         match self.frames.next() {
             Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
             // Never woken: the connection stays open until the peer closes it.
@@ -98,6 +108,7 @@ fn answer(content_type: &'static str, frames: Vec<Bytes>, hold: bool) -> Respons
         .body(Chunks {
             frames: frames.into_iter(),
             hold,
+            later: None,
         })
         .expect("static response")
 }
@@ -119,6 +130,9 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Chunks>, Infallible> 
     let event_stream = "text/event-stream";
     let resp = if path.ends_with(":generateContent") {
         answer(json, vec![Bytes::from_static(GENERATE.as_bytes())], false)
+    } else if path.ends_with(":streamGenerateContent") && path.contains("held10s") {
+        // A ten-second stream: one event at once, the last after ten seconds.
+        return Ok(ten_seconds());
     } else if path.ends_with(":streamGenerateContent") {
         let slow = path.contains("slow");
         let n = if slow { 1 } else { 10 };
@@ -161,25 +175,101 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Chunks>, Infallible> 
     Ok(resp)
 }
 
+/// The first event now, the second after ten seconds (the held-streams scenario).
+fn ten_seconds() -> Response<Chunks> {
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tokio::spawn(async move {
+        let _ = tx
+            .send(Bytes::from(format!(
+                "data: {}\r\n\r\n",
+                stream_chunk(0, false)
+            )))
+            .await;
+        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+        let _ = tx
+            .send(Bytes::from(format!(
+                "data: {}\r\n\r\n",
+                stream_chunk(1, true)
+            )))
+            .await;
+    });
+    let mut r = answer("text/event-stream", Vec::new(), false);
+    r.body_mut().later = Some(rx);
+    r
+}
+
 /// Serves until the process is killed; prints `listening on ADDR` on stdout once bound.
-pub fn run(listen: &str) -> anyhow::Result<()> {
+pub fn run(listen: &str, tls: bool) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen).await?;
+        let acceptor = if tls { Some(acceptor()?) } else { None };
+        let (goaway, drains) = tokio::sync::watch::channel(0u64);
+        tokio::spawn(async move {
+            let Ok(mut usr1) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+            else {
+                return;
+            };
+            while usr1.recv().await.is_some() {
+                goaway.send_modify(|n| *n += 1);
+            }
+        });
         println!("listening on {}", listener.local_addr()?);
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
             let _ = stream.set_nodelay(true);
+            let (acceptor, drains) = (acceptor.clone(), drains.clone());
             tokio::spawn(async move {
-                let conn = auto::Builder::new(TokioExecutor::new());
-                let _ = conn
-                    .serve_connection(TokioIo::new(stream), service_fn(handle))
-                    .await;
+                match acceptor {
+                    None => serve(TokioIo::new(stream), drains).await,
+                    Some(a) => {
+                        if let Ok(tls) = a.accept(stream).await {
+                            serve(TokioIo::new(tls), drains).await;
+                        }
+                    }
+                }
             });
         }
     })
+}
+
+/// One connection, shut down gracefully (GOAWAY on HTTP/2) when `drains` moves on.
+async fn serve<I>(io: TokioIo<I>, mut drains: tokio::sync::watch::Receiver<u64>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http2().max_concurrent_streams(100);
+    let conn = builder.serve_connection(io, service_fn(handle));
+    tokio::pin!(conn);
+    drains.mark_unchanged();
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = drains.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+fn acceptor() -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    const CERT: &[u8] = include_bytes!("../../tests/fixtures/tls/server.pem");
+    const KEY: &[u8] = include_bytes!("../../tests/fixtures/tls/server.key");
+    let certs = CertificateDer::pem_slice_iter(CERT).collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_slice(KEY)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(
+        rustls::crypto::ring::default_provider().into(),
+    )
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
 }
