@@ -186,8 +186,11 @@ fn write_config(
     for i in 0..setup.keys {
         writeln!(f, "[[upstream_keys]]\nkey = \"{}\"", pool_key(i))?;
     }
+    // Every benchmark client comes from 127.0.0.1: the per-address cap would stop the
+    // held-streams scenarios at 256.
+    writeln!(f, "\n[server]\nmax_connections_per_ip = 8192")?;
     if let Some(n) = WORKERS.get() {
-        writeln!(f, "\n[server]\nworkers = {n}")?;
+        writeln!(f, "workers = {n}")?;
     }
     writeln!(f, "\n[[users]]\nname = \"bench\"\nkey = \"{USER_KEY}\"")?;
     f.flush()?;
