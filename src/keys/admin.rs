@@ -43,11 +43,14 @@ pub struct ModelView {
     pub last_error: Option<String>,
     /// When a model missing from the key's tier is looked at again (0: not missing).
     pub unavailable_until_ms: i64,
-    /// The request limits Google revealed, and the ledger's counts against them.
+    /// The limits that hold (Google's, or the admin's where tighter), and the ledger's
+    /// counts against them.
     pub limit_per_minute: Option<u32>,
     pub limit_per_day: Option<u32>,
+    pub limit_tokens_per_minute: Option<u32>,
     pub used_last_minute: u64,
     pub used_today: u64,
+    pub tokens_last_minute: u64,
 }
 
 impl KeyEntry {
@@ -59,7 +62,8 @@ impl KeyEntry {
             .map(|(model, m)| {
                 let cooling = m.cooling_until_ms > now;
                 let unavailable = m.unavailable_until_ms > now;
-                let used = s.usage.get(model).map_or((0, 0), |u| u.used(now));
+                let used = s.usage.get(model).map(|u| u.used(now)).unwrap_or_default();
+                let limits = s.limits_for(model);
                 ModelView {
                     model: model.clone(),
                     state: if unavailable {
@@ -85,10 +89,12 @@ impl KeyEntry {
                     } else {
                         0
                     },
-                    limit_per_minute: m.limits.per_minute,
-                    limit_per_day: m.limits.per_day,
-                    used_last_minute: used.0,
-                    used_today: used.1,
+                    limit_per_minute: limits.per_minute,
+                    limit_per_day: limits.per_day,
+                    limit_tokens_per_minute: limits.tokens_per_minute,
+                    used_last_minute: used.minute,
+                    used_today: used.today,
+                    tokens_last_minute: used.tokens_minute,
                 }
             })
             .collect();

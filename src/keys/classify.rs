@@ -160,20 +160,22 @@ fn rate_limited(err: &ErrorBody) -> Outcome {
     }
 }
 
-/// The request limits per minute and per day that violations name with their value
-/// (token limits are not counted by the ledger).
+/// The limits that violations name with their value: requests per minute and per day
+/// (`GenerateRequestsPer…`) and input tokens per minute
+/// (`GenerateContentInputTokensPerModelPerMinute…`); the tightest of each when several.
 fn revealed_limits(violations: &[Violation]) -> QuotaLimits {
-    let limit = |window: &str| {
+    let limit = |what: &str, window: &str| {
         violations
             .iter()
-            .filter(|v| v.quota_id.contains("Requests") && v.quota_id.contains(window))
+            .filter(|v| v.quota_id.contains(what) && v.quota_id.contains(window))
             .filter_map(|v| v.quota_value.filter(|&n| n > 0))
-            .filter_map(|n| u32::try_from(n).ok())
             .min()
     };
+    let small = |n: Option<u64>| n.map(|n| u32::try_from(n).unwrap_or(u32::MAX));
     QuotaLimits {
-        per_minute: limit("PerMinute"),
-        per_day: limit("PerDay"),
+        per_minute: small(limit("Requests", "PerMinute")),
+        per_day: small(limit("Requests", "PerDay")),
+        tokens_per_minute: small(limit("InputTokens", "PerMinute")),
     }
 }
 

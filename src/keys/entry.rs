@@ -2,8 +2,9 @@
 //! behind one short `Mutex`), the atomics that let selection skip the lock for a plain
 //! key, and what state it shows for a model at a given time.
 
+use super::ledger::Usage;
 use crate::secret::{Secret, fingerprint};
-use crate::store::{Invalid, KeyRecord, ModelState};
+use crate::store::{Invalid, KeyRecord, ModelState, QuotaLimits};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
@@ -47,12 +48,17 @@ pub(super) struct EntryState {
     pub(super) invalid: Option<Invalid>,
     pub(super) models: HashMap<String, ModelState>,
     /// The ledger's counts, for the models with known limits.
-    pub(super) usage: HashMap<String, super::ledger::Usage>,
+    pub(super) usage: HashMap<String, Usage>,
 }
 
 impl EntryState {
     pub(super) fn plain(&self) -> bool {
         !self.disabled && self.invalid.is_none() && self.models.is_empty()
+    }
+
+    /// The limits that hold for `model`: those Google revealed for it.
+    pub(super) fn limits_for(&self, model: &str) -> QuotaLimits {
+        self.models.get(model).map(|m| m.limits).unwrap_or_default()
     }
 }
 
@@ -175,34 +181,44 @@ impl KeyEntry {
         }
         match s.models.get(model) {
             Some(m) if m.unavailable_until_ms > now => {
-                (KeyStatus::Unavailable, m.unavailable_until_ms)
+                return (KeyStatus::Unavailable, m.unavailable_until_ms);
             }
-            Some(m) if m.cooling_until_ms > now => (KeyStatus::Cooling, m.cooling_until_ms),
-            // A known limit reached: out until the ledger has room again.
-            Some(m) if !m.limits.is_empty() => {
-                let full = match s.usage.get_mut(model) {
-                    Some(u) => u.full_until(&m.limits, now),
-                    None => None,
-                };
-                full.map_or((KeyStatus::Active, 0), |t| (KeyStatus::Cooling, t))
+            Some(m) if m.cooling_until_ms > now => {
+                return (KeyStatus::Cooling, m.cooling_until_ms);
             }
-            _ => (KeyStatus::Active, 0),
+            _ => {}
         }
+        // A known limit reached: out until the ledger has room again.
+        let limits = s.limits_for(model);
+        let full = match s.usage.get_mut(model) {
+            Some(u) if !limits.is_empty() => u.full_until(&limits, now),
+            _ => None,
+        };
+        full.map_or((KeyStatus::Active, 0), |t| (KeyStatus::Cooling, t))
     }
 
-    /// Counts a request for `model` in the ledger when its limits are known.
+    /// Counts a request for `model` in the ledger when it has a known limit.
     pub(super) fn spend(&self, model: &str, now: i64) {
+        self.ledger(model, |u| u.count(now));
+    }
+
+    /// Counts the prompt tokens of an answer for `model` when it has a known limit.
+    pub(super) fn spend_tokens(&self, model: &str, tokens: u64, now: i64) {
+        self.ledger(model, |u| u.count_tokens(tokens, now));
+    }
+
+    /// Runs `f` on the ledger of (key, `model`) when it has a known limit.
+    pub(super) fn ledger(&self, model: &str, f: impl FnOnce(&mut Usage)) -> bool {
         if self.is_plain() {
-            return;
+            return false;
         }
         let mut guard = self.lock();
         let s = &mut *guard;
-        if let Some(m) = s.models.get(model).filter(|m| !m.limits.is_empty()) {
-            s.usage
-                .entry(model.to_owned())
-                .or_default()
-                .count(&m.limits, now);
+        if s.limits_for(model).is_empty() {
+            return false;
         }
+        f(s.usage.entry(model.to_owned()).or_default());
+        true
     }
 
     pub fn in_flight(&self) -> u32 {

@@ -1,61 +1,120 @@
-//! The quota ledger: for each (key, model) whose request limits Google revealed
-//! (`quotaValue` of a per-minute or per-day request quota in a 429), the requests sent in
-//! the last 60 seconds and in the current Pacific day, so that selection skips the key
-//! before Google would answer 429 and serves the request on another key. A (key, model)
-//! with no known limit has no entry and costs nothing.
+//! The quota ledger: for each (key, model) with a known limit — revealed by Google
+//! (`quotaValue` in a 429) or set by the admin for the key or its group — the requests
+//! sent in the last 60 seconds, the requests of the current Pacific day and the input
+//! tokens of the answers of the last 60 seconds, so that selection skips the key before
+//! Google would answer 429 and serves the request on another key. A (key, model) with no
+//! known limit has no entry and costs nothing.
 //!
-//! The limits are kept with the model's state in the store, so they survive a restart;
-//! the counts live in memory and start empty (erring towards sending: Google's own 429
-//! then teaches the pool again).
+//! A request counts when its key is leased; its prompt tokens count when its answer
+//! ends (from `usageMetadata`), so a key is skipped once the tokens already sent reach
+//! the limit, not before a prompt that would cross it. The counts are saved with the
+//! persistence task (see `persist`); instances sharing a Redis also check them there.
 
 use super::quota::next_pacific_midnight;
 use crate::store::QuotaLimits;
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
-const MINUTE_MS: i64 = 60_000;
+pub const MINUTE_MS: i64 = 60_000;
 
-/// Requests sent with one (key, model) that has known limits.
-#[derive(Debug, Default)]
-pub(super) struct Usage {
-    /// Send times (Unix ms) within the last 60 s, oldest first; kept only while a
-    /// per-minute limit is known.
+/// What one (key, model) with known limits has used.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Send times (Unix ms) within the last 60 s, oldest first.
+    #[serde(default)]
     minute: VecDeque<i64>,
+    /// (time an answer ended, its prompt tokens) within the last 60 s, oldest first.
+    #[serde(default)]
+    tokens: VecDeque<(i64, u64)>,
+    #[serde(default)]
+    tokens_sum: u64,
+    #[serde(default)]
     today: u64,
+    #[serde(default)]
     day_end_ms: i64,
 }
 
+/// What a (key, model) used at some moment.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Used {
+    pub minute: u64,
+    pub today: u64,
+    pub tokens_minute: u64,
+}
+
 impl Usage {
-    /// When the next request may go, if a known limit is reached at `now`.
+    /// When the next request may go, if a limit is reached at `now`.
     pub fn full_until(&mut self, limits: &QuotaLimits, now: i64) -> Option<i64> {
         self.roll(now);
         if limits.per_day.is_some_and(|n| self.today >= u64::from(n)) {
             return Some(self.day_end_ms);
         }
-        match (limits.per_minute, self.minute.front()) {
-            (Some(n), Some(oldest)) if self.minute.len() >= n as usize => Some(oldest + MINUTE_MS),
-            _ => None,
+        let mut until = None;
+        let mut later = |t: i64| until = Some(until.map_or(t, |u: i64| u.max(t)));
+        if let Some(n) = limits.per_minute {
+            let (n, len) = (n as usize, self.minute.len());
+            if n == 0 {
+                later(now + MINUTE_MS);
+            } else if len >= n {
+                // Room again when all but n - 1 of those sent are a minute old.
+                later(self.minute[len - n] + MINUTE_MS);
+            }
         }
+        let tpm = limits.tokens_per_minute.map(u64::from);
+        if let Some(max) = tpm.filter(|&m| self.tokens_sum >= m) {
+            let mut left = self.tokens_sum;
+            for &(at, n) in &self.tokens {
+                left -= n;
+                if left < max {
+                    later(at + MINUTE_MS);
+                    break;
+                }
+            }
+        }
+        until
     }
 
     /// Counts one request sent at `now`.
-    pub fn count(&mut self, limits: &QuotaLimits, now: i64) {
+    pub fn count(&mut self, now: i64) {
         self.roll(now);
-        if limits.per_minute.is_some() {
-            self.minute.push_back(now);
-        }
+        self.minute.push_back(now);
         self.today += 1;
     }
 
-    /// Requests in the 60 s before `now`, and today (read without rolling).
-    pub fn used(&self, now: i64) -> (u64, u64) {
-        let minute = self.minute.iter().filter(|&&t| t > now - MINUTE_MS).count() as u64;
-        let today = if now < self.day_end_ms { self.today } else { 0 };
-        (minute, today)
+    /// Counts the prompt tokens of an answer that ended at `now`.
+    pub fn count_tokens(&mut self, n: u64, now: i64) {
+        self.roll(now);
+        if n > 0 {
+            self.tokens.push_back((now, n));
+            self.tokens_sum += n;
+        }
+    }
+
+    /// What was used in the 60 s before `now`, and today (read without rolling).
+    pub fn used(&self, now: i64) -> Used {
+        let recent = |t: i64| t > now - MINUTE_MS;
+        Used {
+            minute: self.minute.iter().filter(|&&t| recent(t)).count() as u64,
+            today: if now < self.day_end_ms { self.today } else { 0 },
+            tokens_minute: self
+                .tokens
+                .iter()
+                .filter(|(t, _)| recent(*t))
+                .map(|(_, n)| n)
+                .sum(),
+        }
     }
 
     fn roll(&mut self, now: i64) {
         while self.minute.front().is_some_and(|&t| t <= now - MINUTE_MS) {
             self.minute.pop_front();
+        }
+        while let Some(&(t, n)) = self.tokens.front() {
+            if t > now - MINUTE_MS {
+                break;
+            }
+            self.tokens.pop_front();
+            self.tokens_sum -= n;
         }
         if now >= self.day_end_ms {
             self.today = 0;
@@ -70,35 +129,63 @@ mod tests {
 
     const T0: i64 = 1_700_000_000_000;
 
+    fn limits(per_minute: Option<u32>, per_day: Option<u32>, tpm: Option<u32>) -> QuotaLimits {
+        QuotaLimits {
+            per_minute,
+            per_day,
+            tokens_per_minute: tpm,
+        }
+    }
+
     #[test]
     fn a_per_minute_limit_holds_over_any_sixty_seconds() {
-        let limits = QuotaLimits {
-            per_minute: Some(2),
-            per_day: None,
-        };
+        let limits = limits(Some(2), None, None);
         let mut u = Usage::default();
         assert_eq!(u.full_until(&limits, T0), None);
-        u.count(&limits, T0);
-        u.count(&limits, T0 + 10_000);
+        u.count(T0);
+        u.count(T0 + 10_000);
         assert_eq!(u.full_until(&limits, T0 + 20_000), Some(T0 + 60_000));
-        assert_eq!(u.used(T0 + 20_000), (2, 2));
+        assert_eq!(u.used(T0 + 20_000).minute, 2);
+        assert_eq!(u.used(T0 + 20_000).today, 2);
         assert_eq!(u.full_until(&limits, T0 + 60_000), None, "the oldest left");
-        u.count(&limits, T0 + 60_000);
+        u.count(T0 + 60_000);
         assert_eq!(u.full_until(&limits, T0 + 60_001), Some(T0 + 70_000));
     }
 
     #[test]
-    fn a_per_day_limit_holds_until_pacific_midnight() {
-        let limits = QuotaLimits {
-            per_minute: None,
-            per_day: Some(2),
-        };
+    fn a_lowered_limit_waits_for_enough_to_age() {
         let mut u = Usage::default();
-        u.count(&limits, T0);
-        u.count(&limits, T0 + 1);
+        for i in 0..4 {
+            u.count(T0 + i * 1000);
+        }
+        let one = limits(Some(1), None, None);
+        assert_eq!(u.full_until(&one, T0 + 5_000), Some(T0 + 3_000 + MINUTE_MS));
+    }
+
+    #[test]
+    fn a_per_day_limit_holds_until_pacific_midnight() {
+        let limits = limits(None, Some(2), None);
+        let mut u = Usage::default();
+        u.count(T0);
+        u.count(T0 + 1);
         let midnight = next_pacific_midnight(T0);
         assert_eq!(u.full_until(&limits, T0 + 2), Some(midnight));
         assert_eq!(u.full_until(&limits, midnight), None, "a new day");
-        assert_eq!(u.used(midnight), (0, 0));
+        assert_eq!(u.used(midnight), Used::default());
+    }
+
+    #[test]
+    fn input_tokens_reaching_the_limit_keep_the_key_out_until_enough_age() {
+        let limits = limits(None, None, Some(1000));
+        let mut u = Usage::default();
+        u.count_tokens(400, T0);
+        u.count_tokens(500, T0 + 10_000);
+        assert_eq!(u.full_until(&limits, T0 + 11_000), None, "900 < 1000");
+        u.count_tokens(300, T0 + 20_000);
+        assert_eq!(u.used(T0 + 20_000).tokens_minute, 1200);
+        // Once the 400 are a minute old, 800 remain: room again.
+        assert_eq!(u.full_until(&limits, T0 + 21_000), Some(T0 + MINUTE_MS));
+        assert_eq!(u.full_until(&limits, T0 + MINUTE_MS), None);
+        assert_eq!(u.used(T0 + MINUTE_MS).tokens_minute, 800);
     }
 }

@@ -173,7 +173,7 @@ impl Pool {
                     return;
                 };
                 let kept = ModelState {
-                    limits: m.limits.clone(),
+                    limits: m.limits,
                     ..ModelState::default()
                 };
                 if *m != kept {
@@ -244,6 +244,12 @@ impl Pool {
                 }
             }
         }
+    }
+
+    /// Counts the prompt tokens of an answer that ended at `now` in the ledger of
+    /// (key, model), for a token limit.
+    pub fn count_tokens(&self, entry: &KeyEntry, model: &str, prompt_tokens: u64, now: i64) {
+        entry.spend_tokens(model, prompt_tokens, now);
     }
 
     /// Brings an invalid key back (re-validated) without touching its other state.

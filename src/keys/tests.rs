@@ -403,40 +403,4 @@ fn a_project_quota_hit_takes_the_model_out_on_every_key_of_the_project() {
     assert_eq!(pool.quotas(), 4);
 }
 
-#[test]
-fn a_learned_limit_keeps_the_key_out_until_the_ledger_has_room() {
-    let (pool, _rx) = pool_with(1, PoolConfig::default());
-    let e = pool.entries()[0].clone();
-    let hit = Outcome::RateLimited {
-        retry_after: Some(Duration::ZERO),
-        exhausted: Exhausted::Minute,
-        reason: "GenerateRequestsPerMinutePerProjectPerModel-FreeTier".into(),
-        project: None,
-        shared: true,
-        limits: QuotaLimits {
-            per_minute: Some(2),
-            per_day: None,
-        },
-    };
-    pool.report(&e, "m", &hit, T0);
-    let t = T0 + 5_000; // the cool-down (0 s + margin) is over
-    assert!(pick(&pool, "m", t).is_ok());
-    pool.report(&e, "m", &Outcome::Success, t);
-    assert!(pick(&pool, "m", t + 1).is_ok());
-    let no = pool.acquire("m", t + 2, &[]).err().expect("at the limit");
-    assert_eq!(
-        no.earliest_ms,
-        Some(t + 60_000),
-        "back when the first is a minute old"
-    );
-    assert!(
-        pick(&pool, "other", t + 2).is_ok(),
-        "other models unaffected"
-    );
-    assert!(pick(&pool, "m", t + 60_000).is_ok());
-    assert_eq!(
-        e.model_state("m").map(|m| m.limits.per_minute),
-        Some(Some(2)),
-        "a success keeps the limit"
-    );
-}
+mod ledger;

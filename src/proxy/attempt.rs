@@ -23,7 +23,9 @@ use tokio::time::Instant;
 /// The most of an upstream error body read for classification and relaying.
 const ERROR_BODY_LIMIT: usize = 1 << 20;
 
-/// Why the last attempt failed, to answer with when no attempt is left.
+/// Why the last attempt failed, to answer with when no attempt is left. One lives per
+/// request, on its stack: the size of the upstream variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 enum Failure {
     /// Google answered with an error worth retrying elsewhere; relayed if nothing else works.
     Upstream(StatusCode, HeaderMap, Bytes, Outcome),
@@ -145,6 +147,8 @@ async fn try_key(
             }
             if let Some(t) = finish.tokens {
                 permit.add_tokens(t.total);
+                st.pool
+                    .count_tokens(&lease.entry, &model, t.prompt, unix_ms());
             }
             drop(lease);
         }));

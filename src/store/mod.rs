@@ -108,24 +108,44 @@ pub struct ModelState {
     pub limits: QuotaLimits,
 }
 
-/// Request limits of one (key, model), as Google's 429s revealed them (`quotaValue`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+/// Limits of one (key, model): learned from Google's 429s (`quotaValue`) and kept with
+/// the model's state, or set by the admin ([`SetLimits`]).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct QuotaLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_minute: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_day: Option<u32>,
+    /// Input (prompt) tokens per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<u32>,
 }
 
 impl QuotaLimits {
     pub fn is_empty(&self) -> bool {
-        self.per_minute.is_none() && self.per_day.is_none()
+        self.per_minute.is_none() && self.per_day.is_none() && self.tokens_per_minute.is_none()
     }
 
     /// Takes the limits `other` knows, keeping those it does not.
     pub fn learn(&mut self, other: &QuotaLimits) {
         self.per_minute = other.per_minute.or(self.per_minute);
         self.per_day = other.per_day.or(self.per_day);
+        self.tokens_per_minute = other.tokens_per_minute.or(self.tokens_per_minute);
+    }
+
+    /// The tighter of two sets of limits, each limit on its own.
+    pub fn tightest(&self, other: &QuotaLimits) -> QuotaLimits {
+        fn min<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
+            match (a, b) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        }
+        QuotaLimits {
+            per_minute: min(self.per_minute, other.per_minute),
+            per_day: min(self.per_day, other.per_day),
+            tokens_per_minute: min(self.tokens_per_minute, other.tokens_per_minute),
+        }
     }
 }
 

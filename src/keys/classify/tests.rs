@@ -158,7 +158,7 @@ fn per_minute_quota_uses_retry_delay() {
             shared: true,
             limits: QuotaLimits {
                 per_minute: Some(5),
-                per_day: None,
+                ..QuotaLimits::default()
             },
         }
     );
@@ -193,6 +193,7 @@ fn several_violations_the_daily_one_decides() {
             limits: QuotaLimits {
                 per_minute: Some(10),
                 per_day: Some(250),
+                tokens_per_minute: Some(250_000),
             },
         }
     );

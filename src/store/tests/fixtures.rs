@@ -31,7 +31,8 @@ pub(super) fn state(cooling_until_ms: i64, streak: u32) -> ModelState {
         unavailable_until_ms: if streak == 0 { cooling_until_ms } else { 0 },
         limits: QuotaLimits {
             per_minute: Some(streak + 5),
-            per_day: None,
+            tokens_per_minute: Some(1000),
+            ..QuotaLimits::default()
         },
     }
 }

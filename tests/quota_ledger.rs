@@ -1,0 +1,105 @@
+//! The quota ledger, black-box: limits learned from Google's 429s (input tokens per
+//! minute, from the `quotaValue` of a `GenerateContentInputTokensPerModelPerMinute…`
+//! violation) and limits the admin sets (config and `PATCH /api/keys/{id}`) keep a key
+//! from being sent more than its limit; the fake upstream counts which key it got.
+
+mod common;
+
+use common::admin::{admin_ok, login};
+use common::*;
+use http::Method;
+use serde_json::Value;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+const PASSWORD: &str = "quota-ledger-admin-pw-9";
+const GEN: &str = ":generateContent";
+
+async fn generate(d: &Daemon, model: &str) -> Response {
+    client::post(
+        &d.url(&model_path(model, "generateContent")),
+        &user_auth(),
+        GENERATE_BODY,
+    )
+    .await
+}
+
+/// `n` requests for `model`, each answered 200.
+async fn serve(d: &Daemon, model: &str, n: usize) {
+    for _ in 0..n {
+        let r = generate(d, model).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+}
+
+async fn list_keys(d: &Daemon, token: &str) -> Vec<Value> {
+    let v = admin_ok(d, Method::GET, "/api/keys", token, None).await;
+    v["keys"].as_array().expect("keys array").clone()
+}
+
+fn key_view<'a>(list: &'a [Value], id: &str) -> &'a Value {
+    list.iter()
+        .find(|k| k["id"] == id)
+        .unwrap_or_else(|| panic!("{id} in {list:?}"))
+}
+
+fn model_view(k: &Value, model: &str) -> Option<Value> {
+    k["models"]
+        .as_array()?
+        .iter()
+        .find(|m| m["model"] == model)
+        .cloned()
+}
+
+/// The id the daemon gives a key: the first 8 bytes of its SHA-256, in hex.
+fn id_of(key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(key.as_bytes())[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_limit_learned_from_a_429_skips_the_key_once_its_prompts_reach_it() {
+    let (a, b) = (key(0), key(1));
+    let ka = a.clone();
+    let taught = Arc::new(AtomicBool::new(false));
+    let t = taught.clone();
+    // A's first FLASH request is refused for input tokens (10 a minute); each answer
+    // after it reports 5 prompt tokens (`usageMetadata.promptTokenCount`).
+    let up = Upstream::start(move |r| match (r.key(), r.model()) {
+        (Some(k), Some(FLASH)) if k == ka && !t.swap(true, Ordering::SeqCst) => google::quota_429(
+            &[google::Violation::new(google::TOKENS_PER_MINUTE, FLASH).limit(10)],
+            Some("0s"),
+            None,
+        ),
+        _ => Reply::generate_ok("hello"),
+    })
+    .await;
+    let d = Daemon::start(&Config::new(&up).keys([&a, &b]).admin_password(PASSWORD)).await;
+    let token = login(&d, PASSWORD).await;
+    serve(&d, FLASH, 2).await;
+    assert!(taught.load(Ordering::SeqCst), "A was refused once");
+    let id = id_of(&a);
+    wait_for("A's cool-down over", Duration::from_secs(10), || async {
+        let m = model_view(key_view(&list_keys(&d, &token).await, &id), FLASH)
+            .ok_or("no FLASH state")?;
+        match m["cooling"] == false {
+            true => Ok(m),
+            false => Err(m.to_string()),
+        }
+    })
+    .await;
+
+    up.clear();
+    serve(&d, FLASH, 8).await;
+    let sent = up.keys_to(GEN);
+    assert_eq!(count(&sent, &a), 2, "two prompts of 5 reach 10: {sent:?}");
+    assert_eq!(count(&sent, &b), 6, "B serves the rest");
+    let m = model_view(key_view(&list_keys(&d, &token).await, &id), FLASH).unwrap();
+    assert_eq!(m["limit_tokens_per_minute"], 10, "{m}");
+    assert_eq!(m["tokens_last_minute"], 10, "{m}");
+    assert_eq!(m["state"], "active", "{m}");
+}
