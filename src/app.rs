@@ -56,12 +56,9 @@ impl AppState {
         let snapshot = store.load().await.context("loading the store")?;
         let (tx, rx) = persist::channel();
         let hub = Hub::default();
-        let pool = Arc::new(Pool::new(
-            config.pool.clone(),
-            &snapshot,
-            tx.clone(),
-            hub.clone(),
-        ));
+        let mut pool_config = config.pool.clone();
+        pool_config.groups = config.groups.clone();
+        let pool = Arc::new(Pool::new(pool_config, &snapshot, tx.clone(), hub.clone()));
         let (persister, writer) = persist::spawn(pool.clone(), store.clone(), tx, rx);
 
         let declared: Vec<(Secret, Option<String>)> = config
@@ -71,11 +68,8 @@ impl AppState {
             .collect();
         let added = pool.add(&declared, unix_ms());
         for k in &config.upstream_keys {
-            let entry = pool.get(&crate::keys::key_id(k.key.expose().trim()));
-            if let (Some(e), Some(p)) = (entry, &k.project) {
-                if e.project().as_ref() != Some(p) {
-                    pool.set_project(&e, Some(p.clone()));
-                }
+            if let Some(e) = pool.get(&crate::keys::key_id(k.key.expose().trim())) {
+                pool.declare(&e, k);
             }
         }
         persister.sync().await;

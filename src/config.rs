@@ -12,8 +12,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod groups;
 mod server;
 mod tls;
+pub use groups::{DEFAULT_GROUP, GroupConfig, check_limits};
 pub use server::ServerConfig;
 pub use tls::{AcmeConfig, Challenge, TlsConfig};
 
@@ -37,6 +39,8 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     pub logs: LogsConfig,
     pub upstream_keys: Vec<UpstreamKeyConfig>,
+    /// Key groups, spent in their order (`[[groups]]`).
+    pub groups: Vec<GroupConfig>,
     pub users: Vec<UserConfig>,
     /// Problems worth a warning that do not stop the start (logged once logging is up).
     #[serde(skip)]
@@ -59,6 +63,7 @@ impl Default for Config {
             tls: None,
             logs: LogsConfig::default(),
             upstream_keys: Vec::new(),
+            groups: Vec::new(),
             users: Vec::new(),
             warnings: Vec::new(),
         }
@@ -197,6 +202,9 @@ pub struct PoolConfig {
     /// How often `invalid` keys are re-validated with a quota-free call; 0 disables.
     #[serde(with = "humantime_serde")]
     pub revalidate_interval: Duration,
+    /// The `[[groups]]` of the file, for the pool (not a `[pool]` key).
+    #[serde(skip)]
+    pub groups: Vec<GroupConfig>,
 }
 
 impl Default for PoolConfig {
@@ -213,6 +221,7 @@ impl Default for PoolConfig {
             queue_wait: Duration::from_secs(5),
             request_deadline: Duration::from_secs(600),
             revalidate_interval: Duration::from_secs(6 * 3600),
+            groups: Vec::new(),
         }
     }
 }
@@ -245,6 +254,12 @@ pub struct UpstreamKeyConfig {
     /// The key's Cloud project (its number): keys of one project share its quotas.
     #[serde(default)]
     pub project: Option<String>,
+    /// The key's group (a `[[groups]]` name); the store's (else `default`) when unset.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Limits for this key, by model name or glob; replace the store's when set.
+    #[serde(default)]
+    pub limits: Option<std::collections::BTreeMap<String, crate::store::SetLimits>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -379,7 +394,14 @@ impl Config {
             if key.project.as_deref().is_some_and(|p| p.trim().is_empty()) {
                 bail!("[[upstream_keys]] entry with an empty project");
             }
+            if let Some(Err(e)) = key.limits.as_ref().map(check_limits) {
+                bail!("[[upstream_keys]] limits: {e}");
+            }
         }
+        groups::check_groups(
+            &self.groups,
+            self.upstream_keys.iter().filter_map(|k| k.group.as_deref()),
+        )?;
         if let Some(store) = &self.store {
             let s = store.expose();
             if !["redis://", "rediss://", "redis+unix://"]

@@ -57,6 +57,8 @@ pub async fn keys(config: &Config, action: KeysAction) -> anyhow::Result<()> {
                     invalid: None,
                     created_at: unix_ms() / 1000,
                     project: None,
+                    limits: Default::default(),
+                    group: None,
                 }));
             }
             let added = writes.len();

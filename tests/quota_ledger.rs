@@ -8,7 +8,7 @@ mod common;
 use common::admin::{admin_ok, login};
 use common::*;
 use http::Method;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -101,5 +101,88 @@ async fn a_token_limit_learned_from_a_429_skips_the_key_once_its_prompts_reach_i
     let m = model_view(key_view(&list_keys(&d, &token).await, &id), FLASH).unwrap();
     assert_eq!(m["limit_tokens_per_minute"], 10, "{m}");
     assert_eq!(m["tokens_last_minute"], 10, "{m}");
-    assert_eq!(m["state"], "active", "{m}");
+    assert_eq!(m["state"], "cooling", "out until the tokens age: {m}");
+    assert_eq!(m["reason"], "local limit", "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_set_limit_skips_the_key_on_the_request_past_it() {
+    let (a, b, c) = (key(0), key(1), key(2));
+    let up = Upstream::start(ok_or_stream).await;
+    // C has 1 request a day for every gemini-2.5 model, from the file.
+    let cfg = Config::new(&up)
+        .keys([&a, &b])
+        .admin_password(PASSWORD)
+        .extra(&format!(
+            "\n[[upstream_keys]]\nkey = \"{c}\"\nlimits = {{ \"gemini-2.5-*\" = {{ rpd = 1 }} }}\n"
+        ));
+    let d = Daemon::start(&cfg).await;
+    let token = login(&d, PASSWORD).await;
+    let path = format!("/api/keys/{}", id_of(&a));
+    let set = admin_ok(
+        &d,
+        Method::PATCH,
+        &path,
+        &token,
+        Some(json!({"limits": {FLASH: {"rpm": 2}}})),
+    )
+    .await;
+    assert_eq!(set["limits"], json!({FLASH: {"rpm": 2}}), "{set}");
+    let m = model_view(&set, FLASH).expect("a limit set by name is shown before use");
+    assert_eq!(
+        (m["limit_per_minute"].clone(), m["used_last_minute"].clone()),
+        (json!(2), json!(0))
+    );
+
+    serve(&d, FLASH, 9).await;
+    let sent = up.keys_to(GEN);
+    assert_eq!(count(&sent, &a), 2, "A at its 2 a minute: {sent:?}");
+    assert_eq!(count(&sent, &c), 1, "C at its 1 a day");
+    assert_eq!(count(&sent, &b), 6, "B serves the rest");
+    up.clear();
+    serve(&d, PRO, 3).await;
+    let sent = up.keys_to(GEN);
+    assert_eq!(count(&sent, &a), 1, "A's limit is for FLASH only: {sent:?}");
+    assert_eq!(
+        count(&sent, &c),
+        1,
+        "C's glob holds for PRO on its own count"
+    );
+
+    let list = list_keys(&d, &token).await;
+    let m = model_view(key_view(&list, &id_of(&a)), FLASH).unwrap();
+    assert_eq!(m["used_last_minute"], 2, "{m}");
+    assert_eq!(m["state"], "cooling", "at its limit: {m}");
+    let m = model_view(key_view(&list, &id_of(&c)), FLASH).unwrap();
+    assert_eq!(
+        (m["used_today"].clone(), m["limit_per_day"].clone()),
+        (json!(1), json!(1)),
+        "{m}"
+    );
+
+    // Refused with a 400 that says why; nothing changes.
+    let auth = format!("Bearer {token}");
+    let h = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+    ];
+    for (body, says) in [
+        (json!({"limits": {FLASH: {"rpx": 2}}}), "rpx"),
+        (json!({"limits": {FLASH: {"rpm": 0}}}), "at least 1"),
+        (json!({"limits": {"a b": {"rpm": 1}}}), "model"),
+        (json!({"limits": {FLASH: {"rpm": -1}}}), "wrong type"),
+    ] {
+        let r = client::request(Method::PATCH, &d.url(&path), &h, body.to_string()).await;
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        assert!(r.text().contains(says), "{body}: {}", r.text());
+    }
+    let cleared = admin_ok(
+        &d,
+        Method::PATCH,
+        &path,
+        &token,
+        Some(json!({"limits": null})),
+    )
+    .await;
+    assert_eq!(cleared["limits"], json!({}), "{cleared}");
 }

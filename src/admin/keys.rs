@@ -5,13 +5,15 @@ use crate::AppState;
 use crate::body::Body;
 use crate::body::ReqBody;
 use crate::checker::{self, Verdict};
+use crate::config::check_limits;
 use crate::error::ApiError;
 use crate::keys::format::{extract_keys, looks_like_key};
 use crate::keys::{KeyEntry, unix_ms};
 use crate::secret::Secret;
+use crate::store::SetLimits;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use serde::Deserialize;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 /// Upstream checks run at most this many at a time.
@@ -112,6 +114,10 @@ struct Patch {
     /// The Cloud project (its number, as Google's errors name it); `null` forgets it.
     #[serde(default, deserialize_with = "double_option")]
     project: Option<Option<String>>,
+    /// Limits by model name or glob, `{"gemini-2.5-pro": {"rpm": 5, "rpd": 100,
+    /// "tpm": 250000}}`, replacing the key's; `null` or `{}` clears them.
+    #[serde(default, deserialize_with = "double_option")]
+    limits: Option<Option<BTreeMap<String, SetLimits>>>,
 }
 
 /// A project id as Google writes them: letters, digits, `-`, `_`, `.`, `:`, at most 100.
@@ -122,10 +128,10 @@ fn valid_project(p: &str) -> bool {
 }
 
 /// Tells `"note": null` (clear) apart from a missing `note` (leave as is).
-fn double_option<'de, D: serde::Deserializer<'de>>(
+fn double_option<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
     d: D,
-) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
 
 pub async fn patch(
@@ -135,6 +141,10 @@ pub async fn patch(
 ) -> Result<Response<Body>, ApiError> {
     let e = entry(state, id)?;
     let p: Patch = parse_json(&read(req).await?)?;
+    let limits = p.limits.map(Option::unwrap_or_default);
+    if let Some(Err(why)) = limits.as_ref().map(check_limits) {
+        return Err(ApiError::BadRequest(format!("limits: {why}.")));
+    }
     let disabled = match (p.enabled, p.disabled) {
         (Some(a), Some(b)) if a == b => {
             return Err(ApiError::BadRequest(
@@ -162,6 +172,9 @@ pub async fn patch(
             ));
         }
         state.pool.set_project(&e, project);
+    }
+    if let Some(limits) = limits {
+        state.pool.set_limits(&e, limits);
     }
     state.persister.sync().await;
     Ok(json(StatusCode::OK, &e.view(unix_ms())))

@@ -2,10 +2,11 @@
 //! Every change here is announced to the persistence task; callers that must answer only
 //! once it is durable wait with `Persister::sync`.
 
+use super::ledger::Usage;
 use super::{Dirty, KeyEntry, KeyStatus, Keys, Pool};
-use crate::store::{KeyRecord, ModelState, Snapshot};
+use crate::store::{KeyRecord, ModelState, QuotaLimits, SetLimits, Snapshot};
 use serde::Serialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -17,6 +18,10 @@ pub struct KeyView {
     pub note: Option<String>,
     /// The Cloud project whose quotas the key shares, if known.
     pub project: Option<String>,
+    /// The key's group.
+    pub group: String,
+    /// Limits the admin set for the key, by model name or glob.
+    pub limits: BTreeMap<String, SetLimits>,
     pub invalid_reason: Option<String>,
     pub invalid_since: Option<i64>,
     pub models: Vec<ModelView>,
@@ -56,49 +61,22 @@ pub struct ModelView {
 impl KeyEntry {
     pub fn view(&self, now: i64) -> KeyView {
         let s = self.lock();
-        let mut models: Vec<ModelView> = s
+        // Every model with state, counts, or a limit set by name.
+        let names: BTreeSet<&str> = s
             .models
-            .iter()
-            .map(|(model, m)| {
-                let cooling = m.cooling_until_ms > now;
-                let unavailable = m.unavailable_until_ms > now;
-                let used = s.usage.get(model).map(|u| u.used(now)).unwrap_or_default();
-                let limits = s.limits_for(model);
-                ModelView {
-                    model: model.clone(),
-                    state: if unavailable {
-                        KeyStatus::Unavailable
-                    } else if cooling {
-                        KeyStatus::Cooling
-                    } else {
-                        KeyStatus::Active
-                    },
-                    cooling,
-                    cooling_seconds: if cooling {
-                        ((m.cooling_until_ms - now) as u64).div_ceil(1000)
-                    } else {
-                        0
-                    },
-                    cooling_until_ms: m.cooling_until_ms,
-                    reason: m.cooling_reason.clone(),
-                    failure_streak: m.failure_streak,
-                    backoff_level: m.backoff_level,
-                    last_error: m.last_error.clone(),
-                    unavailable_until_ms: if unavailable {
-                        m.unavailable_until_ms
-                    } else {
-                        0
-                    },
-                    limit_per_minute: limits.per_minute,
-                    limit_per_day: limits.per_day,
-                    limit_tokens_per_minute: limits.tokens_per_minute,
-                    used_last_minute: used.minute,
-                    used_today: used.today,
-                    tokens_last_minute: used.tokens_minute,
-                }
+            .keys()
+            .chain(s.usage.keys())
+            .map(String::as_str)
+            .chain(s.named_models())
+            .collect();
+        let none = ModelState::default();
+        let models: Vec<ModelView> = names
+            .into_iter()
+            .map(|model| {
+                let m = s.models.get(model).unwrap_or(&none);
+                model_view(model, m, s.usage.get(model), s.limits_for(model), now)
             })
             .collect();
-        models.sort_by(|a, b| a.model.cmp(&b.model));
         let state = if s.disabled {
             KeyStatus::Disabled
         } else if s.invalid.is_some() {
@@ -119,6 +97,11 @@ impl KeyEntry {
             state,
             note: s.note.clone(),
             project: s.project.clone(),
+            group: s
+                .group
+                .clone()
+                .unwrap_or_else(|| crate::config::DEFAULT_GROUP.to_owned()),
+            limits: s.set_limits.clone(),
             invalid_reason: s.invalid.as_ref().map(|i| i.reason.clone()),
             invalid_since: s.invalid.as_ref().map(|i| i.at),
             failure_streak: models.iter().map(|m| m.failure_streak).max().unwrap_or(0),
@@ -129,6 +112,57 @@ impl KeyEntry {
             usage_today: self.usage_today(now),
             created_at: self.created_at,
         }
+    }
+}
+
+/// How one model looks on a key: its state, and the ledger's counts against its limits
+/// (a (key, model) at a limit shows as cooling until the ledger has room).
+fn model_view(
+    model: &str,
+    m: &ModelState,
+    usage: Option<&Usage>,
+    limits: QuotaLimits,
+    now: i64,
+) -> ModelView {
+    let used = usage.map(|u| u.used(now)).unwrap_or_default();
+    let full = usage.and_then(|u| u.clone().full_until(&limits, now));
+    let (until, reason) = match full {
+        Some(t) if t > m.cooling_until_ms => (t, "local limit".to_owned()),
+        _ => (m.cooling_until_ms, m.cooling_reason.clone()),
+    };
+    let cooling = until > now;
+    let unavailable = m.unavailable_until_ms > now;
+    ModelView {
+        model: model.to_owned(),
+        state: if unavailable {
+            KeyStatus::Unavailable
+        } else if cooling {
+            KeyStatus::Cooling
+        } else {
+            KeyStatus::Active
+        },
+        cooling,
+        cooling_seconds: if cooling {
+            ((until - now) as u64).div_ceil(1000)
+        } else {
+            0
+        },
+        cooling_until_ms: until,
+        reason,
+        failure_streak: m.failure_streak,
+        backoff_level: m.backoff_level,
+        last_error: m.last_error.clone(),
+        unavailable_until_ms: if unavailable {
+            m.unavailable_until_ms
+        } else {
+            0
+        },
+        limit_per_minute: limits.per_minute,
+        limit_per_day: limits.per_day,
+        limit_tokens_per_minute: limits.tokens_per_minute,
+        used_last_minute: used.minute,
+        used_today: used.today,
+        tokens_last_minute: used.tokens_minute,
     }
 }
 
@@ -171,11 +205,16 @@ impl Pool {
                 s.project = rec.project;
                 s.disabled = rec.disabled;
                 s.invalid = rec.invalid;
+                s.set_limits = rec.limits;
+                s.group = rec.group;
                 s.models = states.into_iter().collect();
+                drop(s);
+                self.compile_limits(&e);
             }
             (None, Some(rec)) => {
                 let entry = Arc::new(KeyEntry::new(rec));
                 entry.lock().models = states.into_iter().collect();
+                self.compile_limits(&entry);
                 self.keys.rcu(|current| {
                     let mut list = current.list.clone();
                     if !current.by_id.contains_key(&entry.id) {

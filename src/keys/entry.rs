@@ -4,7 +4,8 @@
 
 use super::ledger::Usage;
 use crate::secret::{Secret, fingerprint};
-use crate::store::{Invalid, KeyRecord, ModelState, QuotaLimits};
+use crate::store::{Invalid, KeyRecord, ModelState, SetLimits};
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
@@ -47,18 +48,22 @@ pub(super) struct EntryState {
     pub(super) disabled: bool,
     pub(super) invalid: Option<Invalid>,
     pub(super) models: HashMap<String, ModelState>,
+    /// The key's group (`None`: `default`).
+    pub(super) group: Option<String>,
+    /// Limits the admin set for the key, by model name or glob, as stored.
+    pub(super) set_limits: BTreeMap<String, SetLimits>,
+    /// Those and its group's, ready to match (see `limits`).
+    pub(super) admin_limits: Vec<super::limits::AdminLimit>,
     /// The ledger's counts, for the models with known limits.
     pub(super) usage: HashMap<String, Usage>,
 }
 
 impl EntryState {
     pub(super) fn plain(&self) -> bool {
-        !self.disabled && self.invalid.is_none() && self.models.is_empty()
-    }
-
-    /// The limits that hold for `model`: those Google revealed for it.
-    pub(super) fn limits_for(&self, model: &str) -> QuotaLimits {
-        self.models.get(model).map(|m| m.limits).unwrap_or_default()
+        !self.disabled
+            && self.invalid.is_none()
+            && self.models.is_empty()
+            && self.admin_limits.is_empty()
     }
 }
 
@@ -104,13 +109,16 @@ impl KeyEntry {
             id: rec.id,
             key: rec.key,
             created_at: rec.created_at,
-            plain: AtomicBool::new(!rec.disabled && rec.invalid.is_none()),
+            plain: AtomicBool::new(!rec.disabled && rec.invalid.is_none() && rec.limits.is_empty()),
             state: Mutex::new(EntryState {
                 note: rec.note,
                 project: rec.project,
                 disabled: rec.disabled,
                 invalid: rec.invalid,
                 models: HashMap::new(),
+                admin_limits: super::limits::compile(&rec.limits, &[]),
+                set_limits: rec.limits,
+                group: rec.group,
                 usage: HashMap::new(),
             }),
             in_flight: AtomicU32::new(0),
@@ -154,6 +162,8 @@ impl KeyEntry {
             invalid: s.invalid.clone(),
             created_at: self.created_at,
             project: s.project.clone(),
+            limits: s.set_limits.clone(),
+            group: s.group.clone(),
         }
     }
 

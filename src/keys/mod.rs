@@ -12,6 +12,7 @@ mod entry;
 pub mod format;
 pub mod google_error;
 mod ledger;
+mod limits;
 pub mod persist;
 mod quota;
 mod select;
@@ -88,14 +89,18 @@ impl Pool {
                 e.lock().models.insert(model.clone(), state.clone());
             }
         }
-        Self {
+        let pool = Self {
             keys: ArcSwap::from_pointee(keys),
             cursor: AtomicUsize::new(0),
             cfg,
             freed: Arc::default(),
             dirty,
             hub,
+        };
+        for e in pool.entries() {
+            pool.compile_limits(&e);
         }
+        pool
     }
 
     pub fn config(&self) -> &PoolConfig {
@@ -139,6 +144,8 @@ impl Pool {
                     invalid: None,
                     created_at: now / 1000,
                     project: None,
+                    limits: Default::default(),
+                    group: None,
                 };
                 added.push(rec.clone());
                 list.push(Arc::new(KeyEntry::new(rec)));
@@ -146,6 +153,9 @@ impl Pool {
             Keys::from_list(list)
         });
         for rec in &added {
+            if let Some(e) = self.get(&rec.id) {
+                self.compile_limits(&e);
+            }
             self.mark(Dirty::Key(rec.id.clone()));
             self.announce(
                 &rec.id,

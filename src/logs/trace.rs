@@ -242,6 +242,8 @@ mod tests {
             invalid: None,
             created_at: 0,
             project: None,
+            limits: Default::default(),
+            group: None,
         };
         Arc::new(KeyEntry::new(rec))
     }

@@ -21,6 +21,7 @@ mod tests;
 use crate::record::LogRecord;
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -76,6 +77,35 @@ pub struct KeyRecord {
     /// errors): keys of one project share its quotas.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<String>,
+    /// Limits the admin set, by model name or glob (`*`, `gemini-2.5-*`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<String, SetLimits>,
+    /// The key group (`None`: the group `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+/// Limits the admin sets for a (key, model), in the config and the admin API: requests
+/// per minute, requests per (Pacific) day, input tokens per minute.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SetLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpd: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<u32>,
+}
+
+impl From<SetLimits> for QuotaLimits {
+    fn from(s: SetLimits) -> Self {
+        QuotaLimits {
+            per_minute: s.rpm,
+            per_day: s.rpd,
+            tokens_per_minute: s.tpm,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

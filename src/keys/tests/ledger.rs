@@ -85,3 +85,45 @@ fn a_learned_token_limit_skips_the_key_once_the_prompts_reach_it() {
     );
     assert!(pick(&pool, "m", t + 1 + 60_000).is_ok());
 }
+
+#[test]
+fn a_set_limit_and_a_learned_one_hold_at_the_smaller() {
+    use crate::store::SetLimits;
+    let (pool, _rx) = pool_with(1, PoolConfig::default());
+    let e = pool.entries()[0].clone();
+    let set = |rpm| SetLimits {
+        rpm: Some(rpm),
+        ..SetLimits::default()
+    };
+    pool.set_limits(&e, [("gemini-*".to_owned(), set(3))].into());
+    assert!(!e.is_plain(), "a key with limits takes the careful path");
+    let limits = |model: &str| e.lock().limits_for(model);
+    assert_eq!(limits("gemini-2.5-pro").per_minute, Some(3));
+    assert!(limits("other").is_empty(), "the glob does not match");
+    let mut learned = ModelState::default();
+    learned.limits.per_minute = Some(2);
+    learned.limits.per_day = Some(50);
+    e.lock().models.insert("gemini-2.5-pro".into(), learned);
+    let l = limits("gemini-2.5-pro");
+    assert_eq!(
+        (l.per_minute, l.per_day),
+        (Some(2), Some(50)),
+        "Google's is smaller"
+    );
+    pool.set_limits(
+        &e,
+        [
+            ("gemini-*".to_owned(), set(3)),
+            ("gemini-2.5-pro".to_owned(), set(1)),
+        ]
+        .into(),
+    );
+    assert_eq!(
+        limits("gemini-2.5-pro").per_minute,
+        Some(1),
+        "the admin's is smaller"
+    );
+    assert!(pick(&pool, "gemini-2.5-pro", T0).is_ok());
+    assert!(pick(&pool, "gemini-2.5-pro", T0 + 1).is_err(), "1 a minute");
+    assert_eq!(e.record().limits.len(), 2, "kept in the record");
+}

@@ -18,6 +18,16 @@ pub(super) fn key_rec(id: &str, created_at: i64) -> KeyRecord {
         invalid: None,
         created_at,
         project: Some(format!("project-of-{id}")),
+        limits: [(
+            "gemini-*".to_owned(),
+            crate::store::SetLimits {
+                rpm: Some(4),
+                rpd: None,
+                tpm: Some(9000),
+            },
+        )]
+        .into(),
+        group: Some("free".into()),
     }
 }
 

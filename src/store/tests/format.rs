@@ -15,6 +15,8 @@ fn key(id: &str) -> KeyRecord {
         invalid: None,
         created_at: 1,
         project: None,
+        limits: Default::default(),
+        group: None,
     }
 }
 
