@@ -97,6 +97,9 @@ impl AppState {
             config.logs.enabled,
         );
         tracing::info!(keys = pool.len(), users = records.len(), "store loaded");
+        if let Store::Redis(r) = &store {
+            pool.share_ledger(crate::keys::shared::SharedLedger::new((**r).clone()));
+        }
         let key_slots = match &store {
             Store::Redis(r) => SharedSlots::new((**r).clone(), config.pool.max_concurrent_per_key),
             Store::Redb(_) => None,

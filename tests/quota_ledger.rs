@@ -186,3 +186,67 @@ async fn an_admin_set_limit_skips_the_key_on_the_request_past_it() {
     .await;
     assert_eq!(cleared["limits"], json!({}), "{cleared}");
 }
+
+/// A key A limited to `rpm` FLASH requests a minute in the file, and a key B without.
+fn limited_pair(up: &Upstream, rpm: u32) -> (Config, String, String) {
+    let (a, b) = (key(0), key(1));
+    let cfg = Config::new(up)
+        .keys([&b])
+        .admin_password(PASSWORD)
+        .extra(&format!(
+            "\n[[upstream_keys]]\nkey = \"{a}\"\nlimits = {{ \"{FLASH}\" = {{ rpm = {rpm} }} }}\n"
+        ));
+    (cfg, a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_counts_survive_a_restart_on_redb() {
+    let up = Upstream::start(ok_or_stream).await;
+    let (cfg, a, b) = limited_pair(&up, 2);
+    let mut d = Daemon::start(&cfg).await;
+    serve(&d, FLASH, 4).await;
+    assert_eq!(count(&up.keys_to(GEN), &a), 2, "A at its limit");
+
+    d.restart().await;
+    up.clear();
+    serve(&d, FLASH, 3).await;
+    assert_eq!(
+        up.keys_to(GEN),
+        vec![b.clone(); 3],
+        "A's two requests of this minute are still counted"
+    );
+    let token = login(&d, PASSWORD).await;
+    let m = model_view(key_view(&list_keys(&d, &token).await, &id_of(&a)), FLASH).unwrap();
+    assert_eq!(
+        (m["used_last_minute"].clone(), m["used_today"].clone()),
+        (json!(2), json!(2)),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_on_one_redis_share_the_counts() {
+    let redis = common::redis::RedisServer::start();
+    let up = Upstream::start(ok_or_stream).await;
+    let (cfg, a, b) = limited_pair(&up, 3);
+    let top = format!("store = {:?}\n", redis.url());
+    let one = Daemon::start_with_top_level(&cfg, &top).await;
+    let two = Daemon::start_with_top_level(&cfg, &top).await;
+    serve(&one, FLASH, 2).await;
+    serve(&two, FLASH, 2).await;
+    serve(&one, FLASH, 4).await;
+    serve(&two, FLASH, 4).await;
+    let sent = up.keys_to(GEN);
+    assert_eq!(
+        count(&sent, &a),
+        3,
+        "3 a minute over both daemons: {sent:?}"
+    );
+    assert_eq!(count(&sent, &b), 9);
+
+    // Each daemon shows the counts of both (as the shared ledger last told it).
+    let token = login(&two, PASSWORD).await;
+    let m = model_view(key_view(&list_keys(&two, &token).await, &id_of(&a)), FLASH).unwrap();
+    assert_eq!(m["used_last_minute"], 3, "{m}");
+    assert_eq!(m["state"], "cooling", "{m}");
+}

@@ -293,9 +293,11 @@ impl Pool {
         let models: Vec<String> = {
             let mut s = entry.lock();
             s.invalid = None;
-            s.usage.clear();
+            // Emptied, not removed, so that the next save deletes the saved counts.
+            s.usage.values_mut().for_each(|u| *u = Default::default());
             s.models.drain().map(|(m, _)| m).collect()
         };
+        entry.ledger_dirty.store(true, Ordering::Relaxed);
         self.mark(Dirty::Key(entry.id.clone()));
         for m in models {
             self.mark(Dirty::Model(entry.id.clone(), m));

@@ -4,7 +4,7 @@
 
 use super::ledger::Usage;
 use crate::secret::{Secret, fingerprint};
-use crate::store::{Invalid, KeyRecord, ModelState, SetLimits};
+use crate::store::{Invalid, KeyRecord, ModelState, QuotaLimits, SetLimits, UsageRecord};
 use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -39,6 +39,8 @@ pub struct KeyEntry {
     /// Requests since the last daily reset, and when the current day ends (Unix ms).
     pub(super) today: AtomicU64,
     pub(super) day_end_ms: AtomicI64,
+    /// The ledger's counts changed since they were last saved.
+    pub(super) ledger_dirty: AtomicBool,
 }
 
 #[derive(Default)]
@@ -125,6 +127,7 @@ impl KeyEntry {
             requests: AtomicU64::new(0),
             today: AtomicU64::new(0),
             day_end_ms: AtomicI64::new(0),
+            ledger_dirty: AtomicBool::new(false),
         }
     }
 
@@ -207,28 +210,47 @@ impl KeyEntry {
         full.map_or((KeyStatus::Active, 0), |t| (KeyStatus::Cooling, t))
     }
 
-    /// Counts a request for `model` in the ledger when it has a known limit.
-    pub(super) fn spend(&self, model: &str, now: i64) {
-        self.ledger(model, |u| u.count(now));
+    /// Counts a request for `model` in the ledger; the limits when it has any.
+    pub(super) fn spend(&self, model: &str, now: i64) -> Option<QuotaLimits> {
+        self.ledger(model, |u| u.count(now))
     }
 
-    /// Counts the prompt tokens of an answer for `model` when it has a known limit.
-    pub(super) fn spend_tokens(&self, model: &str, tokens: u64, now: i64) {
-        self.ledger(model, |u| u.count_tokens(tokens, now));
+    /// Counts the prompt tokens of an answer for `model`; the limits when it has any.
+    pub(super) fn spend_tokens(&self, model: &str, tokens: u64, now: i64) -> Option<QuotaLimits> {
+        self.ledger(model, |u| u.count_tokens(tokens, now))
     }
 
-    /// Runs `f` on the ledger of (key, `model`) when it has a known limit.
-    pub(super) fn ledger(&self, model: &str, f: impl FnOnce(&mut Usage)) -> bool {
+    /// Runs `f` on the ledger of (key, `model`) when it has a known limit, and marks the
+    /// ledger for saving; answers the limits.
+    pub(super) fn ledger(&self, model: &str, f: impl FnOnce(&mut Usage)) -> Option<QuotaLimits> {
         if self.is_plain() {
-            return false;
+            return None;
         }
         let mut guard = self.lock();
         let s = &mut *guard;
-        if s.limits_for(model).is_empty() {
-            return false;
+        let limits = s.limits_for(model);
+        if limits.is_empty() {
+            return None;
         }
         f(s.usage.entry(model.to_owned()).or_default());
-        true
+        self.ledger_dirty.store(true, Ordering::Relaxed);
+        Some(limits)
+    }
+
+    /// The ledger's counts to save, if they changed since last asked: (model, counts),
+    /// `None` for a model whose counts are all spent.
+    pub(super) fn take_ledger(&self, now: i64) -> Vec<(String, Option<UsageRecord>)> {
+        if !self.ledger_dirty.swap(false, Ordering::Relaxed) {
+            return Vec::new();
+        }
+        let mut s = self.lock();
+        let out = s
+            .usage
+            .iter()
+            .map(|(m, u)| (m.clone(), (!u.is_spent(now)).then(|| u.to_record())))
+            .collect();
+        s.usage.retain(|_, u| !u.is_spent(now));
+        out
     }
 
     pub fn in_flight(&self) -> u32 {

@@ -11,27 +11,25 @@
 //! persistence task (see `persist`); instances sharing a Redis also check them there.
 
 use super::quota::next_pacific_midnight;
-use crate::store::QuotaLimits;
-use serde::{Deserialize, Serialize};
+use crate::store::{QuotaLimits, UsageRecord};
 use std::collections::VecDeque;
 
 pub const MINUTE_MS: i64 = 60_000;
 
 /// What one (key, model) with known limits has used.
-#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Usage {
     /// Send times (Unix ms) within the last 60 s, oldest first.
-    #[serde(default)]
     minute: VecDeque<i64>,
     /// (time an answer ended, its prompt tokens) within the last 60 s, oldest first.
-    #[serde(default)]
     tokens: VecDeque<(i64, u64)>,
-    #[serde(default)]
     tokens_sum: u64,
-    #[serde(default)]
     today: u64,
-    #[serde(default)]
     day_end_ms: i64,
+    /// Out until then because the shared ledger (other instances' requests) is full.
+    held_until_ms: i64,
+    /// The shared ledger's counts when last asked, and when (Unix ms).
+    shared: Option<(i64, Used)>,
 }
 
 /// What a (key, model) used at some moment.
@@ -47,9 +45,9 @@ impl Usage {
     pub fn full_until(&mut self, limits: &QuotaLimits, now: i64) -> Option<i64> {
         self.roll(now);
         if limits.per_day.is_some_and(|n| self.today >= u64::from(n)) {
-            return Some(self.day_end_ms);
+            return Some(self.day_end_ms.max(self.held_until_ms));
         }
-        let mut until = None;
+        let mut until = (self.held_until_ms > now).then_some(self.held_until_ms);
         let mut later = |t: i64| until = Some(until.map_or(t, |u: i64| u.max(t)));
         if let Some(n) = limits.per_minute {
             let (n, len) = (n as usize, self.minute.len());
@@ -81,6 +79,21 @@ impl Usage {
         self.today += 1;
     }
 
+    /// Takes back the request counted last (it was never sent).
+    pub fn uncount(&mut self) {
+        self.minute.pop_back();
+        self.today = self.today.saturating_sub(1);
+    }
+
+    /// What the shared ledger said at `now`: its counts, and until when the (key,
+    /// model) is out when it is full.
+    pub fn shared(&mut self, used: Used, out_until: Option<i64>, now: i64) {
+        self.shared = Some((now, used));
+        if let Some(t) = out_until {
+            self.held_until_ms = self.held_until_ms.max(t);
+        }
+    }
+
     /// Counts the prompt tokens of an answer that ended at `now`.
     pub fn count_tokens(&mut self, n: u64, now: i64) {
         self.roll(now);
@@ -90,8 +103,23 @@ impl Usage {
         }
     }
 
-    /// What was used in the 60 s before `now`, and today (read without rolling).
+    /// What was used in the 60 s before `now`, and today (read without rolling): by
+    /// every instance when they share a ledger (as it was when last asked).
     pub fn used(&self, now: i64) -> Used {
+        let local = self.used_here(now);
+        match self.shared {
+            Some((at, s)) if at > now - MINUTE_MS => Used {
+                minute: local.minute.max(s.minute),
+                today: local
+                    .today
+                    .max(if now < self.day_end_ms { s.today } else { 0 }),
+                tokens_minute: local.tokens_minute.max(s.tokens_minute),
+            },
+            _ => local,
+        }
+    }
+
+    fn used_here(&self, now: i64) -> Used {
         let recent = |t: i64| t > now - MINUTE_MS;
         Used {
             minute: self.minute.iter().filter(|&&t| recent(t)).count() as u64,
@@ -102,6 +130,31 @@ impl Usage {
                 .filter(|(t, _)| recent(*t))
                 .map(|(_, n)| n)
                 .sum(),
+        }
+    }
+
+    /// Nothing counted in any window at `now`: the entry need not be kept.
+    pub fn is_spent(&self, now: i64) -> bool {
+        self.used_here(now) == Used::default() && self.held_until_ms <= now
+    }
+
+    pub fn to_record(&self) -> UsageRecord {
+        UsageRecord {
+            minute: self.minute.iter().copied().collect(),
+            tokens: self.tokens.iter().copied().collect(),
+            today: self.today,
+            day_end_ms: self.day_end_ms,
+        }
+    }
+
+    pub fn from_record(r: &UsageRecord) -> Self {
+        Self {
+            minute: r.minute.iter().copied().collect(),
+            tokens_sum: r.tokens.iter().map(|(_, n)| n).sum(),
+            tokens: r.tokens.iter().copied().collect(),
+            today: r.today,
+            day_end_ms: r.day_end_ms,
+            ..Self::default()
         }
     }
 
@@ -187,5 +240,38 @@ mod tests {
         assert_eq!(u.full_until(&limits, T0 + 21_000), Some(T0 + MINUTE_MS));
         assert_eq!(u.full_until(&limits, T0 + MINUTE_MS), None);
         assert_eq!(u.used(T0 + MINUTE_MS).tokens_minute, 800);
+    }
+
+    #[test]
+    fn a_hold_from_the_shared_ledger_keeps_it_out_until_then() {
+        let limits = limits(Some(10), None, None);
+        let mut u = Usage::default();
+        let seen = Used {
+            minute: 7,
+            today: 30,
+            tokens_minute: 0,
+        };
+        u.count(T0);
+        u.shared(seen, Some(T0 + 5_000), T0);
+        assert_eq!(u.full_until(&limits, T0), Some(T0 + 5_000));
+        assert_eq!(u.used(T0).minute, 7, "the shared counts show");
+        assert_eq!(
+            u.used(T0 + MINUTE_MS).minute,
+            0,
+            "until they are a minute old"
+        );
+        assert_eq!(u.full_until(&limits, T0 + 5_000), None);
+        u.uncount();
+        assert!(u.is_spent(T0 + 5_000));
+    }
+
+    #[test]
+    fn the_counts_come_back_from_their_record() {
+        let mut u = Usage::default();
+        u.count(T0);
+        u.count_tokens(40, T0 + 1);
+        let back = Usage::from_record(&u.to_record());
+        assert_eq!(back, u);
+        assert_eq!(back.used(T0 + 2).tokens_minute, 40);
     }
 }

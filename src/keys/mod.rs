@@ -69,6 +69,8 @@ pub struct Pool {
     freed: Arc<select::Freed>,
     dirty: mpsc::UnboundedSender<Msg>,
     hub: Hub,
+    /// The quota ledger of every instance, with a shared Redis.
+    shared: std::sync::OnceLock<shared::SharedLedger>,
 }
 
 impl Pool {
@@ -96,7 +98,14 @@ impl Pool {
             freed: Arc::default(),
             dirty,
             hub,
+            shared: Default::default(),
         };
+        for (key_id, model, rec) in &snapshot.usage {
+            if let Some(e) = pool.get(key_id) {
+                let usage = ledger::Usage::from_record(rec);
+                e.lock().usage.insert(model.clone(), usage);
+            }
+        }
         for e in pool.entries() {
             pool.compile_limits(&e);
         }
@@ -259,7 +268,40 @@ impl Pool {
     /// Counts the prompt tokens of an answer that ended at `now` in the ledger of
     /// (key, model), for a token limit.
     pub fn count_tokens(&self, entry: &KeyEntry, model: &str, prompt_tokens: u64, now: i64) {
-        entry.spend_tokens(model, prompt_tokens, now);
+        let counted = entry.spend_tokens(model, prompt_tokens, now).is_some();
+        if let Some(shared) = self.shared.get().filter(|_| counted) {
+            shared.add_tokens(&entry.id, model, prompt_tokens, now);
+        }
+    }
+
+    /// Shares the quota ledger with the other instances on a Redis.
+    pub fn share_ledger(&self, ledger: shared::SharedLedger) {
+        let _ = self.shared.set(ledger);
+    }
+
+    /// With a shared ledger, counts a leased (key, model) that has limits there too (one
+    /// round trip). False when the other instances' requests filled it: the (key, model)
+    /// is then out locally until the shared ledger has room, and the caller drops the
+    /// lease and tries another key. Redis trouble leaves the local ledger alone in charge.
+    pub async fn confirm(&self, lease: &Lease, model: &str, now: i64) -> bool {
+        let (Some(shared), Some(limits)) = (self.shared.get(), lease.limits) else {
+            return true;
+        };
+        let Some(t) = shared.take(&lease.entry.id, model, &limits, now).await else {
+            return true;
+        };
+        let used = ledger::Used {
+            minute: t.minute,
+            today: t.today,
+            tokens_minute: t.tokens_minute,
+        };
+        lease.entry.ledger(model, |u| {
+            if !t.counted {
+                u.uncount();
+            }
+            u.shared(used, (!t.counted).then_some(t.out_until_ms), now);
+        });
+        t.counted
     }
 
     /// Brings an invalid key back (re-validated) without touching its other state.

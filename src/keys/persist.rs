@@ -3,7 +3,9 @@
 //! of changes to one key becomes one write, and writes can never land out of order.
 //!
 //! Admin changes wait for their write with [`Persister::sync`] before answering; request-
-//! path changes never wait. A failed commit is retried with the changes kept.
+//! path changes never wait. A failed commit is retried with the changes kept. The quota
+//! ledger's counts, which change with every request to a limited key, are saved every
+//! [`LEDGER_EVERY`] and with each sync instead.
 
 use super::Pool;
 use crate::store::{Store, Write};
@@ -56,12 +58,27 @@ pub fn spawn(
     let handle = tokio::spawn(async move {
         let mut pending: BTreeSet<Dirty> = BTreeSet::new();
         let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
-        while let Some(first) = rx.recv().await {
+        let mut ledger = tokio::time::interval(LEDGER_EVERY);
+        ledger.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let first = tokio::select! {
+                m = rx.recv() => match m {
+                    Some(m) => m,
+                    None => break,
+                },
+                _ = ledger.tick() => {
+                    save_ledger(&pool, &store).await;
+                    continue;
+                }
+            };
             take(first, &mut pending, &mut waiters);
             while let Ok(m) = rx.try_recv() {
                 take(m, &mut pending, &mut waiters);
             }
             flush(&pool, &store, &mut pending).await;
+            if !waiters.is_empty() {
+                save_ledger(&pool, &store).await;
+            }
             for w in waiters.drain(..) {
                 let _ = w.send(());
             }
@@ -96,6 +113,37 @@ async fn flush(pool: &Pool, store: &Store, pending: &mut BTreeSet<Dirty>) {
         }
     }
     pending.clear();
+}
+
+/// How often the quota ledger's counts are saved (redb). A crash loses at most the
+/// counts of this long; a shutdown saves them all (it syncs first).
+pub const LEDGER_EVERY: Duration = Duration::from_secs(5);
+
+/// Saves the ledger counts that changed since the last save, in one commit. The
+/// request path only flags a key's ledger; this reads the counts when it saves. On
+/// Redis the counts are shared in Redis as requests go, so nothing is saved here.
+async fn save_ledger(pool: &Pool, store: &Store) {
+    if matches!(store, Store::Redis(_)) {
+        return;
+    }
+    let now = super::unix_ms();
+    let mut writes = Vec::new();
+    for e in pool.entries() {
+        for (model, usage) in e.take_ledger(now) {
+            let key_id = e.id.clone();
+            writes.push(match usage {
+                Some(usage) => Write::PutUsage {
+                    key_id,
+                    model,
+                    usage,
+                },
+                None => Write::DeleteUsage { key_id, model },
+            });
+        }
+    }
+    if let Err(e) = store.apply(writes).await {
+        tracing::warn!(error = %e, "saving the quota ledger failed; the next change saves it");
+    }
 }
 
 /// The write that makes the store match the pool's current value.

@@ -25,6 +25,8 @@ pub struct Lease {
     freed: Arc<Freed>,
     /// A slot held elsewhere for this attempt (a shared cap), released with the lease.
     shared: Option<super::shared::SharedSlot>,
+    /// The limits of the leased (key, model), when it has any (its ledger counted it).
+    pub(super) limits: Option<crate::store::QuotaLimits>,
 }
 
 impl Lease {
@@ -210,11 +212,12 @@ impl Pool {
             });
         taken.ok()?;
         e.count_request(now);
-        e.spend(model, now);
+        let limits = e.spend(model, now);
         Some(Lease {
             entry: e.clone(),
             freed: self.freed.clone(),
             shared: None,
+            limits,
         })
     }
 

@@ -1,7 +1,8 @@
-//! Per-key concurrency caps across instances: with a shared Redis and
-//! `max_concurrent_per_key > 0`, a key checked out locally must also win a slot in
-//! `{prefix}:kslot:{key id}` (one Lua round trip) before it is used. If Redis cannot be
-//! reached the local cap alone applies, so requests keep flowing.
+//! What instances sharing a Redis check together before a key is used: per-key
+//! concurrency caps (with `max_concurrent_per_key > 0`, a key checked out locally must
+//! also win a slot in `{prefix}:kslot:{key id}`, one Lua round trip) and the quota
+//! ledger ([`SharedLedger`]). If Redis cannot be reached the local checks alone apply,
+//! so requests keep flowing.
 
 use crate::store::RedisStore;
 use fred::prelude::*;
@@ -63,5 +64,68 @@ impl SharedSlots {
                 })
             }
         }
+    }
+}
+
+/// The quota ledger shared by every instance on one Redis (see `store::redis_ledger`):
+/// a leased (key, model) with a known limit is also counted there, in one Lua round
+/// trip, before it is used; the answers' prompt tokens are added when they end,
+/// without the request waiting. If Redis cannot be reached the local ledger alone
+/// applies, so requests keep flowing.
+pub struct SharedLedger {
+    store: RedisStore,
+    /// Tells this instance's counted requests apart from every other's.
+    nonce: String,
+    seq: std::sync::atomic::AtomicU64,
+}
+
+impl SharedLedger {
+    pub fn new(store: RedisStore) -> Self {
+        Self {
+            store,
+            nonce: format!("{:016x}", rand::random::<u64>()),
+            seq: Default::default(),
+        }
+    }
+
+    fn unique(&self) -> String {
+        let n = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{}-{n}", self.nonce)
+    }
+
+    /// Counts a request in the shared ledger; `None` when Redis cannot be asked.
+    pub async fn take(
+        &self,
+        key_id: &str,
+        model: &str,
+        limits: &crate::store::QuotaLimits,
+        now: i64,
+    ) -> Option<crate::store::Taken> {
+        let day_end = super::next_pacific_midnight(now);
+        let unique = self.unique();
+        let taken = self
+            .store
+            .ledger_take(key_id, model, limits, now, day_end, &unique)
+            .await;
+        taken
+            .inspect_err(|e| tracing::debug!(error = %e, "shared ledger unavailable; local only"))
+            .ok()
+    }
+
+    /// Adds an answer's prompt tokens to the shared ledger, in the background.
+    pub fn add_tokens(&self, key_id: &str, model: &str, tokens: u64, now: i64) {
+        if tokens == 0 {
+            return;
+        }
+        let (store, unique) = (self.store.clone(), self.unique());
+        let (key_id, model) = (key_id.to_owned(), model.to_owned());
+        tokio::spawn(async move {
+            if let Err(e) = store
+                .ledger_tokens(&key_id, &model, tokens, now, &unique)
+                .await
+            {
+                tracing::debug!(error = %e, "shared ledger unavailable; tokens counted locally");
+            }
+        });
     }
 }

@@ -204,6 +204,10 @@ async fn acquire(
                 .into()
         };
         let no = match pool.acquire(model, now, &exclude) {
+            Ok(lease) if !pool.confirm(&lease, model, now).await => {
+                full_elsewhere.push(lease.entry.clone());
+                continue;
+            }
             Ok(mut lease) => match &state.key_slots {
                 None => return Ok(lease),
                 Some(slots) => match slots.take(&lease.entry.id).await {

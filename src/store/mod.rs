@@ -14,6 +14,7 @@ mod redb_logs;
 mod redb_runs;
 mod redb_stats;
 mod redis;
+mod redis_ledger;
 mod redis_logs;
 #[cfg(test)]
 mod tests;
@@ -29,6 +30,7 @@ pub use self::logs::{Bucket, BucketKey, HOUR_MS, LATENCY_BOUNDS_MS, LogQuery, ne
 pub use self::packed::{PackedLogs, pack_all};
 pub use self::redb::RedbStore;
 pub use self::redis::{Change, RedisStore};
+pub use self::redis_ledger::Taken;
 
 /// The format this binary writes to Redis; a store of another one, older or newer, is
 /// refused.
@@ -233,6 +235,33 @@ pub enum Write {
     PutMeta(String, Vec<u8>),
     /// Removes a named setting (an ACME HTTP-01 answer once its order is over).
     DeleteMeta(String),
+    /// The quota ledger's counts of a (key, model), saved now and then so they survive
+    /// a restart (redb; Redis keeps shared counts of its own, see `redis_ledger`).
+    PutUsage {
+        key_id: String,
+        model: String,
+        usage: UsageRecord,
+    },
+    DeleteUsage {
+        key_id: String,
+        model: String,
+    },
+}
+
+/// The quota ledger's counts of one (key, model) at some moment.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct UsageRecord {
+    /// Send times (Unix ms) of the last 60 s, oldest first.
+    #[serde(default)]
+    pub minute: Vec<i64>,
+    /// (Unix ms an answer ended, its prompt tokens) of the last 60 s, oldest first.
+    #[serde(default)]
+    pub tokens: Vec<(i64, u64)>,
+    /// Requests of the Pacific day that ends at `day_end_ms`.
+    #[serde(default)]
+    pub today: u64,
+    #[serde(default)]
+    pub day_end_ms: i64,
 }
 
 /// Everything the daemon loads at start.
@@ -241,6 +270,8 @@ pub struct Snapshot {
     pub keys: Vec<KeyRecord>,
     pub model_states: Vec<(String, String, ModelState)>,
     pub users: Vec<UserRecord>,
+    /// The ledger's counts by (key id, model); empty on Redis.
+    pub usage: Vec<(String, String, UsageRecord)>,
 }
 
 #[derive(Clone)]

@@ -17,6 +17,9 @@ pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 const MODEL_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("model_state");
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+/// The quota ledger's counts by "key id SEP model". Files made before it have no such
+/// table: it is made by the first write, and read as empty until then.
+const LEDGER: TableDefinition<&str, &[u8]> = TableDefinition::new("ledger");
 /// Runs of log records, by the newest arrival time in the run.
 pub(super) const LOG_RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("log_runs");
 /// Each run's oldest arrival time, record count and flags, by the run's key.
@@ -157,6 +160,7 @@ impl RedbStore {
             txn.open_table(KEYS).map_err(backend)?;
             txn.open_table(MODEL_STATE).map_err(backend)?;
             txn.open_table(USERS).map_err(backend)?;
+            txn.open_table(LEDGER).map_err(backend)?;
             txn.open_table(LOG_RUNS).map_err(backend)?;
             txn.open_table(LOG_RUN_META).map_err(backend)?;
             txn.open_table(LOG_IDS).map_err(backend)?;
@@ -201,6 +205,20 @@ impl RedbStore {
                 let (k, v) = row.map_err(backend)?;
                 snap.users.push(decode::<UserRecord>(k.value(), v.value())?);
             }
+            match txn.open_table(LEDGER) {
+                Ok(ledger) => {
+                    for row in ledger.iter().map_err(backend)? {
+                        let (k, v) = row.map_err(backend)?;
+                        if let Some((key_id, model)) = k.value().split_once(SEP) {
+                            let usage = decode(k.value(), v.value())?;
+                            snap.usage
+                                .push((key_id.to_owned(), model.to_owned(), usage));
+                        }
+                    }
+                }
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(backend(e)),
+            }
             Ok(snap)
         })
         .await
@@ -216,6 +234,7 @@ impl RedbStore {
                 let mut states = txn.open_table(MODEL_STATE).map_err(backend)?;
                 let mut users = txn.open_table(USERS).map_err(backend)?;
                 let mut meta = txn.open_table(META).map_err(backend)?;
+                let mut ledger = txn.open_table(LEDGER).map_err(backend)?;
                 for w in writes {
                     match w {
                         Write::PutKey(rec) => {
@@ -226,6 +245,9 @@ impl RedbStore {
                             keys.remove(id.as_str()).map_err(backend)?;
                             let prefix = format!("{id}{SEP}");
                             states
+                                .retain(|k, _| !k.starts_with(&prefix))
+                                .map_err(backend)?;
+                            ledger
                                 .retain(|k, _| !k.starts_with(&prefix))
                                 .map_err(backend)?;
                         }
@@ -257,6 +279,20 @@ impl RedbStore {
                         }
                         Write::DeleteMeta(name) => {
                             meta.remove(name.as_str()).map_err(backend)?;
+                        }
+                        Write::PutUsage {
+                            key_id,
+                            model,
+                            usage,
+                        } => {
+                            let k = format!("{key_id}{SEP}{model}");
+                            ledger
+                                .insert(k.as_str(), encode(&usage).as_slice())
+                                .map_err(backend)?;
+                        }
+                        Write::DeleteUsage { key_id, model } => {
+                            let k = format!("{key_id}{SEP}{model}");
+                            ledger.remove(k.as_str()).map_err(backend)?;
                         }
                     }
                 }
