@@ -250,3 +250,67 @@ async fn two_daemons_on_one_redis_share_the_counts() {
     assert_eq!(m["used_last_minute"], 3, "{m}");
     assert_eq!(m["state"], "cooling", "{m}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn free_keys_serve_first_and_paid_ones_only_when_every_free_key_cools() {
+    let (a, b, c) = (key(0), key(1), key(2));
+    let up = Upstream::start(ok_or_stream).await;
+    let mut toml = String::from(
+        "\n[[groups]]\nname = \"paid\"\norder = 1\n\n[[groups]]\nname = \"free\"\norder = 0\n",
+    );
+    for (k, g) in [(&a, "free"), (&b, "free"), (&c, "paid")] {
+        toml += &format!("\n[[upstream_keys]]\nkey = \"{k}\"\ngroup = \"{g}\"\n");
+    }
+    let d = Daemon::start(&Config::new(&up).admin_password(PASSWORD).extra(&toml)).await;
+    let token = login(&d, PASSWORD).await;
+    serve(&d, FLASH, 6).await;
+    let sent = up.keys_to(GEN);
+    assert_eq!(
+        (count(&sent, &a), count(&sent, &b), count(&sent, &c)),
+        (3, 3, 0),
+        "{sent:?}"
+    );
+
+    // Both free keys hit their per-minute quota: the paid key serves, at once.
+    let (fa, fb) = (a.clone(), b.clone());
+    up.set_handler(move |r| match r.key() {
+        Some(k) if k == fa || k == fb => google::per_minute(FLASH, 10, "60s"),
+        _ => Reply::generate_ok("hello"),
+    });
+    up.clear();
+    serve(&d, FLASH, 4).await;
+    let sent = up.keys_to(GEN);
+    assert_eq!(count(&sent, &c), 4, "{sent:?}");
+    assert_eq!(
+        sent.len(),
+        6,
+        "each free key asked once, then skipped: {sent:?}"
+    );
+
+    let v = admin_ok(&d, Method::GET, "/api/keys", &token, None).await;
+    assert_eq!(
+        v["groups"],
+        json!([{"name": "free", "keys": 2}, {"name": "paid", "keys": 1}]),
+        "{v}"
+    );
+    let list = v["keys"].as_array().unwrap();
+    assert_eq!(key_view(list, &id_of(&c))["group"], "paid");
+
+    let path = format!("/api/keys/{}", id_of(&c));
+    let auth = format!("Bearer {token}");
+    let h = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let r = client::request(Method::PATCH, &d.url(&path), &h, r#"{"group":"nope"}"#).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let moved = admin_ok(
+        &d,
+        Method::PATCH,
+        &path,
+        &token,
+        Some(json!({"group": null})),
+    )
+    .await;
+    assert_eq!(moved["group"], "default", "{moved}");
+}

@@ -22,7 +22,17 @@ const CHECK_CONCURRENCY: usize = 8;
 pub fn list(state: &AppState) -> Result<Response<Body>, ApiError> {
     let now = unix_ms();
     let keys: Vec<_> = state.pool.entries().iter().map(|e| e.view(now)).collect();
-    let body = serde_json::json!({ "keys": keys, "quotas": state.pool.quotas() });
+    let groups: Vec<_> = state
+        .pool
+        .groups()
+        .into_iter()
+        .map(|(name, keys)| serde_json::json!({ "name": name, "keys": keys }))
+        .collect();
+    let body = serde_json::json!({
+        "keys": keys,
+        "quotas": state.pool.quotas(),
+        "groups": groups,
+    });
     Ok(json(StatusCode::OK, &body))
 }
 
@@ -118,6 +128,9 @@ struct Patch {
     /// "tpm": 250000}}`, replacing the key's; `null` or `{}` clears them.
     #[serde(default, deserialize_with = "double_option")]
     limits: Option<Option<BTreeMap<String, SetLimits>>>,
+    /// The key group (a `[[groups]]` name, or `default`); `null`: `default`.
+    #[serde(default, deserialize_with = "double_option")]
+    group: Option<Option<String>>,
 }
 
 /// A project id as Google writes them: letters, digits, `-`, `_`, `.`, `:`, at most 100.
@@ -144,6 +157,13 @@ pub async fn patch(
     let limits = p.limits.map(Option::unwrap_or_default);
     if let Some(Err(why)) = limits.as_ref().map(check_limits) {
         return Err(ApiError::BadRequest(format!("limits: {why}.")));
+    }
+    if let Some(Some(g)) = &p.group {
+        if !state.pool.knows_group(g) {
+            return Err(ApiError::BadRequest(
+                "No [[groups]] entry of the config declares that group.".into(),
+            ));
+        }
     }
     let disabled = match (p.enabled, p.disabled) {
         (Some(a), Some(b)) if a == b => {
@@ -175,6 +195,9 @@ pub async fn patch(
     }
     if let Some(limits) = limits {
         state.pool.set_limits(&e, limits);
+    }
+    if let Some(group) = p.group {
+        state.pool.set_group(&e, group);
     }
     state.persister.sync().await;
     Ok(json(StatusCode::OK, &e.view(unix_ms())))

@@ -3,7 +3,7 @@
 //! once it is durable wait with `Persister::sync`.
 
 use super::ledger::Usage;
-use super::{Dirty, KeyEntry, KeyStatus, Keys, Pool};
+use super::{Dirty, KeyEntry, KeyStatus, Pool};
 use crate::store::{KeyRecord, ModelState, QuotaLimits, SetLimits, Snapshot};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -187,7 +187,7 @@ impl Pool {
                 .filter(|e| e.id != id)
                 .cloned()
                 .collect();
-            Keys::from_list(list)
+            self.keys_of(list)
         });
         found
     }
@@ -206,10 +206,14 @@ impl Pool {
                 s.disabled = rec.disabled;
                 s.invalid = rec.invalid;
                 s.set_limits = rec.limits;
+                let moved = s.group != rec.group;
                 s.group = rec.group;
                 s.models = states.into_iter().collect();
                 drop(s);
                 self.compile_limits(&e);
+                if moved {
+                    self.regroup();
+                }
             }
             (None, Some(rec)) => {
                 let entry = Arc::new(KeyEntry::new(rec));
@@ -220,7 +224,7 @@ impl Pool {
                     if !current.by_id.contains_key(&entry.id) {
                         list.push(entry.clone());
                     }
-                    Keys::from_list(list)
+                    self.keys_of(list)
                 });
             }
             (None, None) => {}

@@ -60,7 +60,7 @@ impl Pool {
         self.freed.notify_all();
     }
 
-    /// Applies what the config file declares for a key (its project and limits) where
+    /// Applies what the config file declares for a key (project, limits, group) where
     /// it differs from the pool's.
     pub fn declare(&self, entry: &KeyEntry, k: &crate::config::UpstreamKeyConfig) {
         let (project, limits) = {
@@ -72,6 +72,9 @@ impl Pool {
         }
         if let Some(l) = k.limits.as_ref().filter(|l| **l != limits) {
             self.set_limits(entry, l.clone());
+        }
+        if k.group.is_some() {
+            self.set_group(entry, k.group.clone());
         }
     }
 

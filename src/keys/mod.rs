@@ -11,6 +11,7 @@ pub mod classify;
 mod entry;
 pub mod format;
 pub mod google_error;
+mod groups;
 mod ledger;
 mod limits;
 pub mod persist;
@@ -24,11 +25,10 @@ use crate::secret::{Secret, fingerprint};
 use crate::store::{Invalid, KeyRecord, ModelState, Snapshot};
 use arc_swap::ArcSwap;
 use classify::Outcome;
+use groups::Keys;
 use persist::{Dirty, Msg};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use tokio::sync::mpsc;
 
 pub use entry::{KeyEntry, KeyStatus};
@@ -48,22 +48,8 @@ pub fn unix_ms() -> i64 {
         .unwrap_or(0)
 }
 
-#[derive(Default)]
-struct Keys {
-    list: Vec<Arc<KeyEntry>>,
-    by_id: HashMap<String, Arc<KeyEntry>>,
-}
-
-impl Keys {
-    fn from_list(list: Vec<Arc<KeyEntry>>) -> Self {
-        let by_id = list.iter().map(|e| (e.id.clone(), e.clone())).collect();
-        Self { list, by_id }
-    }
-}
-
 pub struct Pool {
     keys: ArcSwap<Keys>,
-    cursor: AtomicUsize,
     cfg: PoolConfig,
     /// Woken when a lease ends or a key comes back, for requests queueing for a key.
     freed: Arc<select::Freed>,
@@ -85,7 +71,7 @@ impl Pool {
             .iter()
             .map(|r| Arc::new(KeyEntry::new(r.clone())))
             .collect();
-        let keys = Keys::from_list(list);
+        let keys = Keys::build(list, &cfg.groups);
         for (key_id, model, state) in &snapshot.model_states {
             if let Some(e) = keys.by_id.get(key_id) {
                 e.lock().models.insert(model.clone(), state.clone());
@@ -93,7 +79,6 @@ impl Pool {
         }
         let pool = Self {
             keys: ArcSwap::from_pointee(keys),
-            cursor: AtomicUsize::new(0),
             cfg,
             freed: Arc::default(),
             dirty,
@@ -159,7 +144,7 @@ impl Pool {
                 added.push(rec.clone());
                 list.push(Arc::new(KeyEntry::new(rec)));
             }
-            Keys::from_list(list)
+            self.keys_of(list)
         });
         for rec in &added {
             if let Some(e) = self.get(&rec.id) {

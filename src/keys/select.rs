@@ -1,5 +1,6 @@
 //! Choosing a key: round-robin (default) or least-used over the keys usable for a model,
-//! honouring the per-key concurrency cap. A [`Lease`] holds the key's slot until dropped.
+//! group by group in serving order (see `groups`), honouring the per-key concurrency
+//! cap. A [`Lease`] holds the key's slot until dropped.
 //!
 //! Selection is O(1) on average with round-robin: it starts at a moving cursor and stops
 //! at the first usable key, so the cost does not grow with the pool unless most keys are
@@ -9,6 +10,7 @@
 //! (under 1 µs at any pool size); only when all 64 are busy does it search the whole pool
 //! (about 12 ns a key), so it never prefers a busy key to an idle one.
 
+use super::groups::Group;
 use super::{KeyEntry, KeyStatus, Pool};
 use crate::config::Strategy;
 use std::sync::Arc;
@@ -111,7 +113,8 @@ impl NoKey {
 }
 
 impl Pool {
-    /// Checks out a usable key for `model`, skipping the ids in `exclude`.
+    /// Checks out a usable key for `model`, skipping the ids in `exclude`: from the
+    /// first group that serves the model and has one (see `groups`).
     pub fn acquire(
         &self,
         model: &str,
@@ -119,89 +122,135 @@ impl Pool {
         exclude: &[Arc<KeyEntry>],
     ) -> Result<Lease, NoKey> {
         let keys = self.keys.load();
-        let n = keys.list.len();
-        let cap = self.cfg.max_concurrent_per_key;
         let mut no = NoKey {
             earliest_ms: None,
             busy: false,
         };
-        let excluded = |e: &Arc<KeyEntry>| exclude.iter().any(|x| Arc::ptr_eq(x, e));
-        let mut consider = |e: &Arc<KeyEntry>| -> bool {
-            if excluded(e) {
-                return false;
-            }
-            match e.status(model, now) {
-                (KeyStatus::Active, _) => true,
-                (KeyStatus::Cooling, until) => {
-                    no.earliest_ms = Some(no.earliest_ms.map_or(until, |t: i64| t.min(until)));
-                    false
-                }
-                _ => false,
-            }
-        };
-        match self.cfg.strategy {
-            Strategy::RoundRobin => {
-                if n == 0 {
-                    return Err(no);
-                }
-                let start = self.cursor.fetch_add(1, Ordering::Relaxed);
-                for i in 0..n {
-                    let e = &keys.list[(start + i) % n];
-                    if consider(e) {
-                        if let Some(lease) = self.try_lease(e, cap, model, now) {
-                            // Skipped keys must not hand their turn to this one: move the
-                            // cursor past it, so every usable key gets an equal share.
-                            if i > 0 {
-                                self.cursor.fetch_add(i, Ordering::Relaxed);
-                            }
-                            return Ok(lease);
-                        }
-                        no.busy = true;
-                    }
-                }
-            }
-            Strategy::LeastUsed => {
-                if n == 0 {
-                    return Err(no);
-                }
-                let usage = |e: &&Arc<KeyEntry>| (e.in_flight(), e.requests());
-                // The least used of the next WINDOW keys from a rotating start (the whole
-                // pool when it is no larger). An idle key there is taken; when every key in
-                // the window is busy the whole pool is searched, so a busy key is never
-                // chosen over an idle one anywhere.
-                let whole = n <= LEAST_USED_WINDOW;
-                let start = if whole {
-                    0
-                } else {
-                    self.cursor.fetch_add(LEAST_USED_WINDOW, Ordering::Relaxed)
-                };
-                let in_window = (0..n.min(LEAST_USED_WINDOW))
-                    .map(|i| &keys.list[(start + i) % n])
-                    .filter(|e| consider(e))
-                    .min_by_key(usage);
-                let mut best = in_window.filter(|e| whole || e.in_flight() == 0);
-                if best.is_none() && !whole {
-                    best = keys.list.iter().filter(|e| consider(e)).min_by_key(usage);
-                }
-                let Some(best) = best else {
-                    return Err(no);
-                };
-                if let Some(lease) = self.try_lease(best, cap, model, now) {
-                    return Ok(lease);
-                }
-                // The best is at its cap: every usable key, least used first.
-                let mut usable: Vec<&Arc<KeyEntry>> =
-                    keys.list.iter().filter(|e| consider(e)).collect();
-                usable.sort_by_key(usage);
-                for e in usable {
-                    if let Some(lease) = self.try_lease(e, cap, model, now) {
-                        return Ok(lease);
-                    }
-                    no.busy = true;
-                }
+        for group in keys.groups.iter().filter(|g| g.serves(model)) {
+            if let Some(lease) = self.pick(group, model, now, exclude, &mut no) {
+                return Ok(lease);
             }
         }
         Err(no)
+    }
+
+    /// A usable key of `list` by the pool's strategy, or `None` with why in `no`.
+    fn pick(
+        &self,
+        group: &Group,
+        model: &str,
+        now: i64,
+        exclude: &[Arc<KeyEntry>],
+        no: &mut NoKey,
+    ) -> Option<Lease> {
+        if group.list.is_empty() {
+            return None;
+        }
+        match self.cfg.strategy {
+            Strategy::RoundRobin => self.round_robin(group, model, now, exclude, no),
+            Strategy::LeastUsed => self.least_used(group, model, now, exclude, no),
+        }
+    }
+
+    /// Whether `e` can serve `model` now; notes when a cooling one comes back.
+    fn usable(
+        &self,
+        e: &Arc<KeyEntry>,
+        model: &str,
+        now: i64,
+        exclude: &[Arc<KeyEntry>],
+        no: &mut NoKey,
+    ) -> bool {
+        if exclude.iter().any(|x| Arc::ptr_eq(x, e)) {
+            return false;
+        }
+        match e.status(model, now) {
+            (KeyStatus::Active, _) => true,
+            (KeyStatus::Cooling, until) => {
+                no.earliest_ms = Some(no.earliest_ms.map_or(until, |t: i64| t.min(until)));
+                false
+            }
+            _ => false,
+        }
+    }
+
+    fn round_robin(
+        &self,
+        group: &Group,
+        model: &str,
+        now: i64,
+        exclude: &[Arc<KeyEntry>],
+        no: &mut NoKey,
+    ) -> Option<Lease> {
+        let (list, cursor) = (&group.list, &group.cursor);
+        let (n, cap) = (list.len(), self.cfg.max_concurrent_per_key);
+        let start = cursor.fetch_add(1, Ordering::Relaxed);
+        for i in 0..n {
+            let e = &list[(start + i) % n];
+            if self.usable(e, model, now, exclude, no) {
+                if let Some(lease) = self.try_lease(e, cap, model, now) {
+                    // Skipped keys must not hand their turn to this one: move the
+                    // cursor past it, so every usable key gets an equal share.
+                    if i > 0 {
+                        cursor.fetch_add(i, Ordering::Relaxed);
+                    }
+                    return Some(lease);
+                }
+                no.busy = true;
+            }
+        }
+        None
+    }
+
+    fn least_used(
+        &self,
+        group: &Group,
+        model: &str,
+        now: i64,
+        exclude: &[Arc<KeyEntry>],
+        no: &mut NoKey,
+    ) -> Option<Lease> {
+        let (list, cursor) = (&group.list, &group.cursor);
+        let (n, cap) = (list.len(), self.cfg.max_concurrent_per_key);
+        let usage = |e: &&Arc<KeyEntry>| (e.in_flight(), e.requests());
+        // The least used of the next WINDOW keys from a rotating start (the whole
+        // pool when it is no larger). An idle key there is taken; when every key in
+        // the window is busy the whole pool is searched, so a busy key is never
+        // chosen over an idle one anywhere.
+        let whole = n <= LEAST_USED_WINDOW;
+        let start = if whole {
+            0
+        } else {
+            cursor.fetch_add(LEAST_USED_WINDOW, Ordering::Relaxed)
+        };
+        let in_window = (0..n.min(LEAST_USED_WINDOW))
+            .map(|i| &list[(start + i) % n])
+            .filter(|e| self.usable(e, model, now, exclude, no))
+            .min_by_key(usage);
+        let mut best = in_window.filter(|e| whole || e.in_flight() == 0);
+        if best.is_none() && !whole {
+            best = list
+                .iter()
+                .filter(|e| self.usable(e, model, now, exclude, no))
+                .min_by_key(usage);
+        }
+        let best = best?;
+        if let Some(lease) = self.try_lease(best, cap, model, now) {
+            return Some(lease);
+        }
+        // The best is at its cap: every usable key, least used first.
+        let mut usable: Vec<&Arc<KeyEntry>> = list
+            .iter()
+            .filter(|e| self.usable(e, model, now, exclude, no))
+            .collect();
+        usable.sort_by_key(usage);
+        for e in usable {
+            if let Some(lease) = self.try_lease(e, cap, model, now) {
+                return Some(lease);
+            }
+            no.busy = true;
+        }
+        None
     }
 
     fn try_lease(&self, e: &Arc<KeyEntry>, cap: u32, model: &str, now: i64) -> Option<Lease> {

@@ -403,4 +403,5 @@ fn a_project_quota_hit_takes_the_model_out_on_every_key_of_the_project() {
     assert_eq!(pool.quotas(), 4);
 }
 
+mod groups;
 mod ledger;
