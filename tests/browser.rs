@@ -219,6 +219,24 @@ async fn admin_page_keys_users_translation_and_logout() {
     assert!(secret.starts_with("gb-"), "secret {secret:?}");
     proxied_request(&d, &secret).await;
 
+    // A limit set on every key: the keys page shows each key's use against it.
+    let token = common::admin::login(&d, PASSWORD).await;
+    let keys = common::admin::admin_ok(&d, http::Method::GET, "/api/keys", &token, None).await;
+    for k in keys["keys"].as_array().unwrap() {
+        let path = format!("/api/keys/{}", k["id"].as_str().unwrap());
+        let body = json!({"limits": {FLASH: {"rpm": 5, "rpd": 100}}});
+        common::admin::admin_ok(&d, http::Method::PATCH, &path, &token, Some(body)).await;
+    }
+    proxied_request(&d, &secret).await;
+    b.click("[data-nav=keys]").await;
+    b.wait_js(
+        "a key's FLASH use against its limits",
+        "return [...document.querySelectorAll('#keys li[data-model] .limits')] \
+           .some((el) => el.textContent === '1/5 a minute · 1/100 today');",
+        json!([]),
+    )
+    .await;
+
     // The theme toggle flips and is remembered.
     let theme = b
         .js(

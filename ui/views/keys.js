@@ -1,4 +1,5 @@
 // Upstream keys: bulk add, check, reset, enable/disable, note, project, delete, export.
+// Each model with state shows its state and its use against its limits (the ledger).
 // Cool-down countdowns tick client-side from the `cooling_seconds` each model reported.
 // Keys are grouped by Cloud project (keys of one project share its quotas) once any key
 // has one; the head says how many independent quotas the pool has.
@@ -159,31 +160,33 @@ export function render(root) {
     replace(summary, chip('', t('common.all'), keys.length), STATES.map((s) => chip(s, t(`state.${s}`), counts[s])));
   }
 
-  // Use against the limits Google revealed (the quota ledger), e.g. "2/5 a minute".
+  // Use against the limits that hold (Google's or the admin's, the quota ledger), e.g.
+  // "2/5 a minute · 10/250 today · 1,200/250,000 tokens a minute".
   function limitsText(m) {
     const parts = [];
-    if (m.limit_per_minute != null) parts.push(t('keys.limit.minute', { used: fmtNum(m.used_last_minute), limit: fmtNum(m.limit_per_minute) }));
-    if (m.limit_per_day != null) parts.push(t('keys.limit.day', { used: fmtNum(m.used_today), limit: fmtNum(m.limit_per_day) }));
+    const part = (key, used, limit) => {
+      if (limit != null) parts.push(t(key, { used: fmtNum(used), limit: fmtNum(limit) }));
+    };
+    part('keys.limit.minute', m.used_last_minute, m.limit_per_minute);
+    part('keys.limit.day', m.used_today, m.limit_per_day);
+    part('keys.limit.tokens', m.tokens_last_minute, m.limit_tokens_per_minute);
     return parts.join(' · ');
   }
 
+  // One line per model with state: its state, the countdown while it is out, and its use
+  // against its limits.
   function modelsCell(k) {
-    const models = k.models || [];
-    const missing = models.filter((m) => m.state === 'unavailable');
-    const cooling = models.filter((m) => m.cooling && m.state !== 'unavailable');
-    const limited = models.filter((m) => !m.cooling && m.state !== 'unavailable' && limitsText(m));
-    if (!cooling.length && !missing.length && !limited.length) return h('span', { class: 'muted' }, t('common.none'));
-    return h('ul', { class: 'cool-list' }, missing.map((m) => h('li', { title: m.reason || '' },
-      h('span', { class: 'mono model' }, m.model),
-      h('span', { class: 'muted small' }, t('keys.unavailable')))),
-    limited.map((m) => h('li', null,
-      h('span', { class: 'mono model' }, m.model),
-      h('span', { class: 'muted small' }, limitsText(m)))), cooling.map((m) => {
+    const models = (k.models || []).filter((m) => m.state !== 'active' || limitsText(m));
+    if (!models.length) return h('span', { class: 'muted' }, t('common.none'));
+    return h('ul', { class: 'cool-list' }, models.map((m) => {
+      const missing = m.state === 'unavailable';
       const until = fetchedAt + (m.cooling_seconds ?? Math.max(0, (m.cooling_until_ms - Date.now()) / 1000)) * 1000;
-      return h('li', { title: m.last_error || m.reason || '' },
+      return h('li', { title: m.last_error || m.reason || '', dataset: { model: m.model, state: m.state } },
         h('span', { class: 'mono model' }, m.model),
-        h('span', { class: 'countdown', dataset: { until: String(until) } }, fmtDuration((until - Date.now()) / 1000)),
-        m.reason ? h('span', { class: 'muted small' }, m.reason) : null);
+        missing ? h('span', { class: 'muted small' }, t('keys.unavailable')) : stateBadge(m.state),
+        m.cooling && !missing ? h('span', { class: 'countdown', dataset: { until: String(until) } }, fmtDuration((until - Date.now()) / 1000)) : null,
+        m.cooling && m.reason ? h('span', { class: 'muted small' }, m.reason) : null,
+        limitsText(m) ? h('span', { class: 'muted small limits' }, limitsText(m)) : null);
     }));
   }
 
@@ -203,6 +206,7 @@ export function render(root) {
     return h('tr', { dataset: { id: k.id, state: k.state } },
       h('td', label('keys.col.key'),
         h('div', { class: 'mono key-brief' }, k.brief),
+        k.group && k.group !== 'default' ? h('div', { class: 'muted small key-group' }, t('keys.group', { group: k.group })) : null,
         k.note ? h('div', { class: 'note' }, k.note) : null),
       h('td', label('keys.col.state'), stateBadge(k.state),
         k.in_flight ? h('div', { class: 'muted small' }, t('keys.inflight', { n: k.in_flight })) : null),
