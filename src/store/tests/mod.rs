@@ -7,6 +7,7 @@ use super::*;
 
 mod fixtures;
 mod format;
+mod ledger;
 mod logs;
 use fixtures::*;
 use logs::*;
