@@ -15,7 +15,7 @@ use std::time::Duration;
 mod groups;
 mod server;
 mod tls;
-pub use groups::{DEFAULT_GROUP, GroupConfig, check_limits};
+pub use groups::{DEFAULT_GROUP, GroupConfig, check_limits, valid_group};
 pub use server::ServerConfig;
 pub use tls::{AcmeConfig, Challenge, TlsConfig};
 

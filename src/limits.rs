@@ -153,6 +153,7 @@ impl Limits {
             return Ok(Permit {
                 limits: self.clone(),
                 user: user.id.clone(),
+                groups: user.groups.clone(),
                 shared_slot: user.max_concurrent.is_some(),
                 tokens: AtomicU64::new(0),
             });
@@ -189,6 +190,7 @@ impl Limits {
         Ok(Permit {
             limits: self.clone(),
             user: user.id.clone(),
+            groups: user.groups.clone(),
             shared_slot: false,
             tokens: AtomicU64::new(0),
         })
@@ -231,6 +233,8 @@ fn usage_of<'a>(map: &'a mut HashMap<String, Usage>, id: &str) -> &'a mut Usage 
 pub struct Permit {
     limits: Arc<Limits>,
     user: String,
+    /// The key groups that may serve the user; empty: every group.
+    groups: Vec<String>,
     /// Holds a slot in the shared in-flight counter.
     shared_slot: bool,
     /// Tokens the request used, counted into the user's day when the permit goes (with
@@ -239,6 +243,10 @@ pub struct Permit {
 }
 
 impl Permit {
+    pub fn groups(&self) -> &[String] {
+        &self.groups
+    }
+
     pub fn add_tokens(&self, n: u64) {
         self.tokens.fetch_add(n, Ordering::Relaxed);
         if let (Some(shared), true) = (&self.limits.shared, n > 0) {

@@ -176,6 +176,7 @@ pub fn record(name: &str, key: &Secret, now: i64) -> UserRecord {
         rpm: None,
         daily_tokens: None,
         max_concurrent: None,
+        groups: Vec::new(),
     }
 }
 

@@ -314,3 +314,55 @@ async fn free_keys_serve_first_and_paid_ones_only_when_every_free_key_cools() {
     .await;
     assert_eq!(moved["group"], "default", "{moved}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_limited_to_a_group_is_served_by_its_keys_only() {
+    let (free, paid) = (key(0), key(1));
+    let up = Upstream::start(ok_or_stream).await;
+    let toml = format!(
+        "\n[[groups]]\nname = \"paid\"\norder = 1\n\
+         \n[[upstream_keys]]\nkey = \"{free}\"\n\
+         \n[[upstream_keys]]\nkey = \"{paid}\"\ngroup = \"paid\"\n"
+    );
+    let d = Daemon::start(&Config::new(&up).admin_password(PASSWORD).extra(&toml)).await;
+    let token = login(&d, PASSWORD).await;
+    let auth = format!("Bearer {token}");
+    let h = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let bad = json!({"name": "carol", "groups": ["nope"]}).to_string();
+    let r = client::post(&d.url("/api/users"), &h, bad).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let v = admin_ok(
+        &d,
+        Method::POST,
+        "/api/users",
+        &token,
+        Some(json!({"name": "carol", "groups": ["paid"]})),
+    )
+    .await;
+    assert_eq!(v["groups"], json!(["paid"]), "{v}");
+    let secret = v["key"].as_str().expect("the new user's key").to_owned();
+    for _ in 0..3 {
+        let r = client::post(
+            &d.url(&model_path(FLASH, "generateContent")),
+            &[("x-goog-api-key", secret.as_str())],
+            GENERATE_BODY,
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(
+        up.keys_to(GEN),
+        vec![paid.clone(); 3],
+        "only the paid group's key"
+    );
+    up.clear();
+    serve(&d, FLASH, 2).await;
+    assert_eq!(
+        up.keys_to(GEN),
+        vec![free.clone(); 2],
+        "others: the first group"
+    );
+}

@@ -35,6 +35,7 @@ struct UserPublic<'a> {
     rpm: Option<u32>,
     daily_tokens: Option<u64>,
     max_concurrent: Option<u32>,
+    groups: &'a [String],
 }
 
 fn view<'a>(state: &AppState, r: &'a UserRecord) -> UserView<'a> {
@@ -51,6 +52,7 @@ fn view<'a>(state: &AppState, r: &'a UserRecord) -> UserView<'a> {
             rpm: r.rpm,
             daily_tokens: r.daily_tokens,
             max_concurrent: r.max_concurrent,
+            groups: &r.groups,
         },
         in_flight: usage.in_flight,
         requests_today: usage.requests_today,
@@ -104,6 +106,8 @@ struct UserInput {
     daily_tokens: Option<Option<u64>>,
     #[serde(default, deserialize_with = "some")]
     max_concurrent: Option<Option<u32>>,
+    /// Key groups that may serve the user (`[[groups]]` names or `default`); empty: all.
+    groups: Option<Vec<String>>,
 }
 
 fn some<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
@@ -140,7 +144,25 @@ impl UserInput {
         if let Some(v) = self.max_concurrent {
             rec.max_concurrent = v;
         }
+        if let Some(groups) = self.groups {
+            if groups.len() > 32 || !groups.iter().all(|g| crate::config::valid_group(g)) {
+                return Err(ApiError::BadRequest(
+                    "`groups` is at most 32 group names.".into(),
+                ));
+            }
+            rec.groups = groups;
+        }
         Ok(())
+    }
+}
+
+/// Every group a user is limited to must be one a key can be in.
+fn known_groups(state: &AppState, rec: &UserRecord) -> Result<(), ApiError> {
+    match rec.groups.iter().find(|g| !state.pool.knows_group(g)) {
+        Some(_) => Err(ApiError::BadRequest(
+            "No [[groups]] entry of the config declares one of the `groups`.".into(),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -190,6 +212,7 @@ pub async fn create(state: &AppState, req: Request<ReqBody>) -> Result<Response<
     let key = users::generate_key();
     let mut rec = users::record(&name, &key, unix_ms() / 1000);
     input.apply(&mut rec)?;
+    known_groups(state, &rec)?;
     records.push(rec.clone());
     commit(state, records, vec![Write::PutUser(rec.clone())]).await?;
     let mut body = serde_json::to_value(view(state, &rec)).expect("view serialises");
@@ -211,6 +234,7 @@ pub async fn patch(
         .ok_or(ApiError::NoSuch("User"))?;
     let mut rec = records[idx].clone();
     input.apply(&mut rec)?;
+    known_groups(state, &rec)?;
     if name_taken(&records, &rec.name, id) {
         return Err(ApiError::Conflict(format!(
             "A user named {:?} already exists.",

@@ -121,12 +121,29 @@ impl Pool {
         now: i64,
         exclude: &[Arc<KeyEntry>],
     ) -> Result<Lease, NoKey> {
+        self.acquire_in(model, now, exclude, &[])
+    }
+
+    /// [`Pool::acquire`] among the groups named in `only` (empty: every group).
+    pub fn acquire_in(
+        &self,
+        model: &str,
+        now: i64,
+        exclude: &[Arc<KeyEntry>],
+        only: &[String],
+    ) -> Result<Lease, NoKey> {
         let keys = self.keys.load();
         let mut no = NoKey {
             earliest_ms: None,
             busy: false,
         };
-        for group in keys.groups.iter().filter(|g| g.serves(model)) {
+        let allowed = |g: &&super::groups::Group| only.is_empty() || only.contains(&g.name);
+        for group in keys
+            .groups
+            .iter()
+            .filter(|g| g.serves(model))
+            .filter(allowed)
+        {
             if let Some(lease) = self.pick(group, model, now, exclude, &mut no) {
                 return Ok(lease);
             }

@@ -55,7 +55,7 @@ async fn attempts(
     let mut tried: Vec<Arc<KeyEntry>> = Vec::new();
     let mut last: Option<Failure> = None;
     for n in 0..max {
-        let lease = match acquire(state, &plan.model, &tried, queue_until).await {
+        let lease = match acquire(state, plan, &tried, queue_until).await {
             Ok(lease) => lease,
             Err(no) => return give_up(state, plan, last, Some(no), trace),
         };
@@ -174,11 +174,11 @@ async fn try_key(
 /// Waits for a usable key until `queue_until` when waiting can help.
 async fn acquire(
     state: &AppState,
-    model: &str,
+    plan: &Plan,
     tried: &[Arc<KeyEntry>],
     queue_until: Instant,
 ) -> Result<Lease, NoKey> {
-    let pool = &state.pool;
+    let (pool, model, groups) = (&state.pool, &plan.model, plan.permit.groups());
     let freed = pool.freed();
     // Keys another instance has at their shared cap: skipped until the next wait.
     let mut full_elsewhere: Vec<Arc<KeyEntry>> = Vec::new();
@@ -203,7 +203,7 @@ async fn acquire(
                 .collect::<Vec<_>>()
                 .into()
         };
-        let no = match pool.acquire(model, now, &exclude) {
+        let no = match pool.acquire_in(model, now, &exclude, groups) {
             Ok(lease) if !pool.confirm(&lease, model, now).await => {
                 full_elsewhere.push(lease.entry.clone());
                 continue;
@@ -260,7 +260,8 @@ fn give_up(
     let error = match last {
         Some(Failure::Upstream(_, _, _, Outcome::RateLimited { .. })) | None => {
             // Ask the pool as a whole: when does any key come back for this model?
-            let no = no.or_else(|| state.pool.acquire(&plan.model, now, &[]).err());
+            let groups = plan.permit.groups();
+            let no = no.or_else(|| state.pool.acquire_in(&plan.model, now, &[], groups).err());
             match no {
                 Some(no) if no.busy => ApiError::AllBusy(Duration::from_secs(1)),
                 Some(NoKey {

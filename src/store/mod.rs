@@ -209,6 +209,9 @@ pub struct UserRecord {
     pub daily_tokens: Option<u64>,
     #[serde(default)]
     pub max_concurrent: Option<u32>,
+    /// The key groups that may serve the user; empty: every group.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 fn yes() -> bool {

@@ -60,6 +60,7 @@ pub(super) fn user_rec(id: &str, name: &str) -> UserRecord {
         rpm: Some(10),
         daily_tokens: None,
         max_concurrent: Some(2),
+        groups: vec!["free".into()],
     }
 }
 
