@@ -25,6 +25,9 @@ export function fmtRate(v) {
 
 export function fmtMs(ms) {
   if (ms === null || ms === undefined) return t('common.none');
+  // Under 10 ms two significant digits, so a chart of sub-millisecond latencies reads
+  // 0.25, 0.5, 0.75 ms rather than "0 ms" at every tick.
+  if (ms < 10) return `${Number(ms.toPrecision(2))} ms`;
   if (ms < 1000) return `${Math.round(ms)} ms`;
   return `${(ms / 1000).toFixed(ms < 10000 ? 2 : 1)} s`;
 }
