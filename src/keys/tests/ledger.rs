@@ -127,3 +127,58 @@ fn a_set_limit_and_a_learned_one_hold_at_the_smaller() {
     assert!(pick(&pool, "gemini-2.5-pro", T0 + 1).is_err(), "1 a minute");
     assert_eq!(e.record().limits.len(), 2, "kept in the record");
 }
+
+#[test]
+fn saved_counts_come_back_with_the_pool_and_hold_at_once() {
+    use crate::store::{KeyRecord, SetLimits};
+    let (pool, _rx) = pool_with(1, PoolConfig::default());
+    let e = pool.entries()[0].clone();
+    let limit = SetLimits {
+        rpm: Some(2),
+        ..SetLimits::default()
+    };
+    pool.set_limits(&e, [("m".to_owned(), limit)].into());
+    assert!(pick(&pool, "m", T0).is_ok());
+    assert!(pick(&pool, "m", T0 + 1).is_ok());
+    let saved = e.take_ledger(T0 + 2);
+    assert!(
+        e.take_ledger(T0 + 2).is_empty(),
+        "saved once until the next change"
+    );
+    let [(model, Some(usage))] = saved.as_slice() else {
+        panic!("one model's counts: {saved:?}");
+    };
+    assert_eq!(
+        (model.as_str(), usage.today, usage.minute.len()),
+        ("m", 2, 2)
+    );
+
+    // A new pool (a restart) from the store's snapshot: still full this minute.
+    let rec: KeyRecord = e.record();
+    let snapshot = Snapshot {
+        keys: vec![rec],
+        usage: vec![(e.id.clone(), "m".into(), usage.clone())],
+        ..Snapshot::default()
+    };
+    let (tx, _rx2) = persist::channel();
+    let again = Pool::new(
+        PoolConfig::default(),
+        &snapshot,
+        tx,
+        crate::events::Hub::default(),
+    );
+    let no = again
+        .acquire("m", T0 + 3, &[])
+        .err()
+        .expect("the saved counts hold");
+    assert_eq!(no.earliest_ms, Some(T0 + 60_000));
+
+    // Once the day is over the counts are spent: the next save deletes them.
+    let e2 = again.entries()[0].clone();
+    let next_day = crate::keys::next_pacific_midnight(T0) + 1;
+    e2.ledger_dirty
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let saved = e2.take_ledger(next_day);
+    assert_eq!(saved, vec![("m".to_owned(), None)], "deleted");
+    assert!(e2.lock().usage.is_empty(), "and dropped from memory");
+}
