@@ -1,4 +1,5 @@
-// Upstream keys: bulk add, check, reset, enable/disable, note, project, delete, export.
+// Upstream keys: bulk add, check, reset, enable/disable, note, project, group, delete,
+// export.
 // Each model with state shows its state and its use against its limits (the ledger).
 // Cool-down countdowns tick client-side from the `cooling_seconds` each model reported.
 // Keys are grouped by Cloud project (keys of one project share its quotas) once any key
@@ -206,7 +207,7 @@ export function render(root) {
     return h('tr', { dataset: { id: k.id, state: k.state } },
       h('td', label('keys.col.key'),
         h('div', { class: 'mono key-brief' }, k.brief),
-        k.group && k.group !== 'default' ? h('div', { class: 'muted small key-group' }, t('keys.group', { group: k.group })) : null,
+        k.group && k.group !== 'default' ? h('div', { class: 'muted small key-group' }, t('keys.group.badge', { group: k.group })) : null,
         k.note ? h('div', { class: 'note' }, k.note) : null),
       h('td', label('keys.col.state'), stateBadge(k.state),
         k.in_flight ? h('div', { class: 'muted small' }, t('keys.inflight', { n: k.in_flight })) : null),
@@ -222,6 +223,7 @@ export function render(root) {
           button(disabled ? t('keys.enable') : t('keys.disable'), () => toggle(k), { small: true, dataset: { action: 'toggle' } }),
           button(t('keys.note'), () => editField(k, 'note', 200), { small: true, dataset: { action: 'note' } }),
           button(t('keys.project'), () => editField(k, 'project', 100), { small: true, dataset: { action: 'project' } }),
+          button(t('keys.group'), () => editField(k, 'group', 40), { small: true, dataset: { action: 'group' } }),
           button(t('common.delete'), () => remove(k), { small: true, kind: 'danger-ghost', dataset: { action: 'delete' } }))));
   }
 
