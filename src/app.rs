@@ -188,7 +188,13 @@ fn import_users(config: &Config, records: &mut Vec<crate::store::UserRecord>) ->
     let now = unix_ms() / 1000;
     let mut writes = Vec::new();
     for declared in &config.users {
-        let existing = records.iter_mut().find(|r| r.name == declared.name);
+        let mut existing = records.iter_mut().find(|r| r.name == declared.name);
+        if let (Some(rec), Some(g)) = (existing.as_mut(), &declared.groups) {
+            if rec.groups != *g {
+                rec.groups = g.clone();
+                writes.push(Write::PutUser(rec.clone()));
+            }
+        }
         match (existing, &declared.key) {
             (Some(rec), Some(key)) => {
                 let hash = users::hash_key(key.expose());
@@ -208,7 +214,8 @@ fn import_users(config: &Config, records: &mut Vec<crate::store::UserRecord>) ->
                         k
                     }
                 };
-                let rec = users::record(&declared.name, &key, now);
+                let mut rec = users::record(&declared.name, &key, now);
+                rec.groups = declared.groups.clone().unwrap_or_default();
                 writes.push(Write::PutUser(rec.clone()));
                 records.push(rec);
             }

@@ -268,6 +268,9 @@ pub struct UserConfig {
     pub name: String,
     #[serde(default)]
     pub key: Option<Secret>,
+    /// The key groups that may serve the user; replaces the store's when set.
+    #[serde(default)]
+    pub groups: Option<Vec<String>>,
 }
 
 impl Config {
@@ -401,6 +404,9 @@ impl Config {
         groups::check_groups(
             &self.groups,
             self.upstream_keys.iter().filter_map(|k| k.group.as_deref()),
+            self.users
+                .iter()
+                .flat_map(|u| u.groups.iter().flatten().map(String::as_str)),
         )?;
         if let Some(store) = &self.store {
             let s = store.expose();

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 const PASSWORD: &str = "quota-ledger-admin-pw-9";
 const GEN: &str = ":generateContent";
+/// A user declared in the file, limited to a key group.
+const DAVE: &str = "gb-test-dave-0123456789abcdef";
 
 async fn generate(d: &Daemon, model: &str) -> Response {
     client::post(
@@ -322,7 +324,8 @@ async fn a_user_limited_to_a_group_is_served_by_its_keys_only() {
     let toml = format!(
         "\n[[groups]]\nname = \"paid\"\norder = 1\n\
          \n[[upstream_keys]]\nkey = \"{free}\"\n\
-         \n[[upstream_keys]]\nkey = \"{paid}\"\ngroup = \"paid\"\n"
+         \n[[upstream_keys]]\nkey = \"{paid}\"\ngroup = \"paid\"\n\
+         \n[[users]]\nname = \"dave\"\nkey = \"{DAVE}\"\ngroups = [\"paid\"]\n"
     );
     let d = Daemon::start(&Config::new(&up).admin_password(PASSWORD).extra(&toml)).await;
     let token = login(&d, PASSWORD).await;
@@ -357,6 +360,19 @@ async fn a_user_limited_to_a_group_is_served_by_its_keys_only() {
         up.keys_to(GEN),
         vec![paid.clone(); 3],
         "only the paid group's key"
+    );
+    up.clear();
+    let r = client::post(
+        &d.url(&model_path(FLASH, "generateContent")),
+        &[("x-goog-api-key", DAVE)],
+        GENERATE_BODY,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        up.keys_to(GEN),
+        vec![paid.clone()],
+        "limited in the file too"
     );
     up.clear();
     serve(&d, FLASH, 2).await;

@@ -70,6 +70,7 @@ pub fn check_limits(limits: &BTreeMap<String, SetLimits>) -> Result<(), String> 
 pub fn check_groups<'a>(
     groups: &[GroupConfig],
     key_groups: impl Iterator<Item = &'a str>,
+    user_groups: impl Iterator<Item = &'a str>,
 ) -> anyhow::Result<()> {
     let mut names = std::collections::HashSet::new();
     for g in groups {
@@ -92,6 +93,11 @@ pub fn check_groups<'a>(
     for k in key_groups {
         if k != DEFAULT_GROUP && !names.contains(k) {
             bail!("[[upstream_keys]] names group {k:?}, which no [[groups]] entry declares");
+        }
+    }
+    for u in user_groups {
+        if u != DEFAULT_GROUP && !names.contains(u) {
+            bail!("[[users]] names group {u:?}, which no [[groups]] entry declares");
         }
     }
     Ok(())
@@ -120,6 +126,10 @@ mod tests {
                 "nope",
             ),
             ("[[groups]]\nname = \"a b\"\n", "name"),
+            (
+                "[[users]]\nname = \"u\"\ngroups = [\"paid\"]\n",
+                "[[users]]",
+            ),
             (
                 "[[groups]]\nname = \"a\"\n[[groups]]\nname = \"a\"\n",
                 "twice",
