@@ -39,7 +39,7 @@ impl Http {
             .with_safe_default_protocol_versions()?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let dns = Dns::new(&[]).context("the resolver for the ACME directory's name")?;
+        let dns = Dns::new(&[]);
         let mut tcp = HttpConnector::new_with_resolver(dns);
         tcp.enforce_http(false);
         tcp.set_connect_timeout(Some(Duration::from_secs(10)));
