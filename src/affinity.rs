@@ -29,8 +29,16 @@ pub fn retention_ms(name: &str) -> i64 {
         "cachedContents" => HOUR_MS,
         "batches" | "operations" | "models" => 30 * DAY_MS,
         "interactions" => 55 * DAY_MS,
+        // A Live ephemeral token lives 30 minutes unless its creator asked for up to 20 h.
+        "auth_tokens" => 20 * HOUR_MS,
         _ => 100 * 365 * DAY_MS,
     }
+}
+
+/// The row name of a Live ephemeral token (`auth_tokens/…`): the token is a credential,
+/// so the table, the admin API and the logs see only its hash.
+pub fn token_row(token: &str) -> String {
+    format!("auth_tokens/{}", &crate::users::hash_key(token)[..32])
 }
 
 /// The expiry an answer states (`expireTime` / `expirationTime`, RFC 3339), if any.

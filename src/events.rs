@@ -1,5 +1,5 @@
-//! The live feed's hub: finished requests and key state changes, broadcast to whoever
-//! listens (`/api/events`). Bounded: a subscriber that falls behind loses the oldest
+//! The live feed's hub: finished requests, opened Live sessions and key state changes,
+//! broadcast to whoever listens (`/api/events`). Bounded: a subscriber that falls behind loses the oldest
 //! events and is told how many (it never makes the daemon hold more).
 //! A leaf module: it knows the event shapes, not who produces or consumes them.
 
@@ -27,6 +27,9 @@ pub struct KeyChange {
 pub enum Event {
     /// A finished request, already serialised as its log record.
     Request(Arc<str>),
+    /// A Live session that has just opened (its record comes as a `Request` when it
+    /// closes), already serialised.
+    Session(Arc<str>),
     Key(Arc<KeyChange>),
 }
 

@@ -18,6 +18,7 @@ mod events;
 mod gate;
 mod keys;
 mod limits;
+mod live;
 mod login_gate;
 mod logs;
 mod metrics;

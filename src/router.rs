@@ -28,6 +28,7 @@
 //! | GET    | `/api/stats/{summary,timeseries,heatmap}`                | Admin stats      |
 //! | GET    | `/api/events`                                            | Admin live feed (SSE) |
 //! | GET    | `/api/resources`                                         | Admin Resources  |
+//! | GET    | `/ws/google.ai.generativelanguage.{v1beta,v1alpha}.GenerativeService.BidiGenerateContent[Constrained]` | Live (a WebSocket upgrade) |
 //! | GET    | `/metrics`                                               | Metrics (Prometheus) |
 //! | GET    | `/`, `/assets/…` and other non-API paths                 | Ui               |
 //!
@@ -87,6 +88,24 @@ impl OpenAiCall {
     }
 }
 
+/// A Live API WebSocket: the API version of its path, and whether it is the
+/// ephemeral-token (`…Constrained`) method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveCall {
+    pub version: &'static str,
+    pub constrained: bool,
+}
+
+impl LiveCall {
+    pub fn name(self) -> &'static str {
+        if self.constrained {
+            "live.bidiGenerateContentConstrained"
+        } else {
+            "live.bidiGenerateContent"
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route<'a> {
     Healthz,
@@ -97,6 +116,7 @@ pub enum Route<'a> {
         model: Option<&'a str>,
     },
     OpenAi(OpenAiCall),
+    Live(LiveCall),
     Admin(AdminRoute<'a>),
     Ui(&'a str),
 }
@@ -157,6 +177,11 @@ impl<'a> Route<'a> {
                 openai_route(rest).ok_or(RouteError::NotFound)?
             }
             ["api", rest @ ..] => return admin_route(method, rest).map(Route::Admin),
+            ["ws", name] => (
+                Route::Live(live_call(name).ok_or(RouteError::NotFound)?),
+                Method::GET,
+            ),
+            ["ws", ..] => return Err(RouteError::NotFound),
             [v, rest @ ..] if is_version(v) || *v == "v1alpha" => {
                 return Ok(native_route(native::parse(method, rest, false)));
             }
@@ -202,6 +227,27 @@ fn cleaned(uri: &Uri) -> Option<Uri> {
     let mut parts = uri.clone().into_parts();
     parts.path_and_query = Some(clean.parse().ok()?);
     Uri::from_parts(parts).ok()
+}
+
+/// `google.ai.generativelanguage.{version}.GenerativeService.{method}`, Google's name of
+/// the Live method.
+fn live_call(name: &str) -> Option<LiveCall> {
+    let rest = name.strip_prefix("google.ai.generativelanguage.")?;
+    let (version, method) = rest.split_once(".GenerativeService.")?;
+    let version = match version {
+        "v1beta" => "v1beta",
+        "v1alpha" => "v1alpha",
+        _ => return None,
+    };
+    let constrained = match method {
+        "BidiGenerateContent" => false,
+        "BidiGenerateContentConstrained" => true,
+        _ => return None,
+    };
+    Some(LiveCall {
+        version,
+        constrained,
+    })
 }
 
 fn is_version(v: &str) -> bool {
@@ -478,6 +524,26 @@ mod tests {
         );
         assert_eq!(clean("//").as_deref(), Some("/"));
         assert_eq!(clean("/v1beta/models"), None);
+    }
+
+    #[test]
+    fn live_methods_under_ws() {
+        let live = |p: &str| {
+            get(p).map(|r| match r {
+                Route::Live(c) => (c.version, c.constrained),
+                other => panic!("not live: {other:?}"),
+            })
+        };
+        let p = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent";
+        assert_eq!(live(p), Ok(("v1beta", false)));
+        let p = "/ws/google.ai.generativelanguage.v1alpha.GenerativeService.BidiGenerateContentConstrained";
+        assert_eq!(live(p), Ok(("v1alpha", true)));
+        let p = "/ws/google.ai.generativelanguage.v2.GenerativeService.BidiGenerateContent";
+        assert_eq!(get(p), Err(RouteError::NotFound));
+        assert_eq!(get("/ws/other"), Err(RouteError::NotFound));
+        assert_eq!(get("/ws/a/b"), Err(RouteError::NotFound));
+        let p = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent";
+        assert_eq!(post(p), Err(RouteError::MethodNotAllowed));
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub async fn serve(
     let mut inbox = lane.and_then(|n| state.spread.take_inbox(n));
     // The thread's own upstream connections, named in each request it serves.
     let upstream_lane = lane.map_or(Lane::SHARED, Lane::serving);
+    // This thread's Live sessions: they outlive the requests that opened them.
+    let sessions = Arc::new(crate::live::Sessions::default());
     loop {
         let (tcp, peer, slot) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -94,13 +96,20 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let (st, server, stopping) = (state.clone(), server.clone(), stopping.clone());
         let counted = lane.map(|n| Counted(state.clone(), n));
+        let live = sessions.clone();
         connections.spawn(async move {
             let _counted = counted;
             let tls = st.tls.clone();
             let svc = move |tls_on: bool| {
                 move |req: Request<ReqBody>| {
-                    let st = st.clone();
-                    async move { handle(&st, req, peer, role, upstream_lane, tls_on).await }
+                    let (st, live) = (st.clone(), live.clone());
+                    let to = Serving {
+                        peer,
+                        role,
+                        upstream: upstream_lane,
+                        tls: tls_on,
+                    };
+                    async move { handle(&st, req, to, &live).await }
                 }
             };
             match tls {
@@ -122,11 +131,25 @@ pub async fn serve(
     drop(listener);
     let grace = state.config.server.shutdown_grace;
     tracing::info!(?grace, "draining connections");
+    let deadline = tokio::time::Instant::now() + grace;
     connections.close();
     tokio::select! {
         _ = connections.wait() => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; closing the rest"),
     }
+    sessions
+        .drain(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        .await;
+}
+
+/// Where a request came in: the connection's peer and TLS, the listener's role, the
+/// serving thread's upstream lane.
+#[derive(Clone, Copy)]
+struct Serving {
+    peer: SocketAddr,
+    role: Role,
+    upstream: Lane,
+    tls: bool,
 }
 
 /// A `max_connections` place, then a connection from an address that has not used up its
@@ -183,11 +206,15 @@ impl Drop for Counted {
 async fn handle(
     state: &Arc<AppState>,
     mut req: Request<ReqBody>,
-    peer: SocketAddr,
-    role: Role,
-    upstream: Lane,
-    tls: bool,
+    to: Serving,
+    sessions: &crate::live::Sessions,
 ) -> Response<Body> {
+    let Serving {
+        peer,
+        role,
+        upstream,
+        tls,
+    } = to;
     req.extensions_mut().insert(upstream);
     crate::router::clean_uri(req.uri_mut());
     req.extensions_mut().insert(crate::client_addr::Conn {
@@ -198,7 +225,7 @@ async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let mut trace = Trace::new(crate::store::new_request_id(now), now);
-    let mut resp = dispatch(state, req, &path, peer.ip(), role, &mut trace).await;
+    let mut resp = dispatch(state, req, &path, (peer.ip(), role, sessions), &mut trace).await;
     if let Ok(v) = HeaderValue::from_str(&trace.request_id) {
         resp.headers_mut()
             .insert(HeaderName::from_static("x-request-id"), v);
@@ -256,8 +283,7 @@ async fn dispatch(
     state: &Arc<AppState>,
     req: Request<ReqBody>,
     path: &str,
-    peer: std::net::IpAddr,
-    role: Role,
+    (peer, role, sessions): (std::net::IpAddr, Role, &crate::live::Sessions),
     trace: &mut Trace,
 ) -> Response<Body> {
     if !one_host(&req) {
@@ -294,6 +320,7 @@ async fn dispatch(
         Route::OpenAi(call) => proxy::openai::handle(state, req, call, None, trace)
             .await
             .unwrap_or_else(|e| e.into_response(Shape::OpenAi)),
+        Route::Live(call) => crate::live::handle(state, req, call, trace, sessions).await,
         Route::Admin(route) => admin::handle(state, req, route, peer).await,
         Route::Ui(path) => ui::serve(path, req.headers()),
     }

@@ -1,6 +1,6 @@
-//! Token counts from an answer: Gemini's `usageMetadata` (the last one in a stream), or a
-//! `usage` object: OpenAI's (`prompt_tokens`, …) or the Interactions API's
-//! (`total_input_tokens`, …). Only the usage object is parsed, found from the end of the bytes,
+//! Token counts from an answer: Gemini's `usageMetadata` (the last one in a stream, or a
+//! Live message's), or a `usage` object: OpenAI's (`prompt_tokens`, …) or the Interactions
+//! API's (`total_input_tokens`, …). Only the usage object is parsed, found from the end of the bytes,
 //! so the cost does not depend on the size of the answer; no text is ever kept.
 
 use memchr::memmem::FinderRev;
@@ -29,7 +29,8 @@ pub fn parse(bytes: &[u8]) -> Option<Tokens> {
         s.object(|s, key| {
             let slot = match key {
                 b"promptTokenCount" => &mut t.prompt,
-                b"candidatesTokenCount" => &mut t.candidates,
+                // The Live API names the answer's tokens `responseTokenCount`.
+                b"candidatesTokenCount" | b"responseTokenCount" => &mut t.candidates,
                 b"thoughtsTokenCount" => &mut t.thoughts,
                 b"cachedContentTokenCount" => &mut t.cached,
                 b"totalTokenCount" => &mut t.total,
@@ -215,6 +216,13 @@ mod tests {
                 total: 22
             })
         );
+    }
+
+    #[test]
+    fn live_usage_names_the_answer_response_tokens() {
+        let msg = br#"{"serverContent":{"turnComplete":true},"usageMetadata":{"promptTokenCount":143,"responseTokenCount":19,"totalTokenCount":162,"responseTokensDetails":[{"modality":"TEXT","tokenCount":19}]}}"#;
+        let t = parse(msg).unwrap();
+        assert_eq!((t.prompt, t.candidates, t.total), (143, 19, 162));
     }
 
     #[test]

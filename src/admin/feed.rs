@@ -48,6 +48,7 @@ pub fn subscribe(state: &Arc<AppState>, session: Session) -> Response<Body> {
                 _ = beat.tick() => Bytes::from_static(b": ping\n\n"),
                 e = events.recv() => match e {
                     Ok(Event::Request(json)) => Bytes::from(format!("event: request\ndata: {json}\n\n")),
+                    Ok(Event::Session(json)) => Bytes::from(format!("event: session\ndata: {json}\n\n")),
                     Ok(Event::Key(k)) => {
                         let json = serde_json::to_string(&*k).unwrap_or_default();
                         Bytes::from(format!("event: key\ndata: {json}\n\n"))

@@ -128,6 +128,29 @@ impl Trace {
         }
     }
 
+    /// The record of a Live session once it has closed: status 101 (the upgrade), how it
+    /// ended, when Google accepted its setup, the tokens of all its turns, the message
+    /// bytes relayed to the client (its close code and bytes up are in the trace).
+    pub fn finish_session(
+        self,
+        outcome: LogOutcome,
+        first_byte: Option<Instant>,
+        tokens: Tokens,
+        bytes_down: u64,
+    ) -> Finished {
+        let latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let ttfb_ms = first_byte.map(|i| i.duration_since(self.started).as_secs_f64() * 1000.0);
+        Finished {
+            trace: self,
+            status: 101,
+            outcome,
+            latency_ms,
+            ttfb_ms,
+            tokens,
+            bytes_down,
+        }
+    }
+
     /// The record for a relayed answer, once its last byte went (or the client left).
     pub fn finish_relay(self, status: u16, relayed: Relayed) -> Finished {
         let Relayed {

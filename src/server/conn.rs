@@ -90,7 +90,10 @@ impl Server {
                 Ok::<_, Infallible>(resp)
             }
         });
-        let conn = self.builder.serve_connection(TokioIo::new(io), svc);
+        // With upgrades: a Live session's WebSocket takes the connection over.
+        let conn = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(io), svc);
         let mut conn = pin!(conn);
         let mut timer = pin!(tokio::time::sleep_until(busy.origin + self.handshake));
         let (mut stopped, mut leaving) = (false, false);

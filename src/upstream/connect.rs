@@ -1,7 +1,8 @@
 //! How connections to the upstream are made: host names resolved by [`Dns`], TCP with a
 //! connect timeout, straight or
 //! through `upstream.proxy` (HTTP CONNECT or SOCKS5), then rustls for https with ALPN `h2`
-//! and `http/1.1`, trusting the bundled web-pki roots and `upstream.extra_ca_file`.
+//! and `http/1.1` (only `http/1.1` for Live sessions: a WebSocket is an HTTP/1.1 upgrade),
+//! trusting the bundled web-pki roots and `upstream.extra_ca_file`.
 
 use super::dns::Dns;
 use crate::config::UpstreamConfig;
@@ -31,30 +32,35 @@ pub enum Connector {
 
 impl Connector {
     pub fn new(cfg: &UpstreamConfig) -> anyhow::Result<Self> {
+        Self::build(cfg, true)
+    }
+
+    /// A connector offering only HTTP/1.1 in ALPN (for WebSocket upgrades).
+    pub fn http1_only(cfg: &UpstreamConfig) -> anyhow::Result<Self> {
+        Self::build(cfg, false)
+    }
+
+    fn build(cfg: &UpstreamConfig, h2: bool) -> anyhow::Result<Self> {
         let dns = Dns::new(&cfg.dns_servers);
         let mut tcp = HttpConnector::new_with_resolver(dns);
         tcp.enforce_http(false);
         tcp.set_connect_timeout(Some(cfg.connect_timeout));
         tcp.set_nodelay(true);
         tcp.set_keepalive(Some(Duration::from_secs(60)));
-        let https = HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config(cfg)?)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2();
+        let tls = tls_config(cfg)?;
         let Some(proxy) = &cfg.proxy else {
-            return Ok(Self::Direct(https.wrap_connector(tcp)));
+            return Ok(Self::Direct(wrap(tls, h2, tcp)));
         };
         let proxy: Uri = proxy
             .expose()
             .parse()
             .map_err(|_| anyhow::anyhow!("upstream.proxy is not a valid URL"))?;
         match proxy.scheme_str() {
-            Some("http") => Ok(Self::Tunnel(https.wrap_connector(Tunnel::new(proxy, tcp)))),
+            Some("http") => Ok(Self::Tunnel(wrap(tls, h2, Tunnel::new(proxy, tcp)))),
             Some("socks5") | Some("socks5h") => {
                 let remote_dns = proxy.scheme_str() == Some("socks5h");
                 let socks = SocksV5::new(proxy, tcp).local_dns(!remote_dns);
-                Ok(Self::Socks(https.wrap_connector(socks)))
+                Ok(Self::Socks(wrap(tls, h2, socks)))
             }
             _ => anyhow::bail!("upstream.proxy must be http://, socks5:// or socks5h://"),
         }
@@ -89,6 +95,19 @@ impl Service<Uri> for Connector {
             Self::Tunnel(c) => c.call(uri),
             Self::Socks(c) => c.call(uri),
         }
+    }
+}
+
+/// TLS for https URIs around `conn`, offering `h2` and `http/1.1`, or `http/1.1` alone.
+fn wrap<H>(tls: rustls::ClientConfig, h2: bool, conn: H) -> HttpsConnector<H> {
+    let https = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1();
+    if h2 {
+        https.enable_http2().wrap_connector(conn)
+    } else {
+        https.wrap_connector(conn)
     }
 }
 

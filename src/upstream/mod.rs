@@ -10,6 +10,9 @@
 //! no cross-thread hand-off per request. Work that no serving thread does (start-up, the
 //! key checker) shares one more lane.
 //!
+//! Live sessions get a connection of their own ([`Upstream::connect_http1`]): HTTP/1.1
+//! only, since a WebSocket is an upgrade of an HTTP/1.1 request.
+//!
 //! It sends requests and returns response heads; retry, classification and relaying
 //! belong to `proxy`.
 
@@ -63,6 +66,8 @@ impl Lane {
 pub struct Upstream {
     /// Also makes the connection of each streamed upload (see `streaming`).
     connector: Connector,
+    /// Offers only HTTP/1.1: connections for WebSocket upgrades.
+    http1: Connector,
     /// HTTP/1.1, per lane.
     pools: Vec<Client<Connector, Full<Bytes>>>,
     /// HTTP/2, per lane: the hosts spoken to so far (usually one or two).
@@ -114,6 +119,7 @@ impl Upstream {
             })
             .collect();
         Ok(Self {
+            http1: Connector::http1_only(cfg)?,
             connector,
             h2: (0..=workers).map(|_| Mutex::default()).collect(),
             h2_settings: pool::Settings::new(cfg),
@@ -203,6 +209,20 @@ impl Upstream {
         let host = pool::Host::new(base, &self.h2_settings);
         hosts.push(host.clone());
         Some(host)
+    }
+}
+
+/// A connection of a Live session: tokio I/O over TCP, TLS for `https`.
+pub type Http1Io = hyper_util::rt::TokioIo<connect::Stream>;
+
+impl Upstream {
+    /// A new connection to `uri`'s host speaking HTTP/1.1 only (ALPN `http/1.1` over TLS),
+    /// for a WebSocket upgrade.
+    pub async fn connect_http1(&self, uri: Uri) -> Result<Http1Io, SendError> {
+        match self.http1.connect(uri).await {
+            Ok(io) => Ok(hyper_util::rt::TokioIo::new(io)),
+            Err(e) => Err(SendError::Failed(describe(&*e))),
+        }
     }
 }
 
