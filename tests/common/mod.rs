@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod faults;
 pub mod google;
 pub mod h2up;
+pub mod live;
 pub mod raw;
 pub mod redis;
 pub mod resources;

@@ -1,0 +1,232 @@
+//! The Live API through the gateway, as google-genai's `client.aio.live.connect` uses
+//! it: a WebSocket at Google's path with the user key, `setup` first, then turns. The
+//! upstream is the fake of `common::live`, which speaks Live as Google does.
+
+mod common;
+
+use common::admin::{admin_ok, login};
+use common::live::{self, CONSTRAINED_PATH, FakeLive, LIVE_PATH};
+use common::{Config, Daemon, USER_KEY, key, wait_for};
+use futures_util::{SinkExt, StreamExt};
+use http::Method;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const MODEL: &str = "gemini-live-2.5-flash-preview";
+const PASSWORD: &str = "live-admin-pw-7";
+
+fn config(fake: &FakeLive, keys: usize) -> Config {
+    Config::with_url(&fake.url())
+        .keys(common::keys(keys))
+        .admin_password(PASSWORD)
+}
+
+/// The logged records of Live sessions, newest first.
+async fn live_records(d: &Daemon, token: &str) -> Vec<Value> {
+    let v = admin_ok(d, Method::GET, "/api/logs", token, None).await;
+    v["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["route"].as_str().is_some_and(|r| r.starts_with("live.")))
+        .cloned()
+        .collect()
+}
+
+/// One text turn: the parts' text, and the turn's usage.
+async fn text_turn<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, text: &str) -> (String, Value)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    ws.send(live::turn(text)).await.unwrap();
+    let mut said = String::new();
+    loop {
+        let (binary, m) = live::next_json(ws).await.unwrap();
+        assert!(binary, "Google's messages come as binary frames: {m}");
+        if let Some(t) = m.pointer("/serverContent/modelTurn/parts/0/text") {
+            said.push_str(t.as_str().unwrap());
+        }
+        if m.pointer("/serverContent/turnComplete") == Some(&json!(true)) {
+            return (said, m["usageMetadata"].clone());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_session_gets_its_answers_and_is_logged_once_with_its_tokens() {
+    let fake = FakeLive::start().await;
+    let d = Daemon::start(&config(&fake, 1)).await;
+    let path = format!("{LIVE_PATH}?key={USER_KEY}");
+    let mut ws = live::connect(d.addr, &path, &[]).await.unwrap();
+    ws.send(live::setup(MODEL)).await.unwrap();
+    let (_, first) = live::next_json(&mut ws).await.unwrap();
+    assert!(first.get("setupComplete").is_some(), "{first}");
+    let (said, usage) = text_turn(&mut ws, "hello").await;
+    assert_eq!(said, "echo: hello");
+    assert_eq!(usage["totalTokenCount"], 15);
+    let (said, _) = text_turn(&mut ws, "again").await;
+    assert_eq!(said, "echo: again");
+    // Audio comes back in many binary frames, each as Google sent it.
+    let pcm = "QUJD".repeat(1024);
+    ws.send(live::audio(&pcm)).await.unwrap();
+    let mut back = String::new();
+    while back.len() < pcm.len() {
+        let (binary, m) = live::next_json(&mut ws).await.unwrap();
+        assert!(binary);
+        back.push_str(
+            m.pointer("/serverContent/modelTurn/parts/0/inlineData/data")
+                .unwrap()
+                .as_str()
+                .unwrap(),
+        );
+    }
+    assert_eq!(back, pcm);
+    // goAway is passed on.
+    ws.send(live::turn("goaway")).await.unwrap();
+    let (_, m) = live::next_json(&mut ws).await.unwrap();
+    assert_eq!(m["goAway"]["timeLeft"], "5s");
+    ws.close(None).await.unwrap();
+    assert_eq!(
+        live::closed(&mut ws).await,
+        None,
+        "a close without a code is answered in kind"
+    );
+
+    let sessions = fake.sessions();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].key.as_deref(), Some(key(0).as_str()));
+    assert_eq!(sessions[0].query, None, "the user key is not sent upstream");
+    assert_eq!(
+        sessions[0].setup.as_ref().unwrap()["setup"]["model"],
+        format!("models/{MODEL}")
+    );
+
+    let token = login(&d, PASSWORD).await;
+    let rec = wait_for("the session's record", Duration::from_secs(10), || async {
+        match live_records(&d, &token).await.as_slice() {
+            [r] => Ok(r.clone()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(rec["route"], "live.bidiGenerateContent");
+    assert_eq!(rec["model"], MODEL);
+    assert_eq!(rec["user"], common::USER_NAME);
+    assert_eq!(rec["status"], 101);
+    assert_eq!(rec["outcome"], "ok");
+    assert_eq!(rec["tokens"]["total"], 30, "two turns of 15: {rec}");
+    assert_eq!(rec["tokens"]["candidates"], 10);
+    assert_eq!(rec["key"], fake_brief(&key(0)), "{rec}");
+    assert_eq!(
+        rec["close_code"], 1005,
+        "the client closed without a code: {rec}"
+    );
+    assert!(
+        rec["bytes_up"].as_u64().unwrap() > pcm.len() as u64,
+        "{rec}"
+    );
+    assert!(
+        rec["bytes_down"].as_u64().unwrap() > pcm.len() as u64,
+        "{rec}"
+    );
+}
+
+/// How the admin API shows a pool key.
+fn fake_brief(k: &str) -> String {
+    format!("{}…{}", &k[..4], &k[k.len() - 4..])
+}
+
+#[tokio::test]
+async fn a_bad_key_at_setup_fails_over_before_the_client_sees_anything() {
+    let fake = FakeLive::start().await;
+    fake.invalid(&key(0));
+    fake.cooling(&key(1));
+    fake.refuse_upgrade(&key(2));
+    let d = Daemon::start(&config(&fake, 4).pool("max_attempts", "4")).await;
+    // Sessions until every key was tried (the pool's order is its own): each one opens
+    // on the good key, whatever was tried before it.
+    let mut opened = 0;
+    while fake
+        .sessions()
+        .iter()
+        .filter_map(|s| s.key.clone())
+        .collect::<std::collections::HashSet<_>>()
+        .len()
+        < 4
+    {
+        assert!(opened < 4, "the good key is found within four sessions");
+        let mut ws = live::connect(d.addr, LIVE_PATH, &[("x-goog-api-key", USER_KEY)])
+            .await
+            .unwrap();
+        ws.send(live::setup(MODEL)).await.unwrap();
+        let (_, first) = live::next_json(&mut ws).await.unwrap();
+        assert!(first.get("setupComplete").is_some(), "{first}");
+        let (said, _) = text_turn(&mut ws, "hi").await;
+        assert_eq!(said, "echo: hi");
+        ws.close(None).await.unwrap();
+        let _ = live::closed(&mut ws).await;
+        let last = fake.sessions().last().unwrap().clone();
+        assert_eq!(last.key.as_deref(), Some(key(3).as_str()), "{last:?}");
+        opened += 1;
+    }
+    let refused = fake.sessions().iter().filter(|s| s.refused).count();
+    assert_eq!(
+        refused,
+        3,
+        "each bad key was tried once: {:?}",
+        fake.sessions()
+    );
+
+    // The invalid keys are retired, the cooling one cooled for the model.
+    let token = login(&d, PASSWORD).await;
+    let keys = admin_ok(&d, Method::GET, "/api/keys", &token, None).await;
+    let state = |k: &str| {
+        keys["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["brief"] == fake_brief(k))
+            .map(|e| e["state"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(state(&key(0)).as_deref(), Some("invalid"), "{keys}");
+    assert_eq!(state(&key(2)).as_deref(), Some("invalid"), "{keys}");
+    assert_eq!(state(&key(3)).as_deref(), Some("active"), "{keys}");
+    let chains = wait_for("the sessions' records", Duration::from_secs(10), || async {
+        let recs = live_records(&d, &token).await;
+        if recs.len() == opened {
+            Ok(recs)
+        } else {
+            Err(format!("{recs:?}"))
+        }
+    })
+    .await;
+    let outcomes: Vec<String> = chains
+        .iter()
+        .flat_map(|r| r["attempt_chain"].as_array().unwrap().clone())
+        .map(|a| a["outcome"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(common::count(&outcomes, "invalid"), 2, "{outcomes:?}");
+    assert_eq!(common::count(&outcomes, "rate_limited"), 1, "{outcomes:?}");
+    assert!(chains.iter().all(|r| r["outcome"] == "ok"), "{chains:?}");
+}
+
+#[tokio::test]
+async fn a_session_google_refuses_for_the_request_is_closed_with_googles_reason() {
+    let fake = FakeLive::start().await;
+    let d = Daemon::start(&config(&fake, 2)).await;
+    let mut ws = live::connect(d.addr, LIVE_PATH, &[("x-goog-api-key", USER_KEY)])
+        .await
+        .unwrap();
+    // The first message must be `setup`.
+    ws.send(live::turn("hi")).await.unwrap();
+    let close = live::closed(&mut ws).await.expect("a close frame");
+    assert_eq!(close.0, 1007, "{close:?}");
+    assert!(fake.sessions().is_empty(), "nothing reached Google");
+    // An unknown user key never gets a WebSocket.
+    let refused = live::connect(d.addr, LIVE_PATH, &[("x-goog-api-key", "gb-nope")]).await;
+    assert!(refused.is_err());
+    // Constrained without a token is refused too.
+    let refused = live::connect(d.addr, CONSTRAINED_PATH, &[]).await;
+    assert!(refused.is_err());
+    let _ = ws.next().await;
+}
