@@ -16,6 +16,7 @@
 //! | `interactions/{id}`, `interactions/{id}:cancel`      | GET DELETE POST | Owned        |
 //! | `fileSearchStores`, `tunedModels`                    | POST / GET    | Create / List  |
 //! | `fileSearchStores/{id}/…`, `tunedModels/{id}…`       | any           | Owned          |
+//! | `auth_tokens` (Live ephemeral tokens)                | POST          | Create(AuthTokens) |
 //! | `/upload/{v}/files`, `/upload/{v}/fileSearchStores/{id}:…` | POST    | Upload         |
 //! | anything else under a version prefix                 | any           | Other          |
 //!
@@ -33,6 +34,8 @@ pub enum Kind {
     Interactions,
     FileSearchStores,
     TunedModels,
+    /// Live ephemeral tokens: created here, used by Live sessions (`live`).
+    AuthTokens,
 }
 
 impl Kind {
@@ -46,6 +49,7 @@ impl Kind {
             Self::Interactions => "interactions",
             Self::FileSearchStores => "fileSearchStores",
             Self::TunedModels => "tunedModels",
+            Self::AuthTokens => "auth_tokens",
         }
     }
 
@@ -135,6 +139,7 @@ pub fn parse(method: &Method, segs: &[&str], upload: bool) -> NativeCall {
         ("DELETE", ["fileSearchStores", _]) => deleted("fileSearchStores.delete"),
         (_, ["fileSearchStores", _, ..]) => owned("fileSearchStores.method"),
         ("POST", ["tunedModels"]) => call("tunedModels.create", Create(TunedModels)),
+        ("POST", ["auth_tokens"]) => call("authTokens.create", Create(AuthTokens)),
         ("GET", ["tunedModels"]) => call("tunedModels.list", List(TunedModels)),
         ("DELETE", ["tunedModels", _]) => deleted("tunedModels.delete"),
         (_, ["tunedModels", _, ..]) => owned("tunedModels.method"),
@@ -230,6 +235,10 @@ mod tests {
             Act::List(Kind::Batches)
         );
         assert_eq!(Kind::Batches.list_field(), "operations");
+        assert_eq!(
+            at(Method::POST, "auth_tokens").act,
+            Act::Create(Kind::AuthTokens)
+        );
         let up = parse(&Method::POST, &["files"], true);
         assert_eq!(up.act, Act::Upload);
     }

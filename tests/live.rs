@@ -434,3 +434,97 @@ async fn two_hundred_open_sessions_cost_under_40_kib_each() {
         assert_eq!(said, "echo: still there");
     }
 }
+
+#[tokio::test]
+async fn an_ephemeral_token_minted_through_the_gateway_opens_a_constrained_session_on_its_key() {
+    let fake = FakeLive::start().await;
+    let d = Daemon::start(&config(&fake, 3)).await;
+    // google-genai's `client.auth_tokens.create(config=…)` with the user key.
+    let body = json!({
+        "uses": 2,
+        "expireTime": "2099-01-01T00:00:00Z",
+        "bidiGenerateContentSetup": {"model": format!("models/{MODEL}")},
+    });
+    let minted = common::client::post(
+        &d.url("/v1alpha/auth_tokens"),
+        &[
+            ("x-goog-api-key", USER_KEY),
+            ("content-type", "application/json"),
+        ],
+        body.to_string(),
+    )
+    .await;
+    assert_eq!(minted.status, 200, "{}", minted.text());
+    let name = minted.json()["name"].as_str().unwrap().to_owned();
+    assert!(name.starts_with("auth_tokens/"), "{name}");
+
+    // Raw clients put it in `access_token=`; google-genai in `Authorization: Token`.
+    let query = format!("{CONSTRAINED_PATH}?access_token={name}");
+    let header = format!("Token {name}");
+    for (path, headers) in [
+        (query.as_str(), vec![]),
+        (
+            CONSTRAINED_PATH,
+            vec![
+                ("authorization", header.as_str()),
+                ("x-goog-api-key", name.as_str()),
+            ],
+        ),
+    ] {
+        let mut ws = live::connect(d.addr, path, &headers).await.unwrap();
+        ws.send(live::setup(MODEL)).await.unwrap();
+        let (_, first) = live::next_json(&mut ws).await.unwrap();
+        assert!(first.get("setupComplete").is_some(), "{first}");
+        let (said, _) = text_turn(&mut ws, "hi").await;
+        assert_eq!(said, "echo: hi");
+        ws.close(None).await.unwrap();
+        let _ = live::closed(&mut ws).await;
+    }
+    let sessions = fake.sessions();
+    assert_eq!(sessions.len(), 2);
+    let minted_with = fake.token_key(&name).expect("the fake minted it");
+    for s in &sessions {
+        assert!(s.path.ends_with("BidiGenerateContentConstrained"), "{s:?}");
+        assert_eq!(
+            s.token.as_deref(),
+            Some(name.as_str()),
+            "the token goes upstream: {s:?}"
+        );
+        assert_eq!(
+            s.key.as_deref(),
+            Some(minted_with.as_str()),
+            "on the key that minted it"
+        );
+        assert_eq!(s.query, None, "no credential in the upstream URL: {s:?}");
+    }
+
+    // The table binds the token by its hash; the token itself is shown nowhere.
+    let token = login(&d, PASSWORD).await;
+    let resources = admin_ok(&d, Method::GET, "/api/resources", &token, None).await;
+    assert!(!resources.to_string().contains(&name[12..]), "{resources}");
+    let recs = wait_for(
+        "both sessions' records",
+        Duration::from_secs(10),
+        || async {
+            let recs = live_records(&d, &token).await;
+            if recs.len() == 2 {
+                Ok(recs)
+            } else {
+                Err(format!("{recs:?}"))
+            }
+        },
+    )
+    .await;
+    for r in &recs {
+        assert_eq!(r["route"], "live.bidiGenerateContentConstrained");
+        assert_eq!(r["user"], common::USER_NAME);
+        assert!(
+            r["resource"].as_str().unwrap().starts_with("auth_tokens/"),
+            "{r}"
+        );
+        assert!(!r.to_string().contains(&name[12..]), "{r}");
+    }
+    // A token nobody minted opens nothing.
+    let forged = format!("{CONSTRAINED_PATH}?access_token=auth_tokens/forged");
+    assert!(live::connect(d.addr, &forged, &[]).await.is_err());
+}

@@ -116,6 +116,11 @@ fn created_name(kind: Kind, answer: &[u8]) -> Option<String> {
     if kind == Kind::Interactions {
         return refs::first_field(answer, "id").map(|id| format!("interactions/{id}"));
     }
+    if kind == Kind::AuthTokens {
+        // The token is a credential: its row is named by its hash.
+        let name = refs::first_field(answer, "name")?;
+        return Some(affinity::token_row(&name));
+    }
     let name = refs::first_field(answer, "name")?;
     native::owner_of_name(&name)
 }

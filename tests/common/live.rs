@@ -119,6 +119,11 @@ impl FakeLive {
         self.lock().sessions.clone()
     }
 
+    /// The key a token was minted with.
+    pub fn token_key(&self, token: &str) -> Option<String> {
+        self.lock().tokens.get(token).cloned()
+    }
+
     /// Sessions open right now.
     pub fn open(&self) -> usize {
         self.open.load(Ordering::SeqCst)
