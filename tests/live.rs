@@ -5,14 +5,16 @@
 mod common;
 
 use common::admin::{admin_ok, login};
-use common::live::{self, CONSTRAINED_PATH, FakeLive, LIVE_PATH};
+use common::live::FakeLive;
+use common::live_client::{
+    self as lc, CONSTRAINED_PATH, LIVE_PATH, MODEL, fake_brief, live_records, text_turn,
+};
 use common::{Config, Daemon, USER_KEY, key, wait_for};
 use futures_util::{SinkExt, StreamExt};
 use http::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::Duration;
 
-const MODEL: &str = "gemini-live-2.5-flash-preview";
 const PASSWORD: &str = "live-admin-pw-7";
 
 fn config(fake: &FakeLive, keys: usize) -> Config {
@@ -21,45 +23,14 @@ fn config(fake: &FakeLive, keys: usize) -> Config {
         .admin_password(PASSWORD)
 }
 
-/// The logged records of Live sessions, newest first.
-async fn live_records(d: &Daemon, token: &str) -> Vec<Value> {
-    let v = admin_ok(d, Method::GET, "/api/logs", token, None).await;
-    v["logs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["route"].as_str().is_some_and(|r| r.starts_with("live.")))
-        .cloned()
-        .collect()
-}
-
-/// One text turn: the parts' text, and the turn's usage.
-async fn text_turn<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, text: &str) -> (String, Value)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    ws.send(live::turn(text)).await.unwrap();
-    let mut said = String::new();
-    loop {
-        let (binary, m) = live::next_json(ws).await.unwrap();
-        assert!(binary, "Google's messages come as binary frames: {m}");
-        if let Some(t) = m.pointer("/serverContent/modelTurn/parts/0/text") {
-            said.push_str(t.as_str().unwrap());
-        }
-        if m.pointer("/serverContent/turnComplete") == Some(&json!(true)) {
-            return (said, m["usageMetadata"].clone());
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_session_gets_its_answers_and_is_logged_once_with_its_tokens() {
     let fake = FakeLive::start().await;
     let d = Daemon::start(&config(&fake, 1)).await;
     let path = format!("{LIVE_PATH}?key={USER_KEY}");
-    let mut ws = live::connect(d.addr, &path, &[]).await.unwrap();
-    ws.send(live::setup(MODEL)).await.unwrap();
-    let (_, first) = live::next_json(&mut ws).await.unwrap();
+    let mut ws = lc::connect(d.addr, &path, &[]).await.unwrap();
+    ws.send(lc::setup(MODEL)).await.unwrap();
+    let (_, first) = lc::next_json(&mut ws).await.unwrap();
     assert!(first.get("setupComplete").is_some(), "{first}");
     let (said, usage) = text_turn(&mut ws, "hello").await;
     assert_eq!(said, "echo: hello");
@@ -68,10 +39,10 @@ async fn a_session_gets_its_answers_and_is_logged_once_with_its_tokens() {
     assert_eq!(said, "echo: again");
     // Audio comes back in many binary frames, each as Google sent it.
     let pcm = "QUJD".repeat(1024);
-    ws.send(live::audio(&pcm)).await.unwrap();
+    ws.send(lc::audio(&pcm)).await.unwrap();
     let mut back = String::new();
     while back.len() < pcm.len() {
-        let (binary, m) = live::next_json(&mut ws).await.unwrap();
+        let (binary, m) = lc::next_json(&mut ws).await.unwrap();
         assert!(binary);
         back.push_str(
             m.pointer("/serverContent/modelTurn/parts/0/inlineData/data")
@@ -82,12 +53,12 @@ async fn a_session_gets_its_answers_and_is_logged_once_with_its_tokens() {
     }
     assert_eq!(back, pcm);
     // goAway is passed on.
-    ws.send(live::turn("goaway")).await.unwrap();
-    let (_, m) = live::next_json(&mut ws).await.unwrap();
+    ws.send(lc::turn("goaway")).await.unwrap();
+    let (_, m) = lc::next_json(&mut ws).await.unwrap();
     assert_eq!(m["goAway"]["timeLeft"], "5s");
     ws.close(None).await.unwrap();
     assert_eq!(
-        live::closed(&mut ws).await,
+        lc::closed(&mut ws).await,
         None,
         "a close without a code is answered in kind"
     );
@@ -131,11 +102,6 @@ async fn a_session_gets_its_answers_and_is_logged_once_with_its_tokens() {
     );
 }
 
-/// How the admin API shows a pool key.
-fn fake_brief(k: &str) -> String {
-    format!("{}…{}", &k[..4], &k[k.len() - 4..])
-}
-
 #[tokio::test]
 async fn a_bad_key_at_setup_fails_over_before_the_client_sees_anything() {
     let fake = FakeLive::start().await;
@@ -155,16 +121,16 @@ async fn a_bad_key_at_setup_fails_over_before_the_client_sees_anything() {
         < 4
     {
         assert!(opened < 4, "the good key is found within four sessions");
-        let mut ws = live::connect(d.addr, LIVE_PATH, &[("x-goog-api-key", USER_KEY)])
+        let mut ws = lc::connect(d.addr, LIVE_PATH, &[("x-goog-api-key", USER_KEY)])
             .await
             .unwrap();
-        ws.send(live::setup(MODEL)).await.unwrap();
-        let (_, first) = live::next_json(&mut ws).await.unwrap();
+        ws.send(lc::setup(MODEL)).await.unwrap();
+        let (_, first) = lc::next_json(&mut ws).await.unwrap();
         assert!(first.get("setupComplete").is_some(), "{first}");
         let (said, _) = text_turn(&mut ws, "hi").await;
         assert_eq!(said, "echo: hi");
         ws.close(None).await.unwrap();
-        let _ = live::closed(&mut ws).await;
+        let _ = lc::closed(&mut ws).await;
         let last = fake.sessions().last().unwrap().clone();
         assert_eq!(last.key.as_deref(), Some(key(3).as_str()), "{last:?}");
         opened += 1;
@@ -214,225 +180,21 @@ async fn a_bad_key_at_setup_fails_over_before_the_client_sees_anything() {
 async fn a_session_google_refuses_for_the_request_is_closed_with_googles_reason() {
     let fake = FakeLive::start().await;
     let d = Daemon::start(&config(&fake, 2)).await;
-    let mut ws = live::connect(d.addr, LIVE_PATH, &[("x-goog-api-key", USER_KEY)])
+    let mut ws = lc::connect(d.addr, LIVE_PATH, &[("x-goog-api-key", USER_KEY)])
         .await
         .unwrap();
     // The first message must be `setup`.
-    ws.send(live::turn("hi")).await.unwrap();
-    let close = live::closed(&mut ws).await.expect("a close frame");
+    ws.send(lc::turn("hi")).await.unwrap();
+    let close = lc::closed(&mut ws).await.expect("a close frame");
     assert_eq!(close.0, 1007, "{close:?}");
     assert!(fake.sessions().is_empty(), "nothing reached Google");
     // An unknown user key never gets a WebSocket.
-    let refused = live::connect(d.addr, LIVE_PATH, &[("x-goog-api-key", "gb-nope")]).await;
+    let refused = lc::connect(d.addr, LIVE_PATH, &[("x-goog-api-key", "gb-nope")]).await;
     assert!(refused.is_err());
     // Constrained without a token is refused too.
-    let refused = live::connect(d.addr, CONSTRAINED_PATH, &[]).await;
+    let refused = lc::connect(d.addr, CONSTRAINED_PATH, &[]).await;
     assert!(refused.is_err());
     let _ = ws.next().await;
-}
-
-/// Alice's entry in `/api/users`.
-async fn alice(d: &Daemon, token: &str) -> Value {
-    let v = admin_ok(d, Method::GET, "/api/users", token, None).await;
-    v["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["name"] == common::USER_NAME)
-        .unwrap()
-        .clone()
-}
-
-/// Sessions open on each pool key, by brief.
-async fn keys_in_flight(d: &Daemon, token: &str) -> u64 {
-    let v = admin_ok(d, Method::GET, "/api/keys", token, None).await;
-    v["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["in_flight"].as_u64().unwrap())
-        .sum()
-}
-
-/// Opens a session as alice and has it accepted.
-async fn opened(d: &Daemon) -> live::Client {
-    let mut ws = live::connect(d.addr, LIVE_PATH, &[("x-goog-api-key", USER_KEY)])
-        .await
-        .unwrap();
-    ws.send(live::setup(MODEL)).await.unwrap();
-    let (_, first) = live::next_json(&mut ws).await.unwrap();
-    assert!(first.get("setupComplete").is_some(), "{first}");
-    ws
-}
-
-#[tokio::test]
-async fn a_client_that_vanishes_frees_the_key_and_its_user_slot_at_once() {
-    let fake = FakeLive::start().await;
-    let d = Daemon::start(&config(&fake, 1)).await;
-    let token = login(&d, PASSWORD).await;
-    let id = alice(&d, &token).await["id"].as_str().unwrap().to_owned();
-    let limit = json!({ "max_concurrent": 1 });
-    admin_ok(
-        &d,
-        Method::PATCH,
-        &format!("/api/users/{id}"),
-        &token,
-        Some(limit),
-    )
-    .await;
-
-    let mut ws = opened(&d).await;
-    let (said, _) = text_turn(&mut ws, "one").await;
-    assert_eq!(said, "echo: one");
-    assert_eq!(alice(&d, &token).await["in_flight"], 1);
-    assert_eq!(keys_in_flight(&d, &token).await, 1);
-    // A second session is over alice's limit.
-    let over = live::connect(d.addr, LIVE_PATH, &[("x-goog-api-key", USER_KEY)]).await;
-    assert!(over.is_err(), "the second concurrent session is refused");
-
-    drop(ws); // gone: no close frame, the socket just goes
-    wait_for("the slots to be free", Duration::from_secs(1), || async {
-        let (user, keys) = (
-            alice(&d, &token).await["in_flight"].clone(),
-            keys_in_flight(&d, &token).await,
-        );
-        match (user.as_u64(), keys, fake.open()) {
-            (Some(0), 0, 0) => Ok(()),
-            other => Err(format!("user, keys, upstream sessions: {other:?}")),
-        }
-    })
-    .await;
-    let mut again = opened(&d).await;
-    let (said, _) = text_turn(&mut again, "two").await;
-    assert_eq!(said, "echo: two");
-    let rec = wait_for(
-        "the vanished session's record",
-        Duration::from_secs(10),
-        || async {
-            let recs = live_records(&d, &token).await;
-            recs.into_iter()
-                .find(|r| r["outcome"] == "cancelled")
-                .ok_or_else(|| "not yet".to_string())
-        },
-    )
-    .await;
-    assert_eq!(rec["close_code"], 1006, "{rec}");
-    assert_eq!(rec["tokens"]["total"], 15, "{rec}");
-}
-
-#[tokio::test]
-async fn a_session_past_the_daily_budget_is_closed_with_a_reason() {
-    let fake = FakeLive::start().await;
-    let d = Daemon::start(&config(&fake, 1)).await;
-    let token = login(&d, PASSWORD).await;
-    let id = alice(&d, &token).await["id"].as_str().unwrap().to_owned();
-    let limit = json!({ "daily_tokens": 40 });
-    admin_ok(
-        &d,
-        Method::PATCH,
-        &format!("/api/users/{id}"),
-        &token,
-        Some(limit),
-    )
-    .await;
-
-    let mut ws = opened(&d).await;
-    text_turn(&mut ws, "one").await;
-    text_turn(&mut ws, "two").await;
-    // The third turn's usage reaches 45 of 40: the answer arrives, then the close.
-    ws.send(live::turn("three")).await.unwrap();
-    let mut said = String::new();
-    let close = loop {
-        match live::next_json(&mut ws).await {
-            Ok((_, m)) => {
-                if let Some(t) = m.pointer("/serverContent/modelTurn/parts/0/text") {
-                    said.push_str(t.as_str().unwrap());
-                }
-            }
-            Err(close) => break close,
-        }
-    };
-    assert_eq!(said, "echo: three");
-    assert!(
-        close.contains("1008") && close.contains("budget"),
-        "{close}"
-    );
-    wait_for(
-        "the upstream session to end",
-        Duration::from_secs(5),
-        || async {
-            if fake.open() == 0 {
-                Ok(())
-            } else {
-                Err(format!("{} open", fake.open()))
-            }
-        },
-    )
-    .await;
-    // The day is used up: the next session is refused before it opens.
-    let next = live::connect(d.addr, LIVE_PATH, &[("x-goog-api-key", USER_KEY)]).await;
-    assert!(next.is_err(), "over budget");
-    let rec = wait_for("the record", Duration::from_secs(10), || async {
-        let recs = live_records(&d, &token).await;
-        recs.into_iter()
-            .find(|r| r["status"] == 101)
-            .ok_or_else(|| "not yet".to_string())
-    })
-    .await;
-    assert_eq!(rec["close_code"], 1008, "{rec}");
-    assert_eq!(rec["tokens"]["total"], 45, "{rec}");
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hundred_open_sessions_cost_under_40_kib_each() {
-    const SESSIONS: usize = 200;
-    let fake = FakeLive::start().await;
-    let d = Daemon::start(&config(&fake, 4)).await;
-    // Warm up: the first sessions size the allocator's arenas and the thread caches.
-    let mut warm = Vec::new();
-    for _ in 0..8 {
-        let mut ws = opened(&d).await;
-        text_turn(&mut ws, "warm").await;
-        warm.push(ws);
-    }
-    drop(warm);
-    wait_for(
-        "the warm-up sessions to end",
-        Duration::from_secs(5),
-        || async {
-            if fake.open() == 0 {
-                Ok(())
-            } else {
-                Err(format!("{} open", fake.open()))
-            }
-        },
-    )
-    .await;
-    let before = rss_kib(d.pid());
-    let mut held = Vec::with_capacity(SESSIONS);
-    for _ in 0..SESSIONS {
-        let mut ws = opened(&d).await;
-        text_turn(&mut ws, "hi").await;
-        held.push(ws);
-    }
-    assert_eq!(fake.open(), SESSIONS);
-    let after = rss_kib(d.pid());
-    let each = after.saturating_sub(before) as f64 / SESSIONS as f64;
-    eprintln!(
-        "daemon RSS {before} KiB -> {after} KiB with {SESSIONS} sessions: {each:.1} KiB each"
-    );
-    assert!(each < 40.0, "{each:.1} KiB a session");
-    // Every one is still live.
-    for ws in held.iter_mut().take(3) {
-        let (said, _) = text_turn(ws, "still there").await;
-        assert_eq!(said, "echo: still there");
-    }
 }
 
 #[tokio::test]
@@ -471,14 +233,14 @@ async fn an_ephemeral_token_minted_through_the_gateway_opens_a_constrained_sessi
             ],
         ),
     ] {
-        let mut ws = live::connect(d.addr, path, &headers).await.unwrap();
-        ws.send(live::setup(MODEL)).await.unwrap();
-        let (_, first) = live::next_json(&mut ws).await.unwrap();
+        let mut ws = lc::connect(d.addr, path, &headers).await.unwrap();
+        ws.send(lc::setup(MODEL)).await.unwrap();
+        let (_, first) = lc::next_json(&mut ws).await.unwrap();
         assert!(first.get("setupComplete").is_some(), "{first}");
         let (said, _) = text_turn(&mut ws, "hi").await;
         assert_eq!(said, "echo: hi");
         ws.close(None).await.unwrap();
-        let _ = live::closed(&mut ws).await;
+        let _ = lc::closed(&mut ws).await;
     }
     let sessions = fake.sessions();
     assert_eq!(sessions.len(), 2);
@@ -526,5 +288,5 @@ async fn an_ephemeral_token_minted_through_the_gateway_opens_a_constrained_sessi
     }
     // A token nobody minted opens nothing.
     let forged = format!("{CONSTRAINED_PATH}?access_token=auth_tokens/forged");
-    assert!(live::connect(d.addr, &forged, &[]).await.is_err());
+    assert!(lc::connect(d.addr, &forged, &[]).await.is_err());
 }

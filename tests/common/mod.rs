@@ -10,6 +10,7 @@ pub mod faults;
 pub mod google;
 pub mod h2up;
 pub mod live;
+pub mod live_client;
 pub mod raw;
 pub mod redis;
 pub mod resources;

