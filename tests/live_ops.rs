@@ -194,3 +194,122 @@ async fn two_hundred_open_sessions_cost_under_40_kib_each() {
         assert_eq!(said, "echo: still there");
     }
 }
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tls")
+        .join(name)
+}
+
+/// A TLS connection to the daemon trusting only the test CA, with no ALPN (as Python's
+/// `websockets` opens one).
+async fn tls_to(d: &Daemon) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(fixture("ca.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
+    let tcp = tokio::net::TcpStream::connect(d.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_wss_session_on_the_tls_listener() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let fake = FakeLive::start().await;
+    let q = |p: std::path::PathBuf| serde_json::to_string(p.to_str().unwrap()).unwrap();
+    let tls = format!(
+        "[tls]\ncert_file = {}\nkey_file = {}\n",
+        q(fixture("server.pem")),
+        q(fixture("server.key"))
+    );
+    let d = Daemon::start(&config(&fake, 1).extra(&tls)).await;
+    // google-genai turns an https base URL into wss:// and sends the key in a header.
+    let url = format!("wss://localhost:{}{LIVE_PATH}", d.addr.port());
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("x-goog-api-key", USER_KEY.parse().unwrap());
+    let io = tls_to(&d).await;
+    let (mut ws, resp) = tokio_tungstenite::client_async(req, io).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    ws.send(lc::setup(lc::MODEL)).await.unwrap();
+    let (_, first) = lc::next_json(&mut ws).await.unwrap();
+    assert!(first.get("setupComplete").is_some(), "{first}");
+    let (said, usage) = text_turn(&mut ws, "over tls").await;
+    assert_eq!(said, "echo: over tls");
+    assert_eq!(usage["totalTokenCount"], 15);
+    ws.close(None).await.unwrap();
+    let _ = lc::closed(&mut ws).await;
+}
+
+#[tokio::test]
+async fn an_idle_session_is_closed() {
+    let fake = FakeLive::start().await;
+    let cfg = config(&fake, 1).upstream("stream_idle_timeout = \"1s\"");
+    let d = Daemon::start(&cfg).await;
+    let mut ws = opened(&d).await;
+    text_turn(&mut ws, "then silence").await;
+    let started = tokio::time::Instant::now();
+    let (code, reason) = lc::closed(&mut ws).await.expect("a close frame");
+    assert_eq!(code, 1001, "{reason}");
+    assert!(reason.contains("idle"), "{reason}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    wait_for(
+        "the upstream session to end",
+        Duration::from_secs(5),
+        || async {
+            if fake.open() == 0 {
+                Ok(())
+            } else {
+                Err(format!("{} open", fake.open()))
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn sigterm_closes_sessions_with_going_away_after_the_grace_period() {
+    let fake = FakeLive::start().await;
+    let cfg = config(&fake, 1).extra("[server]\nshutdown_grace = \"1s\"\n");
+    let mut d = Daemon::start(&cfg).await;
+    let mut ws = opened(&d).await;
+    let asked = tokio::time::Instant::now();
+    d.signal("TERM");
+    // Within the grace period the session goes on.
+    let (said, _) = text_turn(&mut ws, "during the grace").await;
+    assert_eq!(said, "echo: during the grace");
+    let (code, reason) = lc::closed(&mut ws).await.expect("a close frame");
+    assert_eq!((code, reason.as_str()), (1001, "going away"));
+    assert!(
+        asked.elapsed() >= Duration::from_millis(900),
+        "closed before the grace: {:?}",
+        asked.elapsed()
+    );
+    let status = d.wait_exited(Duration::from_secs(10)).await;
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    wait_for(
+        "the upstream session to end",
+        Duration::from_secs(5),
+        || async {
+            if fake.open() == 0 {
+                Ok(())
+            } else {
+                Err(format!("{} open", fake.open()))
+            }
+        },
+    )
+    .await;
+}
