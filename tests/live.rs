@@ -290,3 +290,51 @@ async fn an_ephemeral_token_minted_through_the_gateway_opens_a_constrained_sessi
     let forged = format!("{CONSTRAINED_PATH}?access_token=auth_tokens/forged");
     assert!(lc::connect(d.addr, &forged, &[]).await.is_err());
 }
+
+#[tokio::test]
+async fn the_feed_shows_a_session_when_it_opens_and_its_record_when_it_closes() {
+    let fake = FakeLive::start().await;
+    let d = Daemon::start(&config(&fake, 1)).await;
+    let r = common::admin::login_resp(&d, PASSWORD).await;
+    let set = r.header("set-cookie").expect("Set-Cookie");
+    let cookie = set.split(';').next().unwrap().trim().to_string();
+    let mut feed = common::client::send(
+        Method::GET,
+        &d.url("/api/events"),
+        &[("cookie", cookie.as_str())],
+        bytes::Bytes::new(),
+    )
+    .await;
+    assert_eq!(feed.status, 200);
+    feed.read_until("the feed's first bytes", common::has_sse_event)
+        .await;
+    let events = |b: &[u8], kind: &str| -> Vec<serde_json::Value> {
+        let text = common::lf(b);
+        text.split("\n\n")
+            .filter(|e| e.lines().any(|l| l == format!("event: {kind}")))
+            .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect()
+    };
+    let mut ws = lc::opened(&d).await;
+    let got = feed
+        .read_until("an `event: session`", |b| !events(b, "session").is_empty())
+        .await;
+    let open = events(&got, "session").remove(0);
+    assert_eq!(open["state"], "open", "{open}");
+    assert_eq!(open["model"], MODEL, "{open}");
+    assert_eq!(open["user"], common::USER_NAME, "{open}");
+    assert_eq!(open["key"], fake_brief(&key(0)), "{open}");
+    text_turn(&mut ws, "hi").await;
+    ws.close(None).await.unwrap();
+    let got = feed
+        .read_until("the session's `event: request`", |b| {
+            events(b, "request")
+                .iter()
+                .any(|r| r["request_id"] == open["request_id"])
+        })
+        .await;
+    let rec = events(&got, "request").remove(0);
+    assert_eq!(rec["route"], "live.bidiGenerateContent", "{rec}");
+    assert_eq!(rec["tokens"]["total"], 15, "{rec}");
+}

@@ -1,5 +1,5 @@
-// Live feed: finished requests and key state changes from /api/events (Server-Sent
-// Events, cookie auth). Pausable: while paused, events wait in a bounded buffer.
+// Live feed: finished requests, opened Live API sessions (their record follows when
+// they close) and key state changes from /api/events (Server-Sent Events, cookie auth). Pausable: while paused, events wait in a bounded buffer.
 
 import { h, clear, replace, icon } from '../dom.js';
 import { t } from '../i18n.js';
@@ -40,6 +40,16 @@ export function render(root) {
         h('span', { class: 'muted small' }, fmtMs(r.latency_ms)),
         r.tokens && r.tokens.total ? h('span', { class: 'muted small' }, `${fmtNum(r.tokens.total)} tok`) : null,
         r.key ? h('span', { class: 'mono small muted' }, r.key) : null));
+  }
+
+  function sessionItem(s) {
+    return h('li', { class: 'feed-item feed-ok', dataset: { kind: 'session', id: s.request_id } },
+      h('span', { class: 'feed-time mono' }, fmtClock(s.time || Date.now())),
+      h('span', { class: 'feed-main' }, h('span', { class: 'mono model' }, s.model || s.route), h('span', { class: 'tag' }, 'live')),
+      h('span', { class: 'feed-meta' },
+        badge('active', t('live.session_open')),
+        h('span', { class: 'muted small' }, s.user || t('common.none')),
+        s.key ? h('span', { class: 'mono small muted' }, s.key) : null));
   }
 
   function keyItem(k) {
@@ -104,6 +114,7 @@ export function render(root) {
     es = new EventSource('/api/events', { withCredentials: true });
     es.addEventListener('open', () => { if (!paused) setStatus('on', t('live.connected')); });
     es.addEventListener('request', (e) => { const r = parse(e); if (r) push(requestItem(r)); });
+    es.addEventListener('session', (e) => { const s = parse(e); if (s) push(sessionItem(s)); });
     es.addEventListener('key', (e) => { const k = parse(e); if (k) push(keyItem(k)); });
     es.addEventListener('dropped', (e) => {
       const d = parse(e) || {};
