@@ -79,9 +79,9 @@ pub async fn open(
     };
     let mut tried: Vec<Arc<KeyEntry>> = Vec::new();
     let mut last: Option<Refused> = None;
+    let queue_until = Instant::now() + pool.config().queue_wait;
     for _ in 0..max {
-        let now = unix_ms();
-        let lease = match lease(state, target, &tried, now) {
+        let lease = match lease(state, target, &tried, queue_until).await {
             Ok(l) => l,
             Err(refused) => return Err(last.unwrap_or(refused)),
         };
@@ -132,13 +132,15 @@ pub async fn open(
     Err(last.unwrap_or_else(no_key))
 }
 
-/// The token's key, or the next usable key for the model.
-fn lease(
+/// The token's key, or the next usable key for the model (waiting for one until
+/// `queue_until`, as requests do).
+async fn lease(
     state: &AppState,
     target: &Target<'_>,
     tried: &[Arc<KeyEntry>],
-    now: i64,
+    queue_until: Instant,
 ) -> Result<Lease, Refused> {
+    let now = unix_ms();
     if let Some((_, row)) = target.token {
         return crate::affinity::owner_lease(state, row, target.model, now).map_err(|e| Refused {
             code: 1013,
@@ -147,9 +149,10 @@ fn lease(
             no_key: true,
         });
     }
-    state.pool.acquire(target.model, now, tried).map_err(|no| {
+    let leased = crate::proxy::acquire(state, target.model, tried, queue_until).await;
+    leased.map_err(|no| {
         let mut refused = no_key();
-        if let Some(wait) = no.retry_after(now) {
+        if let Some(wait) = no.retry_after(unix_ms()) {
             refused.reason = format!(
                 "Every upstream key is cooling or busy for this model; retry in {} s.",
                 wait.as_secs().max(1)

@@ -171,8 +171,9 @@ async fn try_key(
     Ok(relay_error(plan, parts.status, &parts.headers, bytes))
 }
 
-/// Waits for a usable key until `queue_until` when waiting can help.
-async fn acquire(
+/// Waits for a usable key until `queue_until` when waiting can help (also for Live
+/// sessions), holding a shared slot where the cap is shared.
+pub async fn acquire(
     state: &AppState,
     plan: &Plan,
     tried: &[Arc<KeyEntry>],

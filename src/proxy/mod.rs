@@ -34,7 +34,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Uri, header};
 use http_body_util::{BodyExt, Limited};
 use std::sync::Arc;
 
-pub use attempt::execute;
+pub use attempt::{acquire, execute};
 
 /// Where the pool key goes on the upstream request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
