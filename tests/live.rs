@@ -292,49 +292,78 @@ async fn an_ephemeral_token_minted_through_the_gateway_opens_a_constrained_sessi
 }
 
 #[tokio::test]
-async fn the_feed_shows_a_session_when_it_opens_and_its_record_when_it_closes() {
+async fn pings_are_answered_and_closes_are_relayed_both_ways() {
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
     let fake = FakeLive::start().await;
     let d = Daemon::start(&config(&fake, 1)).await;
-    let r = common::admin::login_resp(&d, PASSWORD).await;
-    let set = r.header("set-cookie").expect("Set-Cookie");
-    let cookie = set.split(';').next().unwrap().trim().to_string();
-    let mut feed = common::client::send(
-        Method::GET,
-        &d.url("/api/events"),
-        &[("cookie", cookie.as_str())],
-        bytes::Bytes::new(),
+    let mut ws = lc::opened(&d).await;
+    ws.send(Message::Ping(bytes::Bytes::from_static(b"are you there")))
+        .await
+        .unwrap();
+    let pong = loop {
+        match tokio::time::timeout(common::client::TIMEOUT, ws.next()).await {
+            Ok(Some(Ok(Message::Pong(p)))) => break p,
+            Ok(Some(Ok(_))) => {}
+            other => panic!("no pong: {other:?}"),
+        }
+    };
+    assert_eq!(&pong[..], b"are you there");
+    // The client's close reaches Google with its code and reason.
+    let bye = CloseFrame {
+        code: 4000.into(),
+        reason: "done here".into(),
+    };
+    ws.close(Some(bye)).await.unwrap();
+    let echoed = lc::closed(&mut ws).await;
+    assert_eq!(echoed, Some((4000, "done here".to_owned())));
+    wait_for(
+        "Google to hear the close",
+        Duration::from_secs(5),
+        || async {
+            match fake.sessions().last().and_then(|s| s.closed_with.clone()) {
+                Some(c) => Ok(c),
+                None => Err("not yet".into()),
+            }
+        },
     )
     .await;
-    assert_eq!(feed.status, 200);
-    feed.read_until("the feed's first bytes", common::has_sse_event)
-        .await;
-    let events = |b: &[u8], kind: &str| -> Vec<serde_json::Value> {
-        let text = common::lf(b);
-        text.split("\n\n")
-            .filter(|e| e.lines().any(|l| l == format!("event: {kind}")))
-            .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
-            .map(|d| serde_json::from_str(d).unwrap())
-            .collect()
-    };
+    assert_eq!(
+        fake.sessions()[0].closed_with,
+        Some((4000, "done here".to_owned()))
+    );
+    // Google's close reaches the client with its code and reason.
     let mut ws = lc::opened(&d).await;
-    let got = feed
-        .read_until("an `event: session`", |b| !events(b, "session").is_empty())
-        .await;
-    let open = events(&got, "session").remove(0);
-    assert_eq!(open["state"], "open", "{open}");
-    assert_eq!(open["model"], MODEL, "{open}");
-    assert_eq!(open["user"], common::USER_NAME, "{open}");
-    assert_eq!(open["key"], fake_brief(&key(0)), "{open}");
-    text_turn(&mut ws, "hi").await;
-    ws.close(None).await.unwrap();
-    let got = feed
-        .read_until("the session's `event: request`", |b| {
-            events(b, "request")
-                .iter()
-                .any(|r| r["request_id"] == open["request_id"])
+    ws.send(lc::turn("close 1011 Internal error encountered."))
+        .await
+        .unwrap();
+    let close = lc::closed(&mut ws).await;
+    assert_eq!(
+        close,
+        Some((1011, "Internal error encountered.".to_owned()))
+    );
+    let token = login(&d, PASSWORD).await;
+    let recs = wait_for("both records", Duration::from_secs(10), || async {
+        let recs = live_records(&d, &token).await;
+        if recs.len() == 2 {
+            Ok(recs)
+        } else {
+            Err(format!("{recs:?}"))
+        }
+    })
+    .await;
+    let mut codes: Vec<(u64, String)> = recs
+        .iter()
+        .map(|r| {
+            (
+                r["close_code"].as_u64().unwrap(),
+                r["outcome"].as_str().unwrap().to_owned(),
+            )
         })
-        .await;
-    let rec = events(&got, "request").remove(0);
-    assert_eq!(rec["route"], "live.bidiGenerateContent", "{rec}");
-    assert_eq!(rec["tokens"]["total"], 15, "{rec}");
+        .collect();
+    codes.sort();
+    assert_eq!(
+        codes,
+        [(1011, "upstream_error".to_owned()), (4000, "ok".to_owned())]
+    );
 }

@@ -1,4 +1,5 @@
-//! Live sessions as an operator sees them: a client that vanishes frees its key and
+//! Live sessions as an operator sees them: the live feed shows them open and closed, a
+//! client that vanishes frees its key and
 //! its user's slot at once, a session past the user's daily budget is closed with the
 //! reason, open sessions cost little memory, `wss://` works on the `[tls]` listener,
 //! idle sessions are closed, and SIGTERM closes sessions with 1001 "going away" after
@@ -9,9 +10,10 @@ mod common;
 use common::admin::{admin_ok, login};
 use common::live::FakeLive;
 use common::live_client::{
-    self as lc, LIVE_PATH, alice, keys_in_flight, live_records, opened, text_turn,
+    self as lc, LIVE_PATH, MODEL, alice, fake_brief, keys_in_flight, live_records, opened,
+    text_turn,
 };
-use common::{Config, Daemon, USER_KEY, wait_for};
+use common::{Config, Daemon, USER_KEY, key, wait_for};
 use futures_util::SinkExt;
 use http::Method;
 use serde_json::json;
@@ -312,4 +314,52 @@ async fn sigterm_closes_sessions_with_going_away_after_the_grace_period() {
         },
     )
     .await;
+}
+
+#[tokio::test]
+async fn the_feed_shows_a_session_when_it_opens_and_its_record_when_it_closes() {
+    let fake = FakeLive::start().await;
+    let d = Daemon::start(&config(&fake, 1)).await;
+    let r = common::admin::login_resp(&d, PASSWORD).await;
+    let set = r.header("set-cookie").expect("Set-Cookie");
+    let cookie = set.split(';').next().unwrap().trim().to_string();
+    let mut feed = common::client::send(
+        Method::GET,
+        &d.url("/api/events"),
+        &[("cookie", cookie.as_str())],
+        bytes::Bytes::new(),
+    )
+    .await;
+    assert_eq!(feed.status, 200);
+    feed.read_until("the feed's first bytes", common::has_sse_event)
+        .await;
+    let events = |b: &[u8], kind: &str| -> Vec<serde_json::Value> {
+        let text = common::lf(b);
+        text.split("\n\n")
+            .filter(|e| e.lines().any(|l| l == format!("event: {kind}")))
+            .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect()
+    };
+    let mut ws = opened(&d).await;
+    let got = feed
+        .read_until("an `event: session`", |b| !events(b, "session").is_empty())
+        .await;
+    let open = events(&got, "session").remove(0);
+    assert_eq!(open["state"], "open", "{open}");
+    assert_eq!(open["model"], MODEL, "{open}");
+    assert_eq!(open["user"], common::USER_NAME, "{open}");
+    assert_eq!(open["key"], fake_brief(&key(0)), "{open}");
+    text_turn(&mut ws, "hi").await;
+    ws.close(None).await.unwrap();
+    let got = feed
+        .read_until("the session's `event: request`", |b| {
+            events(b, "request")
+                .iter()
+                .any(|r| r["request_id"] == open["request_id"])
+        })
+        .await;
+    let rec = events(&got, "request").remove(0);
+    assert_eq!(rec["route"], "live.bidiGenerateContent", "{rec}");
+    assert_eq!(rec["tokens"]["total"], 15, "{rec}");
 }

@@ -52,6 +52,8 @@ pub struct Session {
     pub setup: Option<Value>,
     /// Whether it was refused (after setup, or at the upgrade).
     pub refused: bool,
+    /// The close the gateway sent it: (code, reason).
+    pub closed_with: Option<(u16, String)>,
 }
 
 #[derive(Default)]
@@ -164,6 +166,7 @@ impl FakeLive {
             token,
             setup: None,
             refused: false,
+            closed_with: None,
         };
         let refuse = key
             .as_ref()
@@ -223,7 +226,11 @@ impl FakeLive {
             _ => None,
         };
         s.refused = refusal.is_some();
-        self.lock().sessions.push(s);
+        let at = {
+            let mut st = self.lock();
+            st.sessions.push(s);
+            st.sessions.len() - 1
+        };
         if let Some((code, why)) = refusal {
             let _ = ws.close(Some(close(code, why))).await;
             while let Some(Ok(_)) = ws.next().await {}
@@ -232,7 +239,9 @@ impl FakeLive {
         let _ = ws.send(google(json!({"setupComplete": {}}))).await;
         while let Some(msg) = ws.next().await {
             let Ok(msg) = msg else { return };
-            if let Message::Close(_) = msg {
+            if let Message::Close(f) = msg {
+                let f = f.map(|f| (u16::from(f.code), f.reason.to_string()));
+                self.lock().sessions[at].closed_with = f;
                 while let Some(Ok(_)) = ws.next().await {}
                 return;
             }
