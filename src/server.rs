@@ -96,9 +96,12 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let (st, server, stopping) = (state.clone(), server.clone(), stopping.clone());
         let counted = lane.map(|n| Counted(state.clone(), n));
-        let live = sessions.clone();
+        // The connection's place and count, handed to a Live session if it upgrades.
+        let live = Arc::new(crate::live::Upgrades::new(
+            sessions.clone(),
+            Box::new((slot, counted)),
+        ));
         connections.spawn(async move {
-            let _counted = counted;
             let tls = st.tls.clone();
             let svc = move |tls_on: bool| {
                 move |req: Request<ReqBody>| {
@@ -125,7 +128,6 @@ pub async fn serve(
                     }
                 }
             }
-            drop(slot);
         });
     }
     drop(listener);
@@ -207,7 +209,7 @@ async fn handle(
     state: &Arc<AppState>,
     mut req: Request<ReqBody>,
     to: Serving,
-    sessions: &crate::live::Sessions,
+    conn: &crate::live::Upgrades,
 ) -> Response<Body> {
     let Serving {
         peer,
@@ -225,7 +227,7 @@ async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let mut trace = Trace::new(crate::store::new_request_id(now), now);
-    let mut resp = dispatch(state, req, &path, (peer.ip(), role, sessions), &mut trace).await;
+    let mut resp = dispatch(state, req, &path, (peer.ip(), role, conn), &mut trace).await;
     if let Ok(v) = HeaderValue::from_str(&trace.request_id) {
         resp.headers_mut()
             .insert(HeaderName::from_static("x-request-id"), v);
@@ -283,7 +285,7 @@ async fn dispatch(
     state: &Arc<AppState>,
     req: Request<ReqBody>,
     path: &str,
-    (peer, role, sessions): (std::net::IpAddr, Role, &crate::live::Sessions),
+    (peer, role, conn): (std::net::IpAddr, Role, &crate::live::Upgrades),
     trace: &mut Trace,
 ) -> Response<Body> {
     if !one_host(&req) {
@@ -320,7 +322,7 @@ async fn dispatch(
         Route::OpenAi(call) => proxy::openai::handle(state, req, call, None, trace)
             .await
             .unwrap_or_else(|e| e.into_response(Shape::OpenAi)),
-        Route::Live(call) => crate::live::handle(state, req, call, trace, sessions).await,
+        Route::Live(call) => crate::live::handle(state, req, call, trace, conn).await,
         Route::Admin(route) => admin::handle(state, req, route, peer).await,
         Route::Ui(path) => ui::serve(path, req.headers()),
     }

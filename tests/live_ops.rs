@@ -363,3 +363,27 @@ async fn the_feed_shows_a_session_when_it_opens_and_its_record_when_it_closes() 
     assert_eq!(rec["route"], "live.bidiGenerateContent", "{rec}");
     assert_eq!(rec["tokens"]["total"], 15, "{rec}");
 }
+
+#[tokio::test]
+async fn open_sessions_hold_their_connections_place_under_the_caps() {
+    let fake = FakeLive::start().await;
+    let cfg = config(&fake, 2).extra("[server]\nmax_connections_per_ip = 2\n");
+    let d = Daemon::start(&cfg).await;
+    let mut one = opened(&d).await;
+    let two = opened(&d).await;
+    // A third connection from the same address is closed at once, upgraded or not.
+    let third = lc::connect(d.addr, LIVE_PATH, &[("x-goog-api-key", USER_KEY)]).await;
+    assert!(third.is_err(), "over max_connections_per_ip");
+    text_turn(&mut one, "still served").await;
+    drop(two);
+    let mut three = wait_for("a place to come free", Duration::from_secs(5), || async {
+        match lc::connect(d.addr, LIVE_PATH, &[("x-goog-api-key", USER_KEY)]).await {
+            Ok(ws) => Ok(ws),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await;
+    three.send(lc::setup(MODEL)).await.unwrap();
+    let (_, first) = lc::next_json(&mut three).await.unwrap();
+    assert!(first.get("setupComplete").is_some(), "{first}");
+}

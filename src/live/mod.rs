@@ -64,6 +64,27 @@ impl Sessions {
     }
 }
 
+/// One client connection's view of Live: its serving thread's sessions, and what the
+/// connection holds while it is open (its place under the connection caps), which a
+/// session upgraded from it takes over and keeps until it ends.
+pub struct Upgrades {
+    sessions: Arc<Sessions>,
+    held: std::sync::Mutex<Option<Box<dyn Send>>>,
+}
+
+impl Upgrades {
+    pub fn new(sessions: Arc<Sessions>, held: Box<dyn Send>) -> Self {
+        Self {
+            sessions,
+            held: std::sync::Mutex::new(Some(held)),
+        }
+    }
+
+    fn take_held(&self) -> Option<Box<dyn Send>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
 /// Who opens a session, and with what.
 pub(crate) struct Caller {
     user: Arc<UserRecord>,
@@ -78,7 +99,7 @@ pub async fn handle(
     mut req: Request<ReqBody>,
     call: LiveCall,
     trace: &mut Trace,
-    sessions: &Sessions,
+    conn: &Upgrades,
 ) -> Response<Body> {
     let accept = match upgrade_key(&req) {
         Ok(k) => k,
@@ -105,14 +126,16 @@ pub async fn handle(
         query: upstream_query(req.uri()),
         headers: proxy::forward_headers(req.headers(), FORWARDED),
         trace: Trace::new(trace.request_id.clone(), trace.time),
-        going_away: sessions.going_away.clone(),
+        going_away: conn.sessions.going_away.clone(),
     };
     let upgrade = hyper::upgrade::on(&mut req);
-    sessions.tracker.spawn(async move {
+    let held = conn.take_held();
+    conn.sessions.tracker.spawn(async move {
         match upgrade.await {
             Ok(io) => session::run(opening, io).await,
             Err(e) => tracing::debug!(error = %e, "the Live upgrade did not complete"),
         }
+        drop(held);
     });
     switching(&accept)
 }
