@@ -188,6 +188,17 @@ async fn a_session_google_refuses_for_the_request_is_closed_with_googles_reason(
     let close = lc::closed(&mut ws).await.expect("a close frame");
     assert_eq!(close.0, 1007, "{close:?}");
     assert!(fake.sessions().is_empty(), "nothing reached Google");
+    let token = login(&d, PASSWORD).await;
+    let rec = wait_for("the refusal's record", Duration::from_secs(10), || async {
+        match live_records(&d, &token).await.as_slice() {
+            [r] => Ok(r.clone()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(rec["close_code"], 1007, "{rec}");
+    assert_eq!(rec["outcome"], "client_error", "{rec}");
+    assert_eq!(rec["attempts"], 0, "{rec}");
     // An unknown user key never gets a WebSocket.
     let refused = lc::connect(d.addr, LIVE_PATH, &[("x-goog-api-key", "gb-nope")]).await;
     assert!(refused.is_err());

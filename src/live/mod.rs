@@ -15,6 +15,7 @@
 //! with 1001 "going away".
 
 mod account;
+mod relay;
 mod session;
 mod setup;
 mod upstream;
