@@ -41,6 +41,8 @@ pub struct AppState {
     pub spread: Spread,
     /// The certificate of the HTTPS listeners, when `[tls]` is set.
     pub tls: Option<Tls>,
+    /// The Live API sessions open now.
+    pub live: Arc<crate::live::OpenSessions>,
 }
 
 impl AppState {
@@ -129,6 +131,7 @@ impl AppState {
             spread,
             metrics,
             tls,
+            live: Arc::default(),
         });
         Ok((
             state,

@@ -28,6 +28,7 @@
 //! | GET    | `/api/stats/{summary,timeseries,heatmap}`                | Admin stats      |
 //! | GET    | `/api/events`                                            | Admin live feed (SSE) |
 //! | GET    | `/api/resources`                                         | Admin Resources  |
+//! | GET    | `/api/live`                                              | Admin Live sessions open now |
 //! | GET    | `/ws/google.ai.generativelanguage.{v1beta,v1alpha}.GenerativeService.BidiGenerateContent[Constrained]` | Live (a WebSocket upgrade) |
 //! | GET    | `/metrics`                                               | Metrics (Prometheus) |
 //! | GET    | `/`, `/assets/…` and other non-API paths                 | Ui               |
@@ -148,6 +149,8 @@ pub enum AdminRoute<'a> {
     Events,
     /// The affinity table's rows: which key and user own each resource.
     Resources,
+    /// The Live sessions open now.
+    LiveSessions,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -347,7 +350,8 @@ fn admin_route<'a>(method: &Method, rest: &[&'a str]) -> Result<AdminRoute<'a>, 
         (["stats", "heatmap"], "GET") => A::Heatmap,
         (["events"], "GET") => A::Events,
         (["resources"], "GET") => A::Resources,
-        (["login" | "logout" | "keys" | "users" | "logs" | "events" | "resources"], _)
+        (["live"], "GET") => A::LiveSessions,
+        (["login" | "logout" | "keys" | "users" | "logs" | "events" | "resources" | "live"], _)
         | (["keys" | "users" | "logs" | "stats", _], _)
         | (["keys", _, "reset"] | ["users", _, "rotate"], _) => {
             return Err(RouteError::MethodNotAllowed);

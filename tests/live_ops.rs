@@ -48,6 +48,13 @@ async fn a_client_that_vanishes_frees_the_key_and_its_user_slot_at_once() {
     assert_eq!(said, "echo: one");
     assert_eq!(alice(&d, &token).await["in_flight"], 1);
     assert_eq!(keys_in_flight(&d, &token).await, 1);
+    // The admin API lists it among the open sessions, with its tokens so far.
+    let open = admin_ok(&d, Method::GET, "/api/live", &token, None).await;
+    let s = &open["sessions"][0];
+    assert_eq!(s["user"], common::USER_NAME, "{open}");
+    assert_eq!(s["model"], MODEL, "{open}");
+    assert_eq!(s["tokens"], 15, "{open}");
+    assert_eq!(s["route"], "live.bidiGenerateContent", "{open}");
     // A second session is over alice's limit.
     let over = lc::connect(d.addr, LIVE_PATH, &[("x-goog-api-key", USER_KEY)]).await;
     assert!(over.is_err(), "the second concurrent session is refused");
@@ -58,9 +65,11 @@ async fn a_client_that_vanishes_frees_the_key_and_its_user_slot_at_once() {
             alice(&d, &token).await["in_flight"].clone(),
             keys_in_flight(&d, &token).await,
         );
-        match (user.as_u64(), keys, fake.open()) {
-            (Some(0), 0, 0) => Ok(()),
-            other => Err(format!("user, keys, upstream sessions: {other:?}")),
+        let open = admin_ok(&d, Method::GET, "/api/live", &token, None).await;
+        let listed = open["sessions"].as_array().unwrap().len();
+        match (user.as_u64(), keys, fake.open(), listed) {
+            (Some(0), 0, 0, 0) => Ok(()),
+            other => Err(format!("user, keys, upstream, listed: {other:?}")),
         }
     })
     .await;

@@ -87,6 +87,10 @@ async fn dispatch(
             Ok(feed::subscribe(state, session))
         }
         A::Resources => resources::list(state, req.uri()).await,
+        A::LiveSessions => Ok(json(
+            StatusCode::OK,
+            &state.live.view(crate::keys::unix_ms()),
+        )),
     }
 }
 

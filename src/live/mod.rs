@@ -15,6 +15,7 @@
 //! with 1001 "going away".
 
 mod account;
+mod open;
 mod relay;
 mod session;
 mod setup;
@@ -34,6 +35,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+pub use open::OpenSessions;
 
 /// How long closing sessions have to finish their close handshakes at shutdown.
 const GOODBYE: Duration = Duration::from_secs(2);

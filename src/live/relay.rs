@@ -35,6 +35,8 @@ pub struct Ctx<'a> {
     pub permit: &'a Permit,
     pub idle: Duration,
     pub going_away: &'a CancellationToken,
+    /// The session's entry among the open ones (its tokens so far).
+    pub open: &'a super::open::OpenSession,
 }
 
 /// The two sockets after the session ended, and the close each side is to get.
@@ -175,6 +177,7 @@ async fn downward(
                 }
                 if let Some(n) = used {
                     ctx.permit.add_tokens(n);
+                    ctx.open.set_tokens(tally.tokens.total);
                     if account::over_budget(ctx.state, &ctx.caller.user, tally) {
                         return (End::Budget, None);
                     }

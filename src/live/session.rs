@@ -95,24 +95,26 @@ pub async fn run(o: Opening, io: Upgraded) {
             return refuse(&state, client, trace, no).await;
         }
     };
+    account::opened(&state, &trace, &opened.lease.entry.brief);
+    let listed = state.live.list(&trace, &opened.lease.entry.brief);
     let ctx = Ctx {
         state: &state,
         caller: &caller,
         permit: &permit,
         idle: state.config.upstream.stream_idle_timeout,
         going_away: &going_away,
+        open: &listed.session,
     };
     let mut tally = Tally {
         accepted: Some(Instant::now()),
         bytes_up: setup.len() as u64,
         ..Tally::default()
     };
-    account::opened(&state, &trace, &opened.lease.entry.brief);
     let (end, closing) = serve(client, opened.ws, opened.first, &ctx, &mut tally).await;
     if let (End::Upstream(code), Some(closing)) = (end, &closing) {
         report_close(&state, &opened.lease, &model, code, &closing.reason);
     }
-    drop((opened.lease, permit));
+    drop((opened.lease, permit, listed));
     account::closed(&state, trace, end, &tally);
     if let Some(closing) = closing {
         Box::pin(closing.finish()).await;

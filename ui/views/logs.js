@@ -1,12 +1,13 @@
 // Request log: filters (kept in the URL hash), cursor pagination, CSV export, and a
 // detail dialog with the attempt chain (which keys were tried, how each one ended).
+// Live API sessions still open are listed above it (their record comes when they close).
 
 import { h, clear, replace } from '../dom.js';
 import { t } from '../i18n.js';
 import { api, query } from '../api.js';
 import {
   button, badge, outcomeBadge, loading, empty, errorBox, modal, field,
-  fmtNum, fmtMs, fmtTime, fmtBytes,
+  fmtNum, fmtMs, fmtTime, fmtBytes, fmtDuration,
 } from '../widgets.js';
 
 const OUTCOMES = ['ok', 'client_error', 'upstream_error', 'no_key', 'truncated', 'cancelled'];
@@ -124,6 +125,32 @@ export function render(root, { params }) {
   }
 
   const tableBox = h('div', { class: 'table-box', id: 'logs-table' });
+  const openBox = h('div', { id: 'live-open' });
+
+  async function loadOpen() {
+    let list = [];
+    try {
+      list = (await api('/api/live')).sessions || [];
+    } catch {
+      list = [];
+    }
+    if (!list.length) {
+      clear(openBox);
+      return;
+    }
+    const cols = ['logs.col.time', 'logs.user', 'logs.model', 'logs.col.open', 'logs.col.tokens', 'logs.key'];
+    replace(openBox, h('div', { class: 'table-box' },
+      h('h2', null, t('logs.open_sessions', { n: list.length })),
+      h('table', { class: 'table responsive', id: 'live-sessions' },
+        h('thead', null, h('tr', null, cols.map((c) => h('th', { scope: 'col' }, t(c))))),
+        h('tbody', null, list.map((s) => h('tr', { dataset: { id: s.request_id } },
+          h('td', { 'data-label': t('logs.col.time') }, shortTime(s.time)),
+          h('td', { 'data-label': t('logs.user') }, s.user || h('span', { class: 'muted' }, t('common.none'))),
+          h('td', { 'data-label': t('logs.model') }, h('span', { class: 'mono model' }, s.model), h('span', { class: 'tag' }, 'live')),
+          h('td', { 'data-label': t('logs.col.open'), class: 'num' }, fmtDuration(s.open_ms / 1000)),
+          h('td', { 'data-label': t('logs.col.tokens'), class: 'num' }, fmtNum(s.tokens)),
+          h('td', { 'data-label': t('logs.key') }, h('span', { class: 'mono' }, s.key))))))));
+  }
   const pager = h('div', { class: 'pager' });
   const csv = h('a', { class: 'btn', download: 'requests.csv', href: '#', id: 'logs-csv' });
 
@@ -133,6 +160,7 @@ export function render(root, { params }) {
   }
 
   async function loadPage() {
+    loadOpen();
     const filters = read();
     syncUrl(filters);
     replace(tableBox, loading());
@@ -207,6 +235,6 @@ export function render(root, { params }) {
   root.append(
     h('div', { class: 'page-head' }, h('h1', null, t('logs.title')),
       h('div', { class: 'btn-row' }, csv, button('', loadPage, { icon: 'refresh', kind: 'ghost', ariaLabel: t('common.refresh'), title: t('common.refresh') }))),
-    form, tableBox, pager);
+    form, openBox, tableBox, pager);
   loadPage();
 }
