@@ -378,3 +378,23 @@ async fn pings_are_answered_and_closes_are_relayed_both_ways() {
         [(1011, "upstream_error".to_owned()), (4000, "ok".to_owned())]
     );
 }
+
+#[tokio::test]
+async fn the_v1alpha_method_with_a_bearer_user_key() {
+    let fake = FakeLive::start().await;
+    let d = Daemon::start(&config(&fake, 1)).await;
+    let path = "/ws/google.ai.generativelanguage.v1alpha.GenerativeService.BidiGenerateContent";
+    let bearer = format!("Bearer {USER_KEY}");
+    let mut ws = lc::connect(d.addr, path, &[("authorization", bearer.as_str())])
+        .await
+        .unwrap();
+    ws.send(lc::setup(MODEL)).await.unwrap();
+    let (_, first) = lc::next_json(&mut ws).await.unwrap();
+    assert!(first.get("setupComplete").is_some(), "{first}");
+    let (said, _) = text_turn(&mut ws, "alpha").await;
+    assert_eq!(said, "echo: alpha");
+    let s = fake.sessions().remove(0);
+    assert_eq!(s.path, path, "Google's path, unchanged");
+    assert_eq!(s.key.as_deref(), Some(key(0).as_str()));
+    assert_eq!(s.authorization, None, "the user key is not sent on: {s:?}");
+}

@@ -49,6 +49,8 @@ pub struct Session {
     pub key: Option<String>,
     /// The token it came with (`Authorization: Token …`).
     pub token: Option<String>,
+    /// Its `Authorization` header as it came.
+    pub authorization: Option<String>,
     pub setup: Option<Value>,
     /// Whether it was refused (after setup, or at the upgrade).
     pub refused: bool,
@@ -152,8 +154,10 @@ impl FakeLive {
                 json!({"error": {"code": 404, "message": "no such method", "status": "NOT_FOUND"}}),
             );
         }
-        let token =
-            header(&req, "authorization").and_then(|v| v.strip_prefix("Token ").map(str::to_owned));
+        let authorization = header(&req, "authorization");
+        let token = authorization
+            .as_deref()
+            .and_then(|v| v.strip_prefix("Token ").map(str::to_owned));
         let key = match &token {
             Some(t) if path.ends_with("Constrained") => self.lock().tokens.get(t).cloned(),
             Some(_) => None,
@@ -164,6 +168,7 @@ impl FakeLive {
             query: req.uri().query().map(str::to_owned),
             key: key.clone(),
             token,
+            authorization,
             setup: None,
             refused: false,
             closed_with: None,
