@@ -202,8 +202,8 @@ async fn a_session_google_refuses_for_the_request_is_closed_with_googles_reason(
     // An unknown user key never gets a WebSocket.
     let refused = lc::connect(d.addr, LIVE_PATH, &[("x-goog-api-key", "gb-nope")]).await;
     assert!(refused.is_err());
-    // Constrained without a token is refused too.
-    let refused = lc::connect(d.addr, CONSTRAINED_PATH, &[]).await;
+    // Constrained takes a token, not a user key.
+    let refused = lc::connect(d.addr, CONSTRAINED_PATH, &[("x-goog-api-key", USER_KEY)]).await;
     assert!(refused.is_err());
     let _ = ws.next().await;
 }

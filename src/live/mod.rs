@@ -206,11 +206,13 @@ async fn credential(
     call: LiveCall,
     now_ms: i64,
 ) -> Result<Caller, ApiError> {
-    let token = ephemeral_token(req.headers(), req.uri());
-    let Some(token) = token.filter(|_| call.constrained) else {
+    if !call.constrained {
         let user = proxy::authenticate(state, req.headers(), req.uri(), now_ms)?;
         return Ok(Caller { user, token: None });
-    };
+    }
+    // The Constrained method takes a token only: Google refuses it an API key, and that
+    // refusal must not count against a pool key.
+    let token = ephemeral_token(req.headers(), req.uri()).ok_or(ApiError::MissingKey)?;
     let row = state
         .store
         .resource(&crate::affinity::token_row(token.expose()))
