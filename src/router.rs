@@ -29,7 +29,7 @@
 //! | GET    | `/api/events`                                            | Admin live feed (SSE) |
 //! | GET    | `/api/resources`                                         | Admin Resources  |
 //! | GET    | `/api/live`                                              | Admin Live sessions open now |
-//! | GET    | `/ws/google.ai.generativelanguage.{v1beta,v1alpha}.GenerativeService.BidiGenerateContent[Constrained]` | Live (a WebSocket upgrade) |
+//! | GET    | `/ws/google.ai.generativelanguage.{v1,v1beta,v1alpha}.GenerativeService.BidiGenerateContent[Constrained]` | Live (a WebSocket upgrade) |
 //! | GET    | `/metrics`                                               | Metrics (Prometheus) |
 //! | GET    | `/`, `/assets/…` and other non-API paths                 | Ui               |
 //!
@@ -238,6 +238,7 @@ fn live_call(name: &str) -> Option<LiveCall> {
     let rest = name.strip_prefix("google.ai.generativelanguage.")?;
     let (version, method) = rest.split_once(".GenerativeService.")?;
     let version = match version {
+        "v1" => "v1",
         "v1beta" => "v1beta",
         "v1alpha" => "v1alpha",
         _ => return None,
@@ -542,6 +543,9 @@ mod tests {
         assert_eq!(live(p), Ok(("v1beta", false)));
         let p = "/ws/google.ai.generativelanguage.v1alpha.GenerativeService.BidiGenerateContentConstrained";
         assert_eq!(live(p), Ok(("v1alpha", true)));
+        // google-genai's default API version is `v1`.
+        let p = "/ws/google.ai.generativelanguage.v1.GenerativeService.BidiGenerateContent";
+        assert_eq!(live(p), Ok(("v1", false)));
         let p = "/ws/google.ai.generativelanguage.v2.GenerativeService.BidiGenerateContent";
         assert_eq!(get(p), Err(RouteError::NotFound));
         assert_eq!(get("/ws/other"), Err(RouteError::NotFound));

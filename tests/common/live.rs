@@ -265,8 +265,13 @@ fn replies(data: &[u8]) -> Vec<Message> {
     let Ok(v) = serde_json::from_slice::<Value>(data) else {
         return Vec::new();
     };
-    if let Some(text) = v
-        .pointer("/clientContent/turns/0/parts/0/text")
+    // Google reads protobuf JSON: either spelling of a field (google-genai sends
+    // `client_content`, the JS SDK `clientContent`).
+    let field = |camel: &str, snake: &str| v.get(camel).or_else(|| v.get(snake)).cloned();
+    let content = field("clientContent", "client_content").unwrap_or_default();
+    let realtime = field("realtimeInput", "realtime_input").unwrap_or_default();
+    if let Some(text) = content
+        .pointer("/turns/0/parts/0/text")
         .and_then(Value::as_str)
     {
         if text == "goaway" {
@@ -289,10 +294,7 @@ fn replies(data: &[u8]) -> Vec<Message> {
                     "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 10}]}})),
         ];
     }
-    if let Some(audio) = v
-        .pointer("/realtimeInput/audio/data")
-        .and_then(Value::as_str)
-    {
+    if let Some(audio) = realtime.pointer("/audio/data").and_then(Value::as_str) {
         return audio
             .as_bytes()
             .chunks(1024)
