@@ -113,11 +113,13 @@ pub async fn handle(
         Ok(c) => c,
         Err(e) => return e.into_response(Shape::Google),
     };
+    // The access line names the user; the record is the session's (written when it
+    // ends), so the upgrade itself is logged only when it is refused.
+    trace.user = Some(caller.user.name.clone());
     let permit = match state.limits.admit(&caller.user, "", trace.time).await {
         Ok(p) => p,
         Err(e) => {
             trace.route = Some(call.name());
-            trace.user = Some(caller.user.name.clone());
             return e.into_response(Shape::Google);
         }
     };
