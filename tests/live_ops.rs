@@ -323,6 +323,13 @@ async fn sigterm_closes_sessions_with_going_away_after_the_grace_period() {
         },
     )
     .await;
+    // The session's record was written before the daemon stopped.
+    d.restart().await;
+    let token = login(&d, PASSWORD).await;
+    let recs = live_records(&d, &token).await;
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!(recs[0]["close_code"], 1001, "{recs:?}");
+    assert_eq!(recs[0]["outcome"], "cancelled", "{recs:?}");
 }
 
 #[tokio::test]
