@@ -479,6 +479,7 @@ mod tests {
             bytes_up: 0,
             bytes_down: 0,
             close_code: None,
+            group: None,
         }
     }
 

@@ -85,6 +85,8 @@ pub struct LogRecord {
     pub bytes_down: u64,
     /// How a WebSocket session ended (its close code); `None` for plain requests.
     pub close_code: Option<u16>,
+    /// The key group of the key that served (or was tried last).
+    pub group: Option<String>,
 }
 
 /// A log record with borrowed strings: the fields of [`LogRecord`], in its order, so it
@@ -110,6 +112,7 @@ pub struct RecordRef<'a> {
     pub bytes_up: u64,
     pub bytes_down: u64,
     pub close_code: Option<u16>,
+    pub group: Option<&'a str>,
 }
 
 impl<'a> From<&'a LogRecord> for RecordRef<'a> {
@@ -134,6 +137,7 @@ impl<'a> From<&'a LogRecord> for RecordRef<'a> {
             bytes_up: r.bytes_up,
             bytes_down: r.bytes_down,
             close_code: r.close_code,
+            group: r.group.as_deref(),
         }
     }
 }

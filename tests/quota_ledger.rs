@@ -289,6 +289,24 @@ async fn free_keys_serve_first_and_paid_ones_only_when_every_free_key_cools() {
         "each free key asked once, then skipped: {sent:?}"
     );
 
+    // The request log says which group served: the first six and the last four.
+    let logs = common::wait_for("ten log records", Duration::from_secs(10), || {
+        let (d, token) = (&d, token.as_str());
+        async move {
+            let v = admin_ok(d, Method::GET, "/api/logs?limit=10", token, None).await;
+            let logs = v["logs"].as_array().cloned().unwrap_or_default();
+            if logs.len() >= 10 {
+                Ok(logs)
+            } else {
+                Err(v.to_string())
+            }
+        }
+    })
+    .await;
+    let groups: Vec<&str> = logs.iter().map(|r| r["group"].as_str().unwrap_or("-")).collect();
+    assert_eq!(groups[..4], ["paid"; 4], "newest first: {groups:?}");
+    assert_eq!(groups[4..], ["free"; 6], "{groups:?}");
+
     let v = admin_ok(&d, Method::GET, "/api/keys", &token, None).await;
     assert_eq!(
         v["groups"],

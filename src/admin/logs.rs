@@ -99,7 +99,7 @@ pub async fn export(state: &AppState, uri: &Uri) -> Result<Response<Body>, ApiEr
     }
     let mut q = query(&p, 1000, 1000)?;
     let mut out = String::from(
-        "request_id,time,user,route,model,stream,status,outcome,latency_ms,ttfb_ms,prompt_tokens,candidates_tokens,thoughts_tokens,cached_tokens,total_tokens,key,attempts,resource,bytes_up,bytes_down,close_code\n",
+        "request_id,time,user,route,model,stream,status,outcome,latency_ms,ttfb_ms,prompt_tokens,candidates_tokens,thoughts_tokens,cached_tokens,total_tokens,key,attempts,resource,bytes_up,bytes_down,close_code,group\n",
     );
     let mut rows = 0;
     loop {
@@ -148,7 +148,7 @@ fn csv_row(out: &mut String, r: &LogRecord) {
         .map(|t| t.to_string())
         .unwrap_or_default();
     let t = &r.tokens;
-    let cells: [String; 21] = [
+    let cells: [String; 22] = [
         r.request_id.clone(),
         time,
         r.user.clone().unwrap_or_default(),
@@ -170,6 +170,7 @@ fn csv_row(out: &mut String, r: &LogRecord) {
         r.bytes_up.to_string(),
         r.bytes_down.to_string(),
         r.close_code.map(|c| c.to_string()).unwrap_or_default(),
+        r.group.clone().unwrap_or_default(),
     ];
     for (i, c) in cells.iter().enumerate() {
         if i > 0 {

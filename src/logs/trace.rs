@@ -79,6 +79,7 @@ pub struct Finished {
     ttfb_ms: Option<f64>,
     tokens: Tokens,
     bytes_down: u64,
+    group: Option<String>,
 }
 
 impl Trace {
@@ -99,9 +100,15 @@ impl Trace {
         }
     }
 
+    /// The group of the key that served, or was tried last.
+    fn served_group(&self) -> Option<String> {
+        self.attempts.last().map(|a| a.key.group())
+    }
+
     /// The record for an answer that is complete as sent (errors, small bodies) and is
     /// `bytes_down` long.
     pub fn finish_now(self, status: u16, bytes_down: u64) -> Finished {
+        let group = self.served_group();
         let outcome = if status < 400 {
             LogOutcome::Ok
         } else if self.no_key {
@@ -125,6 +132,7 @@ impl Trace {
             ttfb_ms: None,
             tokens: Tokens::default(),
             bytes_down,
+            group,
         }
     }
 
@@ -153,6 +161,7 @@ impl Trace {
 
     /// The record for a relayed answer, once its last byte went (or the client left).
     pub fn finish_relay(self, status: u16, relayed: Relayed) -> Finished {
+        let group = self.served_group();
         let Relayed {
             truncated,
             cancelled,
@@ -180,6 +189,7 @@ impl Trace {
             ttfb_ms,
             tokens: tokens.unwrap_or_default(),
             bytes_down,
+            group,
         }
     }
 }
@@ -208,6 +218,7 @@ impl Finished {
             bytes_up: t.bytes_up,
             bytes_down: self.bytes_down,
             close_code: t.close_code,
+            group: self.group.as_deref(),
         }
     }
 
@@ -247,6 +258,7 @@ impl Finished {
             bytes_up: v.bytes_up,
             bytes_down: v.bytes_down,
             close_code: v.close_code,
+            group: v.group.map(str::to_owned),
         }
     }
 }

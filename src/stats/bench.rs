@@ -56,6 +56,7 @@ async fn stats_million_records() {
                     bytes_up: 0,
                     bytes_down: 0,
                     close_code: None,
+                    group: None,
                 }
             })
             .collect();

@@ -30,6 +30,7 @@ fn rec(time: i64, model: &str, outcome: LogOutcome, total: u64, latency: f64) ->
         bytes_up: 0,
         bytes_down: 0,
         close_code: None,
+        group: None,
     }
 }
 

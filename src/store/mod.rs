@@ -34,10 +34,10 @@ pub use self::redis_ledger::Taken;
 
 /// The format this binary writes to Redis; a store of another one, older or newer, is
 /// refused.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// The redb file's format: the request log in runs (`log_runs`, see `redb_logs`). A file
 /// of another version, older or newer, is refused on open and left as it is.
-pub const REDB_FORMAT_VERSION: u32 = 5;
+pub const REDB_FORMAT_VERSION: u32 = 6;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -57,6 +57,7 @@ export async function showDetail(requestId) {
           [t('logs.col.latency'), fmtMs(r.latency_ms)],
           [t('logs.ttfb'), fmtMs(r.ttfb_ms)],
           [t('logs.key'), r.key || t('common.none')],
+          [t('logs.group'), r.group || t('common.none')],
           [t('logs.resource'), r.resource ? h('span', { class: 'mono' }, r.resource) : t('common.none')],
           [t('logs.bytes'), t('logs.bytes.detail', { up: fmtBytes(r.bytes_up ?? 0), down: fmtBytes(r.bytes_down ?? 0) })],
           ...(r.close_code != null ? [[t('logs.close_code'), String(r.close_code)]] : []),

@@ -118,6 +118,7 @@ pub(super) fn log_rec(
         bytes_up: 100 + total,
         bytes_down: 1000 + total * 3,
         close_code: None,
+        group: None,
     }
 }
 
