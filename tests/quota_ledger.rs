@@ -303,7 +303,10 @@ async fn free_keys_serve_first_and_paid_ones_only_when_every_free_key_cools() {
         }
     })
     .await;
-    let groups: Vec<&str> = logs.iter().map(|r| r["group"].as_str().unwrap_or("-")).collect();
+    let groups: Vec<&str> = logs
+        .iter()
+        .map(|r| r["group"].as_str().unwrap_or("-"))
+        .collect();
     assert_eq!(groups[..4], ["paid"; 4], "newest first: {groups:?}");
     assert_eq!(groups[4..], ["free"; 6], "{groups:?}");
 

@@ -84,6 +84,7 @@ pub async fn run(o: Opening, io: Upgraded) {
         query: query.as_deref(),
         headers: &headers,
         token: caller.token.as_ref(),
+        groups: permit.groups(),
         config,
     };
     // Boxed, as the close handshakes below: a session's task then keeps room for the

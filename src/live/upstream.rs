@@ -34,6 +34,8 @@ pub struct Target<'a> {
     pub headers: &'a HeaderMap,
     /// A Constrained session: the token, and the row naming its key.
     pub token: Option<&'a (Secret, ResourceRecord)>,
+    /// The user's key groups: only their keys serve when any is named.
+    pub groups: &'a [String],
     pub config: WebSocketConfig,
 }
 
@@ -149,7 +151,8 @@ async fn lease(
             no_key: true,
         });
     }
-    let leased = crate::proxy::acquire(state, target.model, tried, queue_until).await;
+    let leased =
+        crate::proxy::acquire(state, target.model, target.groups, tried, queue_until).await;
     leased.map_err(|no| {
         let mut refused = no_key();
         if let Some(wait) = no.retry_after(unix_ms()) {

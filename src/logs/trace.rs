@@ -148,6 +148,7 @@ impl Trace {
     ) -> Finished {
         let latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         let ttfb_ms = first_byte.map(|i| i.duration_since(self.started).as_secs_f64() * 1000.0);
+        let group = self.served_group();
         Finished {
             trace: self,
             status: 101,
@@ -156,6 +157,7 @@ impl Trace {
             ttfb_ms,
             tokens,
             bytes_down,
+            group,
         }
     }
 

@@ -55,7 +55,15 @@ async fn attempts(
     let mut tried: Vec<Arc<KeyEntry>> = Vec::new();
     let mut last: Option<Failure> = None;
     for n in 0..max {
-        let lease = match acquire(state, plan, &tried, queue_until).await {
+        let lease = match acquire(
+            state,
+            &plan.model,
+            plan.permit.groups(),
+            &tried,
+            queue_until,
+        )
+        .await
+        {
             Ok(lease) => lease,
             Err(no) => return give_up(state, plan, last, Some(no), trace),
         };
@@ -173,13 +181,15 @@ async fn try_key(
 
 /// Waits for a usable key until `queue_until` when waiting can help (also for Live
 /// sessions), holding a shared slot where the cap is shared.
+/// Only keys of `groups` serve when it names any (the user's groups).
 pub async fn acquire(
     state: &AppState,
-    plan: &Plan,
+    model: &str,
+    groups: &[String],
     tried: &[Arc<KeyEntry>],
     queue_until: Instant,
 ) -> Result<Lease, NoKey> {
-    let (pool, model, groups) = (&state.pool, &plan.model, plan.permit.groups());
+    let pool = &state.pool;
     let freed = pool.freed();
     // Keys another instance has at their shared cap: skipped until the next wait.
     let mut full_elsewhere: Vec<Arc<KeyEntry>> = Vec::new();
