@@ -410,10 +410,7 @@ impl Config {
         )?;
         if let Some(store) = &self.store {
             let s = store.expose();
-            if !["redis://", "rediss://", "redis+unix://"]
-                .iter()
-                .any(|scheme| s.starts_with(scheme))
-            {
+            if !crate::store::is_redis_url(s) {
                 bail!(
                     "store must be a redis://, rediss:// or redis+unix:// URL (leave it out for the redb file)"
                 );

@@ -69,9 +69,9 @@ pub async fn keys(config: &Config, action: KeysAction) -> anyhow::Result<()> {
     }
 }
 
-/// Opens a store named on the command line: a redis:// URL or a redb data directory.
+/// Opens a store named on the command line: a Redis URL or a redb data directory.
 async fn open_named(spec: &str, prefix: &str) -> anyhow::Result<Store> {
-    let store = if spec.starts_with("redis://") || spec.starts_with("rediss://") {
+    let store = if crate::store::is_redis_url(spec) {
         Store::open(Some(spec), std::path::Path::new("."), prefix).await
     } else {
         Store::open_redb(std::path::Path::new(spec)).await
@@ -128,10 +128,12 @@ pub async fn migrate(config: &Config, from: &str, to: &str) -> anyhow::Result<()
         }
     }
     println!(
-        "copied {} keys, {} key states, {} users, {records} log records, {bucket_count} statistics buckets",
+        "copied {} keys, {} key states, {} users, {records} log records, {bucket_count} statistics buckets from {} to {}",
         snap.keys.len(),
         snap.model_states.len(),
-        snap.users.len()
+        snap.users.len(),
+        src.kind(),
+        dst.kind()
     );
     Ok(())
 }

@@ -698,10 +698,12 @@ async fn migrate_copies_everything_from_redb_to_redis_and_back() {
     let dir = d.data_dir();
     let out = migrate(dir.to_str().unwrap(), &redis.url());
     assert!(out.contains("copied 3 keys"), "{out}");
+    assert!(out.contains("from redb to redis"), "{out}");
     assert!(out.contains(&format!("{n} log records")), "{out}");
     std::fs::remove_dir_all(&dir).unwrap();
     let out = migrate(&redis.url(), dir.to_str().unwrap());
     assert!(out.contains("copied 3 keys"), "{out}");
+    assert!(out.contains("from redis to redb"), "{out}");
     assert!(out.contains(&format!("{n} log records")), "{out}");
 
     d.restart().await;

@@ -293,13 +293,21 @@ macro_rules! each {
     };
 }
 
+/// The URL schemes of a Redis store; anything else names a redb data directory.
+pub const REDIS_SCHEMES: [&str; 3] = ["redis://", "rediss://", "redis+unix://"];
+
+/// Whether a store name is a Redis URL.
+pub fn is_redis_url(spec: &str) -> bool {
+    REDIS_SCHEMES.iter().any(|scheme| spec.starts_with(scheme))
+}
+
 impl Store {
     pub async fn open_redb(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join("gemini-balance.redb");
         Ok(Self::Redb(RedbStore::open(path).await?))
     }
 
-    /// Opens the store a config names: a `redis://` / `rediss://` URL, else the redb file
+    /// Opens the store a config names: a Redis URL (`redis://`, `rediss://`, `redis+unix://`), else the redb file
     /// in `data_dir`.
     pub async fn open(
         url: Option<&str>,
