@@ -1,22 +1,23 @@
-//! The admin page in a real headless Chromium (SPEC 7), driven over WebDriver against the
-//! real daemon and a fake Gemini upstream: login, bulk-adding keys, a hostile key note that
-//! must stay text, creating a user key and using its secret, the request log and the live
-//! feed, the Chinese translation, logout and the return after a session ends. It also
-//! takes screenshots of each page (desktop and phone, light and dark): into cargo's
-//! scratch directory, or into docs/screenshots/ when run with `UPDATE_SCREENSHOTS=1`.
+//! The admin page in a real headless Chromium, driven over WebDriver (fantoccini and
+//! chromedriver) against the real daemon and a fake Gemini upstream: login, bulk-adding
+//! keys, a hostile key note that must stay text, creating a user key and using its secret,
+//! the request log and the live feed, the Chinese translation, logout and the return after
+//! a session ends. It also takes screenshots of each page (desktop and phone, light and
+//! dark): into cargo's scratch directory, or into docs/screenshots/ when run with
+//! `UPDATE_SCREENSHOTS=1`.
 //!
 //! Needs /usr/bin/chromium and /usr/bin/chromedriver (Debian's `chromium chromium-driver`);
 //! without them the tests fail with a message saying so.
 
 mod common;
-#[path = "browser_support/webdriver.rs"]
-mod webdriver;
+#[path = "browser_support/driver.rs"]
+mod driver;
 
 use std::path::PathBuf;
 
 use common::*;
+use driver::Browser;
 use serde_json::json;
-use webdriver::Browser;
 
 const PASSWORD: &str = "browser-test-password";
 const XSS: &str = "<img src=x onerror=alert(1)>";
@@ -287,6 +288,7 @@ async fn admin_page_keys_users_translation_and_logout() {
         .filter(|l| l.contains("Content Security Policy") || l.contains("Refused to"))
         .collect();
     assert!(csp.is_empty(), "CSP violations: {csp:#?}");
+    b.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -344,4 +346,5 @@ async fn request_shows_in_live_feed_and_request_log() {
         chain.contains("AIza"),
         "attempt chain names the key: {chain}"
     );
+    b.close().await;
 }
