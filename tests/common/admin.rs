@@ -1,7 +1,13 @@
-//! The admin API from a test's side: log in, call a route with the session token.
+//! The admin API from a test's side: log in, call a route with the session token, read the
+//! key pool and the users as the API lists them, and the helpers the admin tests share
+//! (plausible upstream keys, a call as a user key, the store's raw bytes).
+
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::client::{self, Response};
 use super::daemon::Daemon;
+use super::upstream::{Recorded, Reply};
+use super::{GENERATE_BODY, model_path};
 use http::Method;
 use serde_json::{Value, json};
 
@@ -64,4 +70,109 @@ pub async fn admin_ok(
     } else {
         r.json()
     }
+}
+
+/// Asserts an admin API error: the status, and a body with an `error`.
+pub fn assert_admin_error(r: &Response, status: u16) {
+    assert_eq!(r.status, status, "HTTP status; body: {}", r.text());
+    let v = r.json();
+    assert!(
+        v["error"].is_string() || v["error"].is_object(),
+        "admin error body has an `error`: {v}"
+    );
+}
+
+/// A plausible upstream key (39 chars) whose last four characters are `tail`.
+pub fn long_key(tag: &str, tail: &str) -> String {
+    let mut k = format!("AIzaSyTEST{tag}");
+    while k.len() < 35 {
+        k.push('x');
+    }
+    k.push_str(tail);
+    k
+}
+
+/// How the admin API shows an upstream key: its first and last four characters.
+pub fn brief(k: &str) -> String {
+    format!("{}…{}", &k[..4], &k[k.len() - 4..])
+}
+
+/// `GET /api/keys`: the listed upstream keys.
+pub async fn list_keys(d: &Daemon, token: &str) -> Vec<Value> {
+    let v = admin_ok(d, Method::GET, "/api/keys", token, None).await;
+    v["keys"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no keys array: {v}"))
+        .clone()
+}
+
+/// The listed entry of upstream key `k`, found by its brief.
+pub fn entry_of<'a>(list: &'a [Value], k: &str) -> &'a Value {
+    let b = brief(k);
+    let found: Vec<_> = list.iter().filter(|e| e["brief"] == b.as_str()).collect();
+    assert_eq!(found.len(), 1, "exactly one key with brief {b}: {list:?}");
+    found[0]
+}
+
+/// The admin API's id of upstream key `k`.
+pub async fn key_id(d: &Daemon, token: &str, k: &str) -> String {
+    let list = list_keys(d, token).await;
+    entry_of(&list, k)["id"].as_str().expect("id").to_string()
+}
+
+/// `GET /api/users`: the listed user keys.
+pub async fn list_users(d: &Daemon, token: &str) -> Vec<Value> {
+    let v = admin_ok(d, Method::GET, "/api/users", token, None).await;
+    v["users"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no users array: {v}"))
+        .clone()
+}
+
+/// `POST /api/users`, which must answer 201; answers the created user (with its secret).
+pub async fn create_user(d: &Daemon, token: &str, body: Value) -> Value {
+    let r = admin(d, Method::POST, "/api/users", token, Some(body)).await;
+    assert_eq!(r.status, 201, "create user: {}", r.text());
+    r.json()
+}
+
+/// A `generateContent` call authenticated with `user_key`.
+pub async fn generate_as(d: &Daemon, user_key: &str, model: &str) -> Response {
+    client::post(
+        &d.url(&model_path(model, "generateContent")),
+        &[("x-goog-api-key", user_key)],
+        GENERATE_BODY,
+    )
+    .await
+}
+
+/// An upstream that lists one model and answers every other call with `generate_ok`.
+pub fn ok_upstream() -> impl Fn(&Recorded) -> Reply {
+    |r| {
+        if r.path.ends_with("/models") {
+            Reply::json(
+                200,
+                &json!({"models": [{"name": "models/gemini-2.5-flash"}]}),
+            )
+        } else {
+            Reply::generate_ok("hello")
+        }
+    }
+}
+
+/// The raw bytes of the daemon's redb file, to check no secret sits there in plain text.
+pub fn store_bytes(d: &Daemon) -> Vec<u8> {
+    let p = d.data_dir().join("gemini-balance.redb");
+    std::fs::read(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
+}
+
+pub fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+pub fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
