@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::admin::{admin_ok, login};
+use common::admin::{admin_ok, brief, list_keys, login, long_key};
 use common::*;
 use http::Method;
 use serde_json::{Value, json};
@@ -20,23 +20,6 @@ fn dotted(prefix: &str, tag: &str, tail: &str) -> String {
         k.push('q');
     }
     k + tail
-}
-
-fn classic(tag: &str, tail: &str) -> String {
-    let mut k = format!("AIzaSyTEST{tag}");
-    while k.len() < 35 {
-        k.push('x');
-    }
-    k + tail
-}
-
-fn brief(k: &str) -> String {
-    format!("{}…{}", &k[..4], &k[k.len() - 4..])
-}
-
-async fn list_keys(d: &Daemon, token: &str) -> Vec<Value> {
-    let v = admin_ok(d, Method::GET, "/api/keys", token, None).await;
-    v["keys"].as_array().expect("keys array").clone()
 }
 
 async fn paste(d: &Daemon, token: &str, text: String) -> Value {
@@ -94,7 +77,7 @@ async fn pasted_dotted_keys_are_added_once_each_shown_briefly_and_used_upstream(
         Method::POST,
         "/api/keys",
         &token,
-        Some(json!({"keys": [classic("JS1", "js1a"), from_config, classic("JS1", "js1a")]})),
+        Some(json!({"keys": [long_key("JS1", "js1a"), from_config, long_key("JS1", "js1a")]})),
     )
     .await;
     assert_eq!(counts(&v), (1, 1, 0), "[new, existing, new]: {v}");
@@ -121,7 +104,7 @@ async fn pasted_dotted_keys_are_added_once_each_shown_briefly_and_used_upstream(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_import_reads_every_key_form_and_counts_distinct_keys() {
     let up = Upstream::start(ok_or_stream).await;
-    let have = classic("HAVE", "have");
+    let have = long_key("HAVE", "have");
     let mut d = Daemon::start(&daemon_config(&up, vec![have.clone()])).await;
     d.stop().await;
     let (aq, iq) = (dotted("AQ", "IMP1", "i1i1"), dotted("IQ", "IMP2", "i2i2"));

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::admin::{admin, admin_ok};
+use common::admin::{admin, admin_ok, brief, list_keys, long_key};
 use common::redis::RedisServer;
 use common::*;
 use http::Method;
@@ -41,20 +41,6 @@ async fn pair(cfg: &Config, top: &str) -> (Daemon, Daemon) {
     (a, b)
 }
 
-/// A plausible upstream key (39 chars) whose last four characters are `tail`.
-fn long_key(tag: &str, tail: &str) -> String {
-    let mut k = format!("AIzaSyTEST{tag}");
-    while k.len() < 35 {
-        k.push('x');
-    }
-    k.push_str(tail);
-    k
-}
-
-fn brief(k: &str) -> String {
-    format!("{}…{}", &k[..4], &k[k.len() - 4..])
-}
-
 /// The id the daemon gives an upstream key: hex of the first 8 bytes of its SHA-256.
 fn key_id(k: &str) -> String {
     Sha256::digest(k.as_bytes())[..8]
@@ -72,14 +58,6 @@ fn unix_ms() -> i64 {
 
 async fn login(d: &Daemon) -> String {
     common::admin::login(d, PASSWORD).await
-}
-
-async fn list_keys(d: &Daemon, token: &str) -> Vec<Value> {
-    let v = admin_ok(d, Method::GET, "/api/keys", token, None).await;
-    v["keys"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no keys array: {v}"))
-        .clone()
 }
 
 /// The listed entry of upstream key `k`, found by its brief.
