@@ -9,6 +9,9 @@
 #[allow(dead_code)]
 #[path = "../tests/common/faults.rs"]
 mod faults;
+#[allow(dead_code)]
+#[path = "../tests/common/upstream.rs"]
+mod upstream;
 mod soak_support {
     pub mod http;
     pub mod proc;

@@ -317,12 +317,10 @@ async fn an_endless_upstream_event_ends_the_stream_at_the_cap() {
             bytes::Bytes::from_static(b"data: "),
         ];
         chunks.extend(std::iter::repeat_n(filler.clone(), 1024));
-        Reply::Raw(common::upstream::RawStream {
-            content_type: "text/event-stream".into(),
+        Reply::Raw(common::upstream::RawStream::new(
+            "text/event-stream",
             chunks,
-            gate: None,
-            cut_after: None,
-        })
+        ))
     })
     .await;
     let d = Daemon::start(&Config::new(&up)).await;

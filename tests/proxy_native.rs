@@ -1007,12 +1007,10 @@ async fn chunked_answers_are_sent_with_their_length_unless_too_big_to_hold() {
             .map(bytes::Bytes::copy_from_slice)
             .collect();
         let up = Upstream::start(move |_| {
-            Reply::Raw(upstream::RawStream {
-                content_type: "application/json; charset=UTF-8".into(),
-                chunks: parts.clone(),
-                gate: None,
-                cut_after: None,
-            })
+            Reply::Raw(upstream::RawStream::new(
+                "application/json; charset=UTF-8",
+                parts.clone(),
+            ))
         })
         .await;
         let d = Daemon::start(&Config::new(&up).keys(keys(1))).await;

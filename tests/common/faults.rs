@@ -1,38 +1,24 @@
-//! Fault-injecting fake Gemini upstream: a hyper server on `127.0.0.1:0` that answers native
-//! (`generateContent`, `streamGenerateContent` as SSE or JSON array, `GET models`) and
-//! OpenAI-compatible (`chat/completions`, streamed or not) requests, and misbehaves on
-//! purpose according to a per-key [`Profile`]: latency, error statuses in Google's shape,
-//! connection resets before headers, cuts mid-stream, stalls, slow trickle, malformed JSON,
-//! wrong content type. Faults are drawn from a seeded generator, so a run is repeatable.
+//! Fault profiles for the fake Gemini upstream ([`super::upstream`]): a script that answers
+//! native (`generateContent`, `streamGenerateContent` as SSE or JSON array, `GET models`) and
+//! OpenAI-compatible (`chat/completions`, streamed or not) requests, and misbehaves on purpose
+//! according to a per-key [`Profile`]: latency, error statuses in Google's shape, connection
+//! resets before headers, cuts mid-stream, stalls, slow trickle, malformed JSON, wrong
+//! content type. Faults are drawn from a seeded generator, so a run is repeatable.
 //!
-//! It counts what it did per key and tracks every answer body it is still sending, so a test
-//! can see that a cancelled client request closed the upstream connection too. Self-contained
-//! (only crates, no `super::`): the soak example includes this file with `#[path]`.
+//! It records which fault each answer got; the upstream counts open and abandoned answer
+//! bodies and connections. The soak example includes this file and `upstream.rs` with
+//! `#[path]`.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::io;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response};
-use http_body::{Body, Frame};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+
+use super::upstream::{RawStream, Recorded, Reply, Upstream};
 
 /// What one upstream answer does.
 #[derive(Clone, Debug, PartialEq)]
@@ -141,70 +127,44 @@ pub struct Served {
     pub fault: Fault,
 }
 
-struct Shared {
+struct Script {
     profiles: Mutex<HashMap<String, Profile>>,
-    default: Mutex<Profile>,
+    default: Profile,
     rng: Mutex<StdRng>,
     served: Mutex<Vec<Served>>,
-    /// Answer bodies still being sent (dropped bodies leave).
-    open_bodies: AtomicU64,
-    /// Bodies dropped before they were fully sent: the daemon closed the connection.
-    abandoned: AtomicU64,
-    connections: AtomicU64,
 }
 
+/// The fake upstream scripted by fault profiles.
 pub struct FaultUpstream {
     pub addr: std::net::SocketAddr,
-    shared: Arc<Shared>,
-    task: JoinHandle<()>,
+    upstream: Upstream,
+    script: Arc<Script>,
 }
 
 impl FaultUpstream {
     /// Starts on a free loopback port; keys without a profile use `default`.
     pub async fn start(seed: u64, default: Profile) -> FaultUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind fault upstream");
-        let addr = listener.local_addr().expect("local addr");
-        let shared = Arc::new(Shared {
+        let script = Arc::new(Script {
             profiles: Mutex::new(HashMap::new()),
-            default: Mutex::new(default),
+            default,
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             served: Mutex::new(Vec::new()),
-            open_bodies: AtomicU64::new(0),
-            abandoned: AtomicU64::new(0),
-            connections: AtomicU64::new(0),
         });
-        let s = shared.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
-                };
-                let _ = tcp.set_nodelay(true);
-                let s = s.clone();
-                tokio::spawn(async move {
-                    s.connections.fetch_add(1, Ordering::Relaxed);
-                    let svc = service_fn({
-                        let s = s.clone();
-                        move |req| handle(req, s.clone())
-                    });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tcp), svc)
-                        .await;
-                    s.connections.fetch_sub(1, Ordering::Relaxed);
-                });
-            }
-        });
-        FaultUpstream { addr, shared, task }
+        let s = script.clone();
+        let upstream = Upstream::start(move |r| s.answer(r)).await;
+        FaultUpstream {
+            addr: upstream.addr,
+            upstream,
+            script,
+        }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.upstream.url()
     }
 
     pub fn set_profile(&self, key: &str, profile: Profile) {
-        self.shared
+        self.script
             .profiles
             .lock()
             .unwrap()
@@ -213,7 +173,7 @@ impl FaultUpstream {
 
     /// Everything answered so far, in order.
     pub fn served(&self) -> Vec<Served> {
-        self.shared.served.lock().unwrap().clone()
+        self.script.served.lock().unwrap().clone()
     }
 
     pub fn served_by(&self, key: &str) -> Vec<Served> {
@@ -222,27 +182,19 @@ impl FaultUpstream {
 
     /// Answer bodies the upstream is still sending.
     pub fn open_bodies(&self) -> u64 {
-        self.shared.open_bodies.load(Ordering::SeqCst)
+        self.upstream.open_bodies()
     }
 
     /// Answer bodies the daemon dropped before their end.
     pub fn abandoned(&self) -> u64 {
-        self.shared.abandoned.load(Ordering::SeqCst)
+        self.upstream.abandoned()
     }
 
     /// TCP connections from the daemon currently open.
     pub fn connections(&self) -> u64 {
-        self.shared.connections.load(Ordering::SeqCst)
+        self.upstream.connections()
     }
 }
-
-impl Drop for FaultUpstream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-type UpBody = BoxBody<Bytes, io::Error>;
 
 /// What the request asked for.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -279,18 +231,6 @@ fn kind_of(path: &str, query: &str, body: &[u8]) -> Kind {
     }
 }
 
-fn key_of(req: &Request<Incoming>) -> String {
-    let h = req.headers();
-    if let Some(k) = h.get("x-goog-api-key").and_then(|v| v.to_str().ok()) {
-        return k.to_string();
-    }
-    h.get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("<none>")
-        .to_string()
-}
-
 fn model_of(path: &str, body: &[u8]) -> String {
     if let Some(rest) = path.split("/models/").nth(1) {
         return rest.split(':').next().unwrap_or("").to_string();
@@ -299,66 +239,52 @@ fn model_of(path: &str, body: &[u8]) -> String {
     v["model"].as_str().unwrap_or("").to_string()
 }
 
-async fn handle(req: Request<Incoming>, s: Arc<Shared>) -> Result<Response<UpBody>, io::Error> {
-    let key = key_of(&req);
-    let path = req.uri().path().to_string();
-    let query = req.uri().query().unwrap_or("").to_string();
-    let body = req.into_body().collect().await.map_err(io::Error::other)?;
-    let body = body.to_bytes();
-    let kind = kind_of(&path, &query, &body);
-    let profile = {
-        let p = s.profiles.lock().unwrap();
-        p.get(&key)
-            .cloned()
-            .unwrap_or_else(|| s.default.lock().unwrap().clone())
-    };
-    let fault = if kind == Kind::Models {
-        // Key checks: a broken key stays broken, anything else is fine.
-        match profile.always_status() {
-            Some(st) => Fault::Status(st),
-            None => Fault::Ok,
-        }
-    } else {
-        profile.draw(&mut s.rng.lock().unwrap())
-    };
-    let stream = matches!(
-        kind,
-        Kind::NativeSse | Kind::NativeArray | Kind::ChatStream { .. }
-    );
-    s.served.lock().unwrap().push(Served {
-        at: Instant::now(),
-        key,
-        model: model_of(&path, &body),
-        path,
-        stream,
-        fault: fault.clone(),
-    });
-    if !profile.latency.is_zero() {
-        tokio::time::sleep(profile.latency).await;
+impl Script {
+    /// Draws this request's fault from its key's profile, records it, and scripts the reply.
+    fn answer(&self, r: &Recorded) -> Reply {
+        let key = r.key().or(r.bearer()).unwrap_or("<none>").to_string();
+        let kind = kind_of(&r.path, r.query.as_deref().unwrap_or(""), &r.body);
+        let profile = {
+            let p = self.profiles.lock().unwrap();
+            p.get(&key).unwrap_or(&self.default).clone()
+        };
+        let fault = if kind == Kind::Models {
+            // Key checks: a broken key stays broken, anything else is fine.
+            match profile.always_status() {
+                Some(st) => Fault::Status(st),
+                None => Fault::Ok,
+            }
+        } else {
+            profile.draw(&mut self.rng.lock().unwrap())
+        };
+        let stream = matches!(
+            kind,
+            Kind::NativeSse | Kind::NativeArray | Kind::ChatStream { .. }
+        );
+        self.served.lock().unwrap().push(Served {
+            at: Instant::now(),
+            key,
+            model: model_of(&r.path, &r.body),
+            path: r.path.clone(),
+            stream,
+            fault: fault.clone(),
+        });
+        reply(kind, &fault, &profile).after(profile.latency)
     }
-    answer(kind, &fault, &profile, &s)
 }
 
-fn answer(
-    kind: Kind,
-    fault: &Fault,
-    profile: &Profile,
-    s: &Arc<Shared>,
-) -> Result<Response<UpBody>, io::Error> {
+fn reply(kind: Kind, fault: &Fault, profile: &Profile) -> Reply {
     let openai = matches!(kind, Kind::Chat | Kind::ChatStream { .. });
     match fault {
-        Fault::Reset => Err(io::Error::new(
-            io::ErrorKind::ConnectionReset,
-            "scripted reset",
-        )),
-        Fault::Status(st) => Ok(whole(*st, JSON, google_error(*st, profile, openai))),
-        Fault::InvalidArgument => Ok(whole(400, JSON, google_error(400, profile, openai))),
-        Fault::WrongContentType => Ok(whole(
-            200,
-            "text/html; charset=utf-8",
-            Bytes::from_static(b"<html><body>Service Temporarily Unavailable</body></html>"),
-        )),
-        _ => Ok(body_answer(kind, fault, s)),
+        Fault::Reset => Reply::Reset,
+        Fault::Status(st) => Reply::raw(*st, google_error(*st, profile, openai)),
+        Fault::InvalidArgument => Reply::raw(400, google_error(400, profile, openai)),
+        Fault::WrongContentType => Reply::WithHeaders {
+            status: 200,
+            headers: vec![("content-type".into(), "text/html; charset=utf-8".into())],
+            body: Bytes::from_static(b"<html><body>Service Temporarily Unavailable</body></html>"),
+        },
+        _ => body_reply(kind, fault),
     }
 }
 
@@ -426,28 +352,29 @@ fn pieces(kind: Kind) -> (Vec<Bytes>, &'static str) {
     }
 }
 
-fn body_answer(kind: Kind, fault: &Fault, s: &Arc<Shared>) -> Response<UpBody> {
+/// A 200 answer in the request's format, with the fault applied to its pieces.
+fn body_reply(kind: Kind, fault: &Fault) -> Reply {
     let (mut parts, ctype) = pieces(kind);
     let stream = parts.len() > 1;
-    let mut end = End::Clean;
     let mut gap = Duration::ZERO;
+    let (mut cut, mut stall) = (false, false);
     match fault {
         Fault::Cut(n) if stream => {
             parts.truncate((*n).min(parts.len() - 1));
-            end = End::Cut;
+            cut = true;
         }
         Fault::Cut(_) => {
             let b = parts[0].clone();
             parts = vec![b.slice(..b.len() / 2)];
-            end = End::Cut;
+            cut = true;
         }
         Fault::Stall(n) if stream => {
             parts.truncate((*n).min(parts.len() - 1));
-            end = End::Stall;
+            stall = true;
         }
         Fault::Stall(_) => {
             parts.clear();
-            end = End::Stall;
+            stall = true;
         }
         Fault::Trickle(d) => {
             let all: Vec<u8> = parts.concat();
@@ -465,50 +392,15 @@ fn body_answer(kind: Kind, fault: &Fault, s: &Arc<Shared>) -> Response<UpBody> {
         Fault::Malformed => parts = vec![Bytes::from_static(MALFORMED.as_bytes())],
         _ => {}
     }
-    let (tx, rx) = mpsc::channel(4);
-    tokio::spawn(async move {
-        for p in parts {
-            if !gap.is_zero() {
-                tokio::time::sleep(gap).await;
-            }
-            if tx.send(Ok(Frame::data(p))).await.is_err() {
-                return;
-            }
-        }
-        match end {
-            End::Clean => {}
-            End::Cut => {
-                let _ = tx.send(Err(io::Error::other("scripted cut"))).await;
-            }
-            // Holds the channel open until the daemon drops the body.
-            End::Stall => tx.closed().await,
-        }
-    });
-    s.open_bodies.fetch_add(1, Ordering::SeqCst);
-    let body = TrackedBody {
-        rx,
-        shared: s.clone(),
-        finished: false,
-    };
-    Response::builder()
-        .status(200)
-        .header("content-type", ctype)
-        .body(body.boxed())
-        .unwrap()
-}
-
-enum End {
-    Clean,
-    Cut,
-    Stall,
-}
-
-fn whole(status: u16, ctype: &str, body: Bytes) -> Response<UpBody> {
-    Response::builder()
-        .status(status)
-        .header("content-type", ctype)
-        .body(Full::new(body).map_err(|e: Infallible| match e {}).boxed())
-        .unwrap()
+    let n = parts.len();
+    let mut raw = RawStream::new(ctype, parts).every(gap);
+    if cut {
+        raw = raw.cut_after(n);
+    }
+    if stall {
+        raw = raw.stall_after(n);
+    }
+    raw.into()
 }
 
 /// Google's error body for `status`; the OpenAI-compatible layer wraps it in a list.
@@ -582,37 +474,4 @@ fn openai_completion() -> Value {
     json!({"id":"fake","object":"chat.completion","created":1,"model":"gemini-2.5-flash",
         "choices":[{"index":0,"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}],
         "usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}})
-}
-
-/// A body fed from a channel (an `Err` aborts the connection mid-body) that reports when
-/// the daemon drops it before its end.
-struct TrackedBody {
-    rx: mpsc::Receiver<Result<Frame<Bytes>, io::Error>>,
-    shared: Arc<Shared>,
-    finished: bool,
-}
-
-impl Body for TrackedBody {
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        let p = self.rx.poll_recv(cx);
-        if matches!(p, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-            self.finished = true;
-        }
-        p
-    }
-}
-
-impl Drop for TrackedBody {
-    fn drop(&mut self) {
-        self.shared.open_bodies.fetch_sub(1, Ordering::SeqCst);
-        if !self.finished {
-            self.shared.abandoned.fetch_add(1, Ordering::SeqCst);
-        }
-    }
 }

@@ -1,14 +1,20 @@
 //! Fake Gemini upstream: a hyper server on `127.0.0.1:0` that records every request it receives
 //! and answers from a per-test script, in Google's wire format (error bodies, JSON, SSE and
-//! JSON-array streams, gated chunks, cut connections, resets before headers).
-//! It knows nothing about the daemon; tests assert on what it recorded.
+//! JSON-array streams, gated, paced or stalled chunks, cut connections, resets before
+//! headers, answers after a delay). It counts the connections the daemon holds open and the
+//! streamed answers still being sent or dropped before their end, so a test can see that a
+//! cancelled client request closed the upstream connection too; the fault profiles of
+//! `faults.rs` script it. It knows nothing about the daemon; tests assert on what it
+//! recorded. Self-contained (only crates, no `super::`): the soak example includes it.
 
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
@@ -120,24 +126,41 @@ pub enum Reply {
     /// ending (a slow or hostile upstream holding the answer open).
     Trickle {
         head: Bytes,
-        every: std::time::Duration,
+        every: Duration,
     },
     /// A 200 answer streamed as the given raw chunks (e.g. OpenAI-style SSE ending with
     /// `data: [DONE]`), with the same gate / cut controls as [`StreamReply`].
     Raw(RawStream),
+    /// The reply, after a pause (an upstream's latency).
+    Delayed(Duration, Box<Reply>),
 }
 
 /// A streamed 200 answer made of raw byte chunks. `gate_before(i, n)` waits on `n` before
-/// sending chunk `i`; `cut_after(i)` aborts the connection after `i` chunks.
+/// sending chunk `i`; `cut_after(i)` aborts the connection after `i` chunks; `stall_after(i)`
+/// falls silent after `i` chunks and holds the answer open until the daemon drops it;
+/// `every(d)` sends each chunk `d` after the one before.
 #[derive(Clone)]
 pub struct RawStream {
     pub content_type: String,
     pub chunks: Vec<Bytes>,
     pub gate: Option<(usize, Arc<Notify>)>,
     pub cut_after: Option<usize>,
+    pub stall_after: Option<usize>,
+    pub every: Duration,
 }
 
 impl RawStream {
+    pub fn new(content_type: &str, chunks: Vec<Bytes>) -> Self {
+        Self {
+            content_type: content_type.into(),
+            chunks,
+            gate: None,
+            cut_after: None,
+            stall_after: None,
+            every: Duration::ZERO,
+        }
+    }
+
     /// OpenAI-compatible SSE as Google's compat layer sends it: one `data: {json}\n\n`
     /// chunk per event, then `data: [DONE]\n\n`.
     pub fn openai_sse(events: Vec<Value>) -> Self {
@@ -146,12 +169,7 @@ impl RawStream {
             .map(|e| Bytes::from(format!("data: {e}\n\n")))
             .collect();
         chunks.push(Bytes::from_static(b"data: [DONE]\n\n"));
-        Self {
-            content_type: "text/event-stream".into(),
-            chunks,
-            gate: None,
-            cut_after: None,
-        }
+        Self::new("text/event-stream", chunks)
     }
 
     pub fn gate_before(mut self, index: usize, gate: Arc<Notify>) -> Self {
@@ -161,6 +179,16 @@ impl RawStream {
 
     pub fn cut_after(mut self, chunks: usize) -> Self {
         self.cut_after = Some(chunks);
+        self
+    }
+
+    pub fn stall_after(mut self, chunks: usize) -> Self {
+        self.stall_after = Some(chunks);
+        self
+    }
+
+    pub fn every(mut self, gap: Duration) -> Self {
+        self.every = gap;
         self
     }
 }
@@ -415,6 +443,15 @@ impl Reply {
     pub fn invalid_argument() -> Reply {
         Reply::raw(400, INVALID_ARGUMENT_BODY)
     }
+
+    /// This reply, `delay` after the request arrived.
+    pub fn after(self, delay: Duration) -> Reply {
+        if delay.is_zero() {
+            self
+        } else {
+            Reply::Delayed(delay, Box::new(self))
+        }
+    }
 }
 
 /// One streamed `GenerateContentResponse` chunk carrying `text`.
@@ -470,6 +507,11 @@ type UpBody = BoxBody<Bytes, io::Error>;
 struct Shared {
     recorded: Mutex<Vec<Recorded>>,
     handler: RwLock<Handler>,
+    /// Streamed answer bodies still being sent (dropped bodies leave).
+    open_bodies: AtomicU64,
+    /// Streamed bodies dropped before they were fully sent: the daemon closed the connection.
+    abandoned: AtomicU64,
+    connections: AtomicU64,
 }
 
 pub struct Upstream {
@@ -504,6 +546,9 @@ impl Upstream {
         let shared = Arc::new(Shared {
             recorded: Mutex::new(Vec::new()),
             handler: RwLock::new(Arc::new(handler)),
+            open_bodies: AtomicU64::new(0),
+            abandoned: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
         });
         let s = shared.clone();
         let scheme = if tls.is_some() { "https" } else { "http" };
@@ -512,22 +557,27 @@ impl Upstream {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                let _ = stream.set_nodelay(true);
                 let s = s.clone();
                 let tls = tls.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle(req, s.clone()));
+                    s.connections.fetch_add(1, Ordering::SeqCst);
+                    let svc = service_fn({
+                        let s = s.clone();
+                        move |req| handle(req, s.clone())
+                    });
                     let builder = auto::Builder::new(TokioExecutor::new());
                     match tls {
                         None => {
                             let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
                         }
                         Some(tls) => {
-                            let Ok(stream) = tls.accept(stream).await else {
-                                return;
-                            };
-                            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                            if let Ok(stream) = tls.accept(stream).await {
+                                let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                            }
                         }
                     }
+                    s.connections.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
@@ -579,6 +629,21 @@ impl Upstream {
     pub fn clear(&self) {
         self.shared.recorded.lock().unwrap().clear();
     }
+
+    /// Streamed answer bodies the upstream is still sending.
+    pub fn open_bodies(&self) -> u64 {
+        self.shared.open_bodies.load(Ordering::SeqCst)
+    }
+
+    /// Streamed answer bodies the daemon dropped before their end.
+    pub fn abandoned(&self) -> u64 {
+        self.shared.abandoned.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections from the daemon currently open.
+    pub fn connections(&self) -> u64 {
+        self.shared.connections.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for Upstream {
@@ -600,7 +665,12 @@ async fn handle(req: Request<Incoming>, s: Arc<Shared>) -> Result<Response<UpBod
     };
     s.recorded.lock().unwrap().push(rec.clone());
     let handler = s.handler.read().unwrap().clone();
-    match handler(&rec) {
+    let mut reply = handler(&rec);
+    while let Reply::Delayed(delay, inner) = reply {
+        tokio::time::sleep(delay).await;
+        reply = *inner;
+    }
+    match reply {
         Reply::Json { status, body } => Ok(Response::builder()
             .status(status)
             .header("content-type", "application/json; charset=UTF-8")
@@ -619,17 +689,18 @@ async fn handle(req: Request<Incoming>, s: Arc<Shared>) -> Result<Response<UpBod
                 .body(Full::new(body).map_err(|e: Infallible| match e {}).boxed())
                 .unwrap())
         }
-        Reply::Stream(s) => Ok(stream_response(s)),
-        Reply::Raw(s) => Ok(raw_stream_response(s)),
-        Reply::Trickle { head, every } => Ok(trickle_response(head, every)),
+        Reply::Stream(st) => Ok(stream_response(st, &s)),
+        Reply::Raw(raw) => Ok(raw_stream_response(raw, &s)),
+        Reply::Trickle { head, every } => Ok(trickle_response(head, every, &s)),
         Reply::Reset => Err(io::Error::new(
             io::ErrorKind::ConnectionReset,
             "scripted reset",
         )),
+        Reply::Delayed(..) => unreachable!("unwrapped above"),
     }
 }
 
-fn stream_response(s: StreamReply) -> Response<UpBody> {
+fn stream_response(s: StreamReply, shared: &Arc<Shared>) -> Response<UpBody> {
     let (tx, rx) = mpsc::channel(16);
     let content_type = match s.format {
         StreamFormat::Sse => "text/event-stream",
@@ -663,11 +734,11 @@ fn stream_response(s: StreamReply) -> Response<UpBody> {
     Response::builder()
         .status(200)
         .header("content-type", content_type)
-        .body(ChannelBody { rx }.boxed())
+        .body(ChannelBody::new(rx, shared).boxed())
         .unwrap()
 }
 
-fn raw_stream_response(s: RawStream) -> Response<UpBody> {
+fn raw_stream_response(s: RawStream, shared: &Arc<Shared>) -> Response<UpBody> {
     let (tx, rx) = mpsc::channel(16);
     let content_type = s.content_type.clone();
     tokio::spawn(async move {
@@ -681,9 +752,17 @@ fn raw_stream_response(s: RawStream) -> Response<UpBody> {
                 let _ = tx.send(Err(io::Error::other("scripted cut"))).await;
                 return;
             }
+            if s.stall_after == Some(i) {
+                // Holds the channel open until the daemon drops the body.
+                tx.closed().await;
+                return;
+            }
             let Some(chunk) = s.chunks.get(i) else {
                 return;
             };
+            if !s.every.is_zero() {
+                tokio::time::sleep(s.every).await;
+            }
             if tx.send(Ok(Frame::data(chunk.clone()))).await.is_err() {
                 return;
             }
@@ -692,11 +771,11 @@ fn raw_stream_response(s: RawStream) -> Response<UpBody> {
     Response::builder()
         .status(200)
         .header("content-type", content_type)
-        .body(ChannelBody { rx }.boxed())
+        .body(ChannelBody::new(rx, shared).boxed())
         .unwrap()
 }
 
-fn trickle_response(head: Bytes, every: std::time::Duration) -> Response<UpBody> {
+fn trickle_response(head: Bytes, every: Duration, shared: &Arc<Shared>) -> Response<UpBody> {
     let (tx, rx) = mpsc::channel(1);
     tokio::spawn(async move {
         let mut next = head;
@@ -708,13 +787,27 @@ fn trickle_response(head: Bytes, every: std::time::Duration) -> Response<UpBody>
     Response::builder()
         .status(200)
         .header("content-type", "application/json; charset=UTF-8")
-        .body(ChannelBody { rx }.boxed())
+        .body(ChannelBody::new(rx, shared).boxed())
         .unwrap()
 }
 
-/// A body fed from a channel; an `Err` aborts the connection mid-body.
+/// A body fed from a channel (an `Err` aborts the connection mid-body) that counts as open
+/// while it lives and as abandoned when the daemon drops it before its end.
 struct ChannelBody {
     rx: mpsc::Receiver<Result<Frame<Bytes>, io::Error>>,
+    shared: Arc<Shared>,
+    finished: bool,
+}
+
+impl ChannelBody {
+    fn new(rx: mpsc::Receiver<Result<Frame<Bytes>, io::Error>>, shared: &Arc<Shared>) -> Self {
+        shared.open_bodies.fetch_add(1, Ordering::SeqCst);
+        Self {
+            rx,
+            shared: shared.clone(),
+            finished: false,
+        }
+    }
 }
 
 impl Body for ChannelBody {
@@ -725,6 +818,19 @@ impl Body for ChannelBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        self.rx.poll_recv(cx)
+        let p = self.rx.poll_recv(cx);
+        if matches!(p, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            self.finished = true;
+        }
+        p
+    }
+}
+
+impl Drop for ChannelBody {
+    fn drop(&mut self) {
+        self.shared.open_bodies.fetch_sub(1, Ordering::SeqCst);
+        if !self.finished {
+            self.shared.abandoned.fetch_add(1, Ordering::SeqCst);
+        }
     }
 }
