@@ -16,6 +16,7 @@ mod lists;
 mod names;
 pub mod openai;
 mod resources;
+mod send;
 mod upload;
 
 use crate::AppState;
@@ -24,6 +25,7 @@ use crate::error::{ApiError, Shape};
 use crate::limits::Permit;
 use crate::logs::Trace;
 use crate::metrics::Rejected;
+use crate::native::Act;
 use crate::relay::ErrorStyle;
 use crate::router::GeminiCall;
 use crate::store::UserRecord;
@@ -226,6 +228,9 @@ pub async fn gemini(
     trace: &mut Trace,
 ) -> Result<http::Response<crate::body::Body>, ApiError> {
     if let GeminiCall::Native(native) = call {
+        if native.act == Act::Upload {
+            return upload::handle(state, req, native.label, trace).await;
+        }
         return resources::handle(state, req, native, trace).await;
     }
     let (parts, body) = req.into_parts();

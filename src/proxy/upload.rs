@@ -11,7 +11,7 @@
 //! Google as they arrive, never held whole, up to `server.max_upload_bytes`, and are never
 //! retried. The finalizing answer names the file, recorded before it is relayed.
 
-use super::resources::{self, Ran, Sent};
+use super::send::{self, Ran, Sent};
 use super::{FORWARDED, KeyIn, Plan, authenticate, client_key, forward_headers, read_body};
 use crate::AppState;
 use crate::affinity;
@@ -83,7 +83,7 @@ async fn start(
     super::names::path(parts.uri.path())?;
     let permit = super::admit(state, &user, "", trace).await?;
     let body = read_body(body, &parts.headers, state.config.server.max_body_bytes).await?;
-    let segs = resources::native_segments(parts.uri.path());
+    let segs = send::native_segments(parts.uri.path());
     let owner = match native::owner_of(&segs) {
         Some(name) => Some(affinity::lookup(state, &name, &user, now).await?),
         None => None,
@@ -92,11 +92,11 @@ async fn start(
         None => affinity::home_key(state, &user, now).await,
         Some(_) => None,
     };
-    let mut plan = resources::plan(state, &parts, body, String::new(), permit)?;
+    let mut plan = send::plan(state, &parts, body, String::new(), permit)?;
     plan.headers = forward_headers(&parts.headers, UPLOAD_HEADERS);
     plan.headers.remove(header::CONTENT_LENGTH);
     let (mut answer, relay, entry) =
-        match resources::run(state, &plan, owner.as_ref(), home, true, trace).await? {
+        match send::run(state, &plan, owner.as_ref(), home, true, trace).await? {
             Ran::Answer(resp) => return Ok(resp),
             Ran::Success(parts, relay, entry) => (parts, relay, entry),
         };
@@ -127,13 +127,13 @@ async fn start(
         }
         None => {
             // A multipart (one-request) upload: the answer is the file.
-            let bytes = resources::primed_bytes(&relay);
+            let bytes = send::primed_bytes(&relay);
             if let Some(name) = refs::first_field(&bytes, "name") {
                 affinity::record(state, &name, &entry.id, &user, now, &bytes).await?;
             }
         }
     }
-    Ok(resources::respond(answer, relay))
+    Ok(send::respond(answer, relay))
 }
 
 /// Google's upload URL without a `key=` parameter, and its upload id.
@@ -270,8 +270,8 @@ async fn bytes(
     let started = Instant::now();
     let deadline = started + state.config.pool.request_deadline;
     let sent = match state.upstream.send_streaming(up, deadline).await {
-        Ok(resp) => resources::answer(state, &plan, lease, resp).await,
-        Err(e) => resources::failed(state, &plan, &lease, e.to_string()),
+        Ok(resp) => send::answer(state, &plan, lease, resp).await,
+        Err(e) => send::failed(state, &plan, &lease, e.to_string()),
     };
     let status = match &sent {
         Sent::Ok(p, _) => Some(p.status.as_u16()),
@@ -304,14 +304,14 @@ async fn bytes(
         .get("x-goog-upload-status")
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"final"));
     if finalized {
-        let bytes = resources::primed_bytes(&relay);
+        let bytes = send::primed_bytes(&relay);
         if let Some(name) = refs::first_field(&bytes, "name") {
             affinity::record(state, &name, &entry.id, &user, now, &bytes).await?;
             trace.resource = Some(name);
         }
         let _ = state.store.delete_resource(&row.name).await;
     }
-    Ok(resources::respond(answer, relay))
+    Ok(send::respond(answer, relay))
 }
 
 /// The user an upload session belongs to; a request that names another user's key (or a
