@@ -33,11 +33,14 @@
 //! | GET    | `/metrics`                                               | Metrics (Prometheus) |
 //! | GET    | `/`, `/assets/…` and other non-API paths                 | Ui               |
 //!
-//! Unknown API paths are 404; a known path with the wrong method is 405.
+//! Unknown API paths are 404; a known path with the wrong method is 405. Each route says
+//! the shape of its error answers ([`Route::shape`]; [`shape_of`] for a path without a
+//! route) and the credential it needs ([`Route::auth`]).
 //! Runs of `/` count as one (`//v1beta/models/…`, which Gemini CLI sends with a base
 //! URL ending in `/`): [`clean_uri`] collapses them before routing, so the route and the
 //! path sent upstream are the same as for the single slash.
 
+use crate::error::Shape;
 use crate::native::{self, NativeCall};
 use http::{Method, Uri};
 
@@ -153,6 +156,20 @@ pub enum AdminRoute<'a> {
     LiveSessions,
 }
 
+/// The credential a route needs; its handler checks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// Nothing: `/healthz`, the admin page's files, the admin login itself.
+    Open,
+    /// A user key (`x-goog-api-key`, `?key=` or `Authorization: Bearer`); an upload's
+    /// byte requests carry their upload id instead.
+    UserKey,
+    /// The admin session cookie (and the CSRF header on changes).
+    AdminSession,
+    /// `server.metrics_token`, unless asked on the admin listener.
+    MetricsToken,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteError {
     NotFound,
@@ -161,7 +178,7 @@ pub enum RouteError {
 
 impl<'a> Route<'a> {
     pub fn parse(method: &Method, path: &'a str) -> Result<Self, RouteError> {
-        let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let segs = segments(path);
         let (route, allowed) = match segs.as_slice() {
             ["healthz"] => (Route::Healthz, Method::GET),
             ["metrics"] => (Route::Metrics, Method::GET),
@@ -200,6 +217,61 @@ impl<'a> Route<'a> {
         }
         Ok(route)
     }
+
+    /// The shape of the route's error answers: Google's on native routes, OpenAI's on the
+    /// compatible ones, the admin API's under `/api/`.
+    pub fn shape(&self) -> Shape {
+        match self {
+            Route::OpenAi(_) => Shape::OpenAi,
+            Route::Admin(_) => Shape::Admin,
+            Route::Gemini { .. }
+            | Route::Live(_)
+            | Route::Healthz
+            | Route::Metrics
+            | Route::Ui(_) => Shape::Google,
+        }
+    }
+
+    pub fn auth(&self) -> Auth {
+        match self {
+            Route::Healthz | Route::Ui(_) => Auth::Open,
+            Route::Metrics => Auth::MetricsToken,
+            // A Live session's key (or ephemeral token) is checked before the upgrade.
+            Route::Gemini { .. } | Route::OpenAi(_) | Route::Live(_) => Auth::UserKey,
+            Route::Admin(route) => route.auth(),
+        }
+    }
+}
+
+impl AdminRoute<'_> {
+    pub fn auth(&self) -> Auth {
+        match self {
+            AdminRoute::Login => Auth::Open,
+            _ => Auth::AdminSession,
+        }
+    }
+}
+
+/// The error shape of the family a path belongs to, for answers given before it has a
+/// route (none matches, the method is wrong, the request is malformed).
+pub fn shape_of(path: &str) -> Shape {
+    match segments(path).as_slice() {
+        ["v1beta", "openai", ..] | ["v1", "chat" | "embeddings" | "images", ..] => Shape::OpenAi,
+        ["api", ..] => Shape::Admin,
+        _ => Shape::Google,
+    }
+}
+
+/// `GET /v1/models[/{id}]`: the path Gemini's and OpenAI's model lists share.
+pub fn shared_models(path: &str) -> bool {
+    matches!(
+        segments(path).as_slice(),
+        ["v1", "models"] | ["v1", "models", _]
+    )
+}
+
+fn segments(path: &str) -> Vec<&str> {
+    path.trim_start_matches('/').split('/').collect()
 }
 
 /// Makes every run of `/` in the request target's path one. Copies nothing when there
@@ -552,6 +624,49 @@ mod tests {
         assert_eq!(get("/ws/a/b"), Err(RouteError::NotFound));
         let p = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent";
         assert_eq!(post(p), Err(RouteError::MethodNotAllowed));
+    }
+
+    #[test]
+    fn each_family_answers_in_its_shape() {
+        for p in [
+            "/v1beta/openai/nope",
+            "/v1/chat/completions/x",
+            "/v1/embeddings",
+            "/v1/images/edits",
+        ] {
+            assert_eq!(shape_of(p), Shape::OpenAi, "{p}");
+        }
+        assert_eq!(shape_of("/api/nope"), Shape::Admin);
+        for p in ["/v1beta/models/x:nope", "/upload/v2/files", "/", "/healthz"] {
+            assert_eq!(shape_of(p), Shape::Google, "{p}");
+        }
+        let shape = |m: Method, p| Route::parse(&m, p).unwrap().shape();
+        assert_eq!(shape(Method::POST, "/v1/chat/completions"), Shape::OpenAi);
+        assert_eq!(shape(Method::GET, "/v1beta/openai/models"), Shape::OpenAi);
+        assert_eq!(shape(Method::GET, "/api/keys"), Shape::Admin);
+        assert_eq!(shape(Method::GET, "/v1/files"), Shape::Google);
+        assert_eq!(shape(Method::GET, "/healthz"), Shape::Google);
+    }
+
+    #[test]
+    fn each_route_names_its_credential() {
+        let auth = |m: Method, p| Route::parse(&m, p).unwrap().auth();
+        assert_eq!(auth(Method::GET, "/healthz"), Auth::Open);
+        assert_eq!(auth(Method::GET, "/"), Auth::Open);
+        assert_eq!(auth(Method::POST, "/api/login"), Auth::Open);
+        assert_eq!(auth(Method::POST, "/api/logout"), Auth::AdminSession);
+        assert_eq!(auth(Method::GET, "/api/keys"), Auth::AdminSession);
+        assert_eq!(auth(Method::GET, "/metrics"), Auth::MetricsToken);
+        assert_eq!(auth(Method::POST, "/v1/embeddings"), Auth::UserKey);
+        assert_eq!(auth(Method::GET, "/v1beta/files"), Auth::UserKey);
+    }
+
+    #[test]
+    fn only_v1_models_is_shared_with_openai() {
+        assert!(shared_models("/v1/models"));
+        assert!(shared_models("/v1/models/gemini-2.5-flash"));
+        assert!(!shared_models("/v1beta/models"));
+        assert!(!shared_models("/v1/models/x/operations"));
     }
 
     #[test]

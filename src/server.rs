@@ -11,7 +11,7 @@ use crate::gate::{Gate, Slot};
 use crate::keys::unix_ms;
 use crate::logs::Trace;
 use crate::proxy;
-use crate::router::{GeminiCall, OpenAiCall, Route, RouteError};
+use crate::router::{self, Auth, GeminiCall, OpenAiCall, Route, RouteError};
 use crate::spread::Handoff;
 use crate::ui;
 use crate::upstream::Lane;
@@ -288,25 +288,31 @@ async fn dispatch(
     (peer, role, conn): (std::net::IpAddr, Role, &crate::live::Upgrades),
     trace: &mut Trace,
 ) -> Response<Body> {
+    let parsed = Route::parse(req.method(), path);
+    let shape = parsed
+        .as_ref()
+        .map_or_else(|_| router::shape_of(path), Route::shape);
     if !one_host(&req) {
         let msg = "An HTTP/1.1 request needs exactly one Host header.";
-        return ApiError::BadRequest(msg.into()).into_response(shape_for_path(path));
+        return ApiError::BadRequest(msg.into()).into_response(shape);
     }
-    let route = match Route::parse(req.method(), path) {
+    let route = match parsed {
         Ok(route) if serves(role, &route) => route,
-        Ok(_) => return ApiError::NotFound.into_response(shape_for_path(path)),
-        Err(e) => {
-            let shape = shape_for_path(path);
-            let err = match e {
-                RouteError::NotFound => ApiError::NotFound,
-                RouteError::MethodNotAllowed => ApiError::MethodNotAllowed,
-            };
-            return err.into_response(shape);
+        Ok(_) => return ApiError::NotFound.into_response(shape),
+        Err(RouteError::NotFound) => return ApiError::NotFound.into_response(shape),
+        Err(RouteError::MethodNotAllowed) => {
+            return ApiError::MethodNotAllowed.into_response(shape);
         }
     };
+    // The proxy checks user keys and `admin` its session; the metrics token is checked here.
+    if route.auth() == Auth::MetricsToken {
+        if let Some(refused) = metrics_refusal(state, &req, role) {
+            return refused;
+        }
+    }
     match route {
         Route::Healthz => health(state),
-        Route::Metrics => metrics(state, &req, role),
+        Route::Metrics => metrics(state),
         Route::Gemini { call, model } if wants_openai_models(&req, call) => {
             let model = model.map(str::to_owned);
             proxy::openai::handle(state, req, OpenAiCall::Models, model, trace)
@@ -317,11 +323,11 @@ async fn dispatch(
             let model = model.unwrap_or("").to_owned();
             proxy::gemini(state, req, call, model, trace)
                 .await
-                .unwrap_or_else(|e| e.into_response(Shape::Google))
+                .unwrap_or_else(|e| e.into_response(shape))
         }
         Route::OpenAi(call) => proxy::openai::handle(state, req, call, None, trace)
             .await
-            .unwrap_or_else(|e| e.into_response(Shape::OpenAi)),
+            .unwrap_or_else(|e| e.into_response(shape)),
         Route::Live(call) => crate::live::handle(state, req, call, trace, conn).await,
         Route::Admin(route) => admin::handle(state, req, route, peer).await,
         Route::Ui(path) => ui::serve(path, req.headers()),
@@ -348,7 +354,7 @@ fn serves(role: Role, route: &Route<'_>) -> bool {
 /// Gemini's.
 fn wants_openai_models(req: &Request<ReqBody>, call: GeminiCall) -> bool {
     matches!(call, GeminiCall::ListModels | GeminiCall::GetModel)
-        && req.uri().path().starts_with("/v1/")
+        && router::shared_models(req.uri().path())
         && !req.headers().contains_key("x-goog-api-key")
         && !req
             .uri()
@@ -357,31 +363,17 @@ fn wants_openai_models(req: &Request<ReqBody>, call: GeminiCall) -> bool {
         && crate::auth::bearer(req.headers()).is_some()
 }
 
-fn shape_for_path(path: &str) -> Shape {
-    let openai = [
-        "/v1beta/openai/",
-        "/v1/chat/",
-        "/v1/embeddings",
-        "/v1/images/",
-    ];
-    if openai.iter().any(|p| path.starts_with(p)) {
-        Shape::OpenAi
-    } else if path.starts_with("/api/") {
-        Shape::Admin
-    } else {
-        Shape::Google
-    }
+/// The refusal of a request without the metrics credential (`Auth::MetricsToken`).
+fn metrics_refusal(state: &AppState, req: &Request<ReqBody>, role: Role) -> Option<Response<Body>> {
+    let token = state.config.server.metrics_token.as_ref();
+    let (status, why) =
+        crate::auth::metrics_access(token, role == Role::Admin, req.headers()).err()?;
+    let mut resp = Response::new(Body::full(why));
+    *resp.status_mut() = status;
+    Some(resp)
 }
 
-fn metrics(state: &AppState, req: &Request<ReqBody>, role: Role) -> Response<Body> {
-    let token = state.config.server.metrics_token.as_ref();
-    if let Err((status, why)) =
-        crate::auth::metrics_access(token, role == Role::Admin, req.headers())
-    {
-        let mut resp = Response::new(Body::full(why));
-        *resp.status_mut() = status;
-        return resp;
-    }
+fn metrics(state: &AppState) -> Response<Body> {
     let open = state.spread.open_per_lane();
     let mut text = state
         .metrics

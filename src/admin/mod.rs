@@ -17,7 +17,7 @@ use crate::body::Body;
 use crate::body::ReqBody;
 use crate::client_addr;
 use crate::error::{ApiError, Shape};
-use crate::router::AdminRoute;
+use crate::router::{AdminRoute, Auth};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use serde::de::DeserializeOwned;
@@ -35,7 +35,7 @@ pub async fn handle(
     route: AdminRoute<'_>,
     peer: IpAddr,
 ) -> Response<Body> {
-    let result = if route == AdminRoute::Login {
+    let result = if route.auth() == Auth::Open {
         auth_routes::login(state, req, peer).await
     } else {
         match state.admin.authorize(req.method(), req.headers()) {
