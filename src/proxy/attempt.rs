@@ -7,7 +7,7 @@
 use super::{KeyIn, Plan};
 use crate::AppState;
 use crate::body::Body;
-use crate::error::{ApiError, Shape};
+use crate::error::ApiError;
 use crate::keys::classify::{Outcome, classify};
 use crate::keys::{KeyEntry, Lease, NoKey, unix_ms};
 use crate::logs::{Attempt, Trace};
@@ -132,8 +132,8 @@ async fn try_key(
         };
         let mut relay = Relay::new(body, format, plan.style, cfg.stream_idle_timeout);
         relay.limit_total(cfg.body_timeout);
-        if plan.hide_usage {
-            relay.hide_events(super::openai::is_usage_only_chunk);
+        if let Some(hide) = plan.hide_events {
+            relay.hide_events(hide);
         }
         if let Err(reason) = relay.prime().await {
             let outcome = Outcome::Transient {
@@ -358,17 +358,15 @@ pub(super) async fn read_error_body(body: UpstreamBody, timeout: Duration) -> By
 }
 
 /// An upstream error relayed as Google sent it: same status, content type and bytes.
-/// On OpenAI routes Google's error is put in OpenAI's shape, keeping the status.
+/// A route that shapes its errors otherwise (OpenAI's) translates the body, keeping the
+/// status.
 pub(super) fn relay_error(
     plan: &Plan,
     status: StatusCode,
     headers: &HeaderMap,
     body: Bytes,
 ) -> Response<Body> {
-    let translated = match plan.shape {
-        Shape::OpenAi => super::openai::error_body(status.as_u16(), &body),
-        _ => None,
-    };
+    let translated = plan.translate_error.and_then(|t| t(status.as_u16(), &body));
     let mut out = Response::new(Body::full(translated.clone().unwrap_or(body)));
     *out.status_mut() = status;
     super::headers::copy(headers, out.headers_mut(), translated.is_some());

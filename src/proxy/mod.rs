@@ -47,10 +47,17 @@ pub enum KeyIn {
     Bearer,
 }
 
+/// An upstream error's body in a route's shape, from its status and Google's body; `None`
+/// keeps Google's.
+pub type TranslateError = fn(status: u16, body: &[u8]) -> Option<Bytes>;
+
 /// One client request, ready to be sent upstream with any pool key.
 pub struct Plan {
     pub shape: Shape,
     pub style: ErrorStyle,
+    /// How an upstream error is put in the route's shape before it is relayed; `None`
+    /// relays it as Google sent it.
+    pub translate_error: Option<TranslateError>,
     /// The model the request is for: cool-downs are kept per (key, model).
     pub model: String,
     pub method: Method,
@@ -60,8 +67,9 @@ pub struct Plan {
     pub key_in: KeyIn,
     /// The answer is streamed: fail over only before the first event.
     pub stream: bool,
-    /// Hold back the usage-only chunk the proxy asked for on the client's behalf.
-    pub hide_usage: bool,
+    /// Events held back from the client (the usage-only chunk the proxy asked for on
+    /// its behalf).
+    pub hide_events: Option<fn(&[u8]) -> bool>,
     /// The user's admission: held until the answer's last byte, charged its tokens.
     pub permit: Arc<Permit>,
     /// Whose upstream connections carry it: the serving thread's that took the request.
@@ -256,6 +264,7 @@ pub async fn gemini(
     let plan = Plan {
         shape: Shape::Google,
         style: ErrorStyle::Google,
+        translate_error: None,
         model,
         method: parts.method,
         uri,
@@ -263,7 +272,7 @@ pub async fn gemini(
         body,
         key_in: KeyIn::GoogHeader,
         stream: call == GeminiCall::Stream,
-        hide_usage: false,
+        hide_events: None,
         permit,
         lane: Lane::of(&parts.extensions),
     };

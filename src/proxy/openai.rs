@@ -65,6 +65,7 @@ pub async fn handle(
     let mut plan = Plan {
         shape: Shape::OpenAi,
         style: ErrorStyle::OpenAi,
+        translate_error: Some(error_body),
         model,
         method: parts.method.clone(),
         uri,
@@ -72,13 +73,15 @@ pub async fn handle(
         body: Bytes::new(),
         key_in: KeyIn::Bearer,
         stream: false,
-        hide_usage: false,
+        hide_events: None,
         permit,
         lane: Lane::of(&parts.extensions),
     };
     if let Some(edited) = edited {
         plan.stream = edited.stream;
-        plan.hide_usage = edited.hide_usage;
+        if edited.hide_usage {
+            plan.hide_events = Some(is_usage_only_chunk);
+        }
         plan.body = edited.body;
     }
     Ok(super::execute(state, plan, trace).await)

@@ -49,6 +49,7 @@ pub(super) fn plan(
     Ok(Plan {
         shape: Shape::Google,
         style: ErrorStyle::Google,
+        translate_error: None,
         model,
         method: parts.method.clone(),
         uri,
@@ -56,7 +57,7 @@ pub(super) fn plan(
         body,
         key_in: KeyIn::GoogHeader,
         stream,
-        hide_usage: false,
+        hide_events: None,
         permit,
         lane: Lane::of(&parts.extensions),
     })

@@ -256,6 +256,7 @@ async fn bytes(
     let plan = Plan {
         shape: Shape::Google,
         style: ErrorStyle::Google,
+        translate_error: None,
         model: String::new(),
         method: parts.method.clone(),
         uri,
@@ -263,7 +264,7 @@ async fn bytes(
         body: Bytes::new(),
         key_in: KeyIn::GoogHeader,
         stream: false,
-        hide_usage: false,
+        hide_events: None,
         permit,
         lane: Lane::of(&parts.extensions),
     };
