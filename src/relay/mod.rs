@@ -9,10 +9,14 @@
 //! is held up to [`MAX_EVENT`]: an upstream that goes on past it without an event
 //! boundary has the stream ended with the error event.
 
-use crate::upstream::UpstreamBody;
+mod json_array;
+mod sse;
+
 use crate::usage::{self, Tokens};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body as _, Frame};
+use crate::upstream::UpstreamBody;
+use json_array::JsonScan;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -295,7 +299,7 @@ impl Relay {
     fn take_unit(&mut self) -> Option<Bytes> {
         let end = match self.format {
             Format::Passthrough => return None,
-            Format::Sse => match sse_last_boundary(&self.buf, self.scanned) {
+            Format::Sse => match sse::last_boundary(&self.buf, self.scanned) {
                 Some(end) => {
                     self.scanned = 0;
                     end
@@ -417,7 +421,7 @@ impl Relay {
             self.sent(&unit);
             return Some(unit);
         };
-        let events = sse_events(&unit);
+        let events = sse::events(&unit);
         let shown: Vec<_> = events
             .iter()
             .filter(|e| !hide(&unit[(*e).clone()]))
@@ -522,144 +526,5 @@ impl Drop for Relay {
             self.finish.cancelled = true;
         }
         self.run_hooks();
-    }
-}
-
-/// The end of the first complete SSE event in `buf` (just past its blank line), if any.
-fn sse_boundary(buf: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    while i + 1 < buf.len() {
-        if buf[i] == b'\n' {
-            if buf[i + 1] == b'\n' {
-                return Some(i + 2);
-            }
-            if buf[i + 1] == b'\r' && buf.get(i + 2) == Some(&b'\n') {
-                return Some(i + 3);
-            }
-        }
-        i += 1;
-    }
-    None
-}
-
-/// The end of the last complete SSE event in `buf` (a blank line: `\n\n` or `\n\r\n`),
-/// if any, searching back from the end to `from` (bytes before it have none).
-fn sse_last_boundary(buf: &[u8], from: usize) -> Option<usize> {
-    memchr::memrchr_iter(b'\n', &buf[from..])
-        .map(|i| from + i)
-        .find(|&i| {
-            (i >= 1 && buf[i - 1] == b'\n')
-                || (i >= 2 && buf[i - 1] == b'\r' && buf[i - 2] == b'\n')
-        })
-        .map(|i| i + 1)
-}
-
-/// The byte ranges of the whole SSE events in `unit`.
-fn sse_events(unit: &[u8]) -> Vec<std::ops::Range<usize>> {
-    let mut events = Vec::new();
-    let mut at = 0;
-    while let Some(n) = sse_boundary(&unit[at..]) {
-        events.push(at..at + n);
-        at += n;
-    }
-    if at < unit.len() {
-        events.push(at..unit.len());
-    }
-    events
-}
-
-/// Incremental scanner for a JSON array streamed element by element. It remembers where
-/// it stopped, so each byte is looked at once however the input is chunked.
-#[derive(Default)]
-struct JsonScan {
-    pos: usize,
-    depth: u32,
-    in_string: bool,
-    escaped: bool,
-    closed: bool,
-}
-
-impl JsonScan {
-    /// Scans new bytes; answers the end of the last whole element (or of the closing `]`).
-    fn scan(&mut self, buf: &[u8]) -> Option<usize> {
-        let mut end = None;
-        while self.pos < buf.len() && !self.closed {
-            let b = buf[self.pos];
-            self.pos += 1;
-            if self.in_string {
-                match b {
-                    _ if self.escaped => self.escaped = false,
-                    b'\\' => self.escaped = true,
-                    b'"' => self.in_string = false,
-                    _ => {}
-                }
-                continue;
-            }
-            match b {
-                b'"' => self.in_string = true,
-                b'[' | b'{' => self.depth += 1,
-                b']' | b'}' => {
-                    self.depth = self.depth.saturating_sub(1);
-                    if self.depth <= 1 {
-                        end = Some(self.pos);
-                        self.closed = self.depth == 0;
-                    }
-                }
-                _ => {}
-            }
-        }
-        end
-    }
-
-    /// The caller removed the first `n` bytes of the buffer.
-    fn consumed(&mut self, n: usize) {
-        self.pos -= n;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sse_boundaries_accept_crlf_and_lf() {
-        assert_eq!(sse_boundary(b"data: {}\r\n\r\ndata: {"), Some(12));
-        assert_eq!(sse_boundary(b"data: 1\n\ndata: 2\n\n"), Some(9));
-        assert_eq!(sse_boundary(b"data: {\"a\":1}\r\n"), None);
-        assert_eq!(
-            sse_last_boundary(b"data: 1\r\n\r\ndata: 2\n\ndata: 3", 0),
-            Some(20)
-        );
-        assert_eq!(sse_last_boundary(b"data: 1\r\n\r\ndata: 2", 0), Some(11));
-        assert_eq!(sse_last_boundary(b"data: 1\r\n\r\n", 0), Some(11));
-        // A boundary split across reads is found once its last byte comes.
-        assert_eq!(sse_last_boundary(b"data: 1\r\n\r", 0), None);
-        assert_eq!(sse_last_boundary(b"data: 1\r\n\r\n", 8), Some(11));
-        assert_eq!(sse_last_boundary(b"data: 1\n\n", 7), Some(9));
-        assert_eq!(sse_last_boundary(b"\n", 0), None);
-        assert_eq!(sse_last_boundary(b"data: 3", 0), None);
-        assert_eq!(
-            sse_events(b"data: 1\r\n\r\ndata: 2\n\n"),
-            vec![0..11, 11..20]
-        );
-    }
-
-    #[test]
-    fn json_array_elements_split_however_the_bytes_arrive() {
-        let stream = b"[{\"a\":\"x}]\\\"\"}\r\n,{\"b\":[1,{\"c\":2}]}\r\n]";
-        for chunk in 1..stream.len() {
-            let mut scan = JsonScan::default();
-            let mut buf = Vec::new();
-            let mut units = Vec::new();
-            for piece in stream.chunks(chunk) {
-                buf.extend_from_slice(piece);
-                if let Some(end) = scan.scan(&buf) {
-                    units.push(String::from_utf8(buf.drain(..end).collect()).unwrap());
-                    scan.consumed(end);
-                }
-            }
-            assert!(scan.closed, "chunk {chunk}");
-            assert_eq!(units.concat(), String::from_utf8(stream.to_vec()).unwrap());
-        }
     }
 }
