@@ -12,10 +12,10 @@
 mod json_array;
 mod sse;
 
+use crate::upstream::UpstreamBody;
 use crate::usage::{self, Tokens};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body as _, Frame};
-use crate::upstream::UpstreamBody;
 use json_array::JsonScan;
 use std::future::Future;
 use std::pin::Pin;
