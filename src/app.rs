@@ -163,6 +163,10 @@ pub async fn sync_from_store(state: Arc<AppState>) {
                 .load_key(&id)
                 .await
                 .map(|(rec, st)| state.pool.sync_key(&id, rec, st)),
+            Change::Reset(id) => {
+                state.pool.forget_usage(&id);
+                Ok(())
+            }
             Change::Users => state
                 .store
                 .load_users()

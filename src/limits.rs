@@ -27,7 +27,8 @@ pub struct Limits {
     shared: Option<Shared>,
 }
 
-/// Counters in a shared Redis: `{prefix}:u:{user}:rpm:{minute}`, `…:tok:{day}`, `…:inflight`.
+/// Counters in a shared Redis: `P:u:{USER}:rpm:{minute}`, `…:tok:{day}`, `…:inflight`; the
+/// user id in braces is a Redis Cluster hash tag, so one script's keys share a slot.
 struct Shared {
     store: RedisStore,
 }
@@ -48,7 +49,7 @@ return 0
 
 impl Shared {
     fn key(&self, user: &str, what: &str) -> String {
-        self.store.key_name(&format!("u:{user}:{what}"))
+        self.store.key_name(&format!("u:{{{user}}}:{what}"))
     }
 
     async fn admit(&self, user: &UserRecord, now: i64) -> Result<i64, ApiError> {

@@ -254,6 +254,46 @@ async fn two_daemons_on_one_redis_share_the_counts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_on_one_daemon_clears_the_shared_counts_for_both() {
+    let redis = common::redis::RedisServer::start();
+    let up = Upstream::start(ok_or_stream).await;
+    let (cfg, a, _b) = limited_pair(&up, 3);
+    let top = format!("store = {:?}\n", redis.url());
+    let one = Daemon::start_with_top_level(&cfg, &top).await;
+    let two = Daemon::start_with_top_level(&cfg, &top).await;
+    // A's 3 a minute spent over both daemons: one on two, two on one.
+    serve(&two, FLASH, 2).await;
+    serve(&one, FLASH, 6).await;
+    assert_eq!(count(&up.keys_to(GEN), &a), 3, "A at its limit");
+
+    let token = login(&one, PASSWORD).await;
+    let path = format!("/api/keys/{}/reset", id_of(&a));
+    admin_ok(&one, Method::POST, &path, &token, None).await;
+    let token = login(&two, PASSWORD).await;
+    wait_for(
+        "the reset seen by daemon two",
+        Duration::from_secs(10),
+        || async {
+            let m = model_view(key_view(&list_keys(&two, &token).await, &id_of(&a)), FLASH)
+                .ok_or("no FLASH view")?;
+            match m["used_last_minute"] == 0 && m["state"] == "active" {
+                true => Ok(()),
+                false => Err(m.to_string()),
+            }
+        },
+    )
+    .await;
+    up.clear();
+    serve(&two, FLASH, 4).await;
+    assert_eq!(
+        count(&up.keys_to(GEN), &a),
+        2,
+        "A serves again, its shared counts gone: {:?}",
+        up.keys_to(GEN)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn free_keys_serve_first_and_paid_ones_only_when_every_free_key_cools() {
     let (a, b, c) = (key(0), key(1), key(2));
     let up = Upstream::start(ok_or_stream).await;

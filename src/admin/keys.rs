@@ -214,12 +214,16 @@ pub async fn delete(state: &AppState, id: &str) -> Result<Response<Body>, ApiErr
 pub async fn reset(state: &AppState, id: &str) -> Result<Response<Body>, ApiError> {
     let e = entry(state, id)?;
     state.pool.reset(&e);
+    state.pool.reset_shared(&[&e.id], unix_ms()).await;
     state.persister.sync().await;
     Ok(json(StatusCode::OK, &e.view(unix_ms())))
 }
 
 pub async fn reset_all(state: &AppState) -> Result<Response<Body>, ApiError> {
     let n = state.pool.reset_all();
+    let ids: Vec<String> = state.pool.entries().iter().map(|e| e.id.clone()).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    state.pool.reset_shared(&ids, unix_ms()).await;
     state.persister.sync().await;
     Ok(json(StatusCode::OK, &serde_json::json!({ "reset": n })))
 }

@@ -289,6 +289,31 @@ impl Pool {
         t.counted
     }
 
+    /// With a shared ledger, forgets the counts every instance made of the keys `ids`
+    /// (the admin reset them) and has the other instances forget theirs. Redis trouble
+    /// leaves the shared counts to age out.
+    pub async fn reset_shared(&self, ids: &[&str], now: i64) {
+        if let Some(shared) = self.shared.get() {
+            let all = ids.iter().map(|id| shared.reset(id, now));
+            futures_util::future::join_all(all).await;
+        }
+    }
+
+    /// Forgets the ledger's counts of a key here (another instance reset it).
+    pub fn forget_usage(&self, id: &str) {
+        let Some(entry) = self.get(id) else {
+            return;
+        };
+        // Emptied, not removed, so that the next save deletes the saved counts.
+        let mut s = entry.lock();
+        s.usage.values_mut().for_each(|u| *u = Default::default());
+        drop(s);
+        entry
+            .ledger_dirty
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.freed.notify_all();
+    }
+
     /// Brings an invalid key back (re-validated) without touching its other state.
     pub fn revive(&self, entry: &KeyEntry) {
         let was_invalid = entry.lock().invalid.take().is_some();

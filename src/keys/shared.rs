@@ -112,6 +112,14 @@ impl SharedLedger {
             .ok()
     }
 
+    /// Forgets every count of a key on every instance.
+    pub async fn reset(&self, key_id: &str, now: i64) {
+        let day_end = super::next_pacific_midnight(now);
+        if let Err(e) = self.store.ledger_reset(key_id, day_end).await {
+            tracing::warn!(error = %e, "the shared ledger's counts were not reset");
+        }
+    }
+
     /// Adds an answer's prompt tokens to the shared ledger, in the background.
     pub fn add_tokens(&self, key_id: &str, model: &str, tokens: u64, now: i64) {
         if tokens == 0 {

@@ -32,6 +32,8 @@ pub struct RedisStore {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     Key(String),
+    /// The admin reset a key: its quota ledger counts are gone.
+    Reset(String),
     Users,
     /// Reload everything (reconnected, or the periodic reconcile).
     All,
@@ -309,6 +311,17 @@ impl RedisStore {
         Ok(())
     }
 
+    /// Tells other instances the admin reset a key's ledger.
+    pub(super) async fn announce_reset(&self, id: &str) -> Result<(), StoreError> {
+        let message = format!("{} reset {id}", self.instance);
+        let _: () = self
+            .client
+            .publish(self.k("changes"), message)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
     pub async fn all_meta(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let all: HashMap<String, Vec<u8>> =
             self.client.hgetall(self.k("meta")).await.map_err(err)?;
@@ -357,6 +370,7 @@ impl RedisStore {
                             }
                             match (what, id) {
                                 (Some("key"), Some(id)) => Change::Key(id.to_owned()),
+                                (Some("reset"), Some(id)) => Change::Reset(id.to_owned()),
                                 (Some("users"), _) => Change::Users,
                                 _ => continue,
                             }

@@ -1,8 +1,10 @@
 //! The quota ledger shared by every instance on one Redis: for a (key, model) with a
-//! known limit, `{prefix}:ledger:{key id}:{model}:m` (a sorted set of the requests of
-//! the last minute, scored by their time), `…:t` (the answers' prompt tokens of the last
-//! minute, members `"{tokens}:{unique}"`) and `…:d:{day end}` (the requests of the
-//! Pacific day). One Lua call checks the limits and counts the request, atomically.
+//! known limit, `P:ledger:{ID}:MODEL:m` (a sorted set of the requests of the last
+//! minute, scored by their time), `…:t` (the answers' prompt tokens of the last minute,
+//! members `"{tokens}:{unique}"`) and `…:d:{day end}` (the requests of the Pacific day),
+//! and `P:ledger:{ID}:models` (a sorted set of the models counted, for a reset). One Lua call checks the
+//! limits and counts the request, atomically. The key id in braces is a Redis Cluster
+//! hash tag: every key of one key's ledger is in one slot, as a script's keys must be.
 
 use super::redis::err;
 use super::{QuotaLimits, RedisStore, StoreError};
@@ -39,12 +41,17 @@ redis.call('ZADD', KEYS[1], now, member)
 redis.call('PEXPIRE', KEYS[1], 61000)
 redis.call('INCR', KEYS[3])
 redis.call('PEXPIREAT', KEYS[3], day_end + 60000)
+redis.call('ZADD', KEYS[4], 0, ARGV[7])
+redis.call('PEXPIREAT', KEYS[4], day_end + 60000)
 return {1, 0, n + 1, d + 1, sum}
 "#;
 
+/// Adds an answer's prompt tokens, and notes the model for a reset.
 const TOKENS: &str = r#"
 redis.call('ZADD', KEYS[1], tonumber(ARGV[1]), ARGV[2])
 redis.call('PEXPIRE', KEYS[1], 61000)
+redis.call('ZADD', KEYS[2], 0, ARGV[3])
+if redis.call('PTTL', KEYS[2]) < 61000 then redis.call('PEXPIRE', KEYS[2], 61000) end
 return 1
 "#;
 
@@ -63,7 +70,11 @@ pub struct Taken {
 
 impl RedisStore {
     fn ledger_key(&self, key_id: &str, model: &str, window: &str) -> String {
-        self.k(&format!("ledger:{key_id}:{model}:{window}"))
+        self.k(&format!("ledger:{{{key_id}}}:{model}:{window}"))
+    }
+
+    fn ledger_models(&self, key_id: &str) -> String {
+        self.k(&format!("ledger:{{{key_id}}}:models"))
     }
 
     /// Counts a request of (key, model) unless a limit is reached (one round trip).
@@ -81,6 +92,7 @@ impl RedisStore {
             self.ledger_key(key_id, model, "m"),
             self.ledger_key(key_id, model, "t"),
             self.ledger_key(key_id, model, &format!("d:{day_end_ms}")),
+            self.ledger_models(key_id),
         ];
         let n = |l: Option<u32>| l.unwrap_or(0).to_string();
         let args = vec![
@@ -90,6 +102,7 @@ impl RedisStore {
             n(limits.tokens_per_minute),
             day_end_ms.to_string(),
             unique.to_owned(),
+            model.to_owned(),
         ];
         let r: Vec<i64> = self.client().eval(TAKE, keys, args).await.map_err(err)?;
         let at = |i: usize| r.get(i).copied().unwrap_or(0);
@@ -111,13 +124,36 @@ impl RedisStore {
         now_ms: i64,
         unique: &str,
     ) -> Result<(), StoreError> {
-        let key = self.ledger_key(key_id, model, "t");
-        let args = vec![now_ms.to_string(), format!("{tokens}:{unique}")];
-        let _: i64 = self
+        let keys = vec![
+            self.ledger_key(key_id, model, "t"),
+            self.ledger_models(key_id),
+        ];
+        let args = vec![
+            now_ms.to_string(),
+            format!("{tokens}:{unique}"),
+            model.to_owned(),
+        ];
+        let _: i64 = self.client().eval(TOKENS, keys, args).await.map_err(err)?;
+        Ok(())
+    }
+
+    /// Forgets every count of a key (the admin reset it), and tells the other instances
+    /// to forget theirs. `day_end_ms` names the current day's counter; earlier days'
+    /// are never read again.
+    pub async fn ledger_reset(&self, key_id: &str, day_end_ms: i64) -> Result<(), StoreError> {
+        let set = self.ledger_models(key_id);
+        let models: Vec<String> = self
             .client()
-            .eval(TOKENS, vec![key], args)
+            .zrange(&set, 0, -1, None, false, None, false)
             .await
             .map_err(err)?;
-        Ok(())
+        let mut keys = vec![set];
+        for m in &models {
+            keys.push(self.ledger_key(key_id, m, "m"));
+            keys.push(self.ledger_key(key_id, m, "t"));
+            keys.push(self.ledger_key(key_id, m, &format!("d:{day_end_ms}")));
+        }
+        let _: i64 = self.client().del(keys).await.map_err(err)?;
+        self.announce_reset(key_id).await
     }
 }

@@ -17,6 +17,7 @@ const READY_WITHIN: Duration = Duration::from_secs(10);
 pub struct RedisServer {
     child: Option<Child>,
     dir: TempDir,
+    cluster: bool,
 }
 
 impl RedisServer {
@@ -25,11 +26,39 @@ impl RedisServer {
     pub fn start() -> RedisServer {
         let dir = tempfile::tempdir().expect("temp dir for redis-server");
         let child =
-            spawn(&dir).unwrap_or_else(|why| panic!("redis-server would not start:\n{why}"));
+            spawn(&dir, false).unwrap_or_else(|why| panic!("redis-server would not start:\n{why}"));
         RedisServer {
             child: Some(child),
             dir,
+            cluster: false,
         }
+    }
+
+    /// Starts a one-node Redis Cluster holding every slot: it refuses, as any cluster
+    /// does, a script or command whose keys hash to different slots (`CROSSSLOT`).
+    pub fn start_cluster() -> RedisServer {
+        let dir = tempfile::tempdir().expect("temp dir for redis-server");
+        let child =
+            spawn(&dir, true).unwrap_or_else(|why| panic!("redis-server would not start:\n{why}"));
+        let server = RedisServer {
+            child: Some(child),
+            dir,
+            cluster: true,
+        };
+        server.cli(&["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]);
+        let deadline = Instant::now() + READY_WITHIN;
+        while !server
+            .cli(&["CLUSTER", "INFO"])
+            .contains("cluster_state:ok")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the one-node cluster never came up"
+            );
+            // The node takes its slots on its next cron tick: look again shortly.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
     }
 
     /// The socket the server listens on.
@@ -53,7 +82,7 @@ impl RedisServer {
     /// Starts again on the same socket.
     pub fn restart(&mut self) {
         self.kill();
-        let child = spawn(&self.dir)
+        let child = spawn(&self.dir, self.cluster)
             .unwrap_or_else(|why| panic!("redis-server would not start again:\n{why}"));
         self.child = Some(child);
     }
@@ -89,7 +118,7 @@ fn socket_path(dir: &TempDir) -> PathBuf {
 }
 
 /// Starts `redis-server` on the dir's socket and waits until it answers as itself.
-fn spawn(dir: &TempDir) -> Result<Child, String> {
+fn spawn(dir: &TempDir, cluster: bool) -> Result<Child, String> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -101,6 +130,16 @@ fn spawn(dir: &TempDir) -> Result<Child, String> {
         .arg("--unixsocket")
         .arg(&socket)
         .args(["--save", "", "--appendonly", "no"])
+        .args(if cluster {
+            &[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ][..]
+        } else {
+            &[]
+        })
         .arg("--dir")
         .arg(dir.path())
         .stdin(Stdio::null())

@@ -129,3 +129,46 @@ async fn redis_counts_each_request_until_a_limit_and_says_until_when() {
         "110 of 100 tokens: room once the 60 are a minute old"
     );
 }
+
+/// Redis Cluster refuses a script whose keys are in different slots (`CROSSSLOT`): on a
+/// one-node cluster, every ledger and user-limit script runs, and a reset clears it.
+#[tokio::test]
+async fn the_shared_scripts_run_on_a_redis_cluster() {
+    let redis = Redis::start_cluster();
+    let Store::Redis(store) = redis_store(&redis, &unique_prefix()).await else {
+        panic!("a Redis store");
+    };
+    let t0 = crate::keys::unix_ms();
+    let day_end = t0 + 3_600_000;
+    let limits = QuotaLimits {
+        per_minute: Some(1),
+        ..QuotaLimits::default()
+    };
+    let take = |unique: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .ledger_take("k1", "flash", &limits, t0, day_end, unique)
+                .await
+                .expect("the ledger script on a cluster")
+        }
+    };
+    assert!(take("a-1").await.counted);
+    store
+        .ledger_tokens("k1", "flash", 5, t0, "a-2")
+        .await
+        .expect("the token script on a cluster");
+    assert!(!take("a-3").await.counted, "1 a minute");
+    store.ledger_reset("k1", day_end).await.expect("a reset");
+    let t = take("a-4").await;
+    assert!(
+        t.counted && (t.minute, t.today, t.tokens_minute) == (1, 1, 0),
+        "the reset forgot every count: {t:?}"
+    );
+
+    let limits = std::sync::Arc::new(crate::limits::Limits::shared((*store).clone()));
+    let mut user = crate::users::record("u", &crate::secret::Secret::new("gb-x"), 0);
+    (user.rpm, user.max_concurrent, user.daily_tokens) = (Some(5), Some(2), Some(1000));
+    let permit = limits.admit(&user, "flash", t0).await;
+    assert!(permit.is_ok(), "the user-limit script on a cluster");
+}
