@@ -9,11 +9,10 @@
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::keys::{KeyEntry, KeyStatus, Lease};
+use crate::keys::{KeyStatus, Lease};
 use crate::native::Kind;
 use crate::store::affinity::ResourceRecord;
 use crate::store::{Store, UserRecord};
-use std::sync::Arc;
 use std::time::Duration;
 
 const HOUR_MS: i64 = 3600 * 1000;
@@ -88,8 +87,10 @@ pub async fn owner_of_all(
     Ok(owner)
 }
 
-/// A lease on the key holding `row`, for `model`: the only key that can serve it.
-pub fn owner_lease(
+/// A lease on the key holding `row`, for `model`: the only key that can serve it. A
+/// known limit does not keep the request from it (no other key could take it), but it
+/// is counted in the key's ledger, the shared one included, so other requests see it.
+pub async fn owner_lease(
     state: &AppState,
     row: &ResourceRecord,
     model: &str,
@@ -99,7 +100,7 @@ pub fn owner_lease(
     let Some(entry) = pool.get(&row.key_id) else {
         return Err(ApiError::OwnerGone(row.name.clone()));
     };
-    match entry.status(model, now_ms) {
+    match entry.status_pinned(model, now_ms) {
         (KeyStatus::Invalid | KeyStatus::Disabled, _) => {
             return Err(ApiError::OwnerGone(row.name.clone()));
         }
@@ -109,13 +110,28 @@ pub fn owner_lease(
         }
         (KeyStatus::Active, _) => {}
     }
-    let others: Vec<Arc<KeyEntry>> = pool
-        .entries()
-        .into_iter()
-        .filter(|e| !Arc::ptr_eq(e, &entry))
-        .collect();
-    pool.acquire(model, now_ms, &others)
-        .map_err(|_| ApiError::AllBusy(Duration::from_secs(1)))
+    let lease = pool
+        .pin(&entry, model, now_ms)
+        .ok_or(ApiError::AllBusy(Duration::from_secs(1)))?;
+    pool.count_shared(&lease, model, now_ms).await;
+    Ok(lease)
+}
+
+/// A lease on the user's home key (`home_key`) for `model`, when it can serve now
+/// within its limits; else the request goes by normal selection.
+pub async fn home_lease(
+    state: &AppState,
+    row: &ResourceRecord,
+    model: &str,
+    now_ms: i64,
+) -> Option<Lease> {
+    let pool = &state.pool;
+    let entry = pool.get(&row.key_id)?;
+    if entry.status(model, now_ms).0 != KeyStatus::Active {
+        return None;
+    }
+    let lease = pool.pin(&entry, model, now_ms)?;
+    pool.confirm(&lease, model, now_ms).await.then_some(lease)
 }
 
 /// The key a user's new resources go to while it is usable: the one holding their newest

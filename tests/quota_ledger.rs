@@ -294,6 +294,59 @@ async fn a_reset_on_one_daemon_clears_the_shared_counts_for_both() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_pinned_to_a_key_by_a_cache_count_in_its_shared_ledger() {
+    let google = common::resources::Google::new();
+    let g = google.clone();
+    let up = Upstream::start(move |r| g.handle(r).unwrap_or_else(|| ok_or_stream(r))).await;
+    let redis = common::redis::RedisServer::start();
+    let mut toml = String::new();
+    for k in [key(0), key(1)] {
+        toml += &format!(
+            "\n[[upstream_keys]]\nkey = \"{k}\"\nlimits = {{ \"{FLASH}\" = {{ rpm = 2 }} }}\n"
+        );
+    }
+    let cfg = Config::new(&up).admin_password(PASSWORD).extra(&toml);
+    let top = format!("store = {:?}\n", redis.url());
+    let one = Daemon::start_with_top_level(&cfg, &top).await;
+    let two = Daemon::start_with_top_level(&cfg, &top).await;
+    let cache = json!({"model": format!("models/{FLASH}"),
+        "contents": [{"role": "user", "parts": [{"text": "context"}]}], "ttl": "600s"});
+    let made = client::post(
+        &one.url("/v1beta/cachedContents"),
+        &user_auth(),
+        cache.to_string(),
+    )
+    .await;
+    assert_eq!(made.status, 200, "{}", made.text());
+    let name = made.json()["name"].as_str().unwrap().to_owned();
+    let owner = google.owner(&name).expect("Google holds the cache");
+
+    // Only the owner can serve these: past its 2 a minute they still go, and count.
+    up.clear();
+    let with_cache = json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+        "cachedContent": name});
+    for _ in 0..3 {
+        let path = model_path(FLASH, "generateContent");
+        let r = client::post(&one.url(&path), &user_auth(), with_cache.to_string()).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(up.keys_to(GEN), vec![owner.clone(); 3]);
+    let token = login(&one, PASSWORD).await;
+    let m = model_view(key_view(&list_keys(&one, &token).await, &id_of(&owner)), FLASH).unwrap();
+    assert_eq!(m["used_last_minute"], 3, "{m}");
+
+    // The other daemon sees them in the shared ledger: free requests go to the other key.
+    up.clear();
+    serve(&two, FLASH, 2).await;
+    let sent = up.keys_to(GEN);
+    assert_eq!(count(&sent, &owner), 0, "the owner is full: {sent:?}");
+    let token = login(&two, PASSWORD).await;
+    let m = model_view(key_view(&list_keys(&two, &token).await, &id_of(&owner)), FLASH).unwrap();
+    assert_eq!(m["used_last_minute"], 3, "{m}");
+    assert_eq!(m["state"], "cooling", "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn free_keys_serve_first_and_paid_ones_only_when_every_free_key_cools() {
     let (a, b, c) = (key(0), key(1), key(2));
     let up = Upstream::start(ok_or_stream).await;

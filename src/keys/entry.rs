@@ -181,6 +181,16 @@ impl KeyEntry {
 
     /// The key's status for `model` at `now`, and when a cooling key comes back.
     pub fn status(&self, model: &str, now: i64) -> (KeyStatus, i64) {
+        self.status_with(model, now, true)
+    }
+
+    /// [`KeyEntry::status`] with the ledger's limits left aside: for a request only
+    /// this key can serve.
+    pub fn status_pinned(&self, model: &str, now: i64) -> (KeyStatus, i64) {
+        self.status_with(model, now, false)
+    }
+
+    fn status_with(&self, model: &str, now: i64, ledger: bool) -> (KeyStatus, i64) {
         if self.is_plain() {
             return (KeyStatus::Active, 0);
         }
@@ -200,6 +210,9 @@ impl KeyEntry {
                 return (KeyStatus::Cooling, m.cooling_until_ms);
             }
             _ => {}
+        }
+        if !ledger {
+            return (KeyStatus::Active, 0);
         }
         // A known limit reached: out until the ledger has room again.
         let limits = s.limits_for(model);

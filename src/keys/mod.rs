@@ -289,6 +289,23 @@ impl Pool {
         t.counted
     }
 
+    /// With a shared ledger, counts a leased (key, model) that has limits there too, with
+    /// no check: for a request only that key can serve, so the others see its use.
+    pub async fn count_shared(&self, lease: &Lease, model: &str, now: i64) {
+        let (Some(shared), Some(_)) = (self.shared.get(), lease.limits) else {
+            return;
+        };
+        let unchecked = crate::store::QuotaLimits::default();
+        if let Some(t) = shared.take(&lease.entry.id, model, &unchecked, now).await {
+            let used = ledger::Used {
+                minute: t.minute,
+                today: t.today,
+                tokens_minute: t.tokens_minute,
+            };
+            lease.entry.ledger(model, |u| u.shared(used, None, now));
+        }
+    }
+
     /// With a shared ledger, forgets the counts every instance made of the keys `ids`
     /// (the admin reset them) and has the other instances forget theirs. Redis trouble
     /// leaves the shared counts to age out.

@@ -270,6 +270,12 @@ impl Pool {
         None
     }
 
+    /// Checks out `e` itself for `model` (a request only it can serve), counted in its
+    /// ledger; `None` at its concurrency cap. The caller checked its status.
+    pub fn pin(&self, e: &Arc<KeyEntry>, model: &str, now: i64) -> Option<Lease> {
+        self.try_lease(e, self.cfg.max_concurrent_per_key, model, now)
+    }
+
     fn try_lease(&self, e: &Arc<KeyEntry>, cap: u32, model: &str, now: i64) -> Option<Lease> {
         let taken = e
             .in_flight

@@ -144,12 +144,14 @@ async fn lease(
 ) -> Result<Lease, Refused> {
     let now = unix_ms();
     if let Some((_, row)) = target.token {
-        return crate::affinity::owner_lease(state, row, target.model, now).map_err(|e| Refused {
-            code: 1013,
-            reason: short(&e.to_string()).to_owned(),
-            status: e.status().as_u16(),
-            no_key: true,
-        });
+        return crate::affinity::owner_lease(state, row, target.model, now)
+            .await
+            .map_err(|e| Refused {
+                code: 1013,
+                reason: short(&e.to_string()).to_owned(),
+                status: e.status().as_u16(),
+                no_key: true,
+            });
     }
     let leased =
         crate::proxy::acquire(state, target.model, target.groups, tried, queue_until).await;

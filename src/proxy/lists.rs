@@ -52,7 +52,7 @@ pub async fn merged(
     }
     let mut items: BTreeMap<String, Value> = BTreeMap::new();
     for row in by_key.values() {
-        let lease = affinity::owner_lease(state, row, "", now)?;
+        let lease = affinity::owner_lease(state, row, "", now).await?;
         let mut token: Option<String> = None;
         for _ in 0..MAX_PAGES {
             let mut q = String::from("pageSize=100");

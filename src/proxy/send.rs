@@ -89,10 +89,14 @@ pub(super) async fn run(
     for n in 0..max {
         let now = unix_ms();
         let lease = match (owner, &home) {
-            (Some(row), _) => affinity::owner_lease(state, row, &plan.model, now)?,
-            (None, Some(h)) if n == 0 => affinity::owner_lease(state, h, &plan.model, now)
-                .or_else(|_| select(state, &plan.model, &tried, now))?,
-            _ => select(state, &plan.model, &tried, now)?,
+            (Some(row), _) => affinity::owner_lease(state, row, &plan.model, now).await?,
+            (None, Some(h)) if n == 0 => {
+                match affinity::home_lease(state, h, &plan.model, now).await {
+                    Some(lease) => lease,
+                    None => select(state, &plan.model, &tried, now).await?,
+                }
+            }
+            _ => select(state, &plan.model, &tried, now).await?,
         };
         let entry = lease.entry.clone();
         let started = Instant::now();
@@ -129,21 +133,30 @@ pub(super) async fn run(
     Err(ApiError::NoKey)
 }
 
-fn select(
+/// The next usable key for `model` by normal selection, counted in the shared ledger
+/// too (a key the other instances filled is skipped).
+async fn select(
     state: &AppState,
     model: &str,
     tried: &[Arc<KeyEntry>],
     now: i64,
 ) -> Result<Lease, ApiError> {
-    state.pool.acquire(model, now, tried).map_err(|no| {
-        if no.busy {
-            ApiError::AllBusy(Duration::from_secs(1))
-        } else if let Some(t) = no.earliest_ms {
-            ApiError::AllCooling(Duration::from_millis((t - now).max(0) as u64))
-        } else {
-            ApiError::NoKey
+    let mut skip = tried.to_vec();
+    loop {
+        let lease = state.pool.acquire(model, now, &skip).map_err(|no| {
+            if no.busy {
+                ApiError::AllBusy(Duration::from_secs(1))
+            } else if let Some(t) = no.earliest_ms {
+                ApiError::AllCooling(Duration::from_millis((t - now).max(0) as u64))
+            } else {
+                ApiError::NoKey
+            }
+        })?;
+        if state.pool.confirm(&lease, model, now).await {
+            return Ok(lease);
         }
-    })
+        skip.push(lease.entry.clone());
+    }
 }
 
 pub(super) enum Sent {

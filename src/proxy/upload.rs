@@ -225,7 +225,7 @@ async fn bytes(
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::BodyTooLarge(limit as usize));
     }
-    let lease = affinity::owner_lease(state, &row, "", now)?;
+    let lease = affinity::owner_lease(state, &row, "", now).await?;
     let entry = lease.entry.clone();
     let google: Uri = row
         .upstream
