@@ -238,6 +238,42 @@ async fn admin_page_keys_users_translation_and_logout() {
     )
     .await;
 
+    // Limits edited in the page: the key keeps its FLASH limits and gains one for PRO.
+    let id = b
+        .js(
+            "document.getElementById('toasts').replaceChildren(); \
+             return document.querySelector('#keys tr[data-id]').dataset.id;",
+            json!([]),
+        )
+        .await;
+    let id = id.as_str().expect("a key row's id").to_owned();
+    b.click(&format!("#keys tr[data-id='{id}'] [data-action=limits]"))
+        .await;
+    b.wait_for("#limits-form").await;
+    let last = "#limits-form tr.limit-row:last-child";
+    b.type_into(&format!("{last} [name=model]"), PRO).await;
+    b.type_into(&format!("{last} [name=rpm]"), "7").await;
+    b.click("[data-action=save-limits]").await;
+    b.wait_js(
+        "the limits dialog to close",
+        "return !document.querySelector('dialog[open]');",
+        json!([]),
+    )
+    .await;
+    let path = format!("/api/keys/{id}");
+    let view = common::admin::admin_ok(&d, http::Method::GET, "/api/keys", &token, None).await;
+    let k = view["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("{path} in {view}"));
+    assert_eq!(
+        k["limits"],
+        json!({FLASH: {"rpm": 5, "rpd": 100}, PRO: {"rpm": 7}}),
+        "{k}"
+    );
+
     // The theme toggle flips and is remembered.
     let theme = b
         .js(

@@ -332,7 +332,11 @@ async fn requests_pinned_to_a_key_by_a_cache_count_in_its_shared_ledger() {
     }
     assert_eq!(up.keys_to(GEN), vec![owner.clone(); 3]);
     let token = login(&one, PASSWORD).await;
-    let m = model_view(key_view(&list_keys(&one, &token).await, &id_of(&owner)), FLASH).unwrap();
+    let m = model_view(
+        key_view(&list_keys(&one, &token).await, &id_of(&owner)),
+        FLASH,
+    )
+    .unwrap();
     assert_eq!(m["used_last_minute"], 3, "{m}");
 
     // The other daemon sees them in the shared ledger: free requests go to the other key.
@@ -341,7 +345,11 @@ async fn requests_pinned_to_a_key_by_a_cache_count_in_its_shared_ledger() {
     let sent = up.keys_to(GEN);
     assert_eq!(count(&sent, &owner), 0, "the owner is full: {sent:?}");
     let token = login(&two, PASSWORD).await;
-    let m = model_view(key_view(&list_keys(&two, &token).await, &id_of(&owner)), FLASH).unwrap();
+    let m = model_view(
+        key_view(&list_keys(&two, &token).await, &id_of(&owner)),
+        FLASH,
+    )
+    .unwrap();
     assert_eq!(m["used_last_minute"], 3, "{m}");
     assert_eq!(m["state"], "cooling", "{m}");
 }

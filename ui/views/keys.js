@@ -1,5 +1,5 @@
-// Upstream keys: bulk add, check, reset, enable/disable, note, project, group, delete,
-// export.
+// Upstream keys: bulk add, check, reset, enable/disable, note, project, group, limits,
+// delete, export.
 // Each model with state shows its state and its use against its limits (the ledger).
 // Cool-down countdowns tick client-side from the `cooling_seconds` each model reported.
 // Keys are grouped by Cloud project (keys of one project share its quotas) once any key
@@ -100,6 +100,56 @@ export function render(root) {
     });
     if (value === undefined) return;
     act(() => patch(k, { [name]: value.trim() ? value.trim() : null }), t('keys.saved'));
+  }
+
+  // Edits the key's own limits: a row per model name or glob, each of requests a minute,
+  // requests a day and input tokens a minute optional. A row without a model or without
+  // a number is left out; no row left clears them. The daemon checks what is sent.
+  async function editLimits(k) {
+    const rows = h('tbody');
+    const addRow = (model = '', l = {}) => {
+      const num = (name) => h('input', {
+        type: 'number', min: 1, step: 1, name, inputmode: 'numeric',
+        'aria-label': t(`keys.limits.${name}`), value: l[name] ?? '',
+      });
+      rows.appendChild(h('tr', { class: 'limit-row' },
+        h('td', null, h('input', {
+          type: 'text', name: 'model', maxlength: 200, spellcheck: 'false',
+          placeholder: t('keys.limits.model.placeholder'), 'aria-label': t('keys.limits.model'), value: model,
+        })),
+        ['rpm', 'rpd', 'tpm'].map((n) => h('td', null, num(n)))));
+    };
+    const read = () => {
+      const out = {};
+      for (const tr of rows.querySelectorAll('tr')) {
+        const model = tr.querySelector('[name=model]').value.trim();
+        const l = {};
+        for (const n of ['rpm', 'rpd', 'tpm']) {
+          const v = tr.querySelector(`[name=${n}]`).value.trim();
+          if (v !== '') l[n] = Number(v);
+        }
+        if (model && Object.keys(l).length) out[model] = l;
+      }
+      return out;
+    };
+    for (const [model, l] of Object.entries(k.limits || {})) addRow(model, l);
+    addRow();
+    const cols = ['keys.limits.model', 'keys.limits.rpm', 'keys.limits.rpd', 'keys.limits.tpm'];
+    const value = await modal(t('keys.limits.title', { key: k.brief }), (close) => h('form', {
+      class: 'stack', id: 'limits-form',
+      on: { submit: (e) => { e.preventDefault(); close(read()); } },
+    },
+    h('p', { class: 'muted small' }, t('keys.limits.hint')),
+    h('table', { class: 'table limits-table' },
+      h('thead', null, h('tr', null, cols.map((c) => h('th', { scope: 'col' }, t(c))))),
+      rows),
+    h('div', { class: 'modal-actions' },
+      button(t('keys.limits.add'), () => addRow(), { kind: 'ghost', icon: 'plus', dataset: { action: 'add-limit' } }),
+      button(t('common.cancel'), () => close(undefined), { kind: 'ghost' }),
+      button(t('common.save'), null, { kind: 'primary', type: 'submit', dataset: { action: 'save-limits' } }))),
+    { wide: true });
+    if (value === undefined) return;
+    act(() => patch(k, { limits: Object.keys(value).length ? value : null }), t('keys.saved'));
   }
 
   async function remove(k) {
@@ -224,6 +274,7 @@ export function render(root) {
           button(t('keys.note'), () => editField(k, 'note', 200), { small: true, dataset: { action: 'note' } }),
           button(t('keys.project'), () => editField(k, 'project', 100), { small: true, dataset: { action: 'project' } }),
           button(t('keys.group'), () => editField(k, 'group', 40), { small: true, dataset: { action: 'group' } }),
+          button(t('keys.limits'), () => editLimits(k), { small: true, dataset: { action: 'limits' } }),
           button(t('common.delete'), () => remove(k), { small: true, kind: 'danger-ghost', dataset: { action: 'delete' } }))));
   }
 
