@@ -12,6 +12,8 @@
 mod common;
 #[path = "browser_support/driver.rs"]
 mod driver;
+#[path = "browser_support/traffic.rs"]
+mod traffic;
 
 use std::path::PathBuf;
 
@@ -84,15 +86,15 @@ fn screenshot_dir() -> PathBuf {
     }
 }
 
-/// Every page at desktop and phone width, light and dark.
-async fn screenshots(b: &Browser) {
+/// Each of `pages` at desktop and phone width, light and dark.
+async fn screenshots(b: &Browser, pages: &[&str]) {
     let dir = screenshot_dir();
     for (size, w, h, mobile) in [("desktop", 1280, 800, false), ("phone", 375, 812, true)] {
         b.viewport(w, h, mobile).await;
         for theme in ["light", "dark"] {
             b.color_scheme(theme).await;
             b.js("delete document.documentElement.dataset.theme; localStorage.removeItem('gb.theme');", json!([])).await;
-            for page in ["dashboard", "keys", "users", "resources", "logs", "live"] {
+            for page in pages {
                 b.js(
                     "location.hash = arguments[0];",
                     json!([format!("#/{page}")]),
@@ -253,6 +255,8 @@ async fn admin_page_keys_users_translation_and_logout() {
     let last = "#limits-form tr.limit-row:last-child";
     b.type_into(&format!("{last} [name=model]"), PRO).await;
     b.type_into(&format!("{last} [name=rpm]"), "7").await;
+    b.screenshot(&screenshot_dir().join("keys-limits-desktop-light.png"))
+        .await;
     b.click("[data-action=save-limits]").await;
     b.wait_js(
         "the limits dialog to close",
@@ -289,7 +293,8 @@ async fn admin_page_keys_users_translation_and_logout() {
     )
     .await;
 
-    screenshots(&b).await;
+    // The dashboard's are taken with days of traffic (below).
+    screenshots(&b, &["keys", "users", "resources", "logs", "live"]).await;
 
     // Chinese: the navigation and the page change language, and the choice is remembered.
     b.click("[data-nav=keys]").await;
@@ -383,4 +388,63 @@ async fn request_shows_in_live_feed_and_request_log() {
         "attempt chain names the key: {chain}"
     );
     b.close().await;
+}
+
+/// The dashboard as the README shows it: two weeks of traffic in the statistics (seeded
+/// in the shared store, `traffic`) and requests made now, every chart drawn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_charts_days_of_traffic() {
+    let redis = common::redis::RedisServer::start();
+    let up = Upstream::start(|_| Reply::generate_ok("hello from the fake upstream")).await;
+    let pool = keys(4);
+    let cfg = Config::new(&up).keys(&pool).admin_password(PASSWORD);
+    let top = format!("store = {:?}\n", redis.url());
+    let d = Daemon::start_with_top_level(&cfg, &top).await;
+    let ids: Vec<String> = pool.iter().map(|k| id_of(k)).collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    traffic::seed(&redis, now, 14, USER_NAME, &ids);
+    for (n, model) in [(9, FLASH), (4, PRO), (3, FLASH)] {
+        for _ in 0..n {
+            let r = client::post(
+                &d.url(&model_path(model, "generateContent")),
+                &user_auth(),
+                GENERATE_BODY,
+            )
+            .await;
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+    }
+
+    let b = Browser::start().await;
+    login(&b, &d).await;
+    b.wait_js(
+        "every dashboard panel drawn with data",
+        "const panels = ['#chart-requests', '#chart-tokens', '#chart-success', '#chart-latency', '#per-key', '#heatmap']; \
+         return !document.querySelector('.state-loading') \
+           && panels.every((p) => document.querySelector(p + ' svg, ' + p + ' .bars') \
+             && !document.querySelector(p + ' .state-empty'));",
+        json!([]),
+    )
+    .await;
+    let today = b
+        .js(
+            "return document.querySelector('#stat-requests .stat-value').textContent;",
+            json!([]),
+        )
+        .await;
+    assert_ne!(today, "0", "today's requests counted");
+    screenshots(&b, &["dashboard"]).await;
+    b.close().await;
+}
+
+/// The id the daemon gives a key: the first 8 bytes of its SHA-256, in hex.
+fn id_of(key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(key.as_bytes())[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -103,6 +103,42 @@ impl RedisServer {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Sends many commands in one `redis-cli --pipe` run (each a list of arguments, any
+    /// bytes), and panics unless every one succeeded.
+    pub fn pipe(&self, commands: &[Vec<String>]) {
+        let mut resp = Vec::new();
+        for c in commands {
+            resp.extend(format!("*{}\r\n", c.len()).into_bytes());
+            for a in c {
+                resp.extend(format!("${}\r\n", a.len()).into_bytes());
+                resp.extend(a.as_bytes());
+                resp.extend(b"\r\n");
+            }
+        }
+        let mut child = Command::new("redis-cli")
+            .arg("-s")
+            .arg(self.socket())
+            .arg("--pipe")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("running redis-cli (is Redis installed?): {e}"));
+        child
+            .stdin
+            .take()
+            .expect("redis-cli's stdin")
+            .write_all(&resp)
+            .expect("commands to redis-cli");
+        let out = child.wait_with_output().expect("redis-cli --pipe");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("errors: 0"),
+            "redis-cli --pipe: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The server's own log so far (for failure messages).
     pub fn log(&self) -> String {
         std::fs::read_to_string(log_path(&self.dir)).unwrap_or_default()
