@@ -67,7 +67,6 @@ fn spawn_worker(
     std::thread::Builder::new()
         .name(format!("serve-{n}"))
         .spawn(move || {
-            logs::chunk_on_this_thread();
             runtime.block_on(async move {
                 match TcpListener::from_std(listener) {
                     Ok(l) => server::serve(l, state, role, gate, stop, Some(n - 1)).await,
@@ -75,9 +74,9 @@ fn spawn_worker(
                 }
             });
             // Connections still open after the grace period end with the runtime; the
-            // records they leave go to the writer with the rest of this thread's.
+            // records they leave go to the writer with the rest of this thread's, when the
+            // last of them lets go of the thread's log lane.
             drop(runtime);
-            logs::flush_this_thread();
             let _ = done.send(());
         })
         .context("starting a serving thread")?;

@@ -13,13 +13,13 @@ use crate::record::{LogOutcome, RecordRef};
 use crate::store::LATENCY_BOUNDS_MS;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 const MAX_MODELS: usize = 64;
 
-/// Counters are kept per serving thread (a shard each, looked up through a thread-local
-/// index) so that counting a request takes no lock another thread takes too; the
+/// Counters are kept per serving thread (a shard each, chosen by the lane the caller
+/// names) so that counting a request takes no lock another thread takes too; the
 /// exposition adds the shards up. Model labels are numbered once for all shards.
 #[derive(Default)]
 pub struct Metrics {
@@ -60,7 +60,8 @@ impl Rejected {
     }
 }
 
-/// Shards; threads take them in turn, so the serving threads get one each.
+/// Shards; serving thread `n` counts in shard `n % SHARDS`, threads that serve no lane in
+/// the last.
 const SHARDS: usize = 4;
 
 /// One shard, on cache lines of its own.
@@ -127,14 +128,6 @@ impl ModelCounts {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn shard_index() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static MINE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
-    }
-    MINE.with(|n| *n)
 }
 
 /// Outcomes in `LogOutcome`'s order (a counter's index is the outcome's).
@@ -225,9 +218,11 @@ fn route_name(index: usize) -> &'static str {
 }
 
 impl Metrics {
-    pub fn observe(&self, rec: &RecordRef<'_>) {
+    /// Counts a finished request in serving thread `lane`'s shard (`None`: no lane).
+    pub fn observe(&self, rec: &RecordRef<'_>, lane: Option<usize>) {
         let route = route_index(rec.route);
-        let mut c = lock(&self.shards[shard_index()].0);
+        let shard = lane.map_or(SHARDS - 1, |n| n % SHARDS);
+        let mut c = lock(&self.shards[shard].0);
         let slot = match c.numbers.get(rec.model) {
             Some(&n) => n,
             None => {
@@ -490,7 +485,7 @@ mod tests {
             let mut r = rec("gemini-2.5-flash", 0);
             r.outcome = outcome;
             for _ in 0..=i {
-                metrics.observe(&(&r).into());
+                metrics.observe(&(&r).into(), None);
             }
         }
         let (tx, _rx) = crate::keys::persist::channel();
@@ -513,13 +508,14 @@ mod tests {
         std::thread::scope(|s| {
             for t in 0..6 {
                 let metrics = &metrics;
+                let lane = Some(t);
                 s.spawn(move || {
                     for _ in 0..=t {
-                        metrics.observe(&(&rec("gemini-2.5-flash", 1)).into());
+                        metrics.observe(&(&rec("gemini-2.5-flash", 1)).into(), lane);
                     }
                     // Each thread brings its own client-chosen names, 20 each.
                     for i in 0..20 {
-                        metrics.observe(&(&rec(&format!("t{t}-m{i}"), 0)).into());
+                        metrics.observe(&(&rec(&format!("t{t}-m{i}"), 0)).into(), lane);
                     }
                 });
             }
@@ -556,10 +552,10 @@ mod tests {
     #[test]
     fn counts_by_model_and_folds_client_chosen_names_beyond_the_limit() {
         let metrics = Metrics::default();
-        metrics.observe(&(&rec("gemini-2.5-flash", 7)).into());
-        metrics.observe(&(&rec("gemini-2.5-flash", 3)).into());
+        metrics.observe(&(&rec("gemini-2.5-flash", 7)).into(), None);
+        metrics.observe(&(&rec("gemini-2.5-flash", 3)).into(), Some(0));
         for i in 0..MAX_MODELS + 5 {
-            metrics.observe(&(&rec(&format!("m{i}"), 0)).into());
+            metrics.observe(&(&rec(&format!("m{i}"), 0)).into(), Some(i));
         }
         let (tx, _rx) = crate::keys::persist::channel();
         let hub = Hub::default();

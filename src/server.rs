@@ -9,7 +9,7 @@ use crate::body::{Body, ReqBody};
 use crate::error::{ApiError, Shape};
 use crate::gate::{Gate, Slot};
 use crate::keys::unix_ms;
-use crate::logs::Trace;
+use crate::logs::{LogLane, Trace};
 use crate::proxy;
 use crate::router::{self, Auth, GeminiCall, OpenAiCall, Route, RouteError};
 use crate::spread::Handoff;
@@ -55,6 +55,8 @@ pub async fn serve(
     let mut inbox = lane.and_then(|n| state.spread.take_inbox(n));
     // The thread's own upstream connections, named in each request it serves.
     let upstream_lane = lane.map_or(Lane::SHARED, Lane::serving);
+    // This thread's side of the request log, named in each request it serves.
+    let log_lane = LogLane::new(state.logs.clone(), lane);
     // This thread's Live sessions: they outlive the requests that opened them.
     let sessions = Arc::new(crate::live::Sessions::default());
     loop {
@@ -95,6 +97,7 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let (st, server, stopping) = (state.clone(), server.clone(), stopping.clone());
+        let log_lane = log_lane.clone();
         let counted = lane.map(|n| Counted(state.clone(), n));
         // The connection's place and count, handed to a Live session if it upgrades.
         let live = Arc::new(crate::live::Upgrades::new(
@@ -110,6 +113,7 @@ pub async fn serve(
                         peer,
                         role,
                         upstream: upstream_lane,
+                        logs: log_lane.clone(),
                         tls: tls_on,
                     };
                     async move { handle(&st, req, to, &live).await }
@@ -145,12 +149,12 @@ pub async fn serve(
 }
 
 /// Where a request came in: the connection's peer and TLS, the listener's role, the
-/// serving thread's upstream lane.
-#[derive(Clone, Copy)]
+/// serving thread's upstream lane and its side of the request log.
 struct Serving {
     peer: SocketAddr,
     role: Role,
     upstream: Lane,
+    logs: Arc<LogLane>,
     tls: bool,
 }
 
@@ -215,6 +219,7 @@ async fn handle(
         peer,
         role,
         upstream,
+        logs,
         tls,
     } = to;
     req.extensions_mut().insert(upstream);
@@ -251,18 +256,16 @@ async fn handle(
         "request"
     );
     if trace.route.is_some() {
-        log_when_done(state, trace, &mut resp, status);
+        log_when_done(&logs, trace, &mut resp, status);
     }
     resp
 }
 
 /// Writes the request's log record now, or when a relayed answer's last byte has gone.
-fn log_when_done(state: &Arc<AppState>, trace: Trace, resp: &mut Response<Body>, status: u16) {
+fn log_when_done(logs: &Arc<LogLane>, trace: Trace, resp: &mut Response<Body>, status: u16) {
     match resp.body_mut() {
         Body::Relay(relay) => {
-            // The state, not a clone of the sink: one reference count shared by the
-            // serving threads is touched instead of the sink's half-dozen.
-            let state = state.clone();
+            let logs = logs.clone();
             relay.on_finish(Box::new(move |f| {
                 let relayed = crate::logs::Relayed {
                     truncated: f.truncated.is_some(),
@@ -271,12 +274,12 @@ fn log_when_done(state: &Arc<AppState>, trace: Trace, resp: &mut Response<Body>,
                     tokens: f.tokens,
                     bytes_down: f.bytes,
                 };
-                state.logs.record(trace.finish_relay(status, relayed));
+                logs.record(trace.finish_relay(status, relayed));
             }));
         }
         body => {
             let bytes_down = http_body::Body::size_hint(body).exact().unwrap_or(0);
-            state.logs.record(trace.finish_now(status, bytes_down))
+            logs.record(trace.finish_now(status, bytes_down))
         }
     }
 }

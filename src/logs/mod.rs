@@ -11,7 +11,7 @@
 //! are waiting, and commits what is queued. Only the tick's commit waits for the disk (an
 //! fsync); commits between ticks are made durable by it. So a record is on disk within
 //! 50 ms, one tick and one commit of its request finishing, and a crash loses at most the
-//! last second of the log; a serving thread that stops queues what it holds. Handing a
+//! last second of the log; a serving thread that stops queues what it holds ([`LogLane`]). Handing a
 //! record over never wakes the writer (it is a push onto a queue), which keeps the
 //! request path free of cross-thread wake-ups.
 
@@ -22,10 +22,10 @@ pub use trace::{Attempt, Finished, Relayed, Trace};
 
 use crate::events::{Event, Hub};
 use crate::metrics::Metrics;
+use crate::record::RecordRef;
 use crate::store::{LogCommit, Store};
-use std::cell::{Cell, RefCell};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 
@@ -37,26 +37,6 @@ const CHUNK_RECORDS: usize = 64;
 pub const CHUNK_WAIT: Duration = Duration::from_millis(50);
 /// Chunks waiting for the writer (at most `CHUNK_RECORDS` records each).
 const QUEUE: usize = 1024;
-
-thread_local! {
-    /// Whether this thread hands its records over in chunks (serving threads).
-    static CHUNKED: Cell<bool> = const { Cell::new(false) };
-    /// This serving thread's chunk being filled, with the queue it goes to.
-    static CHUNK: RefCell<Option<Local>> = const { RefCell::new(None) };
-}
-
-/// Makes the current thread collect its records in chunks (a serving thread: it runs a
-/// single-threaded event loop, where the flush timer runs on the same thread).
-pub fn chunk_on_this_thread() {
-    CHUNKED.with(|c| c.set(true));
-}
-
-/// Hands the current thread's collected records to the writer now (the flush timer, and
-/// a serving thread that has stopped).
-pub fn flush_this_thread() {
-    let local = CHUNK.with(|c| c.borrow_mut().take());
-    drop(local);
-}
 
 /// The way to the writer.
 #[derive(Clone)]
@@ -77,20 +57,6 @@ impl Queue {
             self.metrics.set_log_dropped(total);
         } else if self.tx.max_capacity() - self.tx.capacity() >= BATCH_MAX / CHUNK_RECORDS {
             self.full.notify_one();
-        }
-    }
-}
-
-/// A serving thread's chunk; whatever it holds is sent when it is dropped.
-struct Local {
-    queue: Queue,
-    chunk: PackedLogs,
-}
-
-impl Drop for Local {
-    fn drop(&mut self) {
-        if !self.chunk.is_empty() {
-            self.queue.send(std::mem::take(&mut self.chunk));
         }
     }
 }
@@ -128,60 +94,111 @@ impl LogSink {
         (sink, handle)
     }
 
-    /// Queues a finished request's record and tells live subscribers. Never waits.
-    ///
-    /// A serving thread packs its records into a chunk of its own and hands the chunk
-    /// over when it is full or [`CHUNK_WAIT`] after its first record: records cross
-    /// threads, and are freed on the writer's, a chunk at a time. Other threads hand each
-    /// record over at once.
+    /// Queues a finished request's record by itself and tells live subscribers (a thread
+    /// that serves no lane). Never waits.
     pub fn record(&self, finished: Finished) {
         let rec = finished.view();
-        self.metrics.observe(&rec);
-        if self.hub.has_subscribers() {
-            if let Ok(json) = serde_json::to_string(&rec) {
-                self.hub.publish(Event::Request(json.into()));
-            }
-        }
-        let Some(queue) = &self.queue else { return };
-        if !CHUNKED.with(Cell::get) {
+        self.publish(&rec, None);
+        if let Some(queue) = &self.queue {
             let mut one = PackedLogs::with_capacity(1);
             one.push(&rec);
             queue.send(one);
-            return;
         }
-        let first = CHUNK.with(|c| {
-            let mut c = c.borrow_mut();
-            if c.as_ref()
-                .is_some_and(|l| !l.queue.tx.same_channel(&queue.tx))
-            {
-                // Another sink's chunk (several daemons in one test process): send it on.
-                *c = None;
+    }
+
+    /// Counts a record in the metrics (in serving thread `lane`'s shard) and shows it to
+    /// live subscribers.
+    fn publish(&self, rec: &RecordRef<'_>, lane: Option<usize>) {
+        self.metrics.observe(rec, lane);
+        if self.hub.has_subscribers() {
+            if let Ok(json) = serde_json::to_string(rec) {
+                self.hub.publish(Event::Request(json.into()));
             }
-            let local = c.get_or_insert_with(|| Local {
-                queue: queue.clone(),
-                chunk: PackedLogs::with_capacity(CHUNK_RECORDS),
-            });
-            local.chunk.push(&rec);
-            if local.chunk.len() >= CHUNK_RECORDS {
-                let full =
-                    std::mem::replace(&mut local.chunk, PackedLogs::with_capacity(CHUNK_RECORDS));
-                local.queue.send(full);
-                return false;
+        }
+    }
+}
+
+/// A serving thread's side of the log: the chunk it fills and the metrics shard it counts
+/// in. The serving loop owns it and passes it to each request, so a thread's batching is
+/// state that can be seen where it is used rather than hidden in a thread-local.
+pub struct LogLane {
+    sink: LogSink,
+    /// The serving thread (0-based); `None` hands each record over at once.
+    lane: Option<usize>,
+    /// Records waiting for the chunk to fill or its time to run out; only this serving
+    /// thread takes the lock, so it is never contended.
+    chunk: Mutex<PackedLogs>,
+}
+
+impl LogLane {
+    pub fn new(sink: LogSink, lane: Option<usize>) -> Arc<Self> {
+        Arc::new(Self {
+            sink,
+            lane,
+            chunk: Mutex::new(PackedLogs::default()),
+        })
+    }
+
+    /// Queues a finished request's record and tells live subscribers. Never waits.
+    ///
+    /// A serving thread packs its records into its chunk and hands the chunk over when it
+    /// is full or [`CHUNK_WAIT`] after its first record: records cross threads, and are
+    /// freed on the writer's, a chunk at a time.
+    pub fn record(self: &Arc<Self>, finished: Finished) {
+        if self.lane.is_none() {
+            return self.sink.record(finished);
+        }
+        let rec = finished.view();
+        self.sink.publish(&rec, self.lane);
+        let Some(queue) = &self.sink.queue else {
+            return;
+        };
+        let (first, full) = {
+            let mut chunk = self.chunk.lock().unwrap_or_else(|e| e.into_inner());
+            chunk.push(&rec);
+            if chunk.len() >= CHUNK_RECORDS {
+                (
+                    false,
+                    Some(std::mem::replace(
+                        &mut *chunk,
+                        PackedLogs::with_capacity(CHUNK_RECORDS),
+                    )),
+                )
+            } else {
+                (chunk.len() == 1, None)
             }
-            local.chunk.len() == 1
-        });
+        };
+        if let Some(full) = full {
+            queue.send(full);
+        }
         if first {
             match tokio::runtime::Handle::try_current() {
                 Ok(runtime) => {
-                    runtime.spawn(async {
+                    let lane = self.clone();
+                    runtime.spawn(async move {
                         tokio::time::sleep(CHUNK_WAIT).await;
-                        flush_this_thread();
+                        lane.flush();
                     });
                 }
                 // The thread's event loop is gone (it is shutting down): no timer to wait for.
-                Err(_) => flush_this_thread(),
+                Err(_) => self.flush(),
             }
         }
+    }
+
+    /// Hands what the chunk holds to the writer now.
+    fn flush(&self) {
+        let chunk = std::mem::take(&mut *self.chunk.lock().unwrap_or_else(|e| e.into_inner()));
+        if let (false, Some(queue)) = (chunk.is_empty(), &self.sink.queue) {
+            queue.send(chunk);
+        }
+    }
+}
+
+/// A serving thread that stops queues what its chunk holds.
+impl Drop for LogLane {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
