@@ -9,11 +9,13 @@
 //! is held up to [`MAX_EVENT`]: an upstream that goes on past it without an event
 //! boundary has the stream ended with the error event.
 
+mod body;
 mod json_array;
 mod sse;
+mod usage;
 
 use crate::upstream::UpstreamBody;
-use crate::usage::{self, Tokens};
+use crate::usage::Tokens;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body as _, Frame};
 use json_array::JsonScan;
@@ -22,6 +24,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
+use usage::UsageWatch;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -63,9 +66,6 @@ const PRIME_LIMIT: usize = 256 * 1024;
 /// Stream bytes gathered before whole events are sent even though more are ready.
 const COALESCE_LIMIT: usize = 64 * 1024;
 
-/// How much of a non-stream answer's end is kept to find its usage block.
-const TAIL_LIMIT: usize = 64 * 1024;
-
 /// The most one stream event (an SSE event, a JSON-array element) may hold while it is
 /// not yet whole; Google's are a few KiB, an inline image a few MiB.
 pub const MAX_EVENT: usize = 8 << 20;
@@ -102,12 +102,8 @@ pub struct Relay {
     scanned: usize,
     finish: Finish,
     on_finish: Vec<OnFinish>,
-    /// The last event that mentioned usage (streams) or the answer's tail (non-stream).
-    usage_unit: Bytes,
-    tail: std::collections::VecDeque<Bytes>,
-    /// The newest unit of the tail, apart: a one-piece answer needs no list.
-    tail_last: Option<Bytes>,
-    tail_len: usize,
+    /// Where the answer's usage block is (see `usage`).
+    usage: UsageWatch,
     /// Events the client must not see (the usage-only chunk it did not ask for).
     hide: Option<fn(&[u8]) -> bool>,
 }
@@ -133,10 +129,7 @@ impl Relay {
             scanned: 0,
             finish: Finish::default(),
             on_finish: Vec::new(),
-            usage_unit: Bytes::new(),
-            tail: std::collections::VecDeque::new(),
-            tail_last: None,
-            tail_len: 0,
+            usage: UsageWatch::new(format == Format::Passthrough),
             hide: None,
         }
     }
@@ -364,46 +357,15 @@ impl Relay {
         if self.on_finish.is_empty() {
             return;
         }
-        self.finish.tokens = if self.format == Format::Passthrough {
-            match (&self.tail_last, self.tail.is_empty()) {
-                (None, _) => None,
-                (Some(last), true) => usage::parse(last),
-                (Some(last), false) => {
-                    let mut tail = Vec::with_capacity(self.tail_len);
-                    self.tail.iter().for_each(|b| tail.extend_from_slice(b));
-                    tail.extend_from_slice(last);
-                    usage::parse(&tail)
-                }
-            }
-        } else {
-            usage::parse(&self.usage_unit)
-        };
+        self.finish.tokens = self.usage.tokens();
         for f in std::mem::take(&mut self.on_finish) {
             f(&self.finish);
         }
     }
 
-    /// Notes a unit on its way out (or held back): size, and where usage may be.
-    fn seen(&mut self, unit: &Bytes) {
-        if self.format == Format::Passthrough {
-            if let Some(previous) = self.tail_last.replace(unit.clone()) {
-                self.tail.push_back(previous);
-            }
-            self.tail_len += unit.len();
-            while self.tail_len > TAIL_LIMIT {
-                let Some(old) = self.tail.pop_front() else {
-                    break;
-                };
-                self.tail_len -= old.len();
-            }
-        } else if memchr::memmem::find(unit, b"\"usage").is_some() {
-            self.usage_unit = unit.clone();
-        }
-    }
-
     fn sent(&mut self, unit: &Bytes) {
         self.counted(unit);
-        self.seen(unit);
+        self.usage.seen(unit);
     }
 
     fn counted(&mut self, unit: &Bytes) {
@@ -430,7 +392,7 @@ impl Relay {
             self.sent(&unit);
             return Some(unit);
         }
-        self.seen(&unit);
+        self.usage.seen(&unit);
         let mut kept = BytesMut::new();
         for e in shown {
             kept.extend_from_slice(&unit[e.clone()]);
@@ -441,90 +403,5 @@ impl Relay {
         }
         self.counted(&kept);
         Some(kept)
-    }
-}
-
-impl http_body::Body for Relay {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        while let Some(first) = this.primed.pop_front() {
-            let out = this.visible(first);
-            let all_read = this.upstream_done || this.upstream.is_end_stream();
-            if this.primed.is_empty() && all_read && this.ended_cleanly() && this.buf.is_empty() {
-                this.end(None);
-            }
-            if let Some(b) = out.filter(|b| !b.is_empty()) {
-                return Poll::Ready(Some(Ok(Frame::data(b))));
-            }
-        }
-        if this.done {
-            return Poll::Ready(None);
-        }
-        let step = loop {
-            match this.poll_step(cx) {
-                Poll::Ready(Step::Unit(b)) => match this.visible(b) {
-                    Some(b) => break Poll::Ready(Step::Unit(b)),
-                    None => continue,
-                },
-                other => break other,
-            }
-        };
-        match step {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Step::Unit(b)) => {
-                // With a known length hyper stops polling once it has written it: finish
-                // now rather than be dropped and mistaken for a client that left.
-                if this.format == Format::Passthrough && this.upstream.is_end_stream() {
-                    this.end(None);
-                }
-                Poll::Ready(Some(Ok(Frame::data(b))))
-            }
-            Poll::Ready(Step::End) => {
-                this.end(None);
-                Poll::Ready(None)
-            }
-            Poll::Ready(Step::Cut(reason)) if this.format == Format::Passthrough => {
-                // A non-stream answer has no error event: break the body visibly.
-                tracing::warn!(%reason, "upstream answer cut after it was committed");
-                this.end(Some(reason.clone()));
-                Poll::Ready(Some(Err(reason.into())))
-            }
-            Poll::Ready(Step::Cut(reason)) => {
-                tracing::warn!(%reason, "upstream stream cut after the first byte");
-                let tail = this.error_tail(&reason);
-                this.end(Some(reason));
-                Poll::Ready(Some(Ok(Frame::data(tail))))
-            }
-            Poll::Ready(Step::Failed(e)) => {
-                this.end(Some(e.to_string()));
-                Poll::Ready(Some(Err(e)))
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.is_done()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        Relay::size_hint(self)
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        // Everything the upstream had was delivered: a finished answer, not a cancel.
-        let delivered =
-            self.upstream.is_end_stream() && self.buf.is_empty() && self.primed.is_empty();
-        if !self.done && !delivered {
-            self.finish.cancelled = true;
-        }
-        self.run_hooks();
     }
 }
