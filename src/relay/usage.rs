@@ -14,6 +14,7 @@ pub(super) struct UsageWatch {
     passthrough: bool,
     /// The last event that mentioned usage (streams).
     usage_unit: Bytes,
+    /// The older units of a non-stream answer's end, at most [`TAIL_LIMIT`] bytes in all.
     tail: VecDeque<Bytes>,
     /// The newest unit of the tail, apart: a one-piece answer needs no list.
     tail_last: Option<Bytes>,
