@@ -2,7 +2,8 @@
 //! that behaves like Google's front end (`common::h2up`: TLS with ALPN `h2`, a stream
 //! limit per connection, GOAWAY by graceful shutdown, REFUSED_STREAM, dead peers): streams
 //! past one connection's limit open more connections instead of waiting, the cap per host
-//! makes requests wait for a free stream, GOAWAY and refused streams lose no request,
+//! makes requests wait for a free stream, GOAWAY (graceful, or abrupt before the request
+//! was processed) and refused streams lose no request,
 //! a connection whose pings go unanswered is closed and replaced, and one past its
 //! maximum age is retired.
 //! One serving thread (`workers = 1`), so all requests share one set of connections.
@@ -166,6 +167,54 @@ async fn goaway_loses_no_request_and_new_ones_go_to_new_connections() {
         )
         .await;
         assert_eq!(r.status, 200, "{}", r.text());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abrupt_goaway_before_processing_loses_no_request() {
+    let up = H2Upstream::start(4).await;
+    up.end_abruptly(1);
+    let d = Daemon::start(&config(&up).admin_password("abrupt-test-password")).await;
+    let url = d.url(&model_path(FLASH, "generateContent"));
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { client::post(&url, &user_auth(), GENERATE_BODY).await })
+        })
+        .collect();
+    let streamed = open_streams(&d, 1).await;
+    for call in calls {
+        let r = call.await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    up.release();
+    finish(streamed).await;
+    assert_eq!(up.ended_abruptly(), 1, "the first connection went down");
+    assert_eq!(
+        up.requests(),
+        4,
+        "each call answered once, on another connection"
+    );
+    // The connection pool sent each again itself: the log shows one attempt per call, no
+    // retry on another key.
+    let token = common::admin::login(&d, "abrupt-test-password").await;
+    let auth = format!("Bearer {token}");
+    let logs = wait_for("four log records", WITHIN, || async {
+        let r = client::get(&d.url("/api/logs"), &[("authorization", auth.as_str())]).await;
+        let v: serde_json::Value = r.json();
+        match v["logs"].as_array() {
+            Some(logs) if logs.len() == 4 => Ok(logs.clone()),
+            _ => Err(v.to_string()),
+        }
+    })
+    .await;
+    for rec in logs {
+        assert_eq!(
+            (&rec["status"], &rec["attempts"]),
+            (&200.into(), &1.into()),
+            "{rec}"
+        );
+        assert_eq!(rec["outcome"], "ok", "{rec}");
     }
 }
 

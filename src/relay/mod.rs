@@ -233,6 +233,11 @@ impl Relay {
                     self.yielded = false;
                     self.last_frame = Instant::now();
                     if let Ok(data) = frame.into_data() {
+                        // HTTP/2 often ends an answer with an empty DATA frame: a unit of
+                        // nothing would keep a fully sent answer from counting as done.
+                        if data.is_empty() {
+                            continue;
+                        }
                         if self.format == Format::Passthrough {
                             return Poll::Ready(Step::Unit(data));
                         }

@@ -2,8 +2,10 @@
 //! concerned: HTTP/2 only, over TLS with ALPN `h2` (the test certificate for 127.0.0.1),
 //! a small SETTINGS_MAX_CONCURRENT_STREAMS, GOAWAY by hyper's graceful shutdown (GOAWAY
 //! with the last stream id 2^31-1, a PING, then the real last stream id), streams refused
-//! with REFUSED_STREAM on request, and connections that can be frozen (the server stops
-//! reading and answering, pings included, as a dead peer behind a NAT does).
+//! with REFUSED_STREAM on request, connections that can be frozen (the server stops
+//! reading and answering, pings included, as a dead peer behind a NAT does), and
+//! connections that end abruptly: at the client's first request, a GOAWAY that names no
+//! stream as processed, then the socket closes (a front end going down hard).
 //!
 //! It counts connections and the streams open on each, at once and at most; streamed
 //! answers (`alt=sse`) send one event and then hold until [`H2Upstream::release`].
@@ -22,7 +24,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -50,6 +52,9 @@ struct Shared {
     /// Requests still to refuse with REFUSED_STREAM.
     refuse: AtomicUsize,
     refused: AtomicUsize,
+    /// Connections still to end abruptly, and how many did.
+    abrupt: AtomicUsize,
+    ended_abruptly: AtomicUsize,
     changed: Notify,
 }
 
@@ -73,6 +78,14 @@ impl H2Upstream {
             while let Ok((tcp, _)) = listener.accept().await {
                 let stats = Arc::new(ConnStats::default());
                 s.conns.lock().unwrap().push(stats.clone());
+                let abrupt = s
+                    .abrupt
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                if abrupt {
+                    tokio::spawn(end_abruptly(tcp, tls.clone(), s.clone(), stats));
+                    continue;
+                }
                 tokio::spawn(serve(
                     tcp,
                     tls.clone(),
@@ -133,6 +146,16 @@ impl H2Upstream {
         self.shared.refused.load(Ordering::SeqCst)
     }
 
+    /// The next `n` connections end abruptly at their first request.
+    pub fn end_abruptly(&self, n: usize) {
+        self.shared.abrupt.store(n, Ordering::SeqCst);
+    }
+
+    /// Connections that ended abruptly after a request arrived on them.
+    pub fn ended_abruptly(&self) -> usize {
+        self.shared.ended_abruptly.load(Ordering::SeqCst)
+    }
+
     /// Starts a graceful shutdown (GOAWAY) on every connection open now.
     pub fn goaway_all(&self) {
         for c in self.connections() {
@@ -179,6 +202,59 @@ async fn serve(
             _ = stats.goaway.notified() => {
                 conn.as_mut().graceful_shutdown();
                 let _ = conn.await;
+            }
+        }
+    }
+    stats.closed.store(true, Ordering::SeqCst);
+    shared.changed.notify_waiters();
+}
+
+const SETTINGS: u8 = 0x4;
+const HEADERS: u8 = 0x1;
+const GOAWAY: u8 = 0x7;
+const ACK: u8 = 0x1;
+
+/// One HTTP/2 frame on connection stream 0.
+fn frame(kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let len = (payload.len() as u32).to_be_bytes();
+    let mut f = vec![len[1], len[2], len[3], kind, flags, 0, 0, 0, 0];
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Speaks HTTP/2 at the frame level up to the client's first HEADERS, then answers it
+/// with GOAWAY (last stream id 0, NO_ERROR: the request was not processed) and closes.
+async fn end_abruptly(
+    tcp: TcpStream,
+    tls: tokio_rustls::TlsAcceptor,
+    shared: Arc<Shared>,
+    stats: Arc<ConnStats>,
+) {
+    if let Ok(mut io) = tls.accept(tcp).await {
+        let mut preface = [0u8; 24];
+        let mut ok = io.read_exact(&mut preface).await.is_ok()
+            && io.write_all(&frame(SETTINGS, 0, &[])).await.is_ok();
+        while ok {
+            let mut head = [0u8; 9];
+            if io.read_exact(&mut head).await.is_err() {
+                break;
+            }
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let mut payload = vec![0u8; len];
+            if io.read_exact(&mut payload).await.is_err() {
+                break;
+            }
+            match (head[3], head[4] & ACK) {
+                (SETTINGS, 0) => ok = io.write_all(&frame(SETTINGS, ACK, &[])).await.is_ok(),
+                (HEADERS, _) => {
+                    let mut goaway = 0u32.to_be_bytes().to_vec();
+                    goaway.extend_from_slice(&0u32.to_be_bytes());
+                    let _ = io.write_all(&frame(GOAWAY, 0, &goaway)).await;
+                    let _ = io.shutdown().await;
+                    shared.ended_abruptly.fetch_add(1, Ordering::SeqCst);
+                    break;
+                }
+                _ => {}
             }
         }
     }
