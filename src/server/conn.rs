@@ -81,7 +81,9 @@ impl Server {
         let (pace, counter) = (self.pace, busy.clone());
         let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
             let guard = Guard::start(&counter);
-            let answer = handler(req.map(|b| Paced::new(b, pace)));
+            // Boxed: hyper keeps a slot the size of this future for the connection's
+            // whole life, while the handler's state lives only until the answer's head.
+            let answer = Box::pin(handler(req.map(|b| Paced::new(b, pace))));
             async move {
                 let resp = answer.await.map(|body| Tracked {
                     body,
