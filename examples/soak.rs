@@ -1,4 +1,4 @@
-//! Soak runner (issue 10): a fault-injecting fake Gemini upstream and the daemon on
+//! Soak runner: a fault-injecting fake Gemini upstream and the daemon on
 //! loopback, mixed traffic for a bounded time, then the invariant checks — one well-formed
 //! answer per request, one log record per request matching what the client saw, statistics
 //! equal to the log, broken keys retired and healthy ones not, cool-downs honoured, slots
@@ -10,7 +10,7 @@
 #[path = "../tests/common/faults.rs"]
 mod faults;
 #[allow(dead_code)]
-#[path = "../tests/common/upstream.rs"]
+#[path = "../tests/common/upstream/mod.rs"]
 mod upstream;
 mod soak_support {
     pub mod http;
