@@ -135,3 +135,49 @@ async fn secrets_never_appear_in_logs() {
         );
     }
 }
+
+/// Neither pool keys nor user keys, in any of the places a client puts one, appear in the
+/// daemon's output while it retires, cools and uses keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_of_proxied_requests_never_appear_in_logs() {
+    let (a, b) = (key(0), key(1));
+    let (ka, kb) = (a.clone(), b.clone());
+    let up = Upstream::start(move |r| {
+        if r.key() == Some(&ka) {
+            Reply::api_key_invalid()
+        } else if r.key() == Some(&kb) {
+            Reply::resource_exhausted("30s")
+        } else {
+            ok_or_stream(r)
+        }
+    })
+    .await;
+    let mut d = Daemon::start(&Config::new(&up).keys(keys(3))).await;
+    let url = d.url(&model_path(FLASH, "generateContent"));
+    for _ in 0..3 {
+        assert_eq!(generate(&d, FLASH).await.status, 200);
+    }
+    let bearer = format!("Bearer {USER_KEY}");
+    client::post(&format!("{url}?key={USER_KEY}"), &[], GENERATE_BODY).await;
+    client::post(&url, &[("authorization", bearer.as_str())], GENERATE_BODY).await;
+    client::post(
+        &url,
+        &[("x-goog-api-key", "gb-test-wrong-0000000000000000")],
+        GENERATE_BODY,
+    )
+    .await;
+    d.stop().await;
+    let logs = d.logs().join("\n");
+    for secret in [
+        a.as_str(),
+        b.as_str(),
+        key(2).as_str(),
+        USER_KEY,
+        "gb-test-wrong-0000000000000000",
+    ] {
+        assert!(
+            !logs.contains(secret),
+            "secret {secret:?} appears in the daemon's log"
+        );
+    }
+}

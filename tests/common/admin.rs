@@ -1,6 +1,6 @@
 //! The admin API from a test's side: log in, call a route with the session token, read the
-//! key pool and the users as the API lists them, and the helpers the admin tests share
-//! (plausible upstream keys, a call as a user key, the store's raw bytes).
+//! key pool, the users and the request log as the API lists them, and the helpers the admin
+//! tests share (plausible upstream keys, a call as a user key, the store's raw bytes).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -12,8 +12,12 @@ use http::Method;
 use serde_json::{Value, json};
 
 pub async fn login_resp(d: &Daemon, password: &str) -> Response {
+    login_resp_at(&d.url(""), password).await
+}
+
+async fn login_resp_at(base: &str, password: &str) -> Response {
     client::post(
-        &d.url("/api/login"),
+        &format!("{base}/api/login"),
         &[],
         json!({ "password": password }).to_string(),
     )
@@ -22,7 +26,13 @@ pub async fn login_resp(d: &Daemon, password: &str) -> Response {
 
 /// Logs in and answers the session token.
 pub async fn login(d: &Daemon, password: &str) -> String {
-    let r = login_resp(d, password).await;
+    login_at(&d.url(""), password).await
+}
+
+/// Logs in at `base` (`http://ADDR`, e.g. the `admin_listen` address) and answers the
+/// session token.
+pub async fn login_at(base: &str, password: &str) -> String {
+    let r = login_resp_at(base, password).await;
     assert_eq!(r.status, 200, "login: {}", r.text());
     r.json()["access_token"]
         .as_str()
@@ -70,6 +80,44 @@ pub async fn admin_ok(
     } else {
         r.json()
     }
+}
+
+/// `GET path` as the admin, which must answer 200; answers its JSON.
+pub async fn admin_json(d: &Daemon, token: &str, path: &str) -> Value {
+    let r = admin(d, Method::GET, path, token, None).await;
+    assert_eq!(r.status, 200, "GET {path}: {}", r.text());
+    r.json()
+}
+
+/// Every record of the request log, newest first, following the cursor to the end.
+pub async fn all_logs(d: &Daemon, token: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let path = if cursor.is_empty() {
+            "/api/logs?limit=1000".to_string()
+        } else {
+            format!("/api/logs?limit=1000&cursor={cursor}")
+        };
+        let v = admin_json(d, token, &path).await;
+        out.extend(v["logs"].as_array().cloned().unwrap_or_default());
+        match v["next_cursor"].as_str() {
+            Some(c) if !c.is_empty() => cursor = c.to_string(),
+            _ => return out,
+        }
+    }
+}
+
+/// `GET /api/logs?{query}` → (request ids in order, next_cursor).
+pub async fn log_page(d: &Daemon, token: &str, query: &str) -> (Vec<String>, Option<String>) {
+    let v = admin_json(d, token, &format!("/api/logs?{query}")).await;
+    let ids = v["logs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no logs array: {v}"))
+        .iter()
+        .map(|r| r["request_id"].as_str().expect("request_id").to_string())
+        .collect();
+    (ids, v["next_cursor"].as_str().map(str::to_owned))
 }
 
 /// Asserts an admin API error: the status, and a body with an `error`.

@@ -25,12 +25,66 @@ use serde_json::Value;
 pub const FLASH: &str = "gemini-2.5-flash";
 pub const PRO: &str = "gemini-2.5-pro";
 
+/// The path suffix of a `generateContent` call, to pick it out of what the upstream saw.
+pub const GEN: &str = ":generateContent";
+/// The path suffix of a `streamGenerateContent` call.
+pub const STREAM: &str = ":streamGenerateContent";
+
 /// A minimal valid `generateContent` request body.
 pub const GENERATE_BODY: &str = r#"{"contents":[{"role":"user","parts":[{"text":"Say hi"}]}]}"#;
 
 /// `/v1beta/models/{model}:{method}`
 pub fn model_path(model: &str, method: &str) -> String {
     format!("/v1beta/models/{model}:{method}")
+}
+
+/// A `generateContent` call for `model`, authenticated as alice.
+pub async fn generate(d: &Daemon, model: &str) -> Response {
+    client::post(
+        &d.url(&model_path(model, "generateContent")),
+        &user_auth(),
+        GENERATE_BODY,
+    )
+    .await
+}
+
+/// The JSON body of `Reply::generate_ok("hello")`, as a client must get it back.
+pub fn up_body_ok() -> Value {
+    match Reply::generate_ok("hello") {
+        Reply::Json { body, .. } => serde_json::from_slice(&body).unwrap(),
+        _ => unreachable!(),
+    }
+}
+
+/// An upstream that answers every route a client may call: OpenAI chat completions, the
+/// models list, and `generate_ok` for everything else.
+pub fn ok_all_routes() -> impl Fn(&Recorded) -> Reply + Send + Sync + 'static {
+    |r| {
+        if r.path.ends_with("/chat/completions") {
+            Reply::openai_chat_ok()
+        } else if r.path.ends_with("/models") {
+            Reply::json(
+                200,
+                &serde_json::json!({"models": [{"name": "models/gemini-2.5-flash"}]}),
+            )
+        } else {
+            Reply::generate_ok("hello")
+        }
+    }
+}
+
+/// The `x-request-id` the daemon put on `r`.
+pub fn request_id(r: &Response) -> String {
+    r.header("x-request-id")
+        .unwrap_or_else(|| panic!("no x-request-id on {} {}", r.status, r.text()))
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 /// Runs `gemini-balance check-config --config path`: exit code and all it printed.
@@ -134,6 +188,23 @@ pub fn chunk_text(v: &Value) -> Option<&str> {
 
 pub fn count(items: &[String], item: &str) -> usize {
     items.iter().filter(|i| *i == item).count()
+}
+
+/// Polls `cond` every 20 ms for up to `limit`; whether it came true.
+pub async fn eventually<F: std::future::Future<Output = bool>>(
+    limit: std::time::Duration,
+    mut cond: impl FnMut() -> F,
+) -> bool {
+    let end = std::time::Instant::now() + limit;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if std::time::Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// Polls `f` until it answers `Ok`, or panics after `within` with the last `Err` it saw.

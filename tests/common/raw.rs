@@ -1,5 +1,6 @@
 //! Raw HTTP/1.1 over TCP, for tests that must control the bytes: the request exactly as
-//! written, and the answers read one by one (pipelining, keep-alive, framing).
+//! written, and the answers read one by one (pipelining, keep-alive, framing) or, for
+//! answers that may never come whole, the bytes that arrived before the server closed.
 
 use super::client;
 use std::net::SocketAddr;
@@ -148,4 +149,65 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> RawResponse {
 pub async fn raw_get(addr: SocketAddr, path: &str) -> RawResponse {
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     raw(addr, req.as_bytes()).await
+}
+
+/// Writes raw bytes on a fresh connection and reads until the server closes it (10 s).
+pub async fn raw_exchange(addr: &str, bytes: &[u8]) -> Vec<u8> {
+    let addr = addr.to_string();
+    let bytes = bytes.to_vec();
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let _ = s.write_all(&bytes);
+        let mut out = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+            // One response is enough (the server may keep the connection open).
+            if let Some(head_end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&out[..head_end]).to_ascii_lowercase();
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok());
+                if len.is_some_and(|n| out.len() >= head_end + 4 + n) {
+                    break;
+                }
+            }
+        }
+        out
+    })
+    .await
+    .unwrap()
+}
+
+/// The status of the HTTP/1.1 response at the start of `raw`, if there is one.
+pub fn parse_status(raw: &[u8]) -> Option<u16> {
+    let text = String::from_utf8_lossy(raw);
+    let line = text.lines().next()?;
+    line.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+/// Sends one request on a fresh connection; the status, or `None` when the connection
+/// closed before a response head arrived.
+pub async fn raw_status(url: &str, headers: &[(&str, &str)], body: &str) -> Option<u16> {
+    let uri: http::Uri = url.parse().unwrap();
+    let addr = format!("{}:{}", uri.host().unwrap(), uri.port_u16().unwrap());
+    let mut req = format!(
+        "POST {} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\nconnection: close\r\n",
+        uri.path_and_query().unwrap(),
+        body.len()
+    );
+    for (k, v) in headers {
+        req += &format!("{k}: {v}\r\n");
+    }
+    req += "\r\n";
+    req += body;
+    let out = raw_exchange(&addr, req.as_bytes()).await;
+    parse_status(&out)
 }

@@ -210,7 +210,6 @@ impl Google {
         format!("{prefix}{:06}x{}", s.next, rand::random::<u32>())
     }
 
-
     /// The reference a project may not use (the first in the body), if any.
     fn foreign_reference(&self, project: &str, body: &Value) -> Option<String> {
         let mut names = Vec::new();

@@ -145,5 +145,4 @@ impl Google {
             Bytes::from(json!({ "file": file }).to_string()),
         )
     }
-
 }

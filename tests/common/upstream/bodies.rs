@@ -92,7 +92,11 @@ pub(super) fn raw_stream_response(s: RawStream, shared: &Arc<Shared>) -> Respons
         .unwrap()
 }
 
-pub(super) fn trickle_response(head: Bytes, every: Duration, shared: &Arc<Shared>) -> Response<UpBody> {
+pub(super) fn trickle_response(
+    head: Bytes,
+    every: Duration,
+    shared: &Arc<Shared>,
+) -> Response<UpBody> {
     let (tx, rx) = mpsc::channel(1);
     tokio::spawn(async move {
         let mut next = head;

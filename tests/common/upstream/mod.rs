@@ -335,4 +335,3 @@ async fn handle(req: Request<Incoming>, s: Arc<Shared>) -> Result<Response<UpBod
         Reply::Delayed(..) => unreachable!("unwrapped above"),
     }
 }
-
