@@ -11,6 +11,7 @@ pub mod google;
 pub mod h2up;
 pub mod live;
 pub mod live_client;
+pub mod openai;
 pub mod raw;
 pub mod redis;
 pub mod resources;
