@@ -14,6 +14,7 @@ pub mod live_client;
 pub mod openai;
 pub mod raw;
 pub mod redis;
+pub mod redis_pair;
 pub mod resources;
 pub mod upstream;
 
