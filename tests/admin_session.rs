@@ -1,7 +1,9 @@
 //! Black-box tests of the admin API's sessions: login answers a token and a cookie, wrong
 //! passwords are throttled, logout revokes one token, the generated first-start password is
 //! shown once and stored hashed, sessions expire, and every route needs a valid session
-//! (a forged token too is refused) and CSRF-safe cookie writes.
+//! (a forged token too is refused) and CSRF-safe cookie writes; the live feed, which
+//! EventSource opens without headers, takes the session cookie and nothing less and
+//! announces each request finished after subscribing.
 
 mod common;
 
@@ -10,7 +12,7 @@ use std::time::Duration;
 use common::admin::*;
 use common::*;
 use http::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 const PASSWORD: &str = "correct-horse-battery-staple-7";
@@ -467,4 +469,71 @@ fn forging_helpers_are_correct() {
         hex,
         "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
     );
+}
+
+/// The `data:` JSON of each complete `event: request` in `bytes`.
+fn request_events(bytes: &[u8]) -> Vec<Value> {
+    lf(bytes)
+        .split("\n\n")
+        .filter(|b| b.lines().any(|l| l == "event: request"))
+        .filter_map(|b| {
+            let data: Vec<&str> = b
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                .collect();
+            serde_json::from_str(&data.join("\n")).ok()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_feed_announces_requests_finished_after_subscribing() {
+    let up = Upstream::start(|_| Reply::generate_ok("hello")).await;
+    let d = Daemon::start(&Config::new(&up).admin_password(PASSWORD)).await;
+
+    // EventSource sends no headers: the feed takes the session cookie, and nothing less.
+    let r = client::get(&d.url("/api/events"), &[]).await;
+    assert_eq!(r.status, 401, "no session: {}", r.text());
+    let r = login_resp(&d, PASSWORD).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let set = r.header("set-cookie").expect("Set-Cookie");
+    let cookie = set.split(';').next().unwrap().trim().to_string();
+    assert!(cookie.starts_with("gb_session="), "{set}");
+
+    let mut feed = client::send(
+        Method::GET,
+        &d.url("/api/events"),
+        &[("cookie", cookie.as_str())],
+        bytes::Bytes::new(),
+    )
+    .await;
+    assert_eq!(feed.status, 200);
+    assert!(
+        feed.header("content-type")
+            .is_some_and(|c| c.starts_with("text/event-stream")),
+        "{:?}",
+        feed.header("content-type")
+    );
+    feed.read_until("the feed's first bytes", has_sse_event)
+        .await;
+
+    let r = generate_as(&d, USER_KEY, FLASH).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = request_id(&r);
+    let received = feed
+        .read_until(&format!("an `event: request` for {id}"), |b| {
+            request_events(b)
+                .iter()
+                .any(|e| e["request_id"] == id.as_str())
+        })
+        .await;
+    let events = request_events(&received);
+    let e = events
+        .iter()
+        .find(|e| e["request_id"] == id.as_str())
+        .unwrap();
+    assert_eq!(e["model"], FLASH, "{e}");
+    assert_eq!(e["outcome"], "ok", "{e}");
+    assert_eq!(e["status"], 200, "{e}");
 }

@@ -1,74 +1,38 @@
-//! Black-box tests of the request log and statistics (SPEC 4 and 5) on the redb store:
-//! after a scripted mix of requests (success, client error, 429 failover, SSE stream, a
-//! stream cut after its first event) the log holds exactly one right record per request,
-//! its filters and cursor paging return exactly the right records, the CSV export, the
-//! summary, the time series and `/metrics` agree with it, and the live feed announces a
-//! finished request.
+//! Black-box tests of the request log and statistics on the redb store: after a scripted
+//! mix of requests (success, client error, 429 failover, SSE stream, a stream cut after
+//! its first event) the log holds exactly one right record per request, its filters and
+//! cursor paging return exactly the right records, and the CSV export, the summary, the
+//! time series and `/metrics` agree with it.
 
 mod common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use common::admin::{admin, admin_json, generate_as, log_page};
 use common::upstream::{StreamReply, chunk_with_finish};
 use common::*;
 use http::Method;
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "logs-stats-admin-pw-9";
+
 const BOB_KEY: &str = "gb-test-bob-0123456789abcdef";
+
 /// A model the fake upstream refuses as the client's fault (400 INVALID_ARGUMENT).
 const BAD_MODEL: &str = "gemini-bad-request";
+
 /// A model whose stream the fake upstream cuts after the first event.
 const CUT_MODEL: &str = "gemini-2.0-flash";
 
 // ---------------------------------------------------------------- helpers
 
-async fn login_resp(d: &Daemon) -> Response {
-    common::admin::login_resp(d, PASSWORD).await
-}
-
 async fn login(d: &Daemon) -> String {
     common::admin::login(d, PASSWORD).await
-}
-
-async fn admin_get(d: &Daemon, path: &str, token: &str) -> Response {
-    let auth = format!("Bearer {token}");
-    client::get(&d.url(path), &[("authorization", auth.as_str())]).await
-}
-
-async fn admin_json(d: &Daemon, path: &str, token: &str) -> Value {
-    let r = admin_get(d, path, token).await;
-    assert_eq!(r.status, 200, "GET {path}: {}", r.text());
-    r.json()
-}
-
-/// `GET /api/logs?{query}` → (request ids in order, next_cursor).
-async fn log_page(d: &Daemon, token: &str, query: &str) -> (Vec<String>, Option<String>) {
-    let v = admin_json(d, &format!("/api/logs?{query}"), token).await;
-    let ids = v["logs"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no logs array: {v}"))
-        .iter()
-        .map(|r| r["request_id"].as_str().expect("request_id").to_string())
-        .collect();
-    (ids, v["next_cursor"].as_str().map(str::to_owned))
-}
-
-fn request_id(r: &Response) -> String {
-    r.header("x-request-id")
-        .unwrap_or_else(|| panic!("no x-request-id on {} {}", r.status, r.text()))
-}
-
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 fn enc(s: &str) -> String {
@@ -115,15 +79,6 @@ fn config(up: &Upstream) -> Config {
         .admin_password(PASSWORD)
 }
 
-async fn generate(d: &Daemon, user_key: &str, model: &str) -> Response {
-    client::post(
-        &d.url(&model_path(model, "generateContent")),
-        &[("x-goog-api-key", user_key)],
-        GENERATE_BODY,
-    )
-    .await
-}
-
 async fn stream(d: &Daemon, model: &str) -> Response {
     client::post_stream(
         &d.url(&format!(
@@ -165,7 +120,7 @@ async fn the_log_statistics_and_metrics_match_a_scripted_mix_exactly() {
     let stream_route = "streamGenerateContent";
 
     let mut mix: Vec<Expect> = Vec::new();
-    let r = generate(&d, USER_KEY, FLASH).await;
+    let r = generate_as(&d, USER_KEY, FLASH).await;
     assert_eq!(r.status, 200, "ok: {}", r.text());
     mix.push(Expect {
         id: request_id(&r),
@@ -178,7 +133,7 @@ async fn the_log_statistics_and_metrics_match_a_scripted_mix_exactly() {
         attempts: 1,
         tokens: [5, 7, 0, 12],
     });
-    let r = generate(&d, USER_KEY, BAD_MODEL).await;
+    let r = generate_as(&d, USER_KEY, BAD_MODEL).await;
     assert_eq!(r.status, 400, "client error relayed: {}", r.text());
     mix.push(Expect {
         id: request_id(&r),
@@ -191,7 +146,7 @@ async fn the_log_statistics_and_metrics_match_a_scripted_mix_exactly() {
         attempts: 1,
         tokens: [0, 0, 0, 0],
     });
-    let r = generate(&d, USER_KEY, PRO).await;
+    let r = generate_as(&d, USER_KEY, PRO).await;
     assert_eq!(r.status, 200, "429 then failover: {}", r.text());
     let pro_keys = up.keys_to(&format!("{PRO}:generateContent"));
     assert_eq!(pro_keys.len(), 2, "two attempts upstream: {pro_keys:?}");
@@ -254,7 +209,7 @@ async fn the_log_statistics_and_metrics_match_a_scripted_mix_exactly() {
         // The last usageMetadata that arrived: the first event's.
         tokens: [5, 7, 0, 12],
     });
-    let r = generate(&d, BOB_KEY, FLASH).await;
+    let r = generate_as(&d, BOB_KEY, FLASH).await;
     assert_eq!(r.status, 200, "bob: {}", r.text());
     mix.push(Expect {
         id: request_id(&r),
@@ -272,7 +227,7 @@ async fn the_log_statistics_and_metrics_match_a_scripted_mix_exactly() {
 
     // Every request appears, once (records are written within about a second).
     let logs: Vec<Value> = wait_for("six log records", Duration::from_secs(10), || async move {
-        let v = admin_json(dr, "/api/logs", t).await;
+        let v = admin_json(dr, t, "/api/logs").await;
         let logs = v["logs"].as_array().cloned().unwrap_or_default();
         if logs.len() >= 6 {
             Ok(logs)
@@ -343,7 +298,7 @@ async fn the_log_statistics_and_metrics_match_a_scripted_mix_exactly() {
 
     // The failover's attempt chain: rate_limited on one key, then ok on another.
     let failover = &mix[2];
-    let v = admin_json(&d, &format!("/api/logs/{}", failover.id), t).await;
+    let v = admin_json(&d, t, &format!("/api/logs/{}", failover.id)).await;
     assert_eq!(v["request_id"], failover.id.as_str(), "{v}");
     let chain = v["attempt_chain"].as_array().expect("attempt_chain");
     assert_eq!(chain.len(), 2, "{v}");
@@ -356,7 +311,7 @@ async fn the_log_statistics_and_metrics_match_a_scripted_mix_exactly() {
         v["key_id"], chain[1]["key_id"],
         "served by the second key: {v}"
     );
-    let r = admin_get(&d, "/api/logs/no-such-request", t).await;
+    let r = admin(&d, Method::GET, "/api/logs/no-such-request", t, None).await;
     assert_eq!(r.status, 404, "{}", r.text());
 
     // Filters: exactly the matching records, newest first.
@@ -400,7 +355,7 @@ async fn the_log_statistics_and_metrics_match_a_scripted_mix_exactly() {
         assert_eq!(&ids, expect, "filter {query}");
         assert_eq!(next, None, "filter {query}: one page");
     }
-    let r = admin_get(&d, "/api/logs?outcome=splendid", t).await;
+    let r = admin(&d, Method::GET, "/api/logs?outcome=splendid", t, None).await;
     assert_eq!(r.status, 400, "unknown outcome: {}", r.text());
 
     // Paging: limit 2 and the cursor walk the whole log, each record once, in order.
@@ -428,7 +383,7 @@ async fn the_log_statistics_and_metrics_match_a_scripted_mix_exactly() {
     assert!(next.is_some(), "a full first page has a cursor");
 
     // CSV export: a header and one row per record.
-    let r = admin_get(&d, "/api/logs/export?format=csv", t).await;
+    let r = admin(&d, Method::GET, "/api/logs/export?format=csv", t, None).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(
         r.header("content-type")
@@ -461,7 +416,7 @@ async fn the_log_statistics_and_metrics_match_a_scripted_mix_exactly() {
     }
 
     // Summary: today's numbers are the log's.
-    let v = admin_json(&d, "/api/stats/summary", t).await;
+    let v = admin_json(&d, t, "/api/stats/summary").await;
     let today = &v["today"];
     let total_tokens: u64 = mix.iter().map(|e| e.tokens[3]).sum();
     assert_eq!(total_tokens, 65);
@@ -479,8 +434,8 @@ async fn the_log_statistics_and_metrics_match_a_scripted_mix_exactly() {
     for (metric, sum) in [("requests", 6.0), ("tokens", total_tokens as f64)] {
         let v = admin_json(
             &d,
-            &format!("/api/stats/timeseries?metric={metric}&bucket=day&tz=America/New_York"),
             t,
+            &format!("/api/stats/timeseries?metric={metric}&bucket=day&tz=America/New_York"),
         )
         .await;
         assert_eq!(v["tz"], "America/New_York", "{v}");
@@ -498,11 +453,11 @@ async fn the_log_statistics_and_metrics_match_a_scripted_mix_exactly() {
     let from = unix_ms() - 10 * 86_400_000;
     let v = admin_json(
         &d,
+        t,
         &format!(
             "/api/stats/timeseries?metric=success_rate&bucket=hour&from={from}&to={}",
             from + 6 * 3_600_000
         ),
-        t,
     )
     .await;
     let points = v["series"][0]["points"].as_array().expect("points");
@@ -551,93 +506,4 @@ async fn the_log_statistics_and_metrics_match_a_scripted_mix_exactly() {
         .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().expect("count"))
         .sum();
     assert_eq!(counted, 6, "no other requests counted:\n{text}");
-}
-
-// ---------------------------------------------------------------- live feed
-
-/// The `data:` JSON of each complete `event: request` in `bytes`.
-fn request_events(bytes: &[u8]) -> Vec<Value> {
-    lf(bytes)
-        .split("\n\n")
-        .filter(|b| b.lines().any(|l| l == "event: request"))
-        .filter_map(|b| {
-            let data: Vec<&str> = b
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .map(|d| d.strip_prefix(' ').unwrap_or(d))
-                .collect();
-            serde_json::from_str(&data.join("\n")).ok()
-        })
-        .collect()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_live_feed_announces_requests_finished_after_subscribing() {
-    let up = scripted_upstream(Arc::new(Notify::new())).await;
-    let d = Daemon::start(&config(&up)).await;
-
-    // EventSource sends no headers: the feed takes the session cookie, and nothing less.
-    let r = client::get(&d.url("/api/events"), &[]).await;
-    assert_eq!(r.status, 401, "no session: {}", r.text());
-    let r = login_resp(&d).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let set = r.header("set-cookie").expect("Set-Cookie");
-    let cookie = set.split(';').next().unwrap().trim().to_string();
-    assert!(cookie.starts_with("gb_session="), "{set}");
-
-    let mut feed = client::send(
-        Method::GET,
-        &d.url("/api/events"),
-        &[("cookie", cookie.as_str())],
-        bytes::Bytes::new(),
-    )
-    .await;
-    assert_eq!(feed.status, 200);
-    assert!(
-        feed.header("content-type")
-            .is_some_and(|c| c.starts_with("text/event-stream")),
-        "{:?}",
-        feed.header("content-type")
-    );
-    feed.read_until("the feed's first bytes", has_sse_event)
-        .await;
-
-    let r = generate(&d, USER_KEY, FLASH).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let id = request_id(&r);
-    let received = feed
-        .read_until(&format!("an `event: request` for {id}"), |b| {
-            request_events(b)
-                .iter()
-                .any(|e| e["request_id"] == id.as_str())
-        })
-        .await;
-    let events = request_events(&received);
-    let e = events
-        .iter()
-        .find(|e| e["request_id"] == id.as_str())
-        .unwrap();
-    assert_eq!(e["model"], FLASH, "{e}");
-    assert_eq!(e["outcome"], "ok", "{e}");
-    assert_eq!(e["status"], 200, "{e}");
-}
-
-// Records of requests that finished just before a graceful stop are kept: the serving
-// threads hand over the records they were still collecting, and the writer commits them
-// before the process exits.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn records_finished_just_before_sigterm_survive_the_restart() {
-    let up = Upstream::start(|_| Reply::generate_ok("hi")).await;
-    let mut d = Daemon::start(&config(&up)).await;
-    let mut ids = BTreeSet::new();
-    for _ in 0..5 {
-        let r = generate(&d, USER_KEY, FLASH).await;
-        assert_eq!(r.status, 200, "{}", r.text());
-        ids.insert(request_id(&r));
-    }
-    d.restart().await;
-    let token = login(&d).await;
-    let (logged, _) = log_page(&d, &token, "limit=100").await;
-    let logged: BTreeSet<String> = logged.into_iter().collect();
-    assert_eq!(logged, ids, "every request before SIGTERM is in the log");
 }

@@ -1,19 +1,23 @@
 //! Reliability, black-box: a short soak through the same code as `examples/soak.rs`;
-//! `kill -9` under load, in a loop, checking what survives; and a 429 whose `retryDelay`
-//! is absurd, which must cool the key without taking the request down.
+//! `kill -9` under load, in a loop, checking what survives; a graceful stop, which keeps
+//! the records of requests finished just before it; and a 429 whose `retryDelay` is
+//! absurd, which must cool the key without taking the request down.
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::admin::{admin_json, all_logs};
+use common::admin::{admin_json, all_logs, generate_as, log_page};
 use common::client;
 use common::faults::{self, Fault, FaultUpstream, Profile};
 use common::raw::raw_status;
-use common::{Config, Daemon, FLASH, GENERATE_BODY, USER_KEY, eventually, model_path};
+use common::{
+    Config, Daemon, FLASH, GENERATE_BODY, Reply, USER_KEY, Upstream, eventually, model_path,
+    request_id,
+};
 use http::Method;
 use serde_json::{Value, json};
 
@@ -338,4 +342,24 @@ async fn a_429_with_an_absurd_retry_delay_fails_over_to_the_next_key() {
         .collect();
     assert!(panics.is_empty(), "the daemon panicked: {panics:?}");
     assert_eq!(statuses, vec![Some(200), Some(200)]);
+}
+
+// Records of requests that finished just before a graceful stop are kept: the serving
+// threads hand over the records they were still collecting, and the writer commits them
+// before the process exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_finished_just_before_sigterm_survive_the_restart() {
+    let up = Upstream::start(|_| Reply::generate_ok("hi")).await;
+    let mut d = Daemon::start(&Config::new(&up).admin_password(PASSWORD)).await;
+    let mut ids = BTreeSet::new();
+    for _ in 0..5 {
+        let r = generate_as(&d, USER_KEY, FLASH).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        ids.insert(request_id(&r));
+    }
+    d.restart().await;
+    let token = login(&d).await;
+    let (logged, _) = log_page(&d, &token, "limit=100").await;
+    let logged: BTreeSet<String> = logged.into_iter().collect();
+    assert_eq!(logged, ids, "every request before SIGTERM is in the log");
 }
