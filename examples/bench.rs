@@ -1,4 +1,4 @@
-//! Benchmark harness for gemini-balance (issue 9; how to run and read it: bench/README.md).
+//! Benchmark harness for gemini-balance (how to run and read it: bench/README.md).
 //!
 //! Starts a fast fake Gemini upstream (this executable, `bench upstream`) and the release
 //! daemon on loopback, drives them with `wrk` — direct to the upstream and through the daemon,
@@ -628,7 +628,7 @@ impl Bench {
         t.append(&mut self.comparisons);
         if self.max_rss.0 > 0 {
             t.push(Target {
-                what: "largest daemon peak RSS of a scenario (SPEC 0: a 512 MB VPS is normal)",
+                what: "largest daemon peak RSS of a scenario (a 512 MB VPS is a normal host)",
                 measured: format!("{} ({})", report::mib(self.max_rss.0), self.max_rss.1),
                 met: None,
             });

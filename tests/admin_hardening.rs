@@ -1,4 +1,4 @@
-//! Black-box tests of the admin side against a hostile client (issue 25): a burst of
+//! Black-box tests of the admin side against a hostile client: a burst of
 //! logins is throttled before the password checks run, and cannot exhaust the daemon's
 //! memory; the login body is capped; the live feed ends with its session; the store is
 //! private to the daemon's user whatever the umask; forwarded headers count only from

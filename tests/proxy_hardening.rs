@@ -1,4 +1,4 @@
-//! Black-box tests of the proxy against hostile clients and upstreams (issue 25): what a
+//! Black-box tests of the proxy against hostile clients and upstreams: what a
 //! client without a valid key sends is not stored, model names are checked on every
 //! surface, upstream answer headers are filtered, one upstream event is bounded, and a
 //! trickling answer cannot hold its slots forever.

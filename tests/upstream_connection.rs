@@ -1,4 +1,4 @@
-//! Black-box tests of the way to Google (SPEC 1): TLS with rustls, HTTP/2 where the
+//! Black-box tests of the way to Google: TLS with rustls, HTTP/2 where the
 //! upstream offers it and HTTP/1.1 where it does not, no trust in certificates the roots
 //! do not vouch for, the egress proxy, and kept connections the upstream dropped. The fake upstream serves TLS with a test certificate for
 //! 127.0.0.1 (`tests/fixtures/tls`); `upstream.extra_ca_file` makes the daemon trust its CA.
