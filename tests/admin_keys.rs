@@ -11,7 +11,6 @@ use http::Method;
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct-horse-battery-staple-7";
-const GEN: &str = ":generateContent";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_list_shows_state_but_never_the_key() {

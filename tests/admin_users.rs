@@ -10,7 +10,6 @@ use http::Method;
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct-horse-battery-staple-7";
-const GEN: &str = ":generateContent";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_are_created_once_listed_without_secrets_and_limited() {

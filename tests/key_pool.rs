@@ -11,7 +11,6 @@ use serde_json::{Value, json};
 use std::collections::HashSet;
 
 const PASSWORD: &str = "correct-horse-battery-staple-7";
-const GEN: &str = ":generateContent";
 
 /// A key in the newer dotted form, ending in `tail` (four characters).
 fn dotted(prefix: &str, tag: &str, tail: &str) -> String {
@@ -40,15 +39,6 @@ async fn paste(d: &Daemon, token: &str, text: String) -> Value {
 fn counts(v: &Value) -> (u64, u64, u64) {
     let n = |f: &str| v[f].as_u64().unwrap_or_else(|| panic!("{f} in {v}"));
     (n("added"), n("present"), n("rejected"))
-}
-
-async fn generate(d: &Daemon, model: &str) -> Response {
-    client::post(
-        &d.url(&model_path(model, "generateContent")),
-        &user_auth(),
-        GENERATE_BODY,
-    )
-    .await
 }
 
 fn daemon_config(up: &Upstream, keys: Vec<String>) -> Config {

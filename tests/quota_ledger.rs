@@ -14,18 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 const PASSWORD: &str = "quota-ledger-admin-pw-9";
-const GEN: &str = ":generateContent";
 /// A user declared in the file, limited to a key group.
 const DAVE: &str = "gb-test-dave-0123456789abcdef";
-
-async fn generate(d: &Daemon, model: &str) -> Response {
-    client::post(
-        &d.url(&model_path(model, "generateContent")),
-        &user_auth(),
-        GENERATE_BODY,
-    )
-    .await
-}
 
 /// `n` requests for `model`, each answered 200.
 async fn serve(d: &Daemon, model: &str, n: usize) {
