@@ -1,6 +1,8 @@
 //! Shared harness for the black-box tests: a fake Gemini upstream (`upstream`), the real
-//! binary under test (`daemon`), a small HTTP client (`client`), and assertion helpers for
-//! Google's wire format. Each test file does `mod common;` and uses what it needs.
+//! binary under test (`daemon`), a small HTTP client (`client`), the admin API (`admin`),
+//! the OpenAI-compatible surface (`openai`), two daemons on one Redis (`redis_pair`), and
+//! assertion helpers for Google's wire format. Each test file does `mod common;` and uses
+//! what it needs.
 #![allow(dead_code, unused_imports)]
 
 pub mod admin;
