@@ -4,7 +4,7 @@
 use crate::AppState;
 use crate::keys::KeyEntry;
 use crate::keys::classify::{Outcome, classify};
-use crate::upstream::Lane;
+use crate::upstream::{Lane, Via};
 use bytes::Bytes;
 use http::{HeaderValue, Request};
 use http_body_util::{BodyExt, Full, Limited};
@@ -38,7 +38,12 @@ pub async fn check(state: &AppState, entry: &KeyEntry) -> Verdict {
     let timeout = state.config.upstream.request_timeout;
     let Ok(resp) = state
         .upstream
-        .send(Lane::SHARED, req, tokio::time::Instant::now() + timeout)
+        .send(
+            Lane::SHARED,
+            &Via::key(&entry.id, None),
+            req,
+            tokio::time::Instant::now() + timeout,
+        )
         .await
     else {
         return Verdict::Unknown;

@@ -13,11 +13,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod groups;
+mod proxy;
 mod server;
 mod tls;
+mod upstream;
 pub use groups::{DEFAULT_GROUP, GroupConfig, check_limits, valid_group};
+pub use proxy::{ProxyKind, ProxyUrl};
 pub use server::ServerConfig;
 pub use tls::{AcmeConfig, Challenge, TlsConfig};
+pub use upstream::UpstreamConfig;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -94,75 +98,6 @@ impl Default for AdminConfig {
             session_ttl: Duration::from_secs(12 * 3600),
             login_attempts: 5,
             login_window: Duration::from_secs(60),
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct UpstreamConfig {
-    pub base_url: String,
-    pub openai_base_url: Option<String>,
-    pub proxy: Option<Secret>,
-    pub allow_plain_http: bool,
-    /// PEM file of CA certificates trusted for the upstream in addition to the bundled
-    /// web-pki roots (a TLS-inspecting egress proxy, a private test upstream).
-    pub extra_ca_file: Option<std::path::PathBuf>,
-    /// Name servers (`ip:port`) for the upstream's and the proxy's host names; empty: those
-    /// of `/etc/resolv.conf`.
-    pub dns_servers: Vec<std::net::SocketAddr>,
-    #[serde(with = "humantime_serde")]
-    pub connect_timeout: Duration,
-    /// Time allowed for the upstream's response headers on one attempt.
-    #[serde(with = "humantime_serde")]
-    pub request_timeout: Duration,
-    /// Longest silence tolerated between two chunks of a streamed answer.
-    #[serde(with = "humantime_serde")]
-    pub stream_idle_timeout: Duration,
-    /// Longest time a non-stream answer's body may take after its headers, however it
-    /// trickles: the key and user slots it holds are freed then.
-    #[serde(with = "humantime_serde")]
-    pub body_timeout: Duration,
-    /// HTTP/2 connections to one upstream host per serving thread, at most; past them a
-    /// request waits for a free stream until its deadline.
-    pub max_connections_per_host: usize,
-    /// An HTTP/2 connection takes no new requests once this old (0: no limit).
-    #[serde(with = "humantime_serde")]
-    pub max_connection_age: Duration,
-    /// A connection that has heard nothing from the upstream this long is pinged (0: never).
-    #[serde(with = "humantime_serde")]
-    pub keepalive_interval: Duration,
-    /// A ping unanswered this long closes its connection.
-    #[serde(with = "humantime_serde")]
-    pub keepalive_timeout: Duration,
-}
-
-impl Default for UpstreamConfig {
-    fn default() -> Self {
-        Self {
-            base_url: "https://generativelanguage.googleapis.com".to_owned(),
-            openai_base_url: None,
-            proxy: None,
-            allow_plain_http: false,
-            extra_ca_file: None,
-            dns_servers: Vec::new(),
-            connect_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(300),
-            stream_idle_timeout: Duration::from_secs(300),
-            body_timeout: Duration::from_secs(300),
-            max_connections_per_host: 64,
-            max_connection_age: Duration::from_secs(3600),
-            keepalive_interval: Duration::from_secs(30),
-            keepalive_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
-impl UpstreamConfig {
-    pub fn openai_base(&self) -> String {
-        match &self.openai_base_url {
-            Some(url) => url.trim_end_matches('/').to_owned(),
-            None => format!("{}/v1beta/openai", self.base_url.trim_end_matches('/')),
         }
     }
 }
@@ -260,6 +195,9 @@ pub struct UpstreamKeyConfig {
     /// Limits for this key, by model name or glob; replace the store's when set.
     #[serde(default)]
     pub limits: Option<std::collections::BTreeMap<String, crate::store::SetLimits>>,
+    /// The key's own egress proxy: its traffic always goes there.
+    #[serde(default)]
+    pub proxy: Option<ProxyUrl>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -340,34 +278,7 @@ impl Config {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
-        let base = &self.upstream.base_url;
-        if !(base.starts_with("https://") || base.starts_with("http://")) {
-            bail!("upstream.base_url must start with https:// (got a non-URL value)");
-        }
-        if base.starts_with("http://") && !self.upstream.allow_plain_http {
-            bail!(
-                "upstream.base_url is plain http://; set upstream.allow_plain_http = true to allow it"
-            );
-        }
-        base.parse::<http::Uri>()
-            .context("upstream.base_url is not a valid URL")?;
-        if self.upstream.max_connections_per_host == 0 {
-            bail!("upstream.max_connections_per_host must be at least 1");
-        }
-        if let Some(proxy) = &self.upstream.proxy {
-            let p = proxy.expose();
-            let ok = ["http://", "socks5://", "socks5h://"]
-                .iter()
-                .any(|s| p.starts_with(s));
-            if !ok {
-                bail!("upstream.proxy must start with http://, socks5:// or socks5h://");
-            }
-            p.parse::<http::Uri>()
-                .map_err(|_| anyhow::anyhow!("upstream.proxy is not a valid URL"))?;
-        }
-        if let Some(path) = &self.upstream.extra_ca_file {
-            crate::pem::certificates(path).context("upstream.extra_ca_file")?;
-        }
+        self.upstream.check()?;
         if self.admin.login_attempts == 0 || self.admin.login_window.is_zero() {
             bail!("admin.login_attempts and admin.login_window must be positive");
         }
@@ -453,17 +364,6 @@ mod tests {
         assert_eq!(c.unwrap().server.trusted_proxies.len(), 2);
         let err = Config::parse("[server]\ntrusted_proxies = [\"10.0.0.1\"]\n").unwrap_err();
         assert!(err.to_string().contains("line 2"), "{err}");
-    }
-
-    #[test]
-    fn plain_http_upstream_needs_opt_in() {
-        let c = Config::parse("[upstream]\nbase_url = \"http://127.0.0.1:1\"\n").unwrap();
-        assert!(c.validate().is_err());
-        let c = Config::parse(
-            "[upstream]\nbase_url = \"http://127.0.0.1:1\"\nallow_plain_http = true\n",
-        )
-        .unwrap();
-        c.validate().unwrap();
     }
 
     #[test]

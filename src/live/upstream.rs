@@ -13,7 +13,7 @@ use crate::keys::{KeyEntry, Lease, unix_ms};
 use crate::logs::{Attempt, Trace};
 use crate::secret::Secret;
 use crate::store::affinity::ResourceRecord;
-use crate::upstream::Http1Io;
+use crate::upstream::{Http1Io, Via};
 use futures_util::{SinkExt, StreamExt};
 use http::{HeaderMap, HeaderValue, Uri, header};
 use std::sync::Arc;
@@ -263,7 +263,7 @@ async fn connect(
     };
     let io = state
         .upstream
-        .connect_http1(uri.clone())
+        .connect_http1(&Via::key(&entry.id, None), uri.clone())
         .await
         .map_err(|e| transient(e.to_string()))?;
     let mut req = ws_uri(&uri)

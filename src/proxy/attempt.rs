@@ -12,7 +12,7 @@ use crate::keys::classify::{Outcome, classify};
 use crate::keys::{KeyEntry, Lease, NoKey, unix_ms};
 use crate::logs::{Attempt, Trace};
 use crate::relay::{Format, Relay};
-use crate::upstream::UpstreamBody;
+use crate::upstream::{UpstreamBody, Via};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
@@ -107,7 +107,12 @@ async fn try_key(
     let req = build_request(plan, &lease.entry);
     let resp = match state
         .upstream
-        .send(plan.lane, req, started + cfg.request_timeout)
+        .send(
+            plan.lane,
+            &Via::key(&lease.entry.id, None),
+            req,
+            started + cfg.request_timeout,
+        )
         .await
     {
         Ok(resp) => resp,

@@ -14,6 +14,7 @@ use crate::logs::{Attempt, Trace};
 use crate::native::Kind;
 use crate::store::UserRecord;
 use crate::store::affinity::ResourceRecord;
+use crate::upstream::Via;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, header};
 use http_body_util::{BodyExt, Full, Limited};
@@ -127,7 +128,8 @@ async fn read_page(
     }
     let started = Instant::now();
     let deadline = started + state.config.upstream.request_timeout;
-    let resp = state.upstream.send(plan.lane, req, deadline).await;
+    let via = Via::key(&key.id, None);
+    let resp = state.upstream.send(plan.lane, &via, req, deadline).await;
     let mut attempt = Attempt {
         key: state.pool.get(&key.id).ok_or(ApiError::NoKey)?,
         outcome: "ok",

@@ -16,7 +16,7 @@ use crate::logs::{Attempt, Trace};
 use crate::relay::{ErrorStyle, Format, Relay};
 use crate::store::affinity::ResourceRecord;
 use crate::upstream::Lane;
-use crate::upstream::UpstreamBody;
+use crate::upstream::{UpstreamBody, Via};
 use bytes::Bytes;
 use http::{Response, StatusCode, request};
 use std::sync::Arc;
@@ -102,7 +102,8 @@ pub(super) async fn run(
         let started = Instant::now();
         let req = build_request(plan, &entry);
         let deadline = started + state.config.upstream.request_timeout;
-        let sent = match state.upstream.send(plan.lane, req, deadline).await {
+        let via = Via::key(&entry.id, None);
+        let sent = match state.upstream.send(plan.lane, &via, req, deadline).await {
             Ok(resp) => answer(state, plan, lease, resp).await,
             Err(e) => failed(state, plan, &lease, e.to_string()),
         };

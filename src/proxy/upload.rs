@@ -25,7 +25,7 @@ use crate::refs;
 use crate::relay::ErrorStyle;
 use crate::store::UserRecord;
 use crate::store::affinity::ResourceRecord;
-use crate::upstream::Lane;
+use crate::upstream::{Lane, Via};
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Request, Response, Uri, header};
@@ -270,7 +270,8 @@ async fn bytes(
     };
     let started = Instant::now();
     let deadline = started + state.config.pool.request_deadline;
-    let sent = match state.upstream.send_streaming(up, deadline).await {
+    let via = Via::key(&entry.id, None);
+    let sent = match state.upstream.send_streaming(&via, up, deadline).await {
         Ok(resp) => send::answer(state, &plan, lease, resp).await,
         Err(e) => send::failed(state, &plan, &lease, e.to_string()),
     };

@@ -1,22 +1,25 @@
 //! The body of an upstream answer: hyper's [`Incoming`], plus, for an answer on a pooled
-//! HTTP/2 connection, the stream it holds there. The stream goes back to its connection
-//! when the body has ended or is dropped, whichever comes first; until then the pool
-//! counts it against the server's stream limit.
+//! HTTP/2 connection, the stream it holds there (a [`Held`] guard the pool hands in). The
+//! stream goes back to its connection when the body has ended or is dropped, whichever
+//! comes first; until then the pool counts it against the server's stream limit. It knows
+//! nothing of the pool: the guard gives the stream back when dropped.
 
-use super::pool::Slot;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+/// What a body keeps until it ends: dropping it gives a pooled stream back.
+pub type Held = Box<dyn Send + Sync>;
+
 pub struct UpstreamBody {
     inner: Incoming,
-    slot: Option<Slot>,
+    slot: Option<Held>,
 }
 
 impl UpstreamBody {
-    pub(super) fn pooled(inner: Incoming, slot: Slot) -> Self {
+    pub(super) fn pooled(inner: Incoming, slot: Held) -> Self {
         Self {
             inner,
             slot: Some(slot),

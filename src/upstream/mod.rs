@@ -1,6 +1,8 @@
 //! The HTTP client that talks to Google, all hyper over rustls with bundled web-pki roots
-//! (a static binary works on any VPS), a connect timeout, and an optional HTTP CONNECT or
-//! SOCKS5 egress proxy (see `connect`). An https upstream that offers `h2` in ALPN is
+//! (a static binary works on any VPS), a connect timeout, and egress proxies (HTTP CONNECT
+//! or SOCKS5, see `connect`): a key's own, else one of `upstream.proxies` chosen by the
+//! key (see `route`), else `upstream.proxy`. Each egress has connections of its own
+//! (see `egress`). An https upstream that offers `h2` in ALPN is
 //! spoken to over HTTP/2 connections that follow its stream limit and grow with the load
 //! (see `pool`); plain http:// and hosts that offer only HTTP/1.1 go through hyper-util's
 //! pooled HTTP/1.1 client.
@@ -16,31 +18,27 @@
 //! It sends requests and returns response heads; retry, classification and relaying
 //! belong to `proxy`.
 
-use crate::config::UpstreamConfig;
+use crate::config::{ProxyUrl, UpstreamConfig};
+use crate::relay::BoxError;
 use bytes::Bytes;
-use connect::Connector;
+use egress::Egress;
 use http::{Request, Response, Uri};
 use http_body_util::Full;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use tokio::time::Instant;
 
 mod body;
 mod connect;
 pub(crate) mod dns;
+mod egress;
 mod place;
 mod pool;
+mod route;
 mod streaming;
 mod watch;
 
 pub use body::UpstreamBody;
-
-/// A kept connection is closed rather than reused once it has been idle this long (NAT
-/// and load balancers drop quiet connections without telling anyone).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// Most idle HTTP/1.1 connections kept per host and pool.
-const MAX_IDLE: usize = 256;
 
 /// Which pool a request's connections come from: a serving thread's own, or the shared
 /// one. The server puts it in each request's extensions; `Lane::of` reads it back.
@@ -62,17 +60,33 @@ impl Lane {
     }
 }
 
-/// One set of connections per serving thread, plus the shared one (index 0).
+/// The key a request is sent with, which decides its egress: the key's own proxy when it
+/// has one, else its proxy of `upstream.proxies` (by its id), else `upstream.proxy` or
+/// straight.
+pub struct Via<'a> {
+    key_id: &'a str,
+    proxy: Option<Arc<ProxyUrl>>,
+}
+
+impl<'a> Via<'a> {
+    pub fn key(key_id: &'a str, proxy: Option<Arc<ProxyUrl>>) -> Self {
+        Self { key_id, proxy }
+    }
+}
+
+/// The connections of every egress, each with one set per serving thread plus the shared
+/// one (lane 0).
 pub struct Upstream {
-    /// Also makes the connection of each streamed upload (see `streaming`).
-    connector: Connector,
-    /// Offers only HTTP/1.1: connections for WebSocket upgrades.
-    http1: Connector,
-    /// HTTP/1.1, per lane.
-    pools: Vec<Client<Connector, Full<Bytes>>>,
-    /// HTTP/2, per lane: the hosts spoken to so far (usually one or two).
-    h2: Vec<Mutex<Vec<Arc<pool::Host>>>>,
+    parts: connect::Parts,
+    lanes: usize,
     h2_settings: pool::Settings,
+    /// `upstream.proxy`, or straight.
+    default: Egress,
+    /// `upstream.proxies`, and which of them rest after failed connects.
+    pool: Vec<Egress>,
+    health: route::Health,
+    /// The keys' own proxies, each set up when first used.
+    own: Mutex<HashMap<ProxyUrl, Arc<Egress>>>,
     /// The base URLs parsed once: request URIs share their scheme and host.
     bases: Vec<Base>,
 }
@@ -91,21 +105,37 @@ pub enum SendError {
     Timeout,
     #[error("{0}")]
     Failed(String),
+    /// The egress proxy could not be reached or would not connect: nothing was sent.
+    #[error("{0}")]
+    Proxy(String),
+}
+
+/// An egress picked for a request: one of the client's own, or a key's proxy.
+enum Picked<'a> {
+    Kept(&'a Egress, Option<usize>),
+    Own(Arc<Egress>),
+}
+
+impl std::ops::Deref for Picked<'_> {
+    type Target = Egress;
+    fn deref(&self) -> &Egress {
+        match self {
+            Self::Kept(e, _) => e,
+            Self::Own(e) => e,
+        }
+    }
 }
 
 impl Upstream {
-    /// Pools for `workers` serving threads and the shared one.
+    /// Connections for `workers` serving threads and the shared lane.
     pub fn new(cfg: &UpstreamConfig, workers: usize) -> anyhow::Result<Self> {
-        let connector = Connector::new(cfg)?;
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_idle_timeout(IDLE_TIMEOUT)
-            .pool_max_idle_per_host(MAX_IDLE)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new());
-        let pools = (0..=workers)
-            .map(|_| builder.build(connector.clone()))
-            .collect();
+        let parts = connect::Parts::new(cfg)?;
+        let h2_settings = pool::Settings::new(cfg);
+        let lanes = workers + 1;
+        let egress = |p: Option<&ProxyUrl>| Egress::new(&parts, p, lanes, &h2_settings);
+        let default = egress(cfg.proxy.as_ref());
+        let pool = cfg.proxies.iter().map(|p| egress(Some(p))).collect();
+        let names: Vec<&str> = cfg.proxies.iter().map(ProxyUrl::masked).collect();
         let bases = [cfg.base_url.clone(), cfg.openai_base()]
             .into_iter()
             .filter_map(|url| {
@@ -119,11 +149,13 @@ impl Upstream {
             })
             .collect();
         Ok(Self {
-            http1: Connector::http1_only(cfg)?,
-            connector,
-            h2: (0..=workers).map(|_| Mutex::default()).collect(),
-            h2_settings: pool::Settings::new(cfg),
-            pools,
+            health: route::Health::new(&names, Instant::now()),
+            default,
+            pool,
+            own: Mutex::default(),
+            parts,
+            lanes,
+            h2_settings,
             bases,
         })
     }
@@ -158,57 +190,100 @@ impl Upstream {
         Uri::from_parts(parts).ok()
     }
 
-    /// Sends one request (absolute URI) on `lane`'s connections and waits for the response
-    /// head, until `deadline` at most.
+    /// Sends one request (absolute URI) for `via`'s key on `lane`'s connections and waits
+    /// for the response head, until `deadline` at most. When a proxy of the pool fails to
+    /// connect, the request goes once more through the key's next proxy.
     pub async fn send(
         &self,
         lane: Lane,
+        via: &Via<'_>,
         req: Request<Full<Bytes>>,
-        deadline: tokio::time::Instant,
+        deadline: Instant,
     ) -> Result<Response<UpstreamBody>, SendError> {
-        let lane = lane.0.min(self.pools.len() - 1);
-        match tokio::time::timeout_at(deadline, self.send_on(lane, req)).await {
+        let lane = lane.0.min(self.lanes - 1);
+        match tokio::time::timeout_at(deadline, self.send_via(lane, via, req)).await {
             Err(_) => Err(SendError::Timeout),
             Ok(sent) => sent,
         }
     }
 
-    async fn send_on(
+    async fn send_via(
         &self,
         lane: usize,
-        mut req: Request<Full<Bytes>>,
+        via: &Via<'_>,
+        req: Request<Full<Bytes>>,
     ) -> Result<Response<UpstreamBody>, SendError> {
-        if let Some(host) = self.h2_host(lane, req.uri()) {
-            match host.send(&self.connector, req).await? {
-                pool::Sent::Answer(resp) => return Ok(resp),
-                pool::Sent::Http1(unsent) => req = unsent,
-            }
-        }
-        match self.pools[lane].request(req).await {
-            Ok(resp) => Ok(resp.map(UpstreamBody::from)),
-            Err(e) => Err(SendError::Failed(describe(&e))),
+        let egress = self.pick(via);
+        let Picked::Kept(_, Some(i)) = egress else {
+            return egress.send(lane, req).await;
+        };
+        let spare = copy(&req);
+        match egress.send(lane, req).await {
+            Err(SendError::Proxy(why)) => match self.fail_over(via, i, &why) {
+                Some(next) => self.pool[next].send(lane, spare).await,
+                None => Err(SendError::Proxy(why)),
+            },
+            sent => sent,
         }
     }
 
-    /// The HTTP/2 connections of `lane` to `uri`'s host, for an https URI.
-    fn h2_host(&self, lane: usize, uri: &Uri) -> Option<Arc<pool::Host>> {
-        if uri.scheme() != Some(&http::uri::Scheme::HTTPS) {
-            return None;
+    /// A new connection to `uri`'s host for `via`'s key, offering HTTP/2 or not; through
+    /// the key's next proxy when its proxy of the pool fails.
+    async fn connect_via(
+        &self,
+        via: &Via<'_>,
+        uri: Uri,
+        h2: bool,
+    ) -> Result<connect::Stream, BoxError> {
+        let egress = self.pick(via);
+        let first = egress.connector(h2).connect(uri.clone()).await;
+        match (first, &egress) {
+            (Err(e), Picked::Kept(_, Some(i))) if connect::proxy_failed(&*e) => {
+                match self.fail_over(via, *i, &e.to_string()) {
+                    Some(next) => self.pool[next].connector(h2).connect(uri).await,
+                    None => Err(e),
+                }
+            }
+            (first, _) => first,
         }
-        let authority = uri.authority()?;
-        let mut hosts = self.h2[lane].lock().unwrap();
-        if let Some(h) = hosts.iter().find(|h| h.authority() == Some(authority)) {
-            return Some(h.clone());
+    }
+
+    /// The egress of `via`'s key now.
+    fn pick(&self, via: &Via<'_>) -> Picked<'_> {
+        if let Some(p) = &via.proxy {
+            if let Some(e) = self.pool.iter().find(|e| e.proxy.as_ref() == Some(&**p)) {
+                return Picked::Kept(e, None);
+            }
+            let mut own = self.own.lock().unwrap();
+            let e = own.entry((**p).clone()).or_insert_with(|| {
+                Arc::new(Egress::new(
+                    &self.parts,
+                    Some(p),
+                    self.lanes,
+                    &self.h2_settings,
+                ))
+            });
+            return Picked::Own(e.clone());
         }
-        let base = Uri::builder()
-            .scheme(http::uri::Scheme::HTTPS)
-            .authority(authority.clone())
-            .path_and_query("/")
-            .build()
-            .ok()?;
-        let host = pool::Host::new(base, &self.h2_settings);
-        hosts.push(host.clone());
-        Some(host)
+        match self.health.pick(via.key_id, Instant::now(), None) {
+            Some(i) => Picked::Kept(&self.pool[i], Some(i)),
+            None => Picked::Kept(&self.default, None),
+        }
+    }
+
+    /// Proxy `failed` of the pool did not connect: it rests, and `via`'s key takes its
+    /// next proxy (`None` when there is no other).
+    fn fail_over(&self, via: &Via<'_>, failed: usize, why: &str) -> Option<usize> {
+        let now = Instant::now();
+        if self.health.fail(failed, now) {
+            tracing::warn!(
+                proxy = %self.pool[failed].proxy.as_ref().map_or("", |p| p.masked()),
+                %why,
+                rest_s = route::REST.as_secs(),
+                "egress proxy failed to connect; its keys use their next proxy meanwhile"
+            );
+        }
+        self.health.pick(via.key_id, now, Some(failed))
     }
 }
 
@@ -216,12 +291,12 @@ impl Upstream {
 pub type Http1Io = hyper_util::rt::TokioIo<connect::Stream>;
 
 impl Upstream {
-    /// A new connection to `uri`'s host speaking HTTP/1.1 only (ALPN `http/1.1` over TLS),
-    /// for a WebSocket upgrade.
-    pub async fn connect_http1(&self, uri: Uri) -> Result<Http1Io, SendError> {
-        match self.http1.connect(uri).await {
+    /// A new connection to `uri`'s host for `via`'s key, speaking HTTP/1.1 only (ALPN
+    /// `http/1.1` over TLS), for a WebSocket upgrade.
+    pub async fn connect_http1(&self, via: &Via<'_>, uri: Uri) -> Result<Http1Io, SendError> {
+        match self.connect_via(via, uri, false).await {
             Ok(io) => Ok(hyper_util::rt::TokioIo::new(io)),
-            Err(e) => Err(SendError::Failed(describe(&*e))),
+            Err(e) => Err(connect_error(&*e)),
         }
     }
 }
@@ -252,6 +327,24 @@ fn describe(e: &(dyn std::error::Error + 'static)) -> String {
         source = s.source();
     }
     text
+}
+
+/// A failed connect or send as a [`SendError`]: `Proxy` when the egress proxy failed.
+fn connect_error(e: &(dyn std::error::Error + 'static)) -> SendError {
+    match connect::proxy_failed(e) {
+        true => SendError::Proxy(describe(e)),
+        false => SendError::Failed(describe(e)),
+    }
+}
+
+/// A copy of a request whose body is in memory, to send it again.
+fn copy(req: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+    let mut r = Request::new(req.body().clone());
+    *r.method_mut() = req.method().clone();
+    *r.uri_mut() = req.uri().clone();
+    *r.version_mut() = req.version();
+    *r.headers_mut() = req.headers().clone();
+    r
 }
 
 #[cfg(test)]

@@ -18,15 +18,13 @@ use super::connect::Connector;
 use super::place::{Next, View, next};
 use super::watch::{Signals, Watched};
 use super::{SendError, describe};
-use crate::config::UpstreamConfig;
 use bytes::Bytes;
 use http::{Request, Response, Uri, header};
 use http_body_util::Full;
 use hyper::client::conn::http2;
-use hyper_util::client::legacy::connect::Connection as _;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -46,31 +44,9 @@ type Conn = http2::Connection<Io, Full<Bytes>, TokioExecutor>;
 type Sender = http2::SendRequest<Full<Bytes>>;
 type Driven = Arc<Mutex<Option<Pin<Box<Conn>>>>>;
 
-/// How connections are made and kept, from `[upstream]`.
-#[derive(Clone)]
-pub struct Settings {
-    cap: usize,
-    max_age: Option<Duration>,
-    builder: http2::Builder<TokioExecutor>,
-}
-
-impl Settings {
-    pub fn new(cfg: &UpstreamConfig) -> Self {
-        let mut builder = http2::Builder::new(TokioExecutor::new());
-        builder.timer(TokioTimer::new());
-        if !cfg.keepalive_interval.is_zero() {
-            builder
-                .keep_alive_interval(cfg.keepalive_interval)
-                .keep_alive_timeout(cfg.keepalive_timeout)
-                .keep_alive_while_idle(true);
-        }
-        Self {
-            cap: cfg.max_connections_per_host,
-            max_age: (!cfg.max_connection_age.is_zero()).then_some(cfg.max_connection_age),
-            builder,
-        }
-    }
-}
+mod open;
+use open::Count;
+pub use open::Settings;
 
 /// One host's connections (per serving thread).
 pub struct Host {
@@ -163,9 +139,12 @@ impl Host {
                 Got::Http1 => return Ok(Sent::Http1(req)),
                 Got::Stream(slot, sender) => (slot, sender),
             };
-            let spare = (attempt < RETRIES).then(|| copy(&req));
+            let spare = (attempt < RETRIES).then(|| super::copy(&req));
             match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(Sent::Answer(resp.map(|b| UpstreamBody::pooled(b, slot)))),
+                Ok(resp) => {
+                    let held: super::body::Held = Box::new(slot);
+                    return Ok(Sent::Answer(resp.map(|b| UpstreamBody::pooled(b, held))));
+                }
                 Err(mut e) => match (e.take_message(), spare) {
                     (Some(unsent), _) => req = unsent,
                     (None, Some(again)) if unprocessed(e.error()) => req = again,
@@ -283,118 +262,6 @@ impl Host {
             settled,
         }
     }
-
-    /// Opens a connection and takes its first stream.
-    async fn open(self: &Arc<Self>, connector: &Connector) -> Result<Got, SendError> {
-        self.state.lock().unwrap().connecting += 1;
-        let _connecting = Count {
-            host: self,
-            field: |s| &mut s.connecting,
-            notify: true,
-        };
-        let io = connector
-            .connect(self.base.clone())
-            .await
-            .map_err(|e| SendError::Failed(describe(&*e)))?;
-        if !io.connected().is_negotiated_h2() {
-            self.state.lock().unwrap().http1 = true;
-            self.changed.notify_waiters();
-            return Ok(Got::Http1);
-        }
-        let signals = Signals::new(self.changed.clone());
-        let io = TokioIo::new(Watched::new(TokioIo::new(io), signals.clone()));
-        let (sender, conn) = self
-            .settings
-            .builder
-            .handshake(io)
-            .await
-            .map_err(|e| SendError::Failed(describe(&e)))?;
-        let conn = Arc::new(Mutex::new(Some(Box::pin(conn))));
-        let now = Instant::now();
-        let mut st = self.state.lock().unwrap();
-        let id = st.next_id;
-        st.next_id += 1;
-        tokio::spawn(drive(conn.clone(), Arc::downgrade(self), id));
-        st.conns.push(Entry {
-            id,
-            sender: sender.clone(),
-            signals,
-            conn,
-            in_flight: 1,
-            born: now,
-            idle_since: now,
-        });
-        let slot = Slot {
-            host: self.clone(),
-            id,
-        };
-        Ok(Got::Stream(slot, sender))
-    }
-
-    fn release(&self, id: u64) {
-        let mut st = self.state.lock().unwrap();
-        if let Some(e) = st.conns.iter_mut().find(|e| e.id == id) {
-            e.in_flight -= 1;
-            if e.in_flight == 0 {
-                e.idle_since = Instant::now();
-            }
-        }
-        drop(st);
-        self.changed.notify_one();
-    }
-
-    /// Closes connection `id` when it is idle past its time or too old; true when gone.
-    fn reap(&self, id: u64) -> bool {
-        let mut st = self.state.lock().unwrap();
-        self.place(&mut st);
-        !st.conns.iter().any(|e| e.id == id)
-    }
-}
-
-/// Runs a connection's dispatch until it ends, looking now and then whether it should
-/// close; then drops it (requests queued on it come back unsent, its senders read as
-/// closed) and wakes the waiting requests.
-async fn drive(conn: Driven, host: Weak<Host>, id: u64) {
-    let run = std::future::poll_fn(|cx| match conn.lock().unwrap().as_mut() {
-        Some(c) => c.as_mut().poll(cx),
-        None => std::task::Poll::Ready(Ok(())),
-    });
-    tokio::pin!(run);
-    let mut tick = tokio::time::interval_at(Instant::now() + REAP_EVERY, REAP_EVERY);
-    let mut kept = true;
-    while kept {
-        tokio::select! {
-            _ = &mut run => break,
-            _ = tick.tick() => kept = host.upgrade().is_some_and(|h| !h.reap(id)),
-        }
-    }
-    if !kept {
-        // Out of the pool: the dispatch ends by itself once its streams have.
-        let _ = run.await;
-    }
-    let ended = conn.lock().unwrap().take();
-    drop(ended);
-    if let Some(h) = host.upgrade() {
-        h.changed.notify_waiters();
-    }
-}
-
-/// A counter in the host's state, already raised, lowered when this is dropped.
-struct Count<'a> {
-    host: &'a Host,
-    field: fn(&mut State) -> &mut usize,
-    /// Wake the waiting requests then (fewer connections being opened: one of them may
-    /// have to open another).
-    notify: bool,
-}
-
-impl Drop for Count<'_> {
-    fn drop(&mut self) {
-        *(self.field)(&mut self.host.state.lock().unwrap()) -= 1;
-        if self.notify {
-            self.host.changed.notify_waiters();
-        }
-    }
 }
 
 /// True when the server said it did not act on the request: the stream was refused, or
@@ -408,13 +275,4 @@ fn unprocessed(e: &hyper::Error) -> bool {
     h2.is_remote()
         && ((h2.is_reset() && reason == Some(h2::Reason::REFUSED_STREAM))
             || (h2.is_go_away() && reason == Some(h2::Reason::NO_ERROR)))
-}
-
-fn copy(req: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
-    let mut r = Request::new(req.body().clone());
-    *r.method_mut() = req.method().clone();
-    *r.uri_mut() = req.uri().clone();
-    *r.version_mut() = req.version();
-    *r.headers_mut() = req.headers().clone();
-    r
 }

@@ -2,7 +2,7 @@
 //! of their own with hyper's client, the body read from the client as the upstream takes
 //! it, never held whole. HTTP/2 when the upstream offers it, HTTP/1.1 otherwise.
 
-use super::{SendError, Upstream, describe, host_value};
+use super::{SendError, Upstream, Via, connect_error, host_value};
 use crate::relay::BoxError;
 use bytes::Bytes;
 use http::{Request, Response, Uri, header};
@@ -15,6 +15,7 @@ impl Upstream {
     /// head until `deadline`. Never retried: once sent, the body is gone.
     pub async fn send_streaming<B>(
         &self,
+        via: &Via<'_>,
         req: Request<B>,
         deadline: tokio::time::Instant,
     ) -> Result<Response<super::UpstreamBody>, SendError>
@@ -22,16 +23,17 @@ impl Upstream {
         B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
-        let fut = self.stream_once(req);
+        let fut = self.stream_once(via, req);
         match tokio::time::timeout_at(deadline, fut).await {
             Err(_) => Err(SendError::Timeout),
-            Ok(Err(e)) => Err(SendError::Failed(describe(&*e))),
+            Ok(Err(e)) => Err(connect_error(&*e)),
             Ok(Ok(resp)) => Ok(resp.map(super::UpstreamBody::from)),
         }
     }
 
     async fn stream_once<B>(
         &self,
+        via: &Via<'_>,
         mut req: Request<B>,
     ) -> Result<Response<hyper::body::Incoming>, BoxError>
     where
@@ -47,7 +49,7 @@ impl Upstream {
             .authority(authority.clone())
             .path_and_query("/")
             .build()?;
-        let io = self.connector.connect(base).await?;
+        let io = self.connect_via(via, base, true).await?;
         if io.connected().is_negotiated_h2() {
             let (mut sender, conn) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
