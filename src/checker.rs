@@ -40,7 +40,7 @@ pub async fn check(state: &AppState, entry: &KeyEntry) -> Verdict {
         .upstream
         .send(
             Lane::SHARED,
-            &Via::key(&entry.id, None),
+            &Via::key(&entry.id, entry.proxy()),
             req,
             tokio::time::Instant::now() + timeout,
         )

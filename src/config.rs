@@ -18,7 +18,7 @@ mod server;
 mod tls;
 mod upstream;
 pub use groups::{DEFAULT_GROUP, GroupConfig, check_limits, valid_group};
-pub use proxy::{ProxyKind, ProxyUrl};
+pub use proxy::{ProxyKind, ProxyUrl, stored as stored_proxy};
 pub use server::ServerConfig;
 pub use tls::{AcmeConfig, Challenge, TlsConfig};
 pub use upstream::UpstreamConfig;

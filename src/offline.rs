@@ -59,6 +59,7 @@ pub async fn keys(config: &Config, action: KeysAction) -> anyhow::Result<()> {
                     project: None,
                     limits: Default::default(),
                     group: None,
+                    proxy: None,
                 }));
             }
             let added = writes.len();

@@ -5,7 +5,7 @@ use crate::AppState;
 use crate::body::Body;
 use crate::body::ReqBody;
 use crate::checker::{self, Verdict};
-use crate::config::check_limits;
+use crate::config::{ProxyUrl, check_limits};
 use crate::error::ApiError;
 use crate::keys::format::{extract_keys, looks_like_key};
 use crate::keys::{KeyEntry, unix_ms};
@@ -131,6 +131,10 @@ struct Patch {
     /// The key group (a `[[groups]]` name, or `default`); `null`: `default`.
     #[serde(default, deserialize_with = "double_option")]
     group: Option<Option<String>>,
+    /// The key's own egress proxy URL (`http://`, `socks5://`, `socks5h://`); `null`
+    /// clears it.
+    #[serde(default, deserialize_with = "double_option")]
+    proxy: Option<Option<String>>,
 }
 
 /// A project id as Google writes them: letters, digits, `-`, `_`, `.`, `:`, at most 100.
@@ -158,6 +162,13 @@ pub async fn patch(
     if let Some(Err(why)) = limits.as_ref().map(check_limits) {
         return Err(ApiError::BadRequest(format!("limits: {why}.")));
     }
+    let proxy = match p.proxy {
+        Some(Some(url)) => match ProxyUrl::parse(&url) {
+            Ok(url) => Some(Some(url)),
+            Err(why) => return Err(ApiError::BadRequest(format!("proxy: {why}."))),
+        },
+        other => other.map(|_| None),
+    };
     if let Some(Some(g)) = &p.group {
         if !state.pool.knows_group(g) {
             return Err(ApiError::BadRequest(
@@ -198,6 +209,9 @@ pub async fn patch(
     }
     if let Some(group) = p.group {
         state.pool.set_group(&e, group);
+    }
+    if let Some(proxy) = proxy {
+        state.pool.set_proxy(&e, proxy);
     }
     state.persister.sync().await;
     Ok(json(StatusCode::OK, &e.view(unix_ms())))

@@ -145,6 +145,24 @@ impl<'de> serde::Deserialize<'de> for ProxyUrl {
     }
 }
 
+/// Serde for the one place a proxy URL is written out whole, password included: the
+/// store. Use as `#[serde(default, with = "crate::config::stored_proxy")]`.
+pub mod stored {
+    use super::ProxyUrl;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(p: &Option<ProxyUrl>, ser: S) -> Result<S::Ok, S::Error> {
+        match p {
+            Some(p) => ser.serialize_some(p.expose()),
+            None => ser.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ProxyUrl>, D::Error> {
+        Option::<ProxyUrl>::deserialize(d)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

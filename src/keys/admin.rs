@@ -20,6 +20,8 @@ pub struct KeyView {
     pub project: Option<String>,
     /// The key's group.
     pub group: String,
+    /// The key's own egress proxy, its password masked.
+    pub proxy: Option<String>,
     /// Limits the admin set for the key, by model name or glob.
     pub limits: BTreeMap<String, SetLimits>,
     pub invalid_reason: Option<String>,
@@ -102,6 +104,7 @@ impl KeyEntry {
                 .clone()
                 .unwrap_or_else(|| crate::config::DEFAULT_GROUP.to_owned()),
             limits: s.set_limits.clone(),
+            proxy: self.proxy().map(|p| p.masked().to_owned()),
             invalid_reason: s.invalid.as_ref().map(|i| i.reason.clone()),
             invalid_since: s.invalid.as_ref().map(|i| i.at),
             failure_streak: models.iter().map(|m| m.failure_streak).max().unwrap_or(0),
@@ -263,6 +266,12 @@ impl Pool {
 
     pub fn set_note(&self, entry: &KeyEntry, note: Option<String>) {
         entry.lock().note = note.filter(|n| !n.is_empty());
+        self.mark(Dirty::Key(entry.id.clone()));
+    }
+
+    /// Sets (or with `None` clears) the key's own egress proxy.
+    pub fn set_proxy(&self, entry: &KeyEntry, proxy: Option<crate::config::ProxyUrl>) {
+        entry.proxy.store(proxy.map(Arc::new));
         self.mark(Dirty::Key(entry.id.clone()));
     }
 

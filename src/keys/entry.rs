@@ -3,8 +3,10 @@
 //! key, and what state it shows for a model at a given time.
 
 use super::ledger::Usage;
+use crate::config::ProxyUrl;
 use crate::secret::{Secret, fingerprint};
 use crate::store::{Invalid, KeyRecord, ModelState, QuotaLimits, SetLimits, UsageRecord};
+use arc_swap::ArcSwapOption;
 use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -41,6 +43,8 @@ pub struct KeyEntry {
     pub(super) day_end_ms: AtomicI64,
     /// The ledger's counts changed since they were last saved.
     pub(super) ledger_dirty: AtomicBool,
+    /// The key's own egress proxy, read by every request it serves.
+    pub(super) proxy: ArcSwapOption<ProxyUrl>,
 }
 
 #[derive(Default)]
@@ -128,6 +132,7 @@ impl KeyEntry {
             today: AtomicU64::new(0),
             day_end_ms: AtomicI64::new(0),
             ledger_dirty: AtomicBool::new(false),
+            proxy: ArcSwapOption::from(rec.proxy.map(std::sync::Arc::new)),
         }
     }
 
@@ -167,7 +172,13 @@ impl KeyEntry {
             project: s.project.clone(),
             limits: s.set_limits.clone(),
             group: s.group.clone(),
+            proxy: self.proxy().map(|p| (*p).clone()),
         }
+    }
+
+    /// The key's own egress proxy, if it has one.
+    pub fn proxy(&self) -> Option<std::sync::Arc<ProxyUrl>> {
+        self.proxy.load_full()
     }
 
     /// The Cloud project whose quotas the key shares, if known.

@@ -76,6 +76,9 @@ impl Pool {
         if k.group.is_some() {
             self.set_group(entry, k.group.clone());
         }
+        if k.proxy.is_some() && k.proxy.as_ref() != entry.proxy().as_deref() {
+            self.set_proxy(entry, k.proxy.clone());
+        }
     }
 
     /// Makes the key's ready limits match its own and its group's.

@@ -140,6 +140,7 @@ impl Pool {
                     project: None,
                     limits: Default::default(),
                     group: None,
+                    proxy: None,
                 };
                 added.push(rec.clone());
                 list.push(Arc::new(KeyEntry::new(rec)));

@@ -263,7 +263,7 @@ async fn connect(
     };
     let io = state
         .upstream
-        .connect_http1(&Via::key(&entry.id, None), uri.clone())
+        .connect_http1(&Via::key(&entry.id, entry.proxy()), uri.clone())
         .await
         .map_err(|e| transient(e.to_string()))?;
     let mut req = ws_uri(&uri)

@@ -281,6 +281,7 @@ mod tests {
             project: None,
             limits: Default::default(),
             group: None,
+            proxy: None,
         };
         Arc::new(KeyEntry::new(rec))
     }

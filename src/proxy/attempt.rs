@@ -109,7 +109,7 @@ async fn try_key(
         .upstream
         .send(
             plan.lane,
-            &Via::key(&lease.entry.id, None),
+            &Via::key(&lease.entry.id, lease.entry.proxy()),
             req,
             started + cfg.request_timeout,
         )

@@ -128,7 +128,7 @@ async fn read_page(
     }
     let started = Instant::now();
     let deadline = started + state.config.upstream.request_timeout;
-    let via = Via::key(&key.id, None);
+    let via = Via::key(&key.id, key.proxy());
     let resp = state.upstream.send(plan.lane, &via, req, deadline).await;
     let mut attempt = Attempt {
         key: state.pool.get(&key.id).ok_or(ApiError::NoKey)?,

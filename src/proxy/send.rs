@@ -102,7 +102,7 @@ pub(super) async fn run(
         let started = Instant::now();
         let req = build_request(plan, &entry);
         let deadline = started + state.config.upstream.request_timeout;
-        let via = Via::key(&entry.id, None);
+        let via = Via::key(&entry.id, entry.proxy());
         let sent = match state.upstream.send(plan.lane, &via, req, deadline).await {
             Ok(resp) => answer(state, plan, lease, resp).await,
             Err(e) => failed(state, plan, &lease, e.to_string()),

@@ -270,7 +270,7 @@ async fn bytes(
     };
     let started = Instant::now();
     let deadline = started + state.config.pool.request_deadline;
-    let via = Via::key(&entry.id, None);
+    let via = Via::key(&entry.id, entry.proxy());
     let sent = match state.upstream.send_streaming(&via, up, deadline).await {
         Ok(resp) => send::answer(state, &plan, lease, resp).await,
         Err(e) => send::failed(state, &plan, &lease, e.to_string()),

@@ -85,6 +85,13 @@ pub struct KeyRecord {
     /// The key group (`None`: the group `default`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// The key's own egress proxy, password included.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::config::stored_proxy"
+    )]
+    pub proxy: Option<crate::config::ProxyUrl>,
 }
 
 /// Limits the admin sets for a (key, model), in the config and the admin API: requests

@@ -28,6 +28,7 @@ pub(super) fn key_rec(id: &str, created_at: i64) -> KeyRecord {
         )]
         .into(),
         group: Some("free".into()),
+        proxy: None,
     }
 }
 

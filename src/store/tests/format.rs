@@ -17,6 +17,7 @@ fn key(id: &str) -> KeyRecord {
         project: None,
         limits: Default::default(),
         group: None,
+        proxy: None,
     }
 }
 
