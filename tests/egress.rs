@@ -2,9 +2,12 @@
 //! keys without one stick to a proxy of `upstream.proxies` and move to another when theirs
 //! fails, without a client request failing; the admin API sets and clears a key's proxy,
 //! durably, and the key check takes it; a proxy's password is never shown. Two loopback
-//! CONNECT proxies (`common/proxies.rs`) count what went through each of them.
+//! CONNECT proxies (`common/proxies.rs`) count what went through each of them. The admin
+//! page's proxy dialog is driven in headless Chromium (`browser_support/driver.rs`).
 
 mod common;
+#[path = "browser_support/driver.rs"]
+mod driver;
 #[path = "common/proxies.rs"]
 mod proxies;
 
@@ -249,6 +252,68 @@ async fn the_key_check_goes_through_the_keys_proxy() {
     assert_eq!(p1.keys(), vec![k1.clone()]);
     assert!(p2.keys().is_empty() && p2.tunnels() == 0);
     assert_eq!(up.keys_to("/models"), vec![k1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_page_sets_shows_masked_and_clears_a_keys_proxy() {
+    let p1 = ConnectProxy::start().await;
+    let up = Upstream::start(ok_or_stream).await;
+    let d = Daemon::start(&Config::new(&up).keys([key(1)]).admin_password(PASSWORD)).await;
+    let b = driver::Browser::start().await;
+    b.goto(&d.url("/")).await;
+    b.type_into("#password", PASSWORD).await;
+    b.click("#login-submit").await;
+    b.wait_for("main[data-view]").await;
+    b.click("[data-nav=keys]").await;
+    b.wait_text("#keys .key-brief", "AIza").await;
+
+    b.click("#keys tbody tr:first-child [data-action=proxy]")
+        .await;
+    b.type_into("#proxy-input", &p1.url_with("erin", SECRET))
+        .await;
+    b.click("[data-action=save-proxy]").await;
+    let masked = format!("http://erin:***@{}", p1.addr);
+    let shown = b.wait_text("#keys .key-proxy", &masked).await;
+    assert!(!shown.contains(SECRET));
+    let page = b.js("return document.body.innerHTML;", json!([])).await;
+    assert!(
+        !page.as_str().unwrap().contains(SECRET),
+        "password on the page"
+    );
+    assert_eq!(
+        b.js(
+            "return document.querySelectorAll('main img').length;",
+            json!([])
+        )
+        .await,
+        0
+    );
+    generate_ok(&d, 1).await;
+    assert_eq!(p1.keys(), vec![key(1)]);
+
+    b.click("#keys tbody tr:first-child [data-action=proxy]")
+        .await;
+    b.wait_text("dialog[open]", &masked).await;
+    b.click("[data-action=clear-proxy]").await;
+    b.wait_js(
+        "the proxy to be cleared",
+        "return !document.querySelector('dialog[open]') && !document.querySelector('#keys .key-proxy');",
+        json!([]),
+    )
+    .await;
+    let token = login(&d, PASSWORD).await;
+    assert!(list_keys(&d, &token).await[0]["proxy"].is_null());
+
+    // What is not a proxy URL is refused by the daemon, whose answer the page shows as text.
+    b.click("#keys tbody tr:first-child [data-action=proxy]")
+        .await;
+    b.type_into("#proxy-input", "<img src=x onerror=alert(1)>")
+        .await;
+    b.click("[data-action=save-proxy]").await;
+    b.wait_text(".toast-error", "proxy URL").await;
+    let imgs = "return document.querySelectorAll('main img, .toast img').length;";
+    assert_eq!(b.js(imgs, json!([])).await, 0);
+    b.close().await;
 }
 
 #[test]

@@ -1,4 +1,4 @@
-// Upstream keys: bulk add, check, reset, enable/disable, note, project, group, limits,
+// Upstream keys: bulk add, check, reset, enable/disable, note, project, group, limits, proxy,
 // delete, export.
 // Each model with state shows its state and its use against its limits (the ledger).
 // Cool-down countdowns tick client-side from the `cooling_seconds` each model reported.
@@ -100,6 +100,28 @@ export function render(root) {
     });
     if (value === undefined) return;
     act(() => patch(k, { [name]: value.trim() ? value.trim() : null }), t('keys.saved'));
+  }
+
+  // Sets or clears the key's own egress proxy. The daemon shows it only masked, so the
+  // field starts empty (the masked URL is the placeholder) and a save sends a whole URL.
+  async function editProxy(k) {
+    const value = await modal(t('keys.proxy.title', { key: k.brief }), (close) => {
+      const input = h('input', {
+        type: 'text', id: 'proxy-input', maxlength: 500, spellcheck: 'false', autocomplete: 'off',
+        placeholder: k.proxy || t('keys.proxy.placeholder'),
+      });
+      return h('form', {
+        class: 'stack',
+        on: { submit: (e) => { e.preventDefault(); if (input.value.trim()) close(input.value.trim()); } },
+      }, field(t('keys.proxy'), input),
+      h('p', { class: 'muted small' }, k.proxy ? t('keys.proxy.current', { proxy: k.proxy }) : t('keys.proxy.none')),
+      h('div', { class: 'modal-actions' },
+        button(t('common.cancel'), () => close(undefined), { kind: 'ghost' }),
+        k.proxy ? button(t('keys.proxy.clear'), () => close(null), { kind: 'danger-ghost', dataset: { action: 'clear-proxy' } }) : null,
+        button(t('common.save'), null, { kind: 'primary', type: 'submit', dataset: { action: 'save-proxy' } })));
+    });
+    if (value === undefined) return;
+    act(() => patch(k, { proxy: value }), t('keys.saved'));
   }
 
   // Edits the key's own limits: a row per model name or glob, each of requests a minute,
@@ -258,6 +280,7 @@ export function render(root) {
       h('td', label('keys.col.key'),
         h('div', { class: 'mono key-brief' }, k.brief),
         k.group && k.group !== 'default' ? h('div', { class: 'muted small key-group' }, t('keys.group.badge', { group: k.group })) : null,
+        k.proxy ? h('div', { class: 'muted small mono key-proxy' }, t('keys.proxy.badge', { proxy: k.proxy })) : null,
         k.note ? h('div', { class: 'note' }, k.note) : null),
       h('td', label('keys.col.state'), stateBadge(k.state),
         k.in_flight ? h('div', { class: 'muted small' }, t('keys.inflight', { n: k.in_flight })) : null),
@@ -275,6 +298,7 @@ export function render(root) {
           button(t('keys.project'), () => editField(k, 'project', 100), { small: true, dataset: { action: 'project' } }),
           button(t('keys.group'), () => editField(k, 'group', 40), { small: true, dataset: { action: 'group' } }),
           button(t('keys.limits'), () => editLimits(k), { small: true, dataset: { action: 'limits' } }),
+          button(t('keys.proxy'), () => editProxy(k), { small: true, dataset: { action: 'proxy' } }),
           button(t('common.delete'), () => remove(k), { small: true, kind: 'danger-ghost', dataset: { action: 'delete' } }))));
   }
 
