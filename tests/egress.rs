@@ -7,6 +7,7 @@
 
 mod common;
 #[path = "browser_support/driver.rs"]
+#[allow(dead_code)]
 mod driver;
 #[path = "common/proxies.rs"]
 mod proxies;

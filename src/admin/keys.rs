@@ -144,6 +144,14 @@ fn valid_project(p: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
+/// A key's proxy URL from a patch (`None`: clear it); a bad one is a 400 that does not
+/// quote it.
+fn parse_proxy(url: Option<String>) -> Result<Option<ProxyUrl>, ApiError> {
+    url.map(|u| ProxyUrl::parse(&u))
+        .transpose()
+        .map_err(|why| ApiError::BadRequest(format!("proxy: {why}.")))
+}
+
 /// Tells `"note": null` (clear) apart from a missing `note` (leave as is).
 fn double_option<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
     d: D,
@@ -162,13 +170,7 @@ pub async fn patch(
     if let Some(Err(why)) = limits.as_ref().map(check_limits) {
         return Err(ApiError::BadRequest(format!("limits: {why}.")));
     }
-    let proxy = match p.proxy {
-        Some(Some(url)) => match ProxyUrl::parse(&url) {
-            Ok(url) => Some(Some(url)),
-            Err(why) => return Err(ApiError::BadRequest(format!("proxy: {why}."))),
-        },
-        other => other.map(|_| None),
-    };
+    let proxy = p.proxy.map(parse_proxy).transpose()?;
     if let Some(Some(g)) = &p.group {
         if !state.pool.knows_group(g) {
             return Err(ApiError::BadRequest(
