@@ -1,4 +1,5 @@
-//! Validating upstream keys without spending generation quota: `GET models` with the key.
+//! Validating upstream keys without spending generation quota: `GET models` with the key,
+//! through the key's egress proxy.
 //! Used by the periodic re-validation of `invalid` keys (and by the admin "check" action).
 
 use crate::AppState;

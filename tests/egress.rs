@@ -158,6 +158,8 @@ async fn a_dead_proxy_of_a_key_is_an_error_that_hides_the_password() {
     let r = generate(&d).await;
     assert!(r.status >= 500, "{} {}", r.status, r.text());
     assert!(!r.text().contains(SECRET), "{}", r.text());
+    let masked = format!("http://carol:***@{}", dead.addr);
+    assert!(r.text().contains(&masked), "{}", r.text());
     assert!(dead.refused() >= 1);
     assert!(up.requests().is_empty());
     assert!(!d.logs().join("\n").contains(SECRET));
@@ -203,6 +205,32 @@ async fn patch_sets_and_clears_a_keys_proxy_durably_and_masked() {
     let token = login(&d, PASSWORD).await;
     assert!(entry_of(&list_keys(&d, &token).await, &k)["proxy"].is_null());
     assert!(!d.logs().join("\n").contains(SECRET));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keys_proxy_is_kept_in_redis_for_the_next_instance() {
+    let redis = common::redis::RedisServer::start();
+    let p1 = ConnectProxy::start().await;
+    let up = Upstream::start(ok_or_stream).await;
+    let k = key(1);
+    let cfg = Config::new(&up).keys([k.clone()]).admin_password(PASSWORD);
+    let top = format!("store = {:?}\n", redis.url());
+    let mut a = Daemon::start_with_top_level(&cfg, &top).await;
+    let token = login(&a, PASSWORD).await;
+    let path = format!("/api/keys/{}", key_id(&a, &token, &k).await);
+    let set = json!({ "proxy": p1.url_with("frank", SECRET) });
+    admin_ok(&a, Method::PATCH, &path, &token, Some(set)).await;
+    a.stop().await;
+
+    let b = Daemon::start_with_top_level(&cfg, &top).await;
+    let token = login(&b, PASSWORD).await;
+    let masked = format!("http://frank:***@{}", p1.addr);
+    assert_eq!(
+        entry_of(&list_keys(&b, &token).await, &k)["proxy"],
+        masked.as_str()
+    );
+    generate_ok(&b, 1).await;
+    assert_eq!(p1.keys(), vec![k]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

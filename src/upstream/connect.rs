@@ -129,7 +129,7 @@ impl Service<Uri> for Connector {
 
 /// The proxy could not be reached, or would not open the tunnel; names the proxy masked.
 #[derive(Debug, thiserror::Error)]
-#[error("egress proxy {name}: {source}")]
+#[error("egress proxy {name}")]
 pub struct ProxyFailed {
     name: std::sync::Arc<str>,
     source: BoxError,

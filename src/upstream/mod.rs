@@ -2,10 +2,10 @@
 //! (a static binary works on any VPS), a connect timeout, and egress proxies (HTTP CONNECT
 //! or SOCKS5, see `connect`): a key's own, else one of `upstream.proxies` chosen by the
 //! key (see `route`), else `upstream.proxy`. Each egress has connections of its own
-//! (see `egress`). An https upstream that offers `h2` in ALPN is
-//! spoken to over HTTP/2 connections that follow its stream limit and grow with the load
-//! (see `pool`); plain http:// and hosts that offer only HTTP/1.1 go through hyper-util's
-//! pooled HTTP/1.1 client.
+//! (see `egress`). An https upstream that offers `h2` in ALPN is spoken to over HTTP/2
+//! connections that follow its stream limit and grow with the load (see `pool`); plain
+//! http:// and hosts that offer only HTTP/1.1 go through hyper-util's pooled HTTP/1.1
+//! client.
 //!
 //! Each serving thread has its own connections, named by the request's [`Lane`]: a
 //! request, its upstream connection and that connection's task stay on one thread, with
@@ -15,8 +15,9 @@
 //! Live sessions get a connection of their own ([`Upstream::connect_http1`]): HTTP/1.1
 //! only, since a WebSocket is an upgrade of an HTTP/1.1 request.
 //!
-//! It sends requests and returns response heads; retry, classification and relaying
-//! belong to `proxy`.
+//! It sends requests and returns response heads, sending one again only through another
+//! proxy of the pool when its proxy failed to connect (nothing reached Google then);
+//! retries on other keys, classification and relaying belong to `proxy`.
 
 use crate::config::{ProxyUrl, UpstreamConfig};
 use crate::relay::BoxError;
@@ -239,7 +240,7 @@ impl Upstream {
         let first = egress.connector(h2).connect(uri.clone()).await;
         match (first, &egress) {
             (Err(e), Picked::Kept(_, Some(i))) if connect::proxy_failed(&*e) => {
-                match self.fail_over(via, *i, &e.to_string()) {
+                match self.fail_over(via, *i, &describe(&*e)) {
                     Some(next) => self.pool[next].connector(h2).connect(uri).await,
                     None => Err(e),
                 }

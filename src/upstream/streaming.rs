@@ -1,6 +1,7 @@
 //! Requests whose body streams through (file uploads, up to 2 GiB): sent on a connection
-//! of their own with hyper's client, the body read from the client as the upstream takes
-//! it, never held whole. HTTP/2 when the upstream offers it, HTTP/1.1 otherwise.
+//! of their own (through the key's egress) with hyper's client, the body read from the
+//! client as the upstream takes it, never held whole. HTTP/2 when the upstream offers it,
+//! HTTP/1.1 otherwise.
 
 use super::{SendError, Upstream, Via, connect_error, host_value};
 use crate::relay::BoxError;
