@@ -22,19 +22,10 @@ use std::collections::BTreeSet;
 const PASSWORD: &str = "correct-horse-battery-staple-7";
 const SECRET: &str = "pr0xy-s3cret-pw";
 
-async fn generate(d: &Daemon) -> Response {
-    client::post(
-        &d.url(&model_path(FLASH, "generateContent")),
-        &user_auth(),
-        GENERATE_BODY,
-    )
-    .await
-}
-
 /// `n` generate calls, each of which must succeed.
 async fn generate_ok(d: &Daemon, n: usize) {
     for i in 0..n {
-        let r = generate(d).await;
+        let r = generate(d, FLASH).await;
         assert_eq!(r.status, 200, "request {i}: {}", r.text());
     }
 }
@@ -155,7 +146,7 @@ async fn a_dead_proxy_of_a_key_is_an_error_that_hides_the_password() {
     let cfg = Config::new(&up).keys(Vec::<String>::new()).extra(&keys);
     let d = Daemon::start(&cfg).await;
 
-    let r = generate(&d).await;
+    let r = generate(&d, FLASH).await;
     assert!(r.status >= 500, "{} {}", r.status, r.text());
     assert!(!r.text().contains(SECRET), "{}", r.text());
     let masked = format!("http://carol:***@{}", dead.addr);
