@@ -281,6 +281,35 @@ impl Pool {
         self.mark(Dirty::Key(entry.id.clone()));
     }
 
+    /// Replaces the key's own limits (checked by the caller).
+    pub fn set_limits(&self, entry: &KeyEntry, limits: BTreeMap<String, SetLimits>) {
+        entry.lock().set_limits = limits;
+        self.compile_limits(entry);
+        self.mark(Dirty::Key(entry.id.clone()));
+        self.freed.notify_all();
+    }
+
+    /// Applies what the config file declares for a key (project, limits, group) where
+    /// it differs from the pool's.
+    pub fn declare(&self, entry: &KeyEntry, k: &crate::config::UpstreamKeyConfig) {
+        let (project, limits) = {
+            let s = entry.lock();
+            (s.project.clone(), s.set_limits.clone())
+        };
+        if k.project.is_some() && k.project != project {
+            self.set_project(entry, k.project.clone());
+        }
+        if let Some(l) = k.limits.as_ref().filter(|l| **l != limits) {
+            self.set_limits(entry, l.clone());
+        }
+        if k.group.is_some() {
+            self.set_group(entry, k.group.clone());
+        }
+        if k.proxy.is_some() && k.proxy.as_ref() != entry.proxy().as_deref() {
+            self.set_proxy(entry, k.proxy.clone());
+        }
+    }
+
     /// How many independent quotas the keys that can serve have: one per project, plus
     /// one per key of no known project.
     pub fn quotas(&self) -> usize {

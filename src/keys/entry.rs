@@ -3,6 +3,7 @@
 //! key, and what state it shows for a model at a given time.
 
 use super::ledger::Usage;
+use super::limits::{self, AdminLimit};
 use crate::config::ProxyUrl;
 use crate::secret::{Secret, fingerprint};
 use crate::store::{Invalid, KeyRecord, ModelState, QuotaLimits, SetLimits, UsageRecord};
@@ -59,7 +60,7 @@ pub(super) struct EntryState {
     /// Limits the admin set for the key, by model name or glob, as stored.
     pub(super) set_limits: BTreeMap<String, SetLimits>,
     /// Those and its group's, ready to match (see `limits`).
-    pub(super) admin_limits: Vec<super::limits::AdminLimit>,
+    pub(super) admin_limits: Vec<AdminLimit>,
     /// The ledger's counts, for the models with known limits.
     pub(super) usage: HashMap<String, Usage>,
 }
@@ -70,6 +71,17 @@ impl EntryState {
             && self.invalid.is_none()
             && self.models.is_empty()
             && self.admin_limits.is_empty()
+    }
+
+    /// The limits that hold for `model`: Google's and the admin's, the smaller of each.
+    pub(super) fn limits_for(&self, model: &str) -> QuotaLimits {
+        let learned = self.models.get(model).map(|m| m.limits).unwrap_or_default();
+        limits::tightest(&self.admin_limits, learned, model)
+    }
+
+    /// Models with limits set by a plain name (not a glob), to show even before use.
+    pub(super) fn named_models(&self) -> impl Iterator<Item = &str> {
+        limits::named(&self.set_limits)
     }
 }
 
@@ -122,7 +134,7 @@ impl KeyEntry {
                 disabled: rec.disabled,
                 invalid: rec.invalid,
                 models: HashMap::new(),
-                admin_limits: super::limits::compile(&rec.limits, &[]),
+                admin_limits: limits::compile(&rec.limits, &[]),
                 set_limits: rec.limits,
                 group: rec.group,
                 usage: HashMap::new(),

@@ -7,9 +7,11 @@
 //! The pool's key list is kept split by group ([`Keys`]), rebuilt whole when a key is
 //! added, removed or moved, so selection never sorts or filters per request.
 
+use super::limits;
 use super::persist::Dirty;
 use super::{KeyEntry, Pool};
 use crate::config::{DEFAULT_GROUP, GroupConfig};
+use crate::store::SetLimits;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -119,6 +121,24 @@ impl Pool {
     /// Splits the key list by group again (a key changed group).
     pub(super) fn regroup(&self) {
         self.keys.rcu(|current| self.keys_of(current.list.clone()));
+    }
+
+    /// Makes the key's ready limits match its own and its group's.
+    pub(super) fn compile_limits(&self, entry: &KeyEntry) {
+        let mut s = entry.lock();
+        let group = self.group_limits(s.group.as_deref());
+        s.admin_limits = limits::compile(&s.set_limits, &group);
+    }
+
+    /// The limits of a group for each of its keys.
+    fn group_limits(&self, group: Option<&str>) -> Vec<(String, SetLimits)> {
+        let name = group.unwrap_or(DEFAULT_GROUP);
+        self.cfg
+            .groups
+            .iter()
+            .find(|g| g.name == name)
+            .map(|g| g.limits.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default()
     }
 
     /// The groups in serving order, and how many keys each has.
