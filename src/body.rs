@@ -2,7 +2,8 @@
 //! they arrive (`Upstream` untouched, `Relay` re-framed for streams) and never collected.
 //! And the request body: hyper's, read at a minimum pace ([`Paced`]).
 
-use crate::relay::{BoxError, Relay};
+use crate::boxerror::BoxError;
+use crate::relay::Relay;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use std::pin::Pin;

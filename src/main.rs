@@ -8,6 +8,7 @@ mod affinity;
 mod app;
 mod auth;
 mod body;
+mod boxerror;
 mod checker;
 mod cli;
 mod client_addr;

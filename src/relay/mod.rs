@@ -14,6 +14,7 @@ mod json_array;
 mod sse;
 mod usage;
 
+use crate::boxerror::BoxError;
 use crate::upstream::UpstreamBody;
 use crate::usage::Tokens;
 use bytes::{Bytes, BytesMut};
@@ -55,9 +56,6 @@ pub struct Finish {
 }
 
 pub type OnFinish = Box<dyn FnOnce(&Finish) + Send + Sync>;
-
-/// The error of a body, and of a connection one is read from: any error, boxed.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A non-stream answer up to this size is read whole before it is committed, so a cut
 /// or stall inside it fails over to another key instead of reaching the client.

@@ -8,8 +8,8 @@
 //! caller can tell a dead proxy from a failing upstream.
 
 use super::dns::Dns;
+use crate::boxerror::BoxError;
 use crate::config::{ProxyKind, ProxyUrl, UpstreamConfig};
-use crate::relay::BoxError;
 use anyhow::Context as _;
 use base64::Engine as _;
 use http::{HeaderValue, Uri};

@@ -19,8 +19,8 @@
 //! proxy of the pool when its proxy failed to connect (nothing reached Google then);
 //! retries on other keys, classification and relaying belong to `proxy`.
 
+use crate::boxerror::BoxError;
 use crate::config::{ProxyUrl, UpstreamConfig};
-use crate::relay::BoxError;
 use bytes::Bytes;
 use egress::Egress;
 use http::{Request, Response, Uri};

@@ -4,7 +4,7 @@
 //! HTTP/1.1 otherwise.
 
 use super::{SendError, Upstream, Via, connect_error, host_value};
-use crate::relay::BoxError;
+use crate::boxerror::BoxError;
 use bytes::Bytes;
 use http::{Request, Response, Uri, header};
 use hyper::client::conn::{http1, http2};
