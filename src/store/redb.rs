@@ -3,9 +3,9 @@
 //! tables; the request log is in `redb_logs`. The file's format version is in `meta`: a
 //! file of any other version is refused on open, untouched, rather than misread.
 
+use super::format::{self, REDB_FORMAT_VERSION};
 use super::{
-    Bucket, BucketKey, KeyRecord, ModelState, REDB_FORMAT_VERSION, SEP, Snapshot, StoreError,
-    UserRecord, Write,
+    Bucket, BucketKey, KeyRecord, ModelState, SEP, Snapshot, StoreError, UserRecord, Write,
 };
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
@@ -89,16 +89,11 @@ fn found_format(db: &impl ReadableDatabase) -> Result<Found, StoreError> {
 /// Whether the file at `path` is new (to be given its tables); a file of another format
 /// than [`REDB_FORMAT_VERSION`] is an error.
 fn accept(found: Found, path: &std::path::Path) -> Result<bool, StoreError> {
-    let known = REDB_FORMAT_VERSION;
     match found {
         Found::New => Ok(true),
-        Found::Version(v) if v == known => Ok(false),
-        Found::Version(found) if found > known => Err(StoreError::TooNew { found, known }),
-        Found::Version(found) => Err(StoreError::TooOld {
-            path: path.display().to_string(),
-            found,
-            known,
-        }),
+        Found::Version(v) => {
+            format::check(v, REDB_FORMAT_VERSION, || path.display().to_string()).map(|()| false)
+        }
         Found::Unmarked => Err(StoreError::Corrupt(
             path.display().to_string(),
             "it holds tables but no format version (not a gemini-balance store)".into(),

@@ -10,7 +10,8 @@
 //! at most that long. Requests read only the in-memory copy: no Redis round trip on the
 //! critical path unless a shared limit needs one.
 
-use super::{FORMAT_VERSION, KeyRecord, ModelState, Snapshot, StoreError, UserRecord, Write};
+use super::format::{self, FORMAT_VERSION};
+use super::{KeyRecord, ModelState, Snapshot, StoreError, UserRecord, Write};
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
 use std::collections::HashMap;
@@ -138,15 +139,8 @@ impl RedisStore {
             .await
             .map_err(err)?;
         match found.and_then(|v| v.parse::<u32>().ok()) {
-            Some(v) if v == FORMAT_VERSION => Ok(()),
-            Some(v) if v > FORMAT_VERSION => Err(StoreError::TooNew {
-                found: v,
-                known: FORMAT_VERSION,
-            }),
-            Some(v) => Err(StoreError::TooOld {
-                path: format!("Redis (prefix {:?})", self.prefix),
-                found: v,
-                known: FORMAT_VERSION,
+            Some(v) => format::check(v, FORMAT_VERSION, || {
+                format!("Redis (prefix {:?})", self.prefix)
             }),
             None => {
                 let _: () = self

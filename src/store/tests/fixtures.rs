@@ -1,6 +1,7 @@
 //! Records and expectations shared by the store behaviour tests.
 
 use crate::record::*;
+use crate::secret::Secret;
 use crate::store::*;
 use crate::usage::Tokens;
 

@@ -2,8 +2,9 @@
 //! (another format, older or newer, or no format at all), left as they were.
 
 use crate::secret::Secret;
+use crate::store::format::REDB_FORMAT_VERSION;
 use crate::store::redb::{META, RedbStore, VERSION_KEY};
-use crate::store::{KeyRecord, ModelState, REDB_FORMAT_VERSION, StoreError, Write};
+use crate::store::{KeyRecord, ModelState, StoreError, Write};
 use redb::{Database, ReadableDatabase, TableDefinition};
 
 fn key(id: &str) -> KeyRecord {

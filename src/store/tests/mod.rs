@@ -3,6 +3,7 @@
 //! socket, no persistence, killed on drop) under a unique prefix. Without
 //! `redis-server` installed the Redis half fails with a clear message.
 
+use super::format::FORMAT_VERSION;
 use super::*;
 
 mod fixtures;
