@@ -10,6 +10,7 @@
 //! boundary has the stream ended with the error event.
 
 mod body;
+mod cut;
 mod json_array;
 mod sse;
 mod usage;
@@ -323,31 +324,9 @@ impl Relay {
         }
     }
 
+    /// The error event that ends this stream when it is cut.
     fn error_tail(&self, reason: &str) -> Bytes {
-        let error = match self.style {
-            ErrorStyle::Google => serde_json::json!({"error": {
-                "code": 502,
-                "message": format!("The upstream stream was interrupted: {reason}"),
-                "status": "UNAVAILABLE",
-            }}),
-            ErrorStyle::OpenAi => serde_json::json!({"error": {
-                "message": format!("The upstream stream was interrupted: {reason}"),
-                "type": "server_error",
-                "code": "upstream_interrupted",
-            }}),
-        };
-        let nl = if self.style == ErrorStyle::Google {
-            "\r\n"
-        } else {
-            "\n"
-        };
-        let tail = match self.format {
-            Format::Sse => format!("data: {error}{nl}{nl}"),
-            Format::JsonArray if self.finish.bytes == 0 => format!("[{error}]"),
-            Format::JsonArray => format!(",\r\n{error}]"),
-            Format::Passthrough => String::new(),
-        };
-        Bytes::from(tail)
+        cut::error_event(self.style, self.format, self.finish.bytes > 0, reason)
     }
 
     fn end(&mut self, truncated: Option<String>) {
