@@ -4,6 +4,7 @@
 //! When no key is usable the request may queue for `queue_wait` for one to come back;
 //! otherwise it gets 429 with `Retry-After` (keys cooling or busy) or 503 (none usable).
 
+use super::queue::acquire;
 use super::{KeyIn, Plan};
 use crate::AppState;
 use crate::body::Body;
@@ -11,7 +12,7 @@ use crate::error::ApiError;
 use crate::keys::classify::{Outcome, classify};
 use crate::keys::{KeyEntry, Lease, NoKey, unix_ms};
 use crate::logs::{Attempt, Trace};
-use crate::relay::{Format, Relay};
+use crate::relay::{Format, OnFinish, Relay};
 use crate::upstream::{UpstreamBody, Via};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
@@ -102,7 +103,6 @@ async fn try_key(
     lease: Lease,
     started: Instant,
 ) -> Result<Response<Body>, Failure> {
-    let pool = &state.pool;
     let cfg = &state.config.upstream;
     let req = build_request(plan, &lease.entry);
     let resp = match state
@@ -117,62 +117,20 @@ async fn try_key(
     {
         Ok(resp) => resp,
         Err(e) => {
-            let reason = e.to_string();
-            let outcome = Outcome::Transient {
-                reason: reason.clone(),
-            };
-            pool.report(&lease.entry, &plan.model, &outcome, unix_ms());
-            tracing::debug!(key = %lease.entry.brief, %reason, "upstream attempt failed");
-            return Err(Failure::Network(reason));
+            let failure = transient(state, plan, &lease.entry, e.to_string());
+            tracing::debug!(key = %lease.entry.brief, reason = %e, "upstream attempt failed");
+            return Err(failure);
         }
     };
     let (parts, body) = resp.into_parts();
     if parts.status.is_success() {
-        let format = if !plan.stream {
-            Format::Passthrough
-        } else if is_event_stream(&parts.headers) {
-            Format::Sse
-        } else {
-            Format::JsonArray
-        };
-        let mut relay = Relay::new(body, format, plan.style, cfg.stream_idle_timeout);
-        relay.limit_total(cfg.body_timeout);
-        if let Some(hide) = plan.hide_events {
-            relay.hide_events(hide);
-        }
-        if let Err(reason) = relay.prime().await {
-            let outcome = Outcome::Transient {
-                reason: reason.clone(),
-            };
-            pool.report(&lease.entry, &plan.model, &outcome, unix_ms());
-            return Err(Failure::Network(reason));
-        }
-        pool.report(&lease.entry, &plan.model, &Outcome::Success, unix_ms());
-        let st = state.clone();
-        let model = plan.model.clone();
-        let permit = plan.permit.clone();
-        relay.on_finish(Box::new(move |finish| {
-            if let Some(reason) = &finish.truncated {
-                let outcome = Outcome::Transient {
-                    reason: reason.clone(),
-                };
-                st.pool.report(&lease.entry, &model, &outcome, unix_ms());
-            }
-            if let Some(t) = finish.tokens {
-                permit.add_tokens(t.total);
-                st.pool
-                    .count_tokens(&lease.entry, &model, t.prompt, unix_ms());
-            }
-            drop(lease);
-        }));
-        let mut out = Response::new(Body::Relay(Box::new(relay)));
-        *out.status_mut() = parts.status;
-        super::headers::copy(&parts.headers, out.headers_mut(), plan.stream);
-        return Ok(out);
+        return relay_success(state, plan, lease, parts, body).await;
     }
     let bytes = read_error_body(body, cfg.request_timeout).await;
     let outcome = classify(parts.status.as_u16(), &bytes);
-    pool.report(&lease.entry, &plan.model, &outcome, unix_ms());
+    state
+        .pool
+        .report(&lease.entry, &plan.model, &outcome, unix_ms());
     if outcome.retryable() {
         return Err(Failure::Upstream(
             parts.status,
@@ -184,84 +142,77 @@ async fn try_key(
     Ok(relay_error(plan, parts.status, &parts.headers, bytes))
 }
 
-/// Waits for a usable key until `queue_until` when waiting can help (also for Live
-/// sessions), holding a shared slot where the cap is shared.
-/// Only keys of `groups` serve when it names any (the user's groups).
-pub async fn acquire(
-    state: &AppState,
-    model: &str,
-    groups: &[String],
-    tried: &[Arc<KeyEntry>],
-    queue_until: Instant,
-) -> Result<Lease, NoKey> {
-    let pool = &state.pool;
-    let freed = pool.freed();
-    // Keys another instance has at their shared cap: skipped until the next wait.
-    let mut full_elsewhere: Vec<Arc<KeyEntry>> = Vec::new();
-    let mut last_try = false;
-    // The first look registers nothing (the usual case: a key is free); after it the
-    // request counts as queueing and registers before every look, so no release is missed.
-    let mut queueing = None;
-    loop {
-        let notified = freed.notified();
-        tokio::pin!(notified);
-        if queueing.is_some() {
-            notified.as_mut().enable();
-        }
-        let now = unix_ms();
-        let exclude: std::borrow::Cow<'_, [Arc<KeyEntry>]> = if full_elsewhere.is_empty() {
-            tried.into()
-        } else {
-            tried
-                .iter()
-                .chain(&full_elsewhere)
-                .cloned()
-                .collect::<Vec<_>>()
-                .into()
-        };
-        let no = match pool.acquire_in(model, now, &exclude, groups) {
-            Ok(lease) if !pool.confirm(&lease, model, now).await => {
-                full_elsewhere.push(lease.entry.clone());
-                continue;
-            }
-            Ok(mut lease) => match &state.key_slots {
-                None => return Ok(lease),
-                Some(slots) => match slots.take(&lease.entry.id).await {
-                    Some(slot) => {
-                        lease.hold(slot);
-                        return Ok(lease);
-                    }
-                    None => {
-                        full_elsewhere.push(lease.entry.clone());
-                        continue;
-                    }
-                },
-            },
-            Err(mut no) => {
-                no.busy |= !full_elsewhere.is_empty();
-                full_elsewhere.clear();
-                no
-            }
-        };
-        if queueing.is_none() {
-            queueing = Some(freed.queue());
-            continue;
-        }
-        if last_try {
-            return Err(no);
-        }
-        let wait = match no.retry_after(now) {
-            Some(d) if no.busy || Instant::now() + d <= queue_until => d,
-            _ => return Err(no),
-        };
-        let wake = (Instant::now() + wait).min(queue_until);
-        tokio::select! {
-            _ = &mut notified => {}
-            _ = tokio::time::sleep_until(wake) => {}
-        }
-        // Once the queue time is over, look once more: a key may have come back just now.
-        last_try = Instant::now() >= queue_until;
+/// Counts a failure that is no fault of the key's (a network error, a cut before
+/// anything was sent) as transient for it, and says why to move on.
+fn transient(state: &AppState, plan: &Plan, entry: &KeyEntry, reason: String) -> Failure {
+    let outcome = Outcome::Transient {
+        reason: reason.clone(),
+    };
+    state.pool.report(entry, &plan.model, &outcome, unix_ms());
+    Failure::Network(reason)
+}
+
+/// A successful answer relayed to the client once its start has been read ahead, so a
+/// failure before that still moves on to another key. The lease ends with the relay.
+async fn relay_success(
+    state: &Arc<AppState>,
+    plan: &Plan,
+    lease: Lease,
+    parts: http::response::Parts,
+    body: UpstreamBody,
+) -> Result<Response<Body>, Failure> {
+    let cfg = &state.config.upstream;
+    let format = relay_format(plan, &parts.headers);
+    let mut relay = Relay::new(body, format, plan.style, cfg.stream_idle_timeout);
+    relay.limit_total(cfg.body_timeout);
+    if let Some(hide) = plan.hide_events {
+        relay.hide_events(hide);
     }
+    if let Err(reason) = relay.prime().await {
+        return Err(transient(state, plan, &lease.entry, reason));
+    }
+    state
+        .pool
+        .report(&lease.entry, &plan.model, &Outcome::Success, unix_ms());
+    relay.on_finish(settle(state, plan, lease));
+    let mut out = Response::new(Body::Relay(Box::new(relay)));
+    *out.status_mut() = parts.status;
+    super::headers::copy(&parts.headers, out.headers_mut(), plan.stream);
+    Ok(out)
+}
+
+/// How a successful answer is cut into events: not at all unless streamed, else as SSE
+/// or as Google's JSON array, whichever the upstream sent.
+fn relay_format(plan: &Plan, headers: &HeaderMap) -> Format {
+    if !plan.stream {
+        Format::Passthrough
+    } else if is_event_stream(headers) {
+        Format::Sse
+    } else {
+        Format::JsonArray
+    }
+}
+
+/// What the end of a relayed answer does: a cut stream counts as transient for the key,
+/// the tokens it reported count for the user and the key's ledger, and the lease ends.
+fn settle(state: &Arc<AppState>, plan: &Plan, lease: Lease) -> OnFinish {
+    let st = state.clone();
+    let model = plan.model.clone();
+    let permit = plan.permit.clone();
+    Box::new(move |finish| {
+        if let Some(reason) = &finish.truncated {
+            let outcome = Outcome::Transient {
+                reason: reason.clone(),
+            };
+            st.pool.report(&lease.entry, &model, &outcome, unix_ms());
+        }
+        if let Some(t) = finish.tokens {
+            permit.add_tokens(t.total);
+            st.pool
+                .count_tokens(&lease.entry, &model, t.prompt, unix_ms());
+        }
+        drop(lease);
+    })
 }
 
 /// The answer when no attempt is left: the last upstream error, or why no key was had.

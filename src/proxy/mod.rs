@@ -15,6 +15,7 @@ mod headers;
 mod lists;
 mod names;
 pub mod openai;
+mod queue;
 mod resources;
 mod send;
 mod upload;
@@ -36,7 +37,8 @@ use http::{HeaderMap, HeaderValue, Method, Request, Uri, header};
 use http_body_util::{BodyExt, Limited};
 use std::sync::Arc;
 
-pub use attempt::{acquire, execute};
+pub use attempt::execute;
+pub use queue::acquire;
 
 /// Where the pool key goes on the upstream request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

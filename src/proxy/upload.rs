@@ -18,11 +18,13 @@ use crate::affinity;
 use crate::body::{Body, ReqBody};
 use crate::client_addr;
 use crate::error::{ApiError, Shape};
+use crate::keys::KeyEntry;
+use crate::limits::Permit;
 use crate::logs::{Attempt, Trace};
 use crate::metrics::Rejected;
 use crate::native;
 use crate::refs;
-use crate::relay::ErrorStyle;
+use crate::relay::{ErrorStyle, Relay};
 use crate::store::UserRecord;
 use crate::store::affinity::ResourceRecord;
 use crate::upstream::{Lane, Via};
@@ -200,14 +202,7 @@ async fn bytes(
 ) -> Result<Response<Body>, ApiError> {
     let (parts, body) = req.into_parts();
     let now = trace.time;
-    let row = match state.store.resource(&format!("upload/{id}")).await {
-        Ok(Some(row)) if row.expires_ms > now => row,
-        Ok(_) => {
-            state.metrics.rejected(Rejected::UnknownUpload);
-            return Err(ApiError::ResourceNotFound);
-        }
-        Err(e) => return Err(ApiError::Store(e.to_string())),
-    };
+    let row = session(state, id, now).await?;
     let user = uploader(state, &row, &parts.headers, &parts.uri, now).inspect_err(|e| {
         if matches!(e, ApiError::ResourceNotFound) {
             state.metrics.rejected(Rejected::UnknownUpload);
@@ -217,26 +212,12 @@ async fn bytes(
     trace.user = Some(user.name.clone());
     let permit = super::admit(state, &user, "", trace).await?;
     let limit = state.config.server.max_upload_bytes;
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
+    if declared_length(&parts.headers).is_some_and(|n| n > limit) {
         return Err(ApiError::BodyTooLarge(limit as usize));
     }
     let lease = affinity::owner_lease(state, &row, "", now).await?;
     let entry = lease.entry.clone();
-    let google: Uri = row
-        .upstream
-        .as_deref()
-        .and_then(|u| u.parse().ok())
-        .ok_or(ApiError::ResourceNotFound)?;
-    let pq = google.path_and_query().map_or("/", |p| p.as_str());
-    let prefix = upstream_prefix(state);
-    let pq = pq.strip_prefix(&prefix).unwrap_or(pq);
-    let (path, query) = pq.split_once('?').unwrap_or((pq, ""));
-    let uri = super::upstream_uri(state, &state.config.upstream.base_url, path, Some(query))?;
+    let uri = session_uri(state, &row)?;
     let mut headers = forward_headers(&parts.headers, UPLOAD_HEADERS);
     if let Some(v) = &entry.goog_header {
         headers.insert("x-goog-api-key", v.clone());
@@ -253,7 +234,65 @@ async fn bytes(
     *up.method_mut() = parts.method.clone();
     *up.uri_mut() = uri.clone();
     *up.headers_mut() = headers;
-    let plan = Plan {
+    let plan = byte_plan(&parts, uri, permit);
+    let started = Instant::now();
+    let deadline = started + state.config.pool.request_deadline;
+    let via = Via::key(&entry.id, entry.proxy());
+    let sent = match state.upstream.send_streaming(&via, up, deadline).await {
+        Ok(resp) => send::answer(state, &plan, lease, resp).await,
+        Err(e) => send::failed(state, &plan, &lease, e.to_string()),
+    };
+    trace.bytes_up = sent_bytes.load(Ordering::Relaxed);
+    trace.attempts.push(attempt(entry.clone(), &sent, started));
+    let (mut answer, relay) = match sent {
+        Sent::Ok(parts, relay) => (parts, relay),
+        Sent::Refused(resp, _) => return Ok(resp),
+        Sent::Failed(reason) => return Err(ApiError::Unreachable(reason)),
+    };
+    answer.headers.remove(UPLOAD_URL);
+    if is_final(&answer.headers) {
+        finalize(state, &relay, &row, &entry.id, &user, now, trace).await?;
+    }
+    Ok(send::respond(answer, relay))
+}
+
+/// The upload session `id` names, while it lasts.
+async fn session(state: &AppState, id: &str, now: i64) -> Result<ResourceRecord, ApiError> {
+    match state.store.resource(&format!("upload/{id}")).await {
+        Ok(Some(row)) if row.expires_ms > now => Ok(row),
+        Ok(_) => {
+            state.metrics.rejected(Rejected::UnknownUpload);
+            Err(ApiError::ResourceNotFound)
+        }
+        Err(e) => Err(ApiError::Store(e.to_string())),
+    }
+}
+
+/// The body length the client declared, if it did.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// Google's upload URL of the session, on the configured upstream.
+fn session_uri(state: &AppState, row: &ResourceRecord) -> Result<Uri, ApiError> {
+    let google: Uri = row
+        .upstream
+        .as_deref()
+        .and_then(|u| u.parse().ok())
+        .ok_or(ApiError::ResourceNotFound)?;
+    let pq = google.path_and_query().map_or("/", |p| p.as_str());
+    let prefix = upstream_prefix(state);
+    let pq = pq.strip_prefix(&prefix).unwrap_or(pq);
+    let (path, query) = pq.split_once('?').unwrap_or((pq, ""));
+    super::upstream_uri(state, &state.config.upstream.base_url, path, Some(query))
+}
+
+/// The plan a byte request is answered by: one attempt, relayed as Google sends it.
+fn byte_plan(parts: &Parts, uri: Uri, permit: Arc<Permit>) -> Plan {
+    Plan {
         shape: Shape::Google,
         style: ErrorStyle::Google,
         translate_error: None,
@@ -267,53 +306,50 @@ async fn bytes(
         hide_events: None,
         permit,
         lane: Lane::of(&parts.extensions),
+    }
+}
+
+/// The byte request's one attempt, for the log.
+fn attempt(key: Arc<KeyEntry>, sent: &Sent, started: Instant) -> Attempt {
+    let (outcome, status, error) = match sent {
+        Sent::Ok(p, _) => ("ok", Some(p.status.as_u16()), None),
+        Sent::Refused(r, _) => ("client_error", Some(r.status().as_u16()), None),
+        Sent::Failed(reason) => ("client_error", None, Some(reason.clone())),
     };
-    let started = Instant::now();
-    let deadline = started + state.config.pool.request_deadline;
-    let via = Via::key(&entry.id, entry.proxy());
-    let sent = match state.upstream.send_streaming(&via, up, deadline).await {
-        Ok(resp) => send::answer(state, &plan, lease, resp).await,
-        Err(e) => send::failed(state, &plan, &lease, e.to_string()),
-    };
-    let status = match &sent {
-        Sent::Ok(p, _) => Some(p.status.as_u16()),
-        Sent::Refused(r, _) => Some(r.status().as_u16()),
-        Sent::Failed(_) => None,
-    };
-    trace.bytes_up = sent_bytes.load(Ordering::Relaxed);
-    trace.attempts.push(Attempt {
-        key: entry.clone(),
-        outcome: if matches!(sent, Sent::Ok(..)) {
-            "ok"
-        } else {
-            "client_error"
-        },
+    Attempt {
+        key,
+        outcome,
         status,
         latency_ms: started.elapsed().as_secs_f64() * 1000.0,
-        error: match &sent {
-            Sent::Failed(reason) => Some(reason.clone()),
-            _ => None,
-        },
-    });
-    let (mut answer, relay) = match sent {
-        Sent::Ok(parts, relay) => (parts, relay),
-        Sent::Refused(resp, _) => return Ok(resp),
-        Sent::Failed(reason) => return Err(ApiError::Unreachable(reason)),
-    };
-    answer.headers.remove(UPLOAD_URL);
-    let finalized = answer
-        .headers
-        .get("x-goog-upload-status")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"final"));
-    if finalized {
-        let bytes = send::primed_bytes(&relay);
-        if let Some(name) = refs::first_field(&bytes, "name") {
-            affinity::record(state, &name, &entry.id, &user, now, &bytes).await?;
-            trace.resource = Some(name);
-        }
-        let _ = state.store.delete_resource(&row.name).await;
+        error,
     }
-    Ok(send::respond(answer, relay))
+}
+
+/// Whether Google's answer ends the upload.
+fn is_final(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-goog-upload-status")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"final"))
+}
+
+/// Records the file the finalizing answer names, bound to the session's key and user,
+/// and ends the session.
+async fn finalize(
+    state: &AppState,
+    relay: &Relay,
+    row: &ResourceRecord,
+    key_id: &str,
+    user: &UserRecord,
+    now: i64,
+    trace: &mut Trace,
+) -> Result<(), ApiError> {
+    let bytes = send::primed_bytes(relay);
+    if let Some(name) = refs::first_field(&bytes, "name") {
+        affinity::record(state, &name, key_id, user, now, &bytes).await?;
+        trace.resource = Some(name);
+    }
+    let _ = state.store.delete_resource(&row.name).await;
+    Ok(())
 }
 
 /// The user an upload session belongs to; a request that names another user's key (or a
