@@ -36,16 +36,7 @@ pub async fn merged(
     trace: &mut Trace,
 ) -> Result<Response<Body>, ApiError> {
     let now = trace.time;
-    let prefix = affinity::prefix(kind);
-    let rows = state
-        .store
-        .resources(Some(&user.id))
-        .await
-        .map_err(|e| ApiError::Store(e.to_string()))?;
-    let mine: Vec<ResourceRecord> = rows
-        .into_iter()
-        .filter(|r| r.name.starts_with(&prefix) && r.expires_ms > now)
-        .collect();
+    let mine = live_resources(state, user, kind, now).await?;
     let names: BTreeSet<&str> = mine.iter().map(|r| r.name.as_str()).collect();
     let mut by_key: BTreeMap<&str, &ResourceRecord> = BTreeMap::new();
     for r in &mine {
@@ -56,11 +47,7 @@ pub async fn merged(
         let lease = affinity::owner_lease(state, row, "", now).await?;
         let mut token: Option<String> = None;
         for _ in 0..MAX_PAGES {
-            let mut q = String::from("pageSize=100");
-            if let Some(t) = &token {
-                q.push_str("&pageToken=");
-                q.extend(form_urlencoded::byte_serialize(t.as_bytes()));
-            }
+            let q = page_query(token.as_deref());
             let page = match read_page(state, plan, path, &q, &lease.entry, trace).await? {
                 Ok(page) => page,
                 Err(resp) => return Ok(resp),
@@ -76,6 +63,41 @@ pub async fn merged(
             }
         }
     }
+    Ok(page_of(plan, kind, items))
+}
+
+/// The caller's resources of `kind` that have not expired.
+async fn live_resources(
+    state: &AppState,
+    user: &UserRecord,
+    kind: Kind,
+    now: i64,
+) -> Result<Vec<ResourceRecord>, ApiError> {
+    let prefix = affinity::prefix(kind);
+    let rows = state
+        .store
+        .resources(Some(&user.id))
+        .await
+        .map_err(|e| ApiError::Store(e.to_string()))?;
+    Ok(rows
+        .into_iter()
+        .filter(|r| r.name.starts_with(&prefix) && r.expires_ms > now)
+        .collect())
+}
+
+/// The query of one upstream list page: the largest pages, from `token` on.
+fn page_query(token: Option<&str>) -> String {
+    let mut q = String::from("pageSize=100");
+    if let Some(t) = token {
+        q.push_str("&pageToken=");
+        q.extend(form_urlencoded::byte_serialize(t.as_bytes()));
+    }
+    q
+}
+
+/// The page of the merged list the client asked for (`pageSize`, `pageToken`), as
+/// Google answers a list.
+fn page_of(plan: &Plan, kind: Kind, items: BTreeMap<String, Value>) -> Response<Body> {
     let param = |name: &str| {
         plan.uri.query().and_then(|q| {
             form_urlencoded::parse(q.as_bytes())
@@ -107,7 +129,7 @@ pub async fn merged(
         HeaderValue::from_static("application/json; charset=UTF-8"),
     );
     super::headers::guard(resp.headers_mut());
-    Ok(resp)
+    resp
 }
 
 /// One list page from one key: the parsed page, or Google's error to relay.
