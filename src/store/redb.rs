@@ -225,71 +225,9 @@ impl RedbStore {
         tokio::task::spawn_blocking(move || {
             let txn = db.begin_write().map_err(backend)?;
             {
-                let mut keys = txn.open_table(KEYS).map_err(backend)?;
-                let mut states = txn.open_table(MODEL_STATE).map_err(backend)?;
-                let mut users = txn.open_table(USERS).map_err(backend)?;
-                let mut meta = txn.open_table(META).map_err(backend)?;
-                let mut ledger = txn.open_table(LEDGER).map_err(backend)?;
+                let mut tables = Tables::open(&txn)?;
                 for w in writes {
-                    match w {
-                        Write::PutKey(rec) => {
-                            keys.insert(rec.id.as_str(), encode(&rec).as_slice())
-                                .map_err(backend)?;
-                        }
-                        Write::DeleteKey(id) => {
-                            keys.remove(id.as_str()).map_err(backend)?;
-                            let prefix = format!("{id}{SEP}");
-                            states
-                                .retain(|k, _| !k.starts_with(&prefix))
-                                .map_err(backend)?;
-                            ledger
-                                .retain(|k, _| !k.starts_with(&prefix))
-                                .map_err(backend)?;
-                        }
-                        Write::PutModelState {
-                            key_id,
-                            model,
-                            state,
-                        } => {
-                            let k = format!("{key_id}{SEP}{model}");
-                            states
-                                .insert(k.as_str(), encode(&state).as_slice())
-                                .map_err(backend)?;
-                        }
-                        Write::DeleteModelState { key_id, model } => {
-                            let k = format!("{key_id}{SEP}{model}");
-                            states.remove(k.as_str()).map_err(backend)?;
-                        }
-                        Write::PutUser(rec) => {
-                            users
-                                .insert(rec.id.as_str(), encode(&rec).as_slice())
-                                .map_err(backend)?;
-                        }
-                        Write::DeleteUser(id) => {
-                            users.remove(id.as_str()).map_err(backend)?;
-                        }
-                        Write::PutMeta(name, value) => {
-                            meta.insert(name.as_str(), value.as_slice())
-                                .map_err(backend)?;
-                        }
-                        Write::DeleteMeta(name) => {
-                            meta.remove(name.as_str()).map_err(backend)?;
-                        }
-                        Write::PutUsage {
-                            key_id,
-                            model,
-                            usage,
-                        } => {
-                            let k = format!("{key_id}{SEP}{model}");
-                            ledger
-                                .insert(k.as_str(), encode(&usage).as_slice())
-                                .map_err(backend)?;
-                        }
-                        Write::DeleteUsage { key_id, model } => {
-                            let k = format!("{key_id}{SEP}{model}");
-                            ledger.remove(k.as_str()).map_err(backend)?;
-                        }
-                    }
+                    tables.write(w)?;
                 }
             }
             txn.commit().map_err(backend)
@@ -329,5 +267,100 @@ impl RedbStore {
         })
         .await
         .map_err(backend)?
+    }
+}
+
+/// A table of JSON values by name.
+type Json<'t> = redb::Table<'t, &'static str, &'static [u8]>;
+
+/// The tables a batch of [`Write`]s changes, open in one write transaction.
+struct Tables<'t> {
+    keys: Json<'t>,
+    states: Json<'t>,
+    users: Json<'t>,
+    meta: Json<'t>,
+    ledger: Json<'t>,
+}
+
+/// The key of a (key, model) row: "key id SEP model".
+fn pair(key_id: &str, model: &str) -> String {
+    format!("{key_id}{SEP}{model}")
+}
+
+impl<'t> Tables<'t> {
+    fn open(txn: &'t redb::WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Self {
+            keys: txn.open_table(KEYS).map_err(backend)?,
+            states: txn.open_table(MODEL_STATE).map_err(backend)?,
+            users: txn.open_table(USERS).map_err(backend)?,
+            meta: txn.open_table(META).map_err(backend)?,
+            ledger: txn.open_table(LEDGER).map_err(backend)?,
+        })
+    }
+
+    fn write(&mut self, w: Write) -> Result<(), StoreError> {
+        match w {
+            Write::PutKey(rec) => {
+                let value = encode(&rec);
+                self.keys
+                    .insert(rec.id.as_str(), value.as_slice())
+                    .map_err(backend)?;
+            }
+            Write::DeleteKey(id) => {
+                self.keys.remove(id.as_str()).map_err(backend)?;
+                let prefix = format!("{id}{SEP}");
+                let theirs = |k: &str, _: &[u8]| !k.starts_with(&prefix);
+                self.states.retain(theirs).map_err(backend)?;
+                self.ledger.retain(theirs).map_err(backend)?;
+            }
+            Write::PutModelState {
+                key_id,
+                model,
+                state,
+            } => {
+                let value = encode(&state);
+                self.states
+                    .insert(pair(&key_id, &model).as_str(), value.as_slice())
+                    .map_err(backend)?;
+            }
+            Write::DeleteModelState { key_id, model } => {
+                self.states
+                    .remove(pair(&key_id, &model).as_str())
+                    .map_err(backend)?;
+            }
+            Write::PutUser(rec) => {
+                let value = encode(&rec);
+                self.users
+                    .insert(rec.id.as_str(), value.as_slice())
+                    .map_err(backend)?;
+            }
+            Write::DeleteUser(id) => {
+                self.users.remove(id.as_str()).map_err(backend)?;
+            }
+            Write::PutMeta(name, value) => {
+                self.meta
+                    .insert(name.as_str(), value.as_slice())
+                    .map_err(backend)?;
+            }
+            Write::DeleteMeta(name) => {
+                self.meta.remove(name.as_str()).map_err(backend)?;
+            }
+            Write::PutUsage {
+                key_id,
+                model,
+                usage,
+            } => {
+                let value = encode(&usage);
+                self.ledger
+                    .insert(pair(&key_id, &model).as_str(), value.as_slice())
+                    .map_err(backend)?;
+            }
+            Write::DeleteUsage { key_id, model } => {
+                self.ledger
+                    .remove(pair(&key_id, &model).as_str())
+                    .map_err(backend)?;
+            }
+        }
+        Ok(())
     }
 }
