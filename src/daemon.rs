@@ -3,6 +3,7 @@
 //! and applies what is safe to change live (the log level); everything else needs a
 //! restart, and the log says so.
 
+use crate::app::Background;
 use crate::config::Config;
 use crate::gate::Gate;
 use crate::server::{self, Role};
@@ -11,6 +12,7 @@ use anyhow::Context;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -110,28 +112,7 @@ pub async fn run(
         ))),
         _ => None,
     };
-    let revalidate = tokio::spawn(checker::revalidate_loop(state.clone(), stop.clone()));
-    tokio::spawn(signals(
-        stop.clone(),
-        reload,
-        reconfigure,
-        state.tls.clone(),
-    ));
-    if let Some(tls) = state.tls.clone() {
-        tokio::spawn(tls.watch(stop.clone()));
-    }
-    tokio::spawn(app::sync_from_store(state.clone()));
-    let logs_cfg = &state.config.logs;
-    let retention = tokio::spawn(logs::retention_loop(
-        state.store.clone(),
-        logs_cfg.log_retention_days,
-        logs_cfg.stats_retention_days,
-        stop.clone(),
-    ));
-    let prune = tokio::spawn(crate::affinity::prune_loop(
-        state.store.clone(),
-        stop.clone(),
-    ));
+    let tasks = Tasks::start(&state, redirect, reload, reconfigure, &stop);
     let cfg = &state.config.server;
     let gate = Gate::new(cfg.max_connections, cfg.max_connections_per_ip);
     let role = if admin.is_some() {
@@ -139,17 +120,90 @@ pub async fn run(
     } else {
         Role::All
     };
+    let drained = spawn_workers(&listener, &state, role, &gate, &stop)?;
+    drop(listener);
+    if let Some(admin) = admin {
+        server::serve(admin, state.clone(), Role::Admin, gate, stop.clone(), None).await;
+    }
+    for rx in drained {
+        let _ = rx.await;
+    }
+    stop.cancel();
+    tasks.join().await;
+    flush(state, background).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The background tasks that shutdown waits for (the others end with the runtime).
+struct Tasks {
+    revalidate: JoinHandle<()>,
+    retention: JoinHandle<()>,
+    prune: JoinHandle<()>,
+    redirect: Option<JoinHandle<()>>,
+}
+
+impl Tasks {
+    /// Starts the tasks beside the serving threads, each ending when `stop` fires.
+    fn start(
+        state: &Arc<AppState>,
+        redirect: Option<JoinHandle<()>>,
+        reload: LogReload,
+        reconfigure: Reconfigure,
+        stop: &CancellationToken,
+    ) -> Self {
+        let revalidate = tokio::spawn(checker::revalidate_loop(state.clone(), stop.clone()));
+        tokio::spawn(signals(
+            stop.clone(),
+            reload,
+            reconfigure,
+            state.tls.clone(),
+        ));
+        if let Some(tls) = state.tls.clone() {
+            tokio::spawn(tls.watch(stop.clone()));
+        }
+        tokio::spawn(app::sync_from_store(state.clone()));
+        let logs_cfg = &state.config.logs;
+        let retention = tokio::spawn(logs::retention_loop(
+            state.store.clone(),
+            logs_cfg.log_retention_days,
+            logs_cfg.stats_retention_days,
+            stop.clone(),
+        ));
+        let prune = tokio::spawn(crate::affinity::prune_loop(
+            state.store.clone(),
+            stop.clone(),
+        ));
+        Self {
+            revalidate,
+            retention,
+            prune,
+            redirect,
+        }
+    }
+
+    async fn join(self) {
+        let _ = self.revalidate.await;
+        let _ = self.retention.await;
+        let _ = self.prune.await;
+        if let Some(r) = self.redirect {
+            let _ = r.await;
+        }
+    }
+}
+
+/// Starts the serving threads; when one cannot start, stops those that did.
+fn spawn_workers(
+    listener: &std::net::TcpListener,
+    state: &Arc<AppState>,
+    role: Role,
+    gate: &Arc<Gate>,
+    stop: &CancellationToken,
+) -> anyhow::Result<Vec<oneshot::Receiver<()>>> {
     let workers = state.config.server.worker_count();
     let mut drained = Vec::with_capacity(workers);
     for n in 1..=workers {
-        let w = spawn_worker(
-            n,
-            &listener,
-            state.clone(),
-            role,
-            gate.clone(),
-            stop.clone(),
-        );
+        let w = spawn_worker(n, listener, state.clone(), role, gate.clone(), stop.clone());
         match w {
             Ok(rx) => drained.push(rx),
             Err(e) => {
@@ -158,21 +212,13 @@ pub async fn run(
             }
         }
     }
-    drop(listener);
     tracing::debug!(workers, "serving threads started");
-    if let Some(admin) = admin {
-        server::serve(admin, state.clone(), Role::Admin, gate, stop.clone(), None).await;
-    }
-    for rx in drained {
-        let _ = rx.await;
-    }
-    stop.cancel();
-    let _ = revalidate.await;
-    let _ = retention.await;
-    let _ = prune.await;
-    if let Some(r) = redirect {
-        let _ = r.await;
-    }
+    Ok(drained)
+}
+
+/// Writes out what is left once serving is over: the pool's changes, then the request
+/// log, under a deadline.
+async fn flush(state: Arc<AppState>, background: Background) {
     state.persister.sync().await;
     background.persist.abort();
     // The log writer drains its queue and ends once the last sink (in the state) is gone.
@@ -182,8 +228,6 @@ pub async fn run(
     if flushed.is_err() {
         tracing::warn!("the request log did not finish writing in time");
     }
-    tracing::info!("stopped");
-    Ok(())
 }
 
 async fn signals(
