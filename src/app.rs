@@ -48,13 +48,7 @@ pub struct AppState {
 impl AppState {
     /// Opens the store, loads the pool, applies the config's declarations.
     pub async fn build(config: Config) -> anyhow::Result<(Arc<Self>, Background)> {
-        let url = config.store.as_ref().map(|s| s.expose().to_owned());
-        let store = Store::open(url.as_deref(), &config.data_dir, &config.store_prefix)
-            .await
-            .with_context(|| match &url {
-                Some(_) => "opening the Redis store".to_owned(),
-                None => format!("opening the store in {}", config.data_dir.display()),
-            })?;
+        let store = open_store(&config).await?;
         let snapshot = store.load().await.context("loading the store")?;
         let (tx, rx) = persist::channel();
         let hub = Hub::default();
@@ -62,25 +56,7 @@ impl AppState {
         pool_config.groups = config.groups.clone();
         let pool = Arc::new(Pool::new(pool_config, &snapshot, tx.clone(), hub.clone()));
         let (persister, writer) = persist::spawn(pool.clone(), store.clone(), tx, rx);
-
-        let declared: Vec<(Secret, Option<String>)> = config
-            .upstream_keys
-            .iter()
-            .map(|k| (Secret::new(k.key.expose().trim()), k.note.clone()))
-            .collect();
-        let added = pool.add(&declared, unix_ms());
-        for k in &config.upstream_keys {
-            if let Some(e) = pool.get(&crate::keys::key_id(k.key.expose().trim())) {
-                pool.declare(&e, k);
-            }
-        }
-        persister.sync().await;
-        if !added.is_empty() {
-            tracing::info!(
-                count = added.len(),
-                "imported upstream keys from the config"
-            );
-        }
+        declare_keys(&config, &pool, &persister).await;
 
         let mut records = snapshot.users.clone();
         let writes = import_users(&config, &mut records);
@@ -99,17 +75,7 @@ impl AppState {
             config.logs.enabled,
         );
         tracing::info!(keys = pool.len(), users = records.len(), "store loaded");
-        if let Store::Redis(r) = &store {
-            pool.share_ledger(crate::keys::shared::SharedLedger::new((**r).clone()));
-        }
-        let key_slots = match &store {
-            Store::Redis(r) => SharedSlots::new((**r).clone(), config.pool.max_concurrent_per_key),
-            Store::Redb(_) => None,
-        };
-        let limits = Arc::new(match &store {
-            Store::Redis(r) => Limits::shared((**r).clone()),
-            Store::Redb(_) => Limits::default(),
-        });
+        let (key_slots, limits) = share(&config, &store, &pool);
         let spread = Spread::new(config.server.worker_count());
         let tls = match &config.tls {
             Some(cfg) => Some(Tls::start(cfg, &store).await.context("[tls]")?),
@@ -133,13 +99,58 @@ impl AppState {
             tls,
             live: Arc::default(),
         });
-        Ok((
-            state,
-            Background {
-                persist: writer,
-                logs: log_writer,
-            },
-        ))
+        let background = Background {
+            persist: writer,
+            logs: log_writer,
+        };
+        Ok((state, background))
+    }
+}
+
+/// The store the config names: its Redis URL, else the redb file in the data dir.
+async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let url = config.store.as_ref().map(|s| s.expose().to_owned());
+    Store::open(url.as_deref(), &config.data_dir, &config.store_prefix)
+        .await
+        .with_context(|| match &url {
+            Some(_) => "opening the Redis store".to_owned(),
+            None => format!("opening the store in {}", config.data_dir.display()),
+        })
+}
+
+/// Adds the upstream keys the config declares and applies what it says of each, durably
+/// before anything is served.
+async fn declare_keys(config: &Config, pool: &Pool, persister: &Persister) {
+    let declared: Vec<(Secret, Option<String>)> = config
+        .upstream_keys
+        .iter()
+        .map(|k| (Secret::new(k.key.expose().trim()), k.note.clone()))
+        .collect();
+    let added = pool.add(&declared, unix_ms());
+    for k in &config.upstream_keys {
+        if let Some(e) = pool.get(&crate::keys::key_id(k.key.expose().trim())) {
+            pool.declare(&e, k);
+        }
+    }
+    persister.sync().await;
+    if !added.is_empty() {
+        tracing::info!(
+            count = added.len(),
+            "imported upstream keys from the config"
+        );
+    }
+}
+
+/// What instances sharing a Redis store share besides it: the quota ledger, the per-key
+/// concurrency caps and the user limits. A redb store shares nothing.
+fn share(config: &Config, store: &Store, pool: &Pool) -> (Option<SharedSlots>, Arc<Limits>) {
+    match store {
+        Store::Redis(r) => {
+            pool.share_ledger(crate::keys::shared::SharedLedger::new((**r).clone()));
+            let slots = SharedSlots::new((**r).clone(), config.pool.max_concurrent_per_key);
+            (slots, Arc::new(Limits::shared((**r).clone())))
+        }
+        Store::Redb(_) => (None, Arc::new(Limits::default())),
     }
 }
 

@@ -25,6 +25,7 @@ use crate::secret::{Secret, fingerprint};
 use crate::store::{Invalid, KeyRecord, ModelState, Snapshot};
 use arc_swap::ArcSwap;
 use classify::Outcome;
+use entry::EntryGuard;
 use groups::Keys;
 use persist::{Dirty, Msg};
 use sha2::{Digest, Sha256};
@@ -170,38 +171,11 @@ impl Pool {
         if matches!(outcome, Outcome::Success | Outcome::ClientError) && entry.is_plain() {
             return; // no state to clear
         }
-        let mut s = entry.lock();
+        let s = entry.lock();
         match outcome {
-            Outcome::Success => {
-                // A success clears the cool-down and streaks; learned limits stay.
-                let Some(m) = s.models.get_mut(model) else {
-                    return;
-                };
-                let kept = ModelState {
-                    limits: m.limits,
-                    ..ModelState::default()
-                };
-                if *m != kept {
-                    if kept.is_default() {
-                        s.models.remove(model);
-                    } else {
-                        *m = kept;
-                    }
-                    drop(s);
-                    self.mark(Dirty::Model(entry.id.clone(), model.to_owned()));
-                }
-            }
+            Outcome::Success => self.succeeded(entry, s, model),
             Outcome::ClientError => {}
-            Outcome::Invalid { reason } => {
-                s.invalid = Some(Invalid {
-                    reason: reason.clone(),
-                    at: now / 1000,
-                });
-                drop(s);
-                self.mark(Dirty::Key(entry.id.clone()));
-                tracing::warn!(key = %entry.brief, %reason, "upstream key retired");
-                self.announce(&entry.id, &entry.brief, "retired", None, Some(reason), None);
-            }
+            Outcome::Invalid { reason } => self.retired(entry, s, reason, now),
             Outcome::RateLimited {
                 retry_after,
                 exhausted,
@@ -222,32 +196,67 @@ impl Pool {
                 };
                 self.quota_hit(entry, &hit, now);
             }
-            Outcome::Transient { reason } => {
-                let m = s.models.entry(model.to_owned()).or_default();
-                m.failure_streak += 1;
-                m.last_error = Some(reason.clone());
-                let cooled = if m.failure_streak >= self.cfg.failure_threshold {
-                    m.failure_streak = 0;
-                    m.cooling_until_ms = now + self.cfg.failure_cooldown.as_millis() as i64;
-                    m.cooling_reason =
-                        format!("{} consecutive failures", self.cfg.failure_threshold);
-                    Some((m.cooling_until_ms, m.cooling_reason.clone()))
-                } else {
-                    None
-                };
-                drop(s);
-                self.mark(Dirty::Model(entry.id.clone(), model.to_owned()));
-                if let Some((until, reason)) = cooled {
-                    self.announce(
-                        &entry.id,
-                        &entry.brief,
-                        "cooled",
-                        Some(model),
-                        Some(&reason),
-                        Some(until),
-                    );
-                }
+            Outcome::Transient { reason } => self.failed(entry, s, model, reason, now),
+        }
+    }
+
+    /// A success clears the model's cool-down and streaks; learned limits stay.
+    fn succeeded(&self, entry: &KeyEntry, mut s: EntryGuard<'_>, model: &str) {
+        let Some(m) = s.models.get_mut(model) else {
+            return;
+        };
+        let kept = ModelState {
+            limits: m.limits,
+            ..ModelState::default()
+        };
+        if *m != kept {
+            if kept.is_default() {
+                s.models.remove(model);
+            } else {
+                *m = kept;
             }
+            drop(s);
+            self.mark(Dirty::Model(entry.id.clone(), model.to_owned()));
+        }
+    }
+
+    /// Google said the key is invalid, suspended or denied: it serves no more.
+    fn retired(&self, entry: &KeyEntry, mut s: EntryGuard<'_>, reason: &str, now: i64) {
+        s.invalid = Some(Invalid {
+            reason: reason.to_owned(),
+            at: now / 1000,
+        });
+        drop(s);
+        self.mark(Dirty::Key(entry.id.clone()));
+        tracing::warn!(key = %entry.brief, %reason, "upstream key retired");
+        self.announce(&entry.id, &entry.brief, "retired", None, Some(reason), None);
+    }
+
+    /// A transient failure adds to the model's streak; `failure_threshold` of them in a
+    /// row cool the key for the model.
+    fn failed(&self, entry: &KeyEntry, mut s: EntryGuard<'_>, model: &str, reason: &str, now: i64) {
+        let m = s.models.entry(model.to_owned()).or_default();
+        m.failure_streak += 1;
+        m.last_error = Some(reason.to_owned());
+        let cooled = if m.failure_streak >= self.cfg.failure_threshold {
+            m.failure_streak = 0;
+            m.cooling_until_ms = now + self.cfg.failure_cooldown.as_millis() as i64;
+            m.cooling_reason = format!("{} consecutive failures", self.cfg.failure_threshold);
+            Some((m.cooling_until_ms, m.cooling_reason.clone()))
+        } else {
+            None
+        };
+        drop(s);
+        self.mark(Dirty::Model(entry.id.clone(), model.to_owned()));
+        if let Some((until, reason)) = cooled {
+            self.announce(
+                &entry.id,
+                &entry.brief,
+                "cooled",
+                Some(model),
+                Some(&reason),
+                Some(until),
+            );
         }
     }
 
