@@ -66,6 +66,15 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// The tally of a session Google accepted just now, whose setup was `setup_bytes`.
+    pub fn accepted(setup_bytes: u64) -> Self {
+        Self {
+            accepted: Some(Instant::now()),
+            bytes_up: setup_bytes,
+            ..Self::default()
+        }
+    }
+
     /// Adds the usage a message of Google's reports, if it reports one.
     pub fn count(&mut self, message: &[u8]) -> Option<Tokens> {
         memchr::memmem::find(message, b"\"usageMetadata\"")?;

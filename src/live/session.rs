@@ -22,7 +22,6 @@ use http::HeaderMap;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
-use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -66,12 +65,7 @@ pub async fn run(o: Opening, io: Upgraded) {
         mut trace,
         going_away,
     } = o;
-    trace.route = Some(call.name());
-    trace.stream = true;
-    trace.user = Some(caller.user.name.clone());
-    if let Some((_, row)) = &caller.token {
-        trace.resource = Some(row.name.clone());
-    }
+    note_caller(&mut trace, &call, &caller);
     let (setup, model) = match read_setup(&state, &mut client, &caller).await {
         Ok(s) => s,
         Err(None) => return, // the client left before saying anything
@@ -106,11 +100,7 @@ pub async fn run(o: Opening, io: Upgraded) {
         going_away: &going_away,
         open: &listed.session,
     };
-    let mut tally = Tally {
-        accepted: Some(Instant::now()),
-        bytes_up: setup.len() as u64,
-        ..Tally::default()
-    };
+    let mut tally = Tally::accepted(setup.len() as u64);
     let (end, closing) = serve(client, opened.ws, opened.first, &ctx, &mut tally).await;
     if let (End::Upstream(code), Some(closing)) = (end, &closing) {
         report_close(&state, &opened.lease, &model, code, &closing.reason);
@@ -119,6 +109,16 @@ pub async fn run(o: Opening, io: Upgraded) {
     account::closed(&state, trace, end, &tally);
     if let Some(closing) = closing {
         Box::pin(closing.finish()).await;
+    }
+}
+
+/// What the log says of the call and its caller, known before the setup is read.
+fn note_caller(trace: &mut Trace, call: &LiveCall, caller: &Caller) {
+    trace.route = Some(call.name());
+    trace.stream = true;
+    trace.user = Some(caller.user.name.clone());
+    if let Some((_, row)) = &caller.token {
+        trace.resource = Some(row.name.clone());
     }
 }
 

@@ -272,23 +272,29 @@ impl Relay {
                     if let Some(unit) = self.take_unit() {
                         return Poll::Ready(Step::Unit(unit));
                     }
-                    while self.sleep.as_mut().poll(cx).is_ready() {
-                        let now = Instant::now();
-                        if self.total.is_some_and(|t| t <= now) {
-                            let reason = "the upstream answer took longer than body_timeout";
-                            return Poll::Ready(Step::Cut(reason.to_owned()));
-                        }
-                        let deadline = self.last_frame + self.idle;
-                        if deadline <= now {
-                            return Poll::Ready(Step::Cut("upstream went silent".to_owned()));
-                        }
-                        let next = self.total.map_or(deadline, |t| t.min(deadline));
-                        self.sleep.as_mut().reset(next);
-                    }
-                    return Poll::Pending;
+                    return self.poll_limits(cx);
                 }
             }
         }
+    }
+
+    /// Waits for the idle limit (and a non-stream answer's total limit); the stream is
+    /// cut once one is reached.
+    fn poll_limits(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
+        while self.sleep.as_mut().poll(cx).is_ready() {
+            let now = Instant::now();
+            if self.total.is_some_and(|t| t <= now) {
+                let reason = "the upstream answer took longer than body_timeout";
+                return Poll::Ready(Step::Cut(reason.to_owned()));
+            }
+            let deadline = self.last_frame + self.idle;
+            if deadline <= now {
+                return Poll::Ready(Step::Cut("upstream went silent".to_owned()));
+            }
+            let next = self.total.map_or(deadline, |t| t.min(deadline));
+            self.sleep.as_mut().reset(next);
+        }
+        Poll::Pending
     }
 
     /// Splits off every whole event buffered so far, as one unit: what one upstream read

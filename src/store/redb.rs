@@ -300,67 +300,45 @@ impl<'t> Tables<'t> {
 
     fn write(&mut self, w: Write) -> Result<(), StoreError> {
         match w {
-            Write::PutKey(rec) => {
-                let value = encode(&rec);
-                self.keys
-                    .insert(rec.id.as_str(), value.as_slice())
-                    .map_err(backend)?;
-            }
-            Write::DeleteKey(id) => {
-                self.keys.remove(id.as_str()).map_err(backend)?;
-                let prefix = format!("{id}{SEP}");
-                let theirs = |k: &str, _: &[u8]| !k.starts_with(&prefix);
-                self.states.retain(theirs).map_err(backend)?;
-                self.ledger.retain(theirs).map_err(backend)?;
-            }
+            Write::PutKey(rec) => put(&mut self.keys, &rec.id, &encode(&rec)),
+            Write::DeleteKey(id) => self.delete_key(&id),
             Write::PutModelState {
                 key_id,
                 model,
                 state,
-            } => {
-                let value = encode(&state);
-                self.states
-                    .insert(pair(&key_id, &model).as_str(), value.as_slice())
-                    .map_err(backend)?;
-            }
+            } => put(&mut self.states, &pair(&key_id, &model), &encode(&state)),
             Write::DeleteModelState { key_id, model } => {
-                self.states
-                    .remove(pair(&key_id, &model).as_str())
-                    .map_err(backend)?;
+                delete(&mut self.states, &pair(&key_id, &model))
             }
-            Write::PutUser(rec) => {
-                let value = encode(&rec);
-                self.users
-                    .insert(rec.id.as_str(), value.as_slice())
-                    .map_err(backend)?;
-            }
-            Write::DeleteUser(id) => {
-                self.users.remove(id.as_str()).map_err(backend)?;
-            }
-            Write::PutMeta(name, value) => {
-                self.meta
-                    .insert(name.as_str(), value.as_slice())
-                    .map_err(backend)?;
-            }
-            Write::DeleteMeta(name) => {
-                self.meta.remove(name.as_str()).map_err(backend)?;
-            }
+            Write::PutUser(rec) => put(&mut self.users, &rec.id, &encode(&rec)),
+            Write::DeleteUser(id) => delete(&mut self.users, &id),
+            Write::PutMeta(name, value) => put(&mut self.meta, &name, &value),
+            Write::DeleteMeta(name) => delete(&mut self.meta, &name),
             Write::PutUsage {
                 key_id,
                 model,
                 usage,
-            } => {
-                let value = encode(&usage);
-                self.ledger
-                    .insert(pair(&key_id, &model).as_str(), value.as_slice())
-                    .map_err(backend)?;
-            }
+            } => put(&mut self.ledger, &pair(&key_id, &model), &encode(&usage)),
             Write::DeleteUsage { key_id, model } => {
-                self.ledger
-                    .remove(pair(&key_id, &model).as_str())
-                    .map_err(backend)?;
+                delete(&mut self.ledger, &pair(&key_id, &model))
             }
         }
-        Ok(())
     }
+
+    /// Removes the key and all of its per-model state and ledger counts.
+    fn delete_key(&mut self, id: &str) -> Result<(), StoreError> {
+        delete(&mut self.keys, id)?;
+        let prefix = format!("{id}{SEP}");
+        let theirs = |k: &str, _: &[u8]| !k.starts_with(&prefix);
+        self.states.retain(theirs).map_err(backend)?;
+        self.ledger.retain(theirs).map_err(backend)
+    }
+}
+
+fn put(table: &mut Json<'_>, key: &str, value: &[u8]) -> Result<(), StoreError> {
+    table.insert(key, value).map(drop).map_err(backend)
+}
+
+fn delete(table: &mut Json<'_>, key: &str) -> Result<(), StoreError> {
+    table.remove(key).map(drop).map_err(backend)
 }
