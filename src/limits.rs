@@ -1,4 +1,4 @@
-//! Per-user governance on the proxy routes (SPEC 3.6): model allow-list (globs),
+//! Per-user governance on the proxy routes: model allow-list (globs),
 //! requests per minute, daily token budget, and concurrent requests. Counters live in
 //! memory, one short lock per check; a [`Permit`] holds the user's concurrency slot until
 //! the answer's last byte and collects the tokens it used.

@@ -1,4 +1,4 @@
-//! User keys: the credentials clients present to this gateway (SPEC 3.6).
+//! User keys: the credentials clients present to this gateway.
 //!
 //! A user key is random, shown once, and stored only as a SHA-256 hash plus a short
 //! display prefix. Lookup is one hash and one map probe on an `ArcSwap` snapshot that is

@@ -1,5 +1,6 @@
-//! `/api/users…`: user keys (SPEC 3.6). The secret is shown once, at creation or
-//! rotation; only its hash and a display prefix are kept.
+//! `/api/users…`: the admin API over user keys (list, create, edit, rotate, delete).
+//! The secret is shown once, at creation or rotation; only its hash and a display prefix
+//! are kept.
 
 use super::{json, parse_json, read};
 use crate::AppState;

@@ -1,4 +1,4 @@
-//! The Live API (SPEC 3.8): Google's WebSocket methods `…BidiGenerateContent` and
+//! The Live API: Google's WebSocket methods `…BidiGenerateContent` and
 //! `…BidiGenerateContentConstrained` at Google's paths, relayed over the key pool.
 //!
 //! This file is the HTTP side: check that the request is a WebSocket upgrade, take the

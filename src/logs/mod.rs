@@ -1,4 +1,4 @@
-//! The request log (SPEC 5): one record per client request on a proxy route, with its
+//! The request log: one record per client request on a proxy route, with its
 //! attempt chain and token counts — never prompt or completion text. Records are built
 //! when the answer's last byte has gone (or at once for answers without a body to relay),
 //! handed to one writer task without waiting, and committed in batches together with the
