@@ -10,6 +10,7 @@ mod fixtures;
 mod format;
 mod ledger;
 mod logs;
+mod redb_logs;
 use fixtures::*;
 use logs::*;
 
