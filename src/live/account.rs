@@ -66,7 +66,7 @@ pub struct Tally {
 }
 
 impl Tally {
-    /// The tally of a session Google accepted just now, whose setup was `setup_bytes`.
+    /// A session Google has just accepted, its setup message `setup_bytes` long.
     pub fn accepted(setup_bytes: u64) -> Self {
         Self {
             accepted: Some(Instant::now()),
