@@ -7,7 +7,7 @@
 //! The owner key is the only one that can serve: cooling gives 429 with `Retry-After` (no
 //! rotation: another key cannot see the resource), retired or removed gives 409.
 
-use crate::AppState;
+use crate::app::AppState;
 use crate::error::ApiError;
 use crate::keys::{KeyStatus, Lease};
 use crate::native::Kind;

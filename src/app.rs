@@ -42,7 +42,7 @@ pub struct AppState {
     /// The certificate of the HTTPS listeners, when `[tls]` is set.
     pub tls: Option<Tls>,
     /// The Live API sessions open now.
-    pub live: Arc<crate::live::OpenSessions>,
+    pub live: Arc<crate::logs::OpenSessions>,
 }
 
 impl AppState {

@@ -2,7 +2,7 @@
 //! through the key's egress proxy.
 //! Used by the periodic re-validation of `invalid` keys (and by the admin "check" action).
 
-use crate::AppState;
+use crate::app::AppState;
 use crate::keys::KeyEntry;
 use crate::keys::classify::{Outcome, classify};
 use crate::upstream::{Lane, Via};

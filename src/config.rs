@@ -17,11 +17,19 @@ mod proxy;
 mod server;
 mod tls;
 mod upstream;
-pub use groups::{DEFAULT_GROUP, GroupConfig, check_limits, valid_group};
+pub use groups::{DEFAULT_GROUP, GroupConfig, SetLimits, check_limits, valid_group};
 pub use proxy::{ProxyKind, ProxyUrl, stored as stored_proxy};
 pub use server::ServerConfig;
 pub use tls::{AcmeConfig, Challenge, TlsConfig};
 pub use upstream::UpstreamConfig;
+
+/// The URL schemes of a Redis store; anything else names a redb data directory.
+pub const REDIS_SCHEMES: [&str; 3] = ["redis://", "rediss://", "redis+unix://"];
+
+/// Whether a store name is a Redis URL.
+pub fn is_redis_url(spec: &str) -> bool {
+    REDIS_SCHEMES.iter().any(|scheme| spec.starts_with(scheme))
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -194,7 +202,7 @@ pub struct UpstreamKeyConfig {
     pub group: Option<String>,
     /// Limits for this key, by model name or glob; replace the store's when set.
     #[serde(default)]
-    pub limits: Option<std::collections::BTreeMap<String, crate::store::SetLimits>>,
+    pub limits: Option<std::collections::BTreeMap<String, SetLimits>>,
     /// The key's own egress proxy: its traffic always goes there.
     #[serde(default)]
     pub proxy: Option<ProxyUrl>,
@@ -321,7 +329,7 @@ impl Config {
         )?;
         if let Some(store) = &self.store {
             let s = store.expose();
-            if !crate::store::is_redis_url(s) {
+            if !is_redis_url(s) {
                 bail!(
                     "store must be a redis://, rediss:// or redis+unix:// URL (leave it out for the redb file)"
                 );

@@ -3,11 +3,12 @@
 //! and applies what is safe to change live (the log level); everything else needs a
 //! restart, and the log says so.
 
+use crate::app::AppState;
 use crate::app::Background;
 use crate::config::Config;
 use crate::gate::Gate;
 use crate::server::{self, Role};
-use crate::{AppState, app, checker, logs};
+use crate::{app, checker, logs};
 use anyhow::Context;
 use std::sync::Arc;
 use tokio::net::TcpListener;

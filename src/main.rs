@@ -45,8 +45,6 @@ mod users;
 #[cfg(test)]
 mod fuzz_tests;
 
-pub use app::AppState;
-
 use anyhow::Context;
 use clap::Parser;
 use cli::{Cli, Command};

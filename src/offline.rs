@@ -72,7 +72,7 @@ pub async fn keys(config: &Config, action: KeysAction) -> anyhow::Result<()> {
 
 /// Opens a store named on the command line: a Redis URL or a redb data directory.
 async fn open_named(spec: &str, prefix: &str) -> anyhow::Result<Store> {
-    let store = if crate::store::is_redis_url(spec) {
+    let store = if crate::config::is_redis_url(spec) {
         Store::open(Some(spec), std::path::Path::new("."), prefix).await
     } else {
         Store::open_redb(std::path::Path::new(spec)).await

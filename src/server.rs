@@ -3,8 +3,8 @@
 //! in-flight requests and streams finish within `shutdown_grace`). Dispatch is one
 //! `match` on [`Route`]. Every connection is served by hyper ([`conn`]).
 
-use crate::AppState;
 use crate::admin;
+use crate::app::AppState;
 use crate::body::{Body, ReqBody};
 use crate::error::{ApiError, Shape};
 use crate::gate::{Gate, Slot};

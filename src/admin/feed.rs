@@ -4,7 +4,7 @@
 //! A feed lives no longer than the session that opened it: it ends when the token
 //! expires or is revoked (logout).
 
-use crate::AppState;
+use crate::app::AppState;
 use crate::auth::Session;
 use crate::body::Body;
 use crate::events::Event;

@@ -1,16 +1,16 @@
 //! `/api/keys…`: list with live state, bulk add, patch, delete, reset, check, export.
 
 use super::{json, parse_json, read};
-use crate::AppState;
+use crate::app::AppState;
 use crate::body::Body;
 use crate::body::ReqBody;
 use crate::checker::{self, Verdict};
+use crate::config::SetLimits;
 use crate::config::{ProxyUrl, check_limits};
 use crate::error::ApiError;
 use crate::keys::format::{extract_keys, looks_like_key};
 use crate::keys::{KeyEntry, unix_ms};
 use crate::secret::Secret;
-use crate::store::SetLimits;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};

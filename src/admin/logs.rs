@@ -2,7 +2,7 @@
 //! and the statistics built from its hourly buckets, in the caller's time zone.
 
 use super::json;
-use crate::AppState;
+use crate::app::AppState;
 use crate::body::Body;
 use crate::error::ApiError;
 use crate::keys::{KeyStatus, unix_ms};

@@ -11,7 +11,7 @@ mod logs;
 mod resources;
 mod users;
 
-use crate::AppState;
+use crate::app::AppState;
 use crate::auth;
 use crate::body::Body;
 use crate::body::ReqBody;

@@ -5,7 +5,7 @@
 //! deleted through the Gemini API, with the user's key.
 
 use super::json;
-use crate::AppState;
+use crate::app::AppState;
 use crate::body::Body;
 use crate::error::ApiError;
 use crate::keys::unix_ms;

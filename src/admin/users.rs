@@ -3,7 +3,7 @@
 //! are kept.
 
 use super::{json, parse_json, read};
-use crate::AppState;
+use crate::app::AppState;
 use crate::body::Body;
 use crate::body::ReqBody;
 use crate::error::ApiError;

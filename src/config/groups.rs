@@ -2,10 +2,22 @@
 //! limits for each of its keys) and the `limits` of an `[[upstream_keys]]` entry, with
 //! their checks. The pool decides what they do (see `keys::groups`, `keys::limits`).
 
-use crate::store::SetLimits;
 use anyhow::bail;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+/// Limits the admin sets for a (key, model), in the config and the admin API: requests
+/// per minute, requests per (Pacific) day, input tokens per minute.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SetLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpd: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<u32>,
+}
 
 /// The group a key without one belongs to.
 pub const DEFAULT_GROUP: &str = "default";

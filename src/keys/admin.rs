@@ -4,7 +4,8 @@
 
 use super::ledger::Usage;
 use super::{Dirty, KeyEntry, KeyStatus, Pool};
-use crate::store::{KeyRecord, ModelState, QuotaLimits, SetLimits, Snapshot};
+use crate::config::SetLimits;
+use crate::store::{KeyRecord, ModelState, QuotaLimits, Snapshot};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;

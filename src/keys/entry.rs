@@ -5,8 +5,9 @@
 use super::ledger::Usage;
 use super::limits::{self, AdminLimit};
 use crate::config::ProxyUrl;
+use crate::config::SetLimits;
 use crate::secret::{Secret, fingerprint};
-use crate::store::{Invalid, KeyRecord, ModelState, QuotaLimits, SetLimits, UsageRecord};
+use crate::store::{Invalid, KeyRecord, ModelState, QuotaLimits, UsageRecord};
 use arc_swap::ArcSwapOption;
 use std::collections::BTreeMap;
 use std::collections::HashMap;

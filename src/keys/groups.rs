@@ -10,8 +10,8 @@
 use super::limits;
 use super::persist::Dirty;
 use super::{KeyEntry, Pool};
+use crate::config::SetLimits;
 use crate::config::{DEFAULT_GROUP, GroupConfig};
-use crate::store::SetLimits;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;

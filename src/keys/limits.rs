@@ -5,7 +5,8 @@
 //! lift them. Several patterns matching one model combine the same way. Pure rules: the
 //! key state that holds them is `entry`'s.
 
-use crate::store::{QuotaLimits, SetLimits};
+use crate::config::SetLimits;
+use crate::store::QuotaLimits;
 use std::collections::BTreeMap;
 use wildmatch::WildMatch;
 

@@ -2,7 +2,7 @@
 //! turn (Google's `usageMetadata`, one per turn, summed), the user's daily budget
 //! checked as they come, and the one request-log record written when it closes.
 
-use crate::AppState;
+use crate::app::AppState;
 use crate::events::Event;
 use crate::logs::Trace;
 use crate::record::LogOutcome;

@@ -15,13 +15,12 @@
 //! with 1001 "going away".
 
 mod account;
-mod open;
 mod relay;
 mod session;
 mod setup;
 mod upstream;
 
-use crate::AppState;
+use crate::app::AppState;
 use crate::body::{Body, ReqBody};
 use crate::error::{ApiError, Shape};
 use crate::logs::Trace;
@@ -35,8 +34,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-pub use open::OpenSessions;
 
 /// How long closing sessions have to finish their close handshakes at shutdown.
 const GOODBYE: Duration = Duration::from_secs(2);

@@ -9,7 +9,7 @@ use super::Caller;
 use super::account::{self, End, Tally};
 use super::setup::short;
 use super::upstream::UpstreamWs;
-use crate::AppState;
+use crate::app::AppState;
 use crate::limits::Permit;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
@@ -36,7 +36,7 @@ pub struct Ctx<'a> {
     pub idle: Duration,
     pub going_away: &'a CancellationToken,
     /// The session's entry among the open ones (its tokens so far).
-    pub open: &'a super::open::OpenSession,
+    pub open: &'a crate::logs::OpenSession,
 }
 
 /// The two sockets after the session ended, and the close each side is to get.

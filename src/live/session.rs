@@ -12,7 +12,7 @@ use super::account::{self, End, Tally};
 use super::relay::{CLOSE_WAIT, ClientWs, Closing, Ctx, frame, m_bytes, relay};
 use super::setup::{setup_model, valid_model};
 use super::upstream::{self, Refused, Target, UpstreamWs};
-use crate::AppState;
+use crate::app::AppState;
 use crate::keys::unix_ms;
 use crate::limits::{Permit, model_allowed};
 use crate::logs::Trace;

@@ -7,7 +7,7 @@
 //! the URL.
 
 use super::setup::{close_outcome, is_setup_complete, short};
-use crate::AppState;
+use crate::app::AppState;
 use crate::keys::classify::{Outcome, classify};
 use crate::keys::{KeyEntry, Lease, unix_ms};
 use crate::logs::{Attempt, Trace};

@@ -14,10 +14,14 @@
 //! last second of the log; a serving thread that stops queues what it holds ([`LogLane`]). Handing a
 //! record over never wakes the writer (it is a push onto a queue), which keeps the
 //! request path free of cross-thread wake-ups.
+//!
+//! Live sessions still open are listed in [`OpenSessions`] until their record takes over.
 
+mod open;
 mod trace;
 
 pub use crate::store::PackedLogs;
+pub use open::{OpenSession, OpenSessions};
 pub use trace::{Attempt, Finished, Relayed, Trace};
 
 use crate::events::{Event, Hub};

@@ -6,7 +6,7 @@
 
 use super::queue::acquire;
 use super::{KeyIn, Plan};
-use crate::AppState;
+use crate::app::AppState;
 use crate::body::Body;
 use crate::error::ApiError;
 use crate::keys::classify::{Outcome, classify};

@@ -6,8 +6,8 @@
 
 use super::Plan;
 use super::attempt::relay_error;
-use crate::AppState;
 use crate::affinity;
+use crate::app::AppState;
 use crate::body::Body;
 use crate::error::ApiError;
 use crate::logs::{Attempt, Trace};

@@ -20,7 +20,7 @@ mod resources;
 mod send;
 mod upload;
 
-use crate::AppState;
+use crate::app::AppState;
 use crate::body::ReqBody;
 use crate::error::{ApiError, Shape};
 use crate::limits::Permit;

@@ -9,7 +9,7 @@
 //! the usage-only chunk is held back from it.
 
 use super::{KeyIn, Plan, admit, authenticate, forward_headers, names, read_body, upstream_uri};
-use crate::AppState;
+use crate::app::AppState;
 use crate::body::Body;
 use crate::body::ReqBody;
 use crate::error::{ApiError, Shape};

@@ -3,7 +3,7 @@
 //! usable, queueing until `queue_until` for one to come back when waiting can help. It
 //! never sends anything upstream.
 
-use crate::AppState;
+use crate::app::AppState;
 use crate::keys::{KeyEntry, Lease, NoKey, unix_ms};
 use std::borrow::Cow;
 use std::sync::Arc;

@@ -12,8 +12,8 @@
 
 use super::send::{Ran, native_segments, plan, primed_bytes, respond, run};
 use super::{Plan, admit, authenticate, names, read_body};
-use crate::AppState;
 use crate::affinity;
+use crate::app::AppState;
 use crate::body::{Body, ReqBody};
 use crate::error::ApiError;
 use crate::keys::KeyEntry;

@@ -5,8 +5,8 @@
 
 use super::attempt::{build_request, is_event_stream, read_error_body};
 use super::{FORWARDED, KeyIn, Plan, forward_headers, query_without_key};
-use crate::AppState;
 use crate::affinity;
+use crate::app::AppState;
 use crate::body::Body;
 use crate::error::{ApiError, Shape};
 use crate::keys::classify::{Outcome, classify};

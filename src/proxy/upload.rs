@@ -13,8 +13,8 @@
 
 use super::send::{self, Ran, Sent};
 use super::{FORWARDED, KeyIn, Plan, authenticate, client_key, forward_headers, read_body};
-use crate::AppState;
 use crate::affinity;
+use crate::app::AppState;
 use crate::body::{Body, ReqBody};
 use crate::client_addr;
 use crate::error::{ApiError, Shape};

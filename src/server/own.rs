@@ -2,7 +2,7 @@
 //! the metrics token), and the HSTS header on answers sent over TLS.
 
 use super::Role;
-use crate::AppState;
+use crate::app::AppState;
 use crate::body::{Body, ReqBody};
 use crate::keys::unix_ms;
 use http::{HeaderValue, Request, Response, header};

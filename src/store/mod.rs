@@ -28,9 +28,7 @@ use std::sync::Arc;
 
 pub use self::logs::{Bucket, BucketKey, HOUR_MS, LATENCY_BOUNDS_MS, LogQuery, new_request_id};
 pub use self::packed::{PackedLogs, pack_all};
-pub use self::records::{
-    Invalid, KeyRecord, ModelState, QuotaLimits, SetLimits, UsageRecord, UserRecord,
-};
+pub use self::records::{Invalid, KeyRecord, ModelState, QuotaLimits, UsageRecord, UserRecord};
 pub use self::redb::RedbStore;
 pub use self::redis::{Change, RedisStore};
 pub use self::redis_ledger::Taken;
@@ -114,14 +112,6 @@ macro_rules! each {
             Store::Redis($s) => $e,
         }
     };
-}
-
-/// The URL schemes of a Redis store; anything else names a redb data directory.
-pub const REDIS_SCHEMES: [&str; 3] = ["redis://", "rediss://", "redis+unix://"];
-
-/// Whether a store name is a Redis URL.
-pub fn is_redis_url(spec: &str) -> bool {
-    REDIS_SCHEMES.iter().any(|scheme| spec.starts_with(scheme))
 }
 
 impl Store {

@@ -2,6 +2,7 @@
 //! and quota ledger counts, the limits set on it, and a user key ([`UserRecord`]). Plain
 //! serde data; how each back-end lays them out is its own business.
 
+use crate::config::SetLimits;
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -37,19 +38,6 @@ pub struct KeyRecord {
         with = "crate::config::stored_proxy"
     )]
     pub proxy: Option<crate::config::ProxyUrl>,
-}
-
-/// Limits the admin sets for a (key, model), in the config and the admin API: requests
-/// per minute, requests per (Pacific) day, input tokens per minute.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct SetLimits {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rpm: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rpd: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tpm: Option<u32>,
 }
 
 impl From<SetLimits> for QuotaLimits {

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::config::GroupConfig;
-use crate::store::SetLimits;
+use crate::config::SetLimits;
 
 fn group(name: &str, order: i32, models: &[&str], rpm: Option<u32>) -> GroupConfig {
     GroupConfig {

@@ -88,7 +88,7 @@ fn a_learned_token_limit_skips_the_key_once_the_prompts_reach_it() {
 
 #[test]
 fn a_set_limit_and_a_learned_one_hold_at_the_smaller() {
-    use crate::store::SetLimits;
+    use crate::config::SetLimits;
     let (pool, _rx) = pool_with(1, PoolConfig::default());
     let e = pool.entries()[0].clone();
     let set = |rpm| SetLimits {
@@ -130,7 +130,8 @@ fn a_set_limit_and_a_learned_one_hold_at_the_smaller() {
 
 #[test]
 fn saved_counts_come_back_with_the_pool_and_hold_at_once() {
-    use crate::store::{KeyRecord, SetLimits};
+    use crate::config::SetLimits;
+    use crate::store::KeyRecord;
     let (pool, _rx) = pool_with(1, PoolConfig::default());
     let e = pool.entries()[0].clone();
     let limit = SetLimits {

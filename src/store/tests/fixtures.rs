@@ -21,7 +21,7 @@ pub(super) fn key_rec(id: &str, created_at: i64) -> KeyRecord {
         project: Some(format!("project-of-{id}")),
         limits: [(
             "gemini-*".to_owned(),
-            crate::store::SetLimits {
+            crate::config::SetLimits {
                 rpm: Some(4),
                 rpd: None,
                 tpm: Some(9000),

@@ -3,7 +3,7 @@
 //! accepted it and unlisted when it ends (its record then takes over in the request
 //! log). One short lock at each; the tokens are an atomic the session adds to per turn.
 
-use crate::logs::Trace;
+use super::Trace;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
