@@ -1,5 +1,6 @@
 //! Turns measurements into the markdown tables the benchmark prints (stdout) and the
-//! targets of issue 9 into a pass/miss summary. Pure formatting: no processes, no I/O.
+//! performance targets (memory, throughput, added latency) into a pass/miss summary.
+//! Pure formatting: no processes, no I/O.
 
 use crate::load::WrkResult;
 use crate::procs::fmt_int;
@@ -162,7 +163,7 @@ pub fn held_table(title: &str, rows: &[HeldRow]) -> String {
     s + "\n"
 }
 
-/// A target from issue 9 (or 5): recorded, not asserted.
+/// A performance target the benchmark checks its measurements against: recorded, not asserted.
 pub struct Target {
     pub what: &'static str,
     pub measured: String,
