@@ -12,7 +12,7 @@ use common::admin::{admin_json, all_logs};
 use common::client;
 use common::faults::{Fault, FaultUpstream, Profile};
 use common::raw::raw_status;
-use common::{Config, Daemon, FLASH, GENERATE_BODY, USER_KEY, eventually, model_path, user_auth};
+use common::{Config, Daemon, FLASH, GENERATE_BODY, USER_KEY, model_path, user_auth, wait_for};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "interrupted-answers-admin-pw";
@@ -72,21 +72,23 @@ async fn a_client_leaving_mid_stream_releases_its_slots_and_the_upstream_at_once
     let left = Instant::now();
     drop(streams);
     // The stream idle timeout is 300 s: only the cancellation can free them this soon.
-    let freed = eventually(Duration::from_secs(2), || async {
-        let k = admin_json(&d, &token, "/api/keys").await;
-        let u = admin_json(&d, &token, "/api/users").await;
-        in_flight(&k, "keys") == 0 && in_flight(&u, "users") == 0 && up.open_bodies() == 0
-    })
+    wait_for(
+        "key and user slots and upstream bodies freed after the clients left",
+        Duration::from_secs(2),
+        || async {
+            let k = in_flight(&admin_json(&d, &token, "/api/keys").await, "keys");
+            let u = in_flight(&admin_json(&d, &token, "/api/users").await, "users");
+            let open = up.open_bodies();
+            if k == 0 && u == 0 && open == 0 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "key in_flight {k}, user in_flight {u}, upstream bodies open {open}"
+                ))
+            }
+        },
+    )
     .await;
-    let keys = admin_json(&d, &token, "/api/keys").await;
-    let users = admin_json(&d, &token, "/api/users").await;
-    assert!(
-        freed,
-        "2 s after the clients left: key in_flight {}, user in_flight {}, upstream bodies open {}",
-        in_flight(&keys, "keys"),
-        in_flight(&users, "users"),
-        up.open_bodies()
-    );
     println!("slots released {:?} after the clients left", left.elapsed());
     assert_eq!(
         up.abandoned(),
@@ -94,14 +96,22 @@ async fn a_client_leaving_mid_stream_releases_its_slots_and_the_upstream_at_once
         "the upstream saw its three streams closed"
     );
     // One `cancelled` record each.
-    let found = eventually(Duration::from_secs(3), || async {
-        let logs = all_logs(&d, &token).await;
-        ids.iter()
-            .all(|id| logs.iter().filter(|l| l["request_id"] == json!(id)).count() == 1)
-    })
+    let logs = wait_for(
+        "one log record per request",
+        Duration::from_secs(3),
+        || async {
+            let logs = all_logs(&d, &token).await;
+            let each_once = ids
+                .iter()
+                .all(|id| logs.iter().filter(|l| l["request_id"] == json!(id)).count() == 1);
+            if each_once {
+                Ok(logs)
+            } else {
+                Err(format!("{logs:?}"))
+            }
+        },
+    )
     .await;
-    let logs = all_logs(&d, &token).await;
-    assert!(found, "no log record per request: {logs:?}");
     for id in &ids {
         let l = logs.iter().find(|l| l["request_id"] == json!(id)).unwrap();
         assert_eq!(l["outcome"], "cancelled", "{l}");

@@ -15,8 +15,8 @@ use common::client;
 use common::faults::{self, Fault, FaultUpstream, Profile};
 use common::raw::raw_status;
 use common::{
-    Config, Daemon, FLASH, GENERATE_BODY, Reply, USER_KEY, Upstream, eventually, model_path,
-    request_id,
+    Config, Daemon, FLASH, GENERATE_BODY, Reply, USER_KEY, Upstream, model_path, request_id,
+    wait_for,
 };
 use http::Method;
 use serde_json::{Value, json};
@@ -197,17 +197,24 @@ async fn kill_minus_nine_under_load_loses_only_the_log_batching_window() {
         let load = start_load(&d, secrets, done.clone());
         if cycle == 0 {
             // Traffic retires the broken key and cools the quota key.
-            let ok = eventually(Duration::from_secs(10), || async {
-                let v = admin_json(&d, &token, "/api/keys").await;
-                let ks = v["keys"].as_array().unwrap();
-                brief_of(ks, &broken).unwrap()["state"] == "invalid"
-                    && brief_of(ks, &quota).unwrap()["state"] == "cooling"
-            })
+            wait_for(
+                "the broken key retired and the quota key cooled",
+                Duration::from_secs(10),
+                || async {
+                    let v = admin_json(&d, &token, "/api/keys").await;
+                    let ks = v["keys"].as_array().unwrap();
+                    let broken_state = brief_of(ks, &broken).unwrap()["state"].clone();
+                    let quota_state = brief_of(ks, &quota).unwrap()["state"].clone();
+                    if broken_state == "invalid" && quota_state == "cooling" {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "broken key {broken_state}, quota key {quota_state}"
+                        ))
+                    }
+                },
+            )
             .await;
-            assert!(
-                ok,
-                "the broken key was not retired or the quota key not cooled"
-            );
         }
         // Key-state changes get the same window as the log: they must be a second old.
         tokio::time::sleep(Duration::from_millis(1200 + 150 * cycle as u64)).await;

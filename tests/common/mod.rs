@@ -194,23 +194,6 @@ pub fn count(items: &[String], item: &str) -> usize {
     items.iter().filter(|i| *i == item).count()
 }
 
-/// Polls `cond` every 20 ms for up to `limit`; whether it came true.
-pub async fn eventually<F: std::future::Future<Output = bool>>(
-    limit: std::time::Duration,
-    mut cond: impl FnMut() -> F,
-) -> bool {
-    let end = std::time::Instant::now() + limit;
-    loop {
-        if cond().await {
-            return true;
-        }
-        if std::time::Instant::now() >= end {
-            return false;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
 /// Polls `f` until it answers `Ok`, or panics after `within` with the last `Err` it saw.
 pub async fn wait_for<T, F, Fut>(what: &str, within: std::time::Duration, mut f: F) -> T
 where
