@@ -12,7 +12,6 @@ use crate::keys::unix_ms;
 use crate::logs::{LogLane, Trace};
 use crate::proxy;
 use crate::router::{self, Auth, GeminiCall, OpenAiCall, Route, RouteError};
-use crate::spread::Handoff;
 use crate::ui;
 use crate::upstream::Lane;
 use http::{HeaderName, HeaderValue, Request, Response, header};
@@ -22,9 +21,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod accept;
 mod conn;
 mod own;
 
+use accept::Next;
 use own::{health, hsts, metrics, metrics_refusal};
 
 /// Which routes a listener serves.
@@ -50,61 +51,58 @@ pub async fn serve(
     shutdown: CancellationToken,
     lane: Option<usize>,
 ) {
-    let server = conn::Server::new(&state.config.server);
-    // This thread's connections wait on a token of their own: the shared one's lock
-    // would be taken by every serving thread for every connection.
-    let stopping = shutdown.child_token();
+    let thread = Thread {
+        server: conn::Server::new(&state.config.server),
+        // This thread's connections wait on a token of their own: the shared one's lock
+        // would be taken by every serving thread for every connection.
+        stopping: shutdown.child_token(),
+        role,
+        lane,
+        upstream: lane.map_or(Lane::SHARED, Lane::serving),
+        logs: LogLane::new(state.logs.clone(), lane),
+        sessions: Arc::new(crate::live::Sessions::default()),
+        state,
+    };
     let connections = TaskTracker::new();
-    let mut inbox = lane.and_then(|n| state.spread.take_inbox(n));
-    // The thread's own upstream connections, named in each request it serves.
-    let upstream_lane = lane.map_or(Lane::SHARED, Lane::serving);
-    // This thread's side of the request log, named in each request it serves.
-    let log_lane = LogLane::new(state.logs.clone(), lane);
-    // This thread's Live sessions: they outlive the requests that opened them.
-    let sessions = Arc::new(crate::live::Sessions::default());
+    let mut inbox = lane.and_then(|n| thread.state.spread.take_inbox(n));
     loop {
-        let (tcp, peer, slot) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            Some(handed) = async {
-                match inbox.as_mut() {
-                    Some(rx) => rx.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => match TcpStream::from_std(handed.tcp) {
-                Ok(tcp) => (tcp, handed.peer, handed.slot),
-                Err(e) => {
-                    tracing::warn!(error = %e, "taking over a connection failed");
-                    if let Some(n) = lane {
-                        state.spread.closed(n);
-                    }
-                    continue;
-                }
-            },
-            accepted = accept(&listener, &gate) => match accepted {
-                Ok((tcp, peer, slot)) => match lane.map(|me| (me, state.spread.place(me))) {
-                    Some((me, to)) if to != me => {
-                        match hand_over(&state, (me, to), tcp, peer, slot) {
-                            Some(back) => back,
-                            None => continue,
-                        }
-                    }
-                    _ => (tcp, peer, slot),
-                },
-                Err(e) => {
-                    // Out of descriptors and the like: back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+        let next = accept::next(&listener, &gate, &thread.state, lane, &mut inbox, &shutdown);
+        match next.await {
+            Next::Serve(tcp, peer, slot) => thread.spawn(&connections, tcp, peer, slot),
+            Next::Again => {}
+            Next::Stop => break,
+        }
+    }
+    drop(listener);
+    thread.drain(connections).await;
+}
+
+/// What a serving thread hands each of its connections.
+struct Thread {
+    state: Arc<AppState>,
+    server: conn::Server,
+    stopping: CancellationToken,
+    role: Role,
+    lane: Option<usize>,
+    /// The thread's own upstream connections, named in each request it serves.
+    upstream: Lane,
+    /// This thread's side of the request log, named in each request it serves.
+    logs: Arc<LogLane>,
+    /// This thread's Live sessions: they outlive the requests that opened them.
+    sessions: Arc<crate::live::Sessions>,
+}
+
+impl Thread {
+    /// Serves one accepted connection on a task of `connections`, over TLS when configured.
+    fn spawn(&self, connections: &TaskTracker, tcp: TcpStream, peer: SocketAddr, slot: Slot) {
         let _ = tcp.set_nodelay(true);
-        let (st, server, stopping) = (state.clone(), server.clone(), stopping.clone());
-        let log_lane = log_lane.clone();
-        let counted = lane.map(|n| Counted(state.clone(), n));
+        let (st, server) = (self.state.clone(), self.server.clone());
+        let (stopping, role, upstream_lane) = (self.stopping.clone(), self.role, self.upstream);
+        let log_lane = self.logs.clone();
+        let counted = self.lane.map(|n| Counted(self.state.clone(), n));
         // The connection's place and count, handed to a Live session if it upgrades.
         let live = Arc::new(crate::live::Upgrades::new(
-            sessions.clone(),
+            self.sessions.clone(),
             Box::new((slot, counted)),
         ));
         connections.spawn(async move {
@@ -137,18 +135,22 @@ pub async fn serve(
             }
         });
     }
-    drop(listener);
-    let grace = state.config.server.shutdown_grace;
-    tracing::info!(?grace, "draining connections");
-    let deadline = tokio::time::Instant::now() + grace;
-    connections.close();
-    tokio::select! {
-        _ = connections.wait() => tracing::info!("all connections closed"),
-        _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; closing the rest"),
+
+    /// Lets the open connections finish within `shutdown_grace`, then the Live sessions
+    /// within what is left of it.
+    async fn drain(self, connections: TaskTracker) {
+        let grace = self.state.config.server.shutdown_grace;
+        tracing::info!(?grace, "draining connections");
+        let deadline = tokio::time::Instant::now() + grace;
+        connections.close();
+        tokio::select! {
+            _ = connections.wait() => tracing::info!("all connections closed"),
+            _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; closing the rest"),
+        }
+        self.sessions
+            .drain(deadline.saturating_duration_since(tokio::time::Instant::now()))
+            .await;
     }
-    sessions
-        .drain(deadline.saturating_duration_since(tokio::time::Instant::now()))
-        .await;
 }
 
 /// Where a request came in: the connection's peer and TLS, the listener's role, the
@@ -159,48 +161,6 @@ struct Serving {
     upstream: Lane,
     logs: Arc<LogLane>,
     tls: bool,
-}
-
-/// A `max_connections` place, then a connection from an address that has not used up its
-/// `max_connections_per_ip` (others are closed at once).
-async fn accept(
-    listener: &TcpListener,
-    gate: &Arc<Gate>,
-) -> std::io::Result<(TcpStream, SocketAddr, Slot)> {
-    loop {
-        let place = gate.place().await;
-        let (tcp, peer) = listener.accept().await?;
-        match gate.admit(place, peer.ip()) {
-            Some(slot) => return Ok((tcp, peer, slot)),
-            None => tracing::debug!(%peer, "closed: the address holds max_connections_per_ip"),
-        }
-    }
-}
-
-/// Gives a connection lane `me` accepted to the thread serving lane `to` (already counted
-/// there). Answers the connection back, counted on `me`, when that thread no longer takes
-/// any.
-fn hand_over(
-    state: &AppState,
-    (me, to): (usize, usize),
-    tcp: TcpStream,
-    peer: SocketAddr,
-    slot: Slot,
-) -> Option<(TcpStream, SocketAddr, Slot)> {
-    let tcp = match tcp.into_std() {
-        Ok(tcp) => tcp,
-        Err(e) => {
-            tracing::warn!(error = %e, "handing over a connection failed");
-            state.spread.closed(to);
-            return None;
-        }
-    };
-    let handed = Handoff { tcp, peer, slot };
-    let back = state.spread.hand_to(to, handed).err()?;
-    state.spread.closed(to);
-    let tcp = TcpStream::from_std(back.tcp).ok()?;
-    state.spread.opened(me);
-    Some((tcp, back.peer, back.slot))
 }
 
 /// One open connection on a serving thread's lane, while it lives.
