@@ -90,22 +90,7 @@ pub async fn open(
         let entry = lease.entry.clone();
         let started = Instant::now();
         let outcome = attempt(state, target, &entry, setup).await;
-        let (name, status, error) = match &outcome {
-            Tried::Open(..) => ("ok", Some(101), None),
-            Tried::Refused {
-                outcome,
-                status,
-                error,
-                ..
-            } => (outcome_name(outcome), *status, Some(error.clone())),
-        };
-        trace.attempts.push(Attempt {
-            key: entry.clone(),
-            outcome: name,
-            status,
-            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
-            error,
-        });
+        record_attempt(trace, &entry, started, &outcome);
         match outcome {
             Tried::Open(ws, first) => {
                 pool.report(&entry, target.model, &Outcome::Success, unix_ms());
@@ -132,6 +117,26 @@ pub async fn open(
         }
     }
     Err(last.unwrap_or_else(no_key))
+}
+
+/// Adds one try on `entry`, begun at `started`, to the session's attempt chain.
+fn record_attempt(trace: &mut Trace, entry: &Arc<KeyEntry>, started: Instant, outcome: &Tried) {
+    let (name, status, error) = match outcome {
+        Tried::Open(..) => ("ok", Some(101), None),
+        Tried::Refused {
+            outcome,
+            status,
+            error,
+            ..
+        } => (outcome_name(outcome), *status, Some(error.clone())),
+    };
+    trace.attempts.push(Attempt {
+        key: entry.clone(),
+        outcome: name,
+        status,
+        latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+        error,
+    });
 }
 
 /// The token's key, or the next usable key for the model (waiting for one until

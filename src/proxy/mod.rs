@@ -19,6 +19,7 @@ mod queue;
 mod resources;
 mod send;
 mod upload;
+mod upload_url;
 
 use crate::app::AppState;
 use crate::body::ReqBody;

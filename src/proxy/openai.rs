@@ -40,14 +40,12 @@ pub async fn handle(
         names::model_id(m, false)?;
     }
     let base = state.config.upstream.openai_base();
-    let tail = match (call, &model_path) {
-        (OpenAiCall::Chat, _) => "/chat/completions".to_owned(),
-        (OpenAiCall::Embeddings, _) => "/embeddings".to_owned(),
-        (OpenAiCall::Images, _) => "/images/generations".to_owned(),
-        (OpenAiCall::Models, None) => "/models".to_owned(),
-        (OpenAiCall::Models, Some(m)) => format!("/models/{m}"),
-    };
-    let uri = upstream_uri(state, &base, &tail, None)?;
+    let uri = upstream_uri(
+        state,
+        &base,
+        &upstream_path(call, model_path.as_deref()),
+        None,
+    )?;
     let headers = forward_headers(&parts.headers, FORWARDED);
     let edited = if parts.method == Method::POST {
         let raw = read_body(body, &parts.headers, state.config.server.max_body_bytes).await?;
@@ -85,6 +83,17 @@ pub async fn handle(
         plan.body = edited.body;
     }
     Ok(super::execute(state, plan, trace).await)
+}
+
+/// The path under Google's OpenAI-compatible base that `call` goes to.
+fn upstream_path(call: OpenAiCall, model: Option<&str>) -> String {
+    match (call, model) {
+        (OpenAiCall::Chat, _) => "/chat/completions".to_owned(),
+        (OpenAiCall::Embeddings, _) => "/embeddings".to_owned(),
+        (OpenAiCall::Images, _) => "/images/generations".to_owned(),
+        (OpenAiCall::Models, None) => "/models".to_owned(),
+        (OpenAiCall::Models, Some(m)) => format!("/models/{m}"),
+    }
 }
 
 struct Edited {

@@ -107,19 +107,8 @@ pub(super) async fn run(
             Ok(resp) => answer(state, plan, lease, resp).await,
             Err(e) => failed(state, plan, &lease, e.to_string()),
         };
-        let (outcome, status, error) = match &sent {
-            Sent::Ok(parts, _) => ("ok", Some(parts.status.as_u16()), None),
-            Sent::Refused(resp, o) => (outcome_name(o), Some(resp.status().as_u16()), None),
-            Sent::Failed(reason) => ("transient", None, Some(reason.clone())),
-        };
         trace.bytes_up = plan.body.len() as u64;
-        trace.attempts.push(Attempt {
-            key: entry.clone(),
-            outcome,
-            status,
-            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
-            error,
-        });
+        record_attempt(trace, &entry, started, &sent);
         match sent {
             Sent::Ok(parts, relay) => return Ok(Ran::Success(parts, relay, entry)),
             Sent::Refused(_, Outcome::RateLimited { .. } | Outcome::Invalid { .. })
@@ -132,6 +121,22 @@ pub(super) async fn run(
         }
     }
     Err(ApiError::NoKey)
+}
+
+/// Adds one try on `entry`, begun at `started`, to the request's attempt chain.
+fn record_attempt(trace: &mut Trace, entry: &Arc<KeyEntry>, started: Instant, sent: &Sent) {
+    let (outcome, status, error) = match sent {
+        Sent::Ok(parts, _) => ("ok", Some(parts.status.as_u16()), None),
+        Sent::Refused(resp, o) => (outcome_name(o), Some(resp.status().as_u16()), None),
+        Sent::Failed(reason) => ("transient", None, Some(reason.clone())),
+    };
+    trace.attempts.push(Attempt {
+        key: entry.clone(),
+        outcome,
+        status,
+        latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+        error,
+    });
 }
 
 /// The next usable key for `model` by normal selection, counted in the shared ledger

@@ -12,11 +12,12 @@
 //! retried. The finalizing answer names the file, recorded before it is relayed.
 
 use super::send::{self, Ran, Sent};
+use super::upload_url::{self, UPLOAD_URL};
 use super::{FORWARDED, KeyIn, Plan, authenticate, client_key, forward_headers, read_body};
 use crate::affinity;
 use crate::app::AppState;
 use crate::body::{Body, ReqBody};
-use crate::client_addr;
+use crate::boxerror::BoxError;
 use crate::error::{ApiError, Shape};
 use crate::keys::KeyEntry;
 use crate::limits::Permit;
@@ -30,7 +31,7 @@ use crate::store::affinity::ResourceRecord;
 use crate::upstream::{Lane, Via};
 use bytes::Bytes;
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue, Request, Response, Uri, header};
+use http::{HeaderMap, Request, Response, Uri, header};
 use http_body_util::{BodyExt, Limited};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,8 +50,6 @@ const UPLOAD_HEADERS: &[&str] = &[
     "x-goog-upload-header-content-type",
     "x-goog-upload-file-name",
 ];
-
-const UPLOAD_URL: &str = "x-goog-upload-url";
 
 /// `route`: the method's name in the log, set once the caller is known.
 pub async fn handle(
@@ -104,28 +103,8 @@ async fn start(
         };
     match answer.headers.get(UPLOAD_URL).and_then(|v| v.to_str().ok()) {
         Some(google) => {
-            let (google, id) = without_key(google).ok_or_else(|| {
-                ApiError::Unreachable("the upstream's upload URL has no upload id".into())
-            })?;
-            let row = ResourceRecord {
-                name: format!("upload/{id}"),
-                key_id: entry.id.clone(),
-                user_id: user.id.clone(),
-                created_ms: now,
-                expires_ms: now + affinity::retention_ms("upload/"),
-                size: None,
-                upstream: Some(google.to_string()),
-            };
-            affinity::put(&state.store, row).await?;
-            let ours = public_upload_url(state, &parts, &google);
-            match ours.and_then(|u| HeaderValue::from_str(&u).ok()) {
-                Some(v) => answer.headers.insert(UPLOAD_URL, v),
-                None => {
-                    return Err(ApiError::BadRequest(
-                        "The request has no usable Host.".into(),
-                    ));
-                }
-            };
+            let ours = upload_url::bind(state, &parts, google, &entry.id, &user, now).await?;
+            answer.headers.insert(UPLOAD_URL, ours);
         }
         None => {
             // A multipart (one-request) upload: the answer is the file.
@@ -136,60 +115,6 @@ async fn start(
         }
     }
     Ok(send::respond(answer, relay))
-}
-
-/// Google's upload URL without a `key=` parameter, and its upload id.
-fn without_key(url: &str) -> Option<(Uri, String)> {
-    let uri: Uri = url.parse().ok()?;
-    let query = uri.query()?;
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|p| !p.is_empty() && *p != "key" && !p.starts_with("key="))
-        .collect();
-    let id = form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "upload_id")
-        .map(|(_, v)| v.into_owned())?;
-    let pq = format!("{}?{}", uri.path(), kept.join("&"));
-    let mut parts = uri.into_parts();
-    parts.path_and_query = Some(pq.parse().ok()?);
-    Some((Uri::from_parts(parts).ok()?, id))
-}
-
-/// The gateway's own URL for an upload: its public base, then Google's path and query
-/// (without the base URL's own path prefix).
-fn public_upload_url(state: &AppState, parts: &Parts, google: &Uri) -> Option<String> {
-    let cfg = &state.config.server;
-    let base = match &cfg.public_url {
-        Some(url) => url.trim_end_matches('/').to_owned(),
-        None => {
-            let header = |n: &str| {
-                parts
-                    .headers
-                    .get(n)
-                    .and_then(|v| v.to_str().ok())
-                    .map(|v| v.split(',').next().unwrap_or("").trim().to_owned())
-                    .filter(|v| !v.is_empty())
-            };
-            let proxies = &cfg.trusted_proxies;
-            match client_addr::forwarded(proxies, parts, "x-forwarded-host") {
-                Some(host) => {
-                    let proto = client_addr::forwarded(proxies, parts, "x-forwarded-proto");
-                    format!("{}://{host}", proto.unwrap_or("https"))
-                }
-                None => format!("http://{}", header("host")?),
-            }
-        }
-    };
-    let prefix = upstream_prefix(state);
-    let pq = google.path_and_query()?.as_str();
-    Some(format!("{base}{}", pq.strip_prefix(&prefix).unwrap_or(pq)))
-}
-
-/// The path of the configured base URL (usually empty).
-fn upstream_prefix(state: &AppState) -> String {
-    let base: Option<Uri> = state.config.upstream.base_url.parse().ok();
-    base.map(|u| u.path().trim_end_matches('/').to_owned())
-        .unwrap_or_default()
 }
 
 /// A byte request of an upload session: found by its upload id alone.
@@ -223,14 +148,7 @@ async fn bytes(
         headers.insert("x-goog-api-key", v.clone());
     }
     let sent_bytes = Arc::new(AtomicU64::new(0));
-    let counter = sent_bytes.clone();
-    let body = body.map_frame(move |frame| {
-        if let Some(data) = frame.data_ref() {
-            counter.fetch_add(data.len() as u64, Ordering::Relaxed);
-        }
-        frame
-    });
-    let mut up = Request::new(Limited::new(body, limit as usize));
+    let mut up = counted_body(body, limit as usize, sent_bytes.clone());
     *up.method_mut() = parts.method.clone();
     *up.uri_mut() = uri.clone();
     *up.headers_mut() = headers;
@@ -254,6 +172,21 @@ async fn bytes(
         finalize(state, &relay, &row, &entry.id, &user, now, trace).await?;
     }
     Ok(send::respond(answer, relay))
+}
+
+/// A request streaming `body` through, cut at `limit` bytes, adding what passed to `sent`.
+fn counted_body(
+    body: ReqBody,
+    limit: usize,
+    sent: Arc<AtomicU64>,
+) -> Request<Limited<impl http_body::Body<Data = Bytes, Error = BoxError>>> {
+    let body = body.map_frame(move |frame| {
+        if let Some(data) = frame.data_ref() {
+            sent.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        frame
+    });
+    Request::new(Limited::new(body, limit))
 }
 
 /// The upload session `id` names, while it lasts.
@@ -284,7 +217,7 @@ fn session_uri(state: &AppState, row: &ResourceRecord) -> Result<Uri, ApiError> 
         .and_then(|u| u.parse().ok())
         .ok_or(ApiError::ResourceNotFound)?;
     let pq = google.path_and_query().map_or("/", |p| p.as_str());
-    let prefix = upstream_prefix(state);
+    let prefix = upload_url::upstream_prefix(state);
     let pq = pq.strip_prefix(&prefix).unwrap_or(pq);
     let (path, query) = pq.split_once('?').unwrap_or((pq, ""));
     super::upstream_uri(state, &state.config.upstream.base_url, path, Some(query))
@@ -375,23 +308,4 @@ fn uploader(
         .into_iter()
         .find(|u| u.id == row.user_id && u.enabled && u.expires_at.is_none_or(|t| t > now / 1000))
         .ok_or(ApiError::ResourceNotFound)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_echoed_key_leaves_the_upload_url() {
-        let (uri, id) = without_key(
-            "https://generativelanguage.googleapis.com/upload/v1beta/files?key=AIzaSECRET&upload_id=AU-1&upload_protocol=resumable",
-        )
-        .unwrap();
-        assert_eq!(id, "AU-1");
-        assert_eq!(
-            uri.to_string(),
-            "https://generativelanguage.googleapis.com/upload/v1beta/files?upload_id=AU-1&upload_protocol=resumable"
-        );
-        assert!(without_key("https://x/upload/v1beta/files?upload_protocol=resumable").is_none());
-    }
 }

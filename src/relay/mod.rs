@@ -215,17 +215,7 @@ impl Relay {
     fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
         loop {
             if self.upstream_done || self.cut.is_some() {
-                if let Some(unit) = self.take_unit() {
-                    return Poll::Ready(Step::Unit(unit));
-                }
-                if let Some(reason) = self.cut.take() {
-                    return Poll::Ready(Step::Cut(reason));
-                }
-                return Poll::Ready(if self.ended_cleanly() {
-                    Step::End
-                } else {
-                    Step::Cut("upstream ended in the middle of an event".to_owned())
-                });
+                return Poll::Ready(self.last_step());
             }
             match Pin::new(&mut self.upstream).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
@@ -275,6 +265,18 @@ impl Relay {
                     return self.poll_limits(cx);
                 }
             }
+        }
+    }
+
+    /// Once the upstream ended or the answer was cut: the units still held, then how it ended.
+    fn last_step(&mut self) -> Step {
+        if let Some(unit) = self.take_unit() {
+            return Step::Unit(unit);
+        }
+        match self.cut.take() {
+            Some(reason) => Step::Cut(reason),
+            None if self.ended_cleanly() => Step::End,
+            None => Step::Cut("upstream ended in the middle of an event".to_owned()),
         }
     }
 
