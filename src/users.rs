@@ -135,14 +135,6 @@ impl Users {
         self.by_hash.load().values().cloned().collect()
     }
 
-    pub fn by_name(&self, name: &str) -> Option<Arc<UserRecord>> {
-        self.by_hash
-            .load()
-            .values()
-            .find(|u| u.name == name)
-            .cloned()
-    }
-
     /// Checks a presented key at `now` (Unix seconds).
     pub fn authenticate(&self, key: Option<&str>, now: i64) -> Result<Arc<UserRecord>, AuthError> {
         let key = key.filter(|k| !k.is_empty()).ok_or(AuthError::Missing)?;

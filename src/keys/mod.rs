@@ -106,10 +106,6 @@ impl Pool {
         self.keys.load().list.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     pub fn get(&self, id: &str) -> Option<Arc<KeyEntry>> {
         self.keys.load().by_id.get(id).cloned()
     }

@@ -23,6 +23,7 @@ pub struct BucketKey {
 }
 
 impl BucketKey {
+    #[cfg(test)]
     pub fn of(rec: &LogRecord) -> Self {
         Self {
             hour_ms: rec.time.div_euclid(HOUR_MS) * HOUR_MS,
@@ -52,6 +53,7 @@ pub struct Bucket {
 }
 
 impl Bucket {
+    #[cfg(test)]
     pub fn add(&mut self, rec: &LogRecord) {
         self.count(rec.outcome, &rec.tokens, rec.latency_ms);
     }

@@ -221,6 +221,7 @@ impl Store {
 
     /// Appends request log records and adds them to the statistics buckets, atomically.
     /// Shared, so a failed write can be retried without copying the batch.
+    #[cfg(test)]
     pub async fn append_logs(
         &self,
         records: impl Into<Arc<[PackedLogs]>>,
@@ -229,7 +230,8 @@ impl Store {
             .await
     }
 
-    /// [`Store::append_logs`], durable at once or only with the next durable commit
+    /// Appends request log records and adds them to the statistics buckets, atomically,
+    /// durable at once or only with the next durable commit
     /// (redb skips the `fdatasync`; a crash before that loses the batch). Redis writes
     /// are the same either way.
     pub async fn append_logs_when(
