@@ -25,11 +25,72 @@ use tokio_util::sync::CancellationToken;
 /// The most a request head may be (HTTP/1.1 read buffer, HTTP/2 header list).
 pub const HEAD_MAX: usize = 64 * 1024;
 
-/// The connection builder every connection of a listener shares, and the limits kept
-/// around it.
+/// What a connection speaks, as far as is known before hyper reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    /// HTTP/1.1 for certain: served by hyper's HTTP/1.1 connection directly, which reads
+    /// the first head in one piece into one 8 KiB buffer (behind hyper-util's version
+    /// check the first read is a separate 24-byte piece, and the buffer doubles).
+    Http1,
+    /// HTTP/2 or not yet known: hyper-util's auto builder tells by the preface.
+    Either,
+    /// Nothing arrived within the handshake timeout, or the client left: not served.
+    Silent,
+}
+
+impl Proto {
+    /// What a plain connection's first bytes say, without reading them.
+    pub async fn sniff(tcp: &tokio::net::TcpStream, within: Duration) -> Proto {
+        const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        let mut first = [0u8; 24];
+        match tokio::time::timeout(within, tcp.peek(&mut first)).await {
+            Ok(Ok(0)) | Err(_) => Proto::Silent,
+            Ok(Ok(n)) if !PREFACE.starts_with(&first[..n]) => Proto::Http1,
+            _ => Proto::Either,
+        }
+    }
+}
+
+/// Runs a hyper connection until it ends, closing it gracefully when `stopping` fires or
+/// it stays idle, and dropping it when its first request or its goodbye takes too long.
+/// A macro: hyper's connection types share `graceful_shutdown` but no trait for it.
+macro_rules! drive {
+    ($server:expr, $busy:expr, $stopping:expr, $conn:expr) => {{
+        let (server, busy) = ($server, &$busy);
+        let mut conn = $conn;
+        let mut timer = pin!(tokio::time::sleep_until(busy.origin + server.handshake));
+        let (mut stopped, mut leaving) = (false, false);
+        loop {
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = $stopping.cancelled(), if !stopped => {
+                    stopped = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = timer.as_mut() => {
+                    let now = Instant::now();
+                    match busy.idle_until(server.idle) {
+                        _ if leaving => return,
+                        // No first request within the handshake timeout.
+                        None => return,
+                        Some(until) if until > now => timer.as_mut().reset(until),
+                        Some(_) => {
+                            leaving = true;
+                            conn.as_mut().graceful_shutdown();
+                            timer.as_mut().reset(now + server.goodbye);
+                        }
+                    }
+                }
+            }
+        }
+    }};
+}
+/// The connection builders every connection of a listener shares, and the limits kept
+/// around them.
 #[derive(Clone)]
 pub struct Server {
     builder: auto::Builder<TokioExecutor>,
+    http1: hyper::server::conn::http1::Builder,
     handshake: Duration,
     idle: Duration,
     /// How long an idle HTTP/2 client has to acknowledge the closing GOAWAY.
@@ -51,8 +112,15 @@ impl Server {
             .max_header_list_size(HEAD_MAX as u32)
             .keep_alive_interval(cfg.http2_keep_alive_interval)
             .keep_alive_timeout(cfg.http2_keep_alive_timeout);
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(cfg.header_read_timeout)
+            .max_header_size(HEAD_MAX)
+            .max_buf_size(HEAD_MAX);
         Self {
             builder,
+            http1,
             // The first head, like every later one, within `header_read_timeout` too.
             handshake: cfg.handshake_timeout.min(cfg.header_read_timeout),
             idle: cfg.idle_timeout,
@@ -71,8 +139,13 @@ impl Server {
 
     /// Serves `io` until the client closes it, it breaks a limit, or `stopping` fires and
     /// the requests in flight are answered.
-    pub async fn serve<I, H, F>(&self, io: I, handler: H, stopping: &CancellationToken)
-    where
+    pub async fn serve<I, H, F>(
+        &self,
+        io: I,
+        proto: Proto,
+        handler: H,
+        stopping: &CancellationToken,
+    ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
         H: Fn(Request<ReqBody>) -> F + Send + Sync + 'static,
         F: Future<Output = Response<Body>> + Send + 'static,
@@ -93,33 +166,17 @@ impl Server {
             }
         });
         // With upgrades: a Live session's WebSocket takes the connection over.
-        let conn = self
-            .builder
-            .serve_connection_with_upgrades(TokioIo::new(io), svc);
-        let mut conn = pin!(conn);
-        let mut timer = pin!(tokio::time::sleep_until(busy.origin + self.handshake));
-        let (mut stopped, mut leaving) = (false, false);
-        loop {
-            tokio::select! {
-                _ = conn.as_mut() => return,
-                _ = stopping.cancelled(), if !stopped => {
-                    stopped = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-                _ = timer.as_mut() => {
-                    let now = Instant::now();
-                    match busy.idle_until(self.idle) {
-                        _ if leaving => return,
-                        // No first request within the handshake timeout.
-                        None => return,
-                        Some(until) if until > now => timer.as_mut().reset(until),
-                        Some(_) => {
-                            leaving = true;
-                            conn.as_mut().graceful_shutdown();
-                            timer.as_mut().reset(now + self.goodbye);
-                        }
-                    }
-                }
+        let io = TokioIo::new(io);
+        match proto {
+            Proto::Silent => {}
+            Proto::Http1 => {
+                let conn = self.http1.serve_connection(io, svc).with_upgrades();
+                drive!(self, busy, stopping, pin!(conn));
+            }
+            Proto::Either => {
+                // Boxed, so the connection's task is the size of the HTTP/1.1 arm.
+                let conn = self.builder.serve_connection_with_upgrades(io, svc);
+                drive!(self, busy, stopping, Box::pin(conn));
             }
         }
     }
