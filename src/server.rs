@@ -125,21 +125,28 @@ impl Thread {
                     let proto = conn::Proto::sniff(&tcp, server.handshake_timeout()).await;
                     server.serve(tcp, proto, svc(false), &stopping).await
                 }
+                // Boxed: a plain connection's task is then the size of the plain arm,
+                // not of the TLS handshake and stream.
                 Some(tls) => {
-                    let handshake = server.handshake_timeout();
-                    match tokio::time::timeout(handshake, tls.acceptor.accept(tcp)).await {
-                        // A CA's TLS-ALPN-01 check ends with the handshake.
-                        Ok(Ok(stream)) if crate::tls::is_challenge(&stream) => {}
-                        Ok(Ok(stream)) => {
-                            let proto = match stream.get_ref().1.alpn_protocol() {
-                                Some(b"h2") => conn::Proto::Either,
-                                _ => conn::Proto::Http1,
-                            };
-                            server.serve(stream, proto, svc(true), &stopping).await
+                    Box::pin(async move {
+                        let handshake = server.handshake_timeout();
+                        match tokio::time::timeout(handshake, tls.acceptor.accept(tcp)).await {
+                            // A CA's TLS-ALPN-01 check ends with the handshake.
+                            Ok(Ok(stream)) if crate::tls::is_challenge(&stream) => {}
+                            Ok(Ok(stream)) => {
+                                let proto = match stream.get_ref().1.alpn_protocol() {
+                                    Some(b"h2") => conn::Proto::Either,
+                                    _ => conn::Proto::Http1,
+                                };
+                                server.serve(stream, proto, svc(true), &stopping).await
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed")
+                            }
+                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                         }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
+                    })
+                    .await
                 }
             }
         });
