@@ -1,5 +1,6 @@
-//! One client connection, served by hyper: hyper-util's auto builder reads HTTP/1.1 or,
-//! after the HTTP/2 preface, h2c, with the limits of `[server]` set on it (header read
+//! One client connection, served by hyper: hyper's HTTP/1.1 connection when the first
+//! bytes (or ALPN) say HTTP/1.1, otherwise hyper-util's auto builder, which reads HTTP/1.1
+//! or, after the HTTP/2 preface, h2c; the limits of `[server]` are set on both (header read
 //! timeout, which is also the idle keep-alive limit of HTTP/1.1, head size, HTTP/2
 //! keep-alive pings). Around it, what hyper has no setting for: the first request must
 //! arrive within `handshake_timeout`, a connection with no request in flight for
